@@ -1,0 +1,47 @@
+"""The dispatcher. Invoked three ways:
+
+- by Step Functions: `{"action": "execute" | "await_approval", buildId, taskToken}` and
+  `{"action": "finalize", "state": ...}`;
+- by the task-finished FIFO queue (one message group per build, so one build's DAG advances
+  serially): "task finished", "halt", "retry";
+- by the tasks DLQ: a task message that kept killing its function; the task is marked failed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.logic import dispatching
+from shared.logic.finalizing import finalize
+from shared.observability import correlate, lambda_handler
+
+
+def _record(record: SQSRecord) -> None:
+    body = json.loads(record.body)
+    correlate(body.get("buildId"))
+    if record.event_source_arn and not record.event_source_arn.endswith(".fifo"):
+        dispatching.on_dead_task(body)  # from the tasks DLQ
+    else:
+        dispatching.on_finished(body)
+
+
+@lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if "Records" in event:
+        return process_partial_response(event=event, record_handler=_record, processor=SqsFifoPartialProcessor(), context=context)
+    action = event.get("action")
+    if action == "finalize":
+        state = event["state"]
+        correlate(state.get("buildId"))
+        return finalize(state)
+    correlate(event.get("buildId"))
+    if action == "execute":
+        return dispatching.execute(event["buildId"], event["taskToken"])
+    if action == "await_approval":
+        return dispatching.await_approval(event["buildId"], event["taskToken"])
+    raise ValueError(f"unknown dispatch action {action!r}")

@@ -1,0 +1,27 @@
+"""Webhook consumer: signs and POSTs each recorded event, with partial batch failures."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.constants import WEBHOOK_DLQ_URL, WEBHOOK_QUEUE_URL
+from shared.logic.webhooks import Received, handle
+from shared.observability import lambda_handler
+
+
+def _record(record: SQSRecord) -> None:
+    handle(Received(body=record.body, receipt_handle=record.receipt_handle,
+                    receive_count=int(record.attributes.approximate_receive_count or 1),
+                    queue_url=os.environ.get(WEBHOOK_QUEUE_URL, "")),
+           dlq_url=os.environ.get(WEBHOOK_DLQ_URL))
+
+
+@lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=_record,
+                                    processor=BatchProcessor(event_type=EventType.SQS), context=context)

@@ -1,0 +1,214 @@
+"""The REST API (CONTRACT section 2) in front of the `api` function.
+
+- Auth: a Cognito user pool made here; the REST API's Cognito authorizer validates the ID token in
+  `Authorization: Bearer <token>` and hands the claims (`sub` is the owner id) to the function in
+  `requestContext.authorizer.claims`. Every method is authorized except `GET /openapi.json` and the
+  CORS preflights. (A REST API can only use a Cognito or a Lambda authorizer; an arbitrary OIDC
+  issuer/audience would need a Lambda authorizer or an HTTP API JWT authorizer.)
+- Explicit routes, not a greedy proxy: unknown paths never reach the function, and each route is
+  visible (and authorized) in the template.
+- Request validation at the edge: request parameters everywhere and "body is a JSON object" on the
+  POST routes with a body, so malformed JSON is a 400 before any code runs. Field rules stay in the
+  function's pydantic models (one source of truth, 422 with details).
+- Gateway-generated errors use the contract's error shape and carry CORS headers.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.nag import acknowledge
+
+CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key"]
+
+# (path, method, body model) for every authorized route of CONTRACT section 2.
+ROUTES: tuple[tuple[str, str, bool], ...] = (
+    ("/builds", "POST", True),
+    ("/builds", "GET", False),
+    ("/builds/{buildId}", "GET", False),
+    ("/builds/{buildId}/events", "GET", False),
+    ("/builds/{buildId}/approval", "POST", True),
+    ("/builds/{buildId}/cancel", "POST", False),
+    ("/builds/{buildId}/tasks/{taskId}/retry", "POST", False),
+    ("/builds/{buildId}/files", "GET", False),
+    ("/builds/{buildId}/files/{path+}", "GET", False),
+)
+PUBLIC_ROUTES: tuple[tuple[str, str], ...] = (("/openapi.json", "GET"),)
+QUERY_PARAMETERS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("/builds", "GET"): ("limit", "cursor"),
+    ("/builds/{buildId}/events", "GET"): ("after", "limit"),
+}
+
+# Gateway-made responses in the contract's error shape: (type, status, code, message).
+_GATEWAY_ERRORS = (
+    (apigw.ResponseType.UNAUTHORIZED, "401", "unauthorized", "Missing or invalid bearer token"),
+    (apigw.ResponseType.ACCESS_DENIED, "401", "unauthorized", "Missing or invalid bearer token"),
+    (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "404", "not_found", "No such route"),
+    (apigw.ResponseType.BAD_REQUEST_BODY, "400", "bad_request", "The body must be a JSON object"),
+    (apigw.ResponseType.BAD_REQUEST_PARAMETERS, "400", "bad_request", "Invalid request parameters"),
+    (apigw.ResponseType.REQUEST_TOO_LARGE, "413", "too_large", "Request too large"),
+    (apigw.ResponseType.THROTTLED, "429", "throttled", "Too many requests"),
+    (apigw.ResponseType.QUOTA_EXCEEDED, "429", "throttled", "Too many requests"),
+    (apigw.ResponseType.DEFAULT_4_XX, None, "bad_request", "$context.error.message"),
+    (apigw.ResponseType.DEFAULT_5_XX, None, "internal", "Internal error"),
+)
+
+
+class Api(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        handler: lambda_.IFunction,
+        frontend_origin: str,
+        rate_limit: float,
+        burst_limit: int,
+        log_retention: logs.RetentionDays,
+        cloudwatch_role: bool,
+    ) -> None:
+        super().__init__(scope, construct_id)
+
+        # --- identity -----------------------------------------------------------------------------
+        self.user_pool = cognito.UserPool(
+            self,
+            "Users",
+            self_sign_up_enabled=False,
+            sign_in_aliases=cognito.SignInAliases(email=True),
+            auto_verify=cognito.AutoVerifiedAttrs(email=True),
+            password_policy=cognito.PasswordPolicy(
+                min_length=12, require_lowercase=True, require_uppercase=True, require_digits=True,
+                require_symbols=True, temp_password_validity=Duration.days(3),
+            ),
+            mfa=cognito.Mfa.REQUIRED,
+            mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
+            account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge(self.user_pool, "AwsSolutions-COG8",
+                    "Threat protection needs the Cognito Plus feature plan (billed per MAU); users are "
+                    "admin-created only and MFA (TOTP) is required, so it is left to the operator.")
+        self.client = self.user_pool.add_client(
+            "Frontend",
+            generate_secret=False,
+            auth_flows=cognito.AuthFlow(user_srp=True),
+            prevent_user_existence_errors=True,
+            id_token_validity=Duration.hours(1),
+            access_token_validity=Duration.hours(1),
+            refresh_token_validity=Duration.days(30),
+        )
+        self.authorizer = apigw.CognitoUserPoolsAuthorizer(
+            self, "Authorizer", cognito_user_pools=[self.user_pool],
+            identity_source=apigw.IdentitySource.header("Authorization"),
+            results_cache_ttl=Duration.minutes(5),
+        )
+
+        # --- the API ------------------------------------------------------------------------------
+        self.access_logs = logs.LogGroup(self, "AccessLogs", retention=log_retention)
+        self.rest_api = apigw.RestApi(
+            self,
+            "RestApi",
+            description="Stepwise HTTP API",
+            cloud_watch_role=cloudwatch_role,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            deploy_options=apigw.StageOptions(
+                stage_name="v1",
+                throttling_rate_limit=rate_limit,
+                throttling_burst_limit=burst_limit,
+                tracing_enabled=True,
+                metrics_enabled=True,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,
+                access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=False, http_method=True, ip=True, protocol=True, request_time=True,
+                    resource_path=True, response_length=True, status=True, user=True,
+                ),
+            ),
+            default_cors_preflight_options=apigw.CorsOptions(
+                allow_origins=[frontend_origin],
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=CORS_HEADERS,
+                max_age=Duration.hours(1),
+            ),
+        )
+        if cloudwatch_role:
+            acknowledge(self.rest_api, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                                       "service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
+                        "The account-level API Gateway logging role must carry this AWS policy for "
+                        "access and execution logs; it is used by API Gateway only.")
+        acknowledge(self.rest_api, "AwsSolutions-APIG3",
+                    "No WAF web ACL by default (fixed monthly cost): every data route needs a Cognito "
+                    "token and the stage is throttled; attach a web ACL to the stage if exposed widely.")
+
+        for response_type, status, code, message in _GATEWAY_ERRORS:
+            body = {"error": {"code": code, "message": message}}
+            self.rest_api.add_gateway_response(
+                f"Gateway{response_type.response_type}",
+                type=response_type,
+                status_code=status,
+                response_headers={
+                    "Access-Control-Allow-Origin": f"'{frontend_origin}'",
+                    "Access-Control-Allow-Headers": "'" + ",".join(CORS_HEADERS) + "'",
+                },
+                templates={"application/json": json.dumps(body)},
+            )
+
+        self.validator = self.rest_api.add_request_validator(
+            "Validator", validate_request_parameters=True, validate_request_body=True,
+        )
+        json_object = self.rest_api.add_model(
+            "JsonObject",
+            content_type="application/json",
+            schema=apigw.JsonSchema(schema=apigw.JsonSchemaVersion.DRAFT4, type=apigw.JsonSchemaType.OBJECT),
+            description="Any JSON object: field rules are checked by the function (422 with details)",
+        )
+
+        integration = apigw.LambdaIntegration(handler, proxy=True, allow_test_invoke=False)
+        self.methods: dict[tuple[str, str], apigw.Method] = {}
+        for path, verb, has_body in ROUTES:
+            resource = self._resource(path)
+            params = {f"method.request.path.{p}": True for p in _path_params(path)}
+            params.update({f"method.request.querystring.{q}": False for q in QUERY_PARAMETERS.get((path, verb), ())})
+            self.methods[(path, verb)] = resource.add_method(
+                verb,
+                integration,
+                authorizer=self.authorizer,
+                authorization_type=apigw.AuthorizationType.COGNITO,
+                request_validator=self.validator,
+                request_parameters=params or None,
+                request_models={"application/json": json_object} if has_body else None,
+            )
+        for path, verb in PUBLIC_ROUTES:
+            method = self._resource(path).add_method(verb, integration, authorization_type=apigw.AuthorizationType.NONE)
+            self.methods[(path, verb)] = method
+            for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
+                acknowledge(method, rule, "GET /openapi.json is public by contract: it serves the API's "
+                                          "OpenAPI document, which holds no user data.")
+        for child in self.rest_api.root.node.find_all():
+            if isinstance(child, apigw.Method) and child.http_method == "OPTIONS":
+                for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
+                    acknowledge(child, rule, "CORS preflight (OPTIONS) requests carry no credentials by "
+                                             "browser design; the mock integration returns headers only.")
+
+    def _resource(self, path: str) -> apigw.IResource:
+        resource: apigw.IResource = self.rest_api.root
+        for part in filter(None, path.split("/")):
+            resource = resource.get_resource(part) or resource.add_resource(part)
+        return resource
+
+    @property
+    def url(self) -> str:
+        return self.rest_api.url
+
+
+def _path_params(path: str) -> list[str]:
+    return [p.strip("{}").rstrip("+") for p in path.split("/") if p.startswith("{")]

@@ -1,0 +1,279 @@
+"""The five Lambda functions, built by one helper, with least-privilege roles and their triggers.
+
+Every function: python3.12 on arm64, X-Ray active tracing, JSON logs into its own log group with a
+retention, the shared dependency layer, and code holding only `shared/` and its own package.
+Each role starts empty (no AWS managed policy): it may write its own log group, send traces, and
+whatever the grants below name, on named resources only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.config import StackConfig
+from infra.constructs.queues import Queues
+from infra.constructs.secrets import Secrets
+from infra.constructs.storage import BUILDS_BY_OWNER_INDEX, FILES_PREFIX, Storage
+from infra.nag import acknowledge
+from infra.packaging import dependency_layer_code, function_code, runtime_requirements
+from shared import constants as c
+
+# Powertools service name shared by every function, so metric alarms can name one dimension set.
+SERVICE_NAME = c.METRICS_NAMESPACE.lower()
+
+# DynamoDB actions by intent. Transactions are authorised per item by these same actions.
+DDB_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
+DDB_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem")
+DDB_READ_WRITE = DDB_READ + DDB_WRITE
+DDB_IDEMPOTENCY = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskFailure")
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    memory_mb: int
+    timeout: Duration
+    description: str
+
+
+def function_specs(config: StackConfig) -> dict[str, FunctionSpec]:
+    """Memory and timeout per function (keys are exactly `shared.constants.FUNCTION_HANDLERS`)."""
+    return {
+        "api": FunctionSpec(512, Duration.seconds(29), "HTTP API behind API Gateway (CONTRACT section 2)"),
+        "plan": FunctionSpec(1024, Duration.minutes(5), "Streams, validates and stores the build plan"),
+        "dispatch": FunctionSpec(512, Duration.seconds(60), "Runs the task DAG: seeds, advances, finalizes"),
+        "task": FunctionSpec(1024, Duration.seconds(config.task_function_timeout_seconds),
+                             "Runs one task and writes its files"),
+        "webhook": FunctionSpec(256, Duration.seconds(60), "Signs and delivers webhook events"),
+    }
+
+
+class Functions(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StackConfig,
+        storage: Storage,
+        queues: Queues,
+        secrets: Secrets,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._config = config
+        self.specs = function_specs(config)
+        unknown = set(self.specs) ^ set(c.FUNCTION_HANDLERS)
+        if unknown:
+            raise ValueError(f"function specs and FUNCTION_HANDLERS disagree on {sorted(unknown)}")
+
+        self.layer = lambda_.LayerVersion(
+            self,
+            "Dependencies",
+            code=dependency_layer_code(runtime_requirements()),
+            compatible_runtimes=[lambda_.Runtime.PYTHON_3_12],
+            compatible_architectures=[lambda_.Architecture.ARM_64],
+            description="Stepwise runtime dependencies (pinned in pyproject.toml)",
+        )
+
+        t = storage
+        wiring: dict[str, dict[str, str]] = {
+            "api": {
+                c.BUILDS_TABLE: t.builds.table_name,
+                c.TASKS_TABLE: t.tasks.table_name,
+                c.EVENTS_TABLE: t.events.table_name,
+                c.IDEMPOTENCY_TABLE: t.idempotency.table_name,
+                c.FILES_BUCKET: t.files.bucket_name,
+            },
+            "plan": {
+                c.BUILDS_TABLE: t.builds.table_name,
+                c.TASKS_TABLE: t.tasks.table_name,
+                c.EVENTS_TABLE: t.events.table_name,
+                c.PROVIDER_SECRET_ARN: secrets.providers.secret_arn,
+            },
+            "dispatch": {
+                c.BUILDS_TABLE: t.builds.table_name,
+                c.TASKS_TABLE: t.tasks.table_name,
+                c.EVENTS_TABLE: t.events.table_name,
+                c.TASKS_QUEUE_URL: queues.tasks.queue_url,
+            },
+            "task": {
+                c.BUILDS_TABLE: t.builds.table_name,
+                c.TASKS_TABLE: t.tasks.table_name,
+                c.EVENTS_TABLE: t.events.table_name,
+                c.CACHE_TABLE: t.cache.table_name,
+                c.FILES_BUCKET: t.files.bucket_name,
+                c.TASKS_QUEUE_URL: queues.tasks.queue_url,
+                c.TASK_FINISHED_QUEUE_URL: queues.task_finished.queue_url,
+                c.PROVIDER_SECRET_ARN: secrets.providers.secret_arn,
+            },
+            "webhook": {
+                c.BUILDS_TABLE: t.builds.table_name,
+                c.EVENTS_TABLE: t.events.table_name,
+                c.WEBHOOK_QUEUE_URL: queues.webhooks.queue_url,
+                c.WEBHOOK_SECRET_ARN: secrets.webhook.secret_arn,
+            },
+        }
+        self.functions: dict[str, lambda_.Function] = {
+            name: self._function(name, self.specs[name], wiring[name]) for name in c.FUNCTION_HANDLERS
+        }
+        api, plan, dispatch, task, webhook = (self.functions[n] for n in ("api", "plan", "dispatch", "task",
+                                                                         "webhook"))
+
+        # --- data ---------------------------------------------------------------------------------
+        for fn in (api, plan, dispatch, task):
+            for table in (t.builds, t.tasks, t.events):
+                _grant_table(fn, table, DDB_READ_WRITE)
+        # Only the API lists a caller's builds, so only it may query the byOwner index.
+        _grant_table(api, t.builds, ("dynamodb:Query",), indexes=(BUILDS_BY_OWNER_INDEX,))
+        _grant_table(task, t.cache, DDB_READ_WRITE)
+        _grant_table(api, t.idempotency, DDB_IDEMPOTENCY)
+        for table in (t.builds, t.events):
+            _grant_table(webhook, table, ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"))
+
+        files = t.files.arn_for_objects(f"{FILES_PREFIX}*")
+        iam.Grant.add_to_principal(grantee=api, actions=["s3:GetObject"], resource_arns=[files])
+        api.add_to_role_policy(iam.PolicyStatement(
+            actions=["s3:ListBucket"],
+            resources=[t.files.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{FILES_PREFIX}*"]}},
+        ))
+        iam.Grant.add_to_principal(grantee=task, actions=["s3:GetObject", "s3:PutObject"], resource_arns=[files])
+        for fn in (api, task):
+            acknowledge(fn.role or fn, f"AwsSolutions-IAM5[Resource::<{self._logical(t.files)}.Arn>/{FILES_PREFIX}*]",
+                        "Object access is limited to the builds/ prefix; object keys embed the build id, "
+                        "which is only known at run time.")
+
+        # --- queues -------------------------------------------------------------------------------
+        queues.tasks.grant_send_messages(dispatch)
+        queues.task_finished.grant_send_messages(task)
+        task.add_event_source(sources.SqsEventSource(
+            queues.tasks, batch_size=1, report_batch_item_failures=True,
+            max_concurrency=config.task_max_concurrency,
+        ))
+        dispatch.add_event_source(sources.SqsEventSource(
+            queues.task_finished, batch_size=10, report_batch_item_failures=True,
+        ))
+        dispatch.add_event_source(sources.SqsEventSource(
+            queues.tasks_dlq, batch_size=10, report_batch_item_failures=True, max_concurrency=2,
+        ))
+        webhook.add_event_source(sources.SqsEventSource(
+            queues.webhooks, batch_size=10, report_batch_item_failures=True,
+            max_concurrency=config.webhook_max_concurrency,
+        ))
+
+        # --- secrets ------------------------------------------------------------------------------
+        secrets.providers.grant_read(plan)
+        secrets.providers.grant_read(task)
+        secrets.webhook.grant_read(webhook)
+
+    # ----------------------------------------------------------------------------------------------
+    def _function(self, name: str, spec: FunctionSpec, wiring: dict[str, str]) -> lambda_.Function:
+        title = name.capitalize()
+        role = iam.Role(self, f"{title}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                        description=f"Stepwise {name} function")
+        log_group = logs.LogGroup(self, f"{title}Logs",
+                                  retention=log_retention(self._config.log_retention_days))
+        log_group.grant_write(role)
+        fn = lambda_.Function(
+            self,
+            title,
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=c.FUNCTION_HANDLERS[name],
+            code=function_code(name),
+            layers=[self.layer],
+            role=role,
+            memory_size=spec.memory_mb,
+            timeout=spec.timeout,
+            description=spec.description,
+            tracing=lambda_.Tracing.ACTIVE,
+            logging_format=lambda_.LoggingFormat.JSON,
+            application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
+            system_log_level_v2=lambda_.SystemLogLevel.WARN,
+            log_group=log_group,
+            environment={
+                **self._config.app_env,
+                **wiring,
+                c.POWERTOOLS_SERVICE_NAME: SERVICE_NAME,
+                c.POWERTOOLS_METRICS_NAMESPACE: c.METRICS_NAMESPACE,
+            },
+        )
+        acknowledge(role, "AwsSolutions-IAM5[Resource::*]",
+                    "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions; "
+                    "this is the only '*' statement on the role.")
+        acknowledge(fn, "AwsSolutions-L1",
+                    "Pinned to python3.12: the dependency layer is built for cp312 wheels and the code is "
+                    "tested on it; move runtime and layer together.")
+        return fn
+
+    def connect_workflow(self, state_machine: sfn.StateMachine) -> None:
+        """Give the API the state machine, and the API and dispatcher the task-token callbacks.
+
+        The dispatcher's grant is a separate policy: the state machine depends on the dispatcher, and
+        a function depends on its role's default policy, so putting it there would be a cycle.
+        """
+        api, dispatch = self.functions["api"], self.functions["dispatch"]
+        api.add_environment(c.STATE_MACHINE_ARN, state_machine.state_machine_arn)
+        state_machine.grant_start_execution(api)
+        state_machine.grant_execution(api, "states:StopExecution")
+        state_machine.grant(api, *TASK_RESPONSE_ACTIONS)
+        sm_ref = self._logical(state_machine)
+        execution_arn = ("arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+                         f'{{"Fn::Select":[6,{{"Fn::Split":[":",{{"Ref":"{sm_ref}"}}]}}]}}:*')
+        acknowledge(api.role or api, f"AwsSolutions-IAM5[Resource::{execution_arn}]",
+                    "StopExecution is scoped to executions of this one state machine; execution names "
+                    "are build ids chosen at run time.")
+        iam.Policy(
+            self,
+            "DispatchTaskResponse",
+            roles=[dispatch.role] if dispatch.role else [],
+            statements=[iam.PolicyStatement(actions=list(TASK_RESPONSE_ACTIONS),
+                                            resources=[state_machine.state_machine_arn])],
+        )
+
+    def _logical(self, construct: Construct) -> str:
+        child = construct.node.default_child
+        assert child is not None
+        return str(Stack.of(self).resolve(child.logical_id))  # type: ignore[attr-defined]
+
+
+_RETENTION_STEPS: tuple[tuple[int, logs.RetentionDays], ...] = (
+    (1, logs.RetentionDays.ONE_DAY),
+    (3, logs.RetentionDays.THREE_DAYS),
+    (7, logs.RetentionDays.ONE_WEEK),
+    (14, logs.RetentionDays.TWO_WEEKS),
+    (30, logs.RetentionDays.ONE_MONTH),
+    (60, logs.RetentionDays.TWO_MONTHS),
+    (90, logs.RetentionDays.THREE_MONTHS),
+    (180, logs.RetentionDays.SIX_MONTHS),
+    (365, logs.RetentionDays.ONE_YEAR),
+    (731, logs.RetentionDays.TWO_YEARS),
+)
+
+
+def log_retention(days: int) -> logs.RetentionDays:
+    """The shortest CloudWatch retention step that keeps logs at least `days` days."""
+    for step, retention in _RETENTION_STEPS:
+        if step >= days:
+            return retention
+    return _RETENTION_STEPS[-1][1]
+
+
+def _grant_table(
+    grantee: iam.IGrantable, table: dynamodb.ITable, actions: tuple[str, ...], *, indexes: tuple[str, ...] = ()
+) -> iam.Grant:
+    """Grant `actions` on the table itself (and on named indexes only: never `index/*`)."""
+    return iam.Grant.add_to_principal(
+        grantee=grantee,
+        actions=list(actions),
+        resource_arns=[table.table_arn, *(f"{table.table_arn}/index/{name}" for name in indexes)],
+    )

@@ -1,0 +1,116 @@
+"""DynamoDB tables and the S3 bucket for build files.
+
+Encryption choice: AWS-managed keys (aws/dynamodb, aws/s3). Key use is still audited in CloudTrail,
+but no key policy or per-role kms grants have to be kept in step with every function and the pipe,
+and there is no per-key monthly cost. A customer-managed key adds value only when an operator must
+be able to revoke access independently of IAM or share data cross-account; swap
+`TableEncryption.AWS_MANAGED` for `CUSTOMER_MANAGED` then (and grant the pipe role kms:Decrypt).
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.nag import acknowledge
+
+S = dynamodb.AttributeType.STRING
+N = dynamodb.AttributeType.NUMBER
+
+BUILDS_BY_OWNER_INDEX = "byOwner"
+FILES_PREFIX = "builds/"
+
+
+class Storage(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, files_expire_days: int) -> None:
+        super().__init__(scope, construct_id)
+
+        self.builds = self._table("Builds", partition=("buildId", S))
+        self.builds.add_global_secondary_index(
+            index_name=BUILDS_BY_OWNER_INDEX,
+            partition_key=dynamodb.Attribute(name="ownerId", type=S),
+            sort_key=dynamodb.Attribute(name="createdAt", type=N),
+            projection_type=dynamodb.ProjectionType.ALL,
+        )
+        self.tasks = self._table("Tasks", partition=("buildId", S), sort=("taskId", S))
+        # The event log is also the outbox: its stream (new images) feeds the webhook queue.
+        self.events = self._table(
+            "Events", partition=("buildId", S), sort=("seq", N), stream=dynamodb.StreamViewType.NEW_IMAGE
+        )
+        self.cache = self._table("Cache", partition=("cacheKey", S), ttl="expiresAt")
+        # Powertools idempotency layout: partition key `id`, TTL attribute `expiration`.
+        self.idempotency = self._table("Idempotency", partition=("id", S), ttl="expiration")
+
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            # S3 server access logging can only deliver to SSE-S3 buckets.
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90),
+                                              abort_incomplete_multipart_upload_after=Duration.days(1))],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge(self.access_logs, "AwsSolutions-S1",
+                    "This bucket is the server access log target of the files bucket; logging it "
+                    "into itself would loop.")
+
+        self.files = s3.Bucket(
+            self,
+            "Files",
+            encryption=s3.BucketEncryption.KMS_MANAGED,
+            enforce_ssl=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="files/",
+            # Generated files are reproducible by re-running the build, so no versioning; they
+            # expire after the retention the operator chose.
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-build-files",
+                    prefix=FILES_PREFIX,
+                    expiration=Duration.days(files_expire_days),
+                ),
+                s3.LifecycleRule(id="abort-multipart", abort_incomplete_multipart_upload_after=Duration.days(1)),
+            ],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def _table(
+        self,
+        construct_id: str,
+        *,
+        partition: tuple[str, dynamodb.AttributeType],
+        sort: tuple[str, dynamodb.AttributeType] | None = None,
+        ttl: str | None = None,
+        stream: dynamodb.StreamViewType | None = None,
+    ) -> dynamodb.Table:
+        return dynamodb.Table(
+            self,
+            construct_id,
+            partition_key=dynamodb.Attribute(name=partition[0], type=partition[1]),
+            sort_key=dynamodb.Attribute(name=sort[0], type=sort[1]) if sort else None,
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            time_to_live_attribute=ttl,
+            stream=stream,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    @property
+    def tables(self) -> dict[str, dynamodb.Table]:
+        return {
+            "builds": self.builds,
+            "tasks": self.tasks,
+            "events": self.events,
+            "cache": self.cache,
+            "idempotency": self.idempotency,
+        }

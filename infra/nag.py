@@ -1,0 +1,22 @@
+"""cdk-nag (AwsSolutions) on every synth, and the one way this app acknowledges a finding."""
+
+from __future__ import annotations
+
+from aws_cdk import Acknowledgment, App, Validations
+from cdk_nag import AwsSolutionsChecks
+from constructs import IConstruct
+
+
+def enable_nag(app: App) -> None:
+    """Run the AwsSolutions pack on synth; any unacknowledged finding fails the synth."""
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+
+
+def acknowledge(scope: IConstruct, rule_id: str, reason: str) -> None:
+    """Acknowledge one finding (`AwsSolutions-XYZ` or `AwsSolutions-IAM5[Resource::...]`) on `scope`.
+
+    The reason says why the finding does not apply here; it is kept in the cloud assembly.
+    """
+    if len(reason) < 30:
+        raise ValueError(f"acknowledgement of {rule_id} needs a specific reason, got {reason!r}")
+    Validations.of(scope).acknowledge(Acknowledgment(id=rule_id, reason=reason))

@@ -1,0 +1,97 @@
+"""The Stepwise stack: one construct per concern, wired together here and nowhere else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from infra.config import StackConfig
+from infra.constructs.api import Api
+from infra.constructs.functions import SERVICE_NAME, Functions, log_retention
+from infra.constructs.monitoring import Monitoring
+from infra.constructs.outbox import Outbox
+from infra.constructs.queues import Queues
+from infra.constructs.secrets import Secrets
+from infra.constructs.storage import Storage
+from infra.constructs.workflow import Workflow
+
+
+class StepwiseStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: StackConfig, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        retention = log_retention(config.log_retention_days)
+
+        self.storage = Storage(self, "Storage", files_expire_days=config.files_expire_days)
+        self.secrets = Secrets(self, "Secrets")
+        # Function timeouts decide the queues' visibility timeouts, so they are known first.
+        from infra.constructs.functions import function_specs
+
+        specs = function_specs(config)
+        self.queues = Queues(
+            self,
+            "Queues",
+            task_function_timeout=specs["task"].timeout,
+            dispatch_function_timeout=specs["dispatch"].timeout,
+            webhook_function_timeout=specs["webhook"].timeout,
+            task_max_attempts=config.settings.task_max_attempts,
+            webhook_max_attempts=config.settings.webhook_max_attempts,
+        )
+        self.functions = Functions(
+            self, "Functions", config=config, storage=self.storage, queues=self.queues, secrets=self.secrets,
+        )
+        fns = self.functions.functions
+        self.workflow = Workflow(self, "Workflow", plan=fns["plan"], dispatch=fns["dispatch"],
+                                 log_retention=retention)
+        self.functions.connect_workflow(self.workflow.state_machine)
+        self.outbox = Outbox(
+            self,
+            "Outbox",
+            events_table=self.storage.events,
+            webhook_queue=self.queues.webhooks,
+            dead_letter_queue=self.queues.outbox_dlq,
+            log_retention=retention,
+        )
+        self.api = Api(
+            self,
+            "Api",
+            handler=fns["api"],
+            frontend_origin=config.frontend_origin,
+            rate_limit=config.api_rate_limit,
+            burst_limit=config.api_burst_limit,
+            log_retention=retention,
+            cloudwatch_role=config.api_cloudwatch_role,
+        )
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            service_name=SERVICE_NAME,
+            functions=dict(fns),
+            dead_letter_queues=dict(self.queues.dead_letter_queues),
+            work_queues={"tasks": self.queues.tasks, "task-finished": self.queues.task_finished,
+                         "webhooks": self.queues.webhooks},
+            state_machine=self.workflow.state_machine,
+            rest_api=self.api.rest_api,
+            alarm_email=config.alarm_email,
+            cost_alarm_usd_per_hour=config.cost_alarm_usd_per_hour,
+            error_rate_alarm_percent=config.error_rate_alarm_percent,
+            failed_executions_threshold=config.failed_executions_alarm_threshold,
+        )
+
+        outputs = {
+            "ApiUrl": (self.api.url, "Base URL of the HTTP API (CONTRACT section 2)"),
+            "UserPoolId": (self.api.user_pool.user_pool_id, "Cognito user pool: create users here"),
+            "UserPoolClientId": (self.api.client.user_pool_client_id, "Cognito app client for the frontend"),
+            "FilesBucketName": (self.storage.files.bucket_name, "Generated files: builds/{buildId}/files/{path}"),
+            "StateMachineArn": (self.workflow.state_machine.state_machine_arn, "One execution per build"),
+            "WebhookSecretArn": (self.secrets.webhook.secret_arn, "Webhook signing secret(s)"),
+            "ProviderSecretArn": (self.secrets.providers.secret_arn, "AI provider API keys (JSON)"),
+            "WebhookQueueUrl": (self.queues.webhooks.queue_url, "Webhook delivery queue"),
+            "WebhookDlqUrl": (self.queues.webhooks_dlq.queue_url, "Dead webhook deliveries (redrive)"),
+            "AlarmTopicArn": (self.monitoring.topic.topic_arn, "SNS topic every alarm notifies"),
+            "DashboardName": (self.monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
+        }
+        for output_id, (value, description) in outputs.items():
+            CfnOutput(self, output_id, value=value, description=description)

@@ -1,0 +1,168 @@
+"""What the Lambda service does for queue and stream event sources, done by threads.
+
+An SQS poller long-polls a queue, hands the handler a real SQS event, deletes what succeeded and
+leaves the `batchItemFailures` (or the whole batch, if the handler raised) to come back after their
+visibility timeout; SQS itself moves a message to its DLQ after `maxReceiveCount` receives. The
+stream relay plays the EventBridge Pipe: INSERTs on the events table's stream go to the webhook
+queue as the record itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from local.context import LocalContext
+from shared.dal.aws import client
+from shared.observability import logger
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+    attrs = dict(message.get("Attributes") or {})
+    attrs.update({k: v for k, v in (message.get("MessageSystemAttributes") or {}).items()})
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": attrs,
+        "messageAttributes": {
+            name: {"stringValue": v.get("StringValue"), "binaryValue": v.get("BinaryValue"),
+                   "stringListValues": [], "binaryListValues": [], "dataType": v.get("DataType", "String")}
+            for name, v in (message.get("MessageAttributes") or {}).items()
+        },
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }
+
+
+class SqsPoller:
+    def __init__(self, name: str, queue_url: str, queue_arn: str, handler: Callable[[], Handler], *,
+                 function_name: str, timeout_s: float, batch_size: int = 1, workers: int = 1,
+                 region: str = "us-east-1") -> None:
+        self.name = name
+        self.queue_url = queue_url
+        self.queue_arn = queue_arn
+        self.handler = handler
+        self.function_name = function_name
+        self.timeout_s = timeout_s
+        self.batch_size = batch_size
+        self.workers = workers
+        self.region = region
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.inflight = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        for i in range(self.workers):
+            t = threading.Thread(target=self._run, name=f"{self.name}-{i}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float = 5.0) -> None:
+        for t in self.threads:
+            t.join(timeout)
+
+    def _run(self) -> None:
+        sqs = client("sqs")
+        while not self.stop_event.is_set():
+            try:
+                resp = sqs.receive_message(
+                    QueueUrl=self.queue_url, MaxNumberOfMessages=self.batch_size, WaitTimeSeconds=1,
+                    AttributeNames=["All"], MessageAttributeNames=["All"],
+                    MessageSystemAttributeNames=["All"])
+            except Exception:
+                if self.stop_event.is_set():
+                    return
+                logger.exception("local poller receive failed", extra={"poller": self.name})
+                time.sleep(0.5)
+                continue
+            messages = resp.get("Messages") or []
+            if messages:
+                self._invoke(sqs, messages)
+
+    def _invoke(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self.inflight += 1
+        try:
+            event = {"Records": [sqs_record(m, self.queue_arn, self.region) for m in messages]}
+            failed: set[str]
+            try:
+                result = self.handler()(event, LocalContext(self.function_name, self.timeout_s))
+                failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
+            except Exception:
+                logger.warning("local handler raised; the batch will be retried", extra={"poller": self.name},
+                               exc_info=True)
+                failed = {m["MessageId"] for m in messages}
+            done = [m for m in messages if m["MessageId"] not in failed]
+            if done:
+                sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+        finally:
+            with self._lock:
+                self.inflight -= 1
+
+
+class StreamRelay:
+    """Plays the EventBridge Pipe: events-table stream INSERTs → webhook queue."""
+
+    def __init__(self, stream_arn: str, queue_url: str, *, interval_s: float = 0.01) -> None:
+        self.stream_arn = stream_arn
+        self.queue_url = queue_url
+        self.interval_s = interval_s
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="stream-relay", daemon=True)
+        self.relayed = 0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float = 5.0) -> None:
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        streams = client("dynamodbstreams")
+        sqs = client("sqs")
+        iterators: dict[str, str | None] = {}
+        while not self.stop_event.is_set():
+            try:
+                shards = streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
+                for shard in shards:
+                    sid = shard["ShardId"]
+                    if sid not in iterators:
+                        iterators[sid] = streams.get_shard_iterator(
+                            StreamArn=self.stream_arn, ShardId=sid, ShardIteratorType="TRIM_HORIZON",
+                        )["ShardIterator"]
+                moved = 0
+                for sid, it in list(iterators.items()):
+                    if not it:
+                        continue
+                    resp = streams.get_records(ShardIterator=it, Limit=1000)
+                    iterators[sid] = resp.get("NextShardIterator")
+                    inserts = [r for r in resp.get("Records") or [] if r.get("eventName") == "INSERT"]
+                    for start in range(0, len(inserts), 10):
+                        sqs.send_message_batch(QueueUrl=self.queue_url, Entries=[
+                            {"Id": str(i), "MessageBody": json.dumps(r, default=str)}
+                            for i, r in enumerate(inserts[start:start + 10])])
+                    moved += len(inserts)
+                self.relayed += moved
+                if not moved:
+                    self.stop_event.wait(self.interval_s)
+            except Exception:
+                if self.stop_event.is_set():
+                    return
+                logger.exception("local stream relay failed; retrying")
+                self.stop_event.wait(0.2)

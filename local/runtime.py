@@ -1,0 +1,291 @@
+"""The local runtime: all of Stepwise in one process, on moto, with no AWS account.
+
+moto plays DynamoDB (with the events stream), SQS (visibility timeouts, DLQ redrive), S3, Secrets
+Manager and Step Functions, which executes the same ASL file CDK deploys; its Lambda tasks are
+routed to the real handler functions. Threads play the Lambda service's event sources. The handlers
+cannot tell this from AWS: they get the same events and a context with a real remaining time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from local.context import LocalContext
+from local.pollers import Handler, SqsPoller, StreamRelay
+from shared import constants as c
+from shared.dal.aws import client, reset_clients
+from shared.logic.services import reset_services
+from shared.settings import get_settings, reset_settings
+
+ASL_PATH = Path(__file__).resolve().parent.parent / "infra" / "statemachine.asl.json"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+PREFIX = "stepwise-local"
+
+# Function timeouts (seconds): what infra/ gives each function.
+FUNCTION_TIMEOUTS = {"api": 29, "plan": 300, "dispatch": 60, "task": 900, "webhook": 60}
+
+_ENV_DEFAULTS = {
+    "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local",
+    "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+    "MOTO_ALLOW_NONEXISTENT_REGION": "true",
+    "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_SERVICE_NAME": "stepwise",
+    "POWERTOOLS_DEV": "false",
+}
+
+
+def load_handler(name: str) -> Handler:
+    module, _, attr = c.FUNCTION_HANDLERS[name].rpartition(".")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
+@dataclass
+class Resources:
+    queues: dict[str, str] = field(default_factory=dict)  # name -> url
+    queue_arns: dict[str, str] = field(default_factory=dict)
+    functions: dict[str, str] = field(default_factory=dict)  # name -> arn
+    state_machine_arn: str = ""
+    events_stream_arn: str = ""
+    webhook_secret_arn: str = ""
+
+
+class LocalRuntime:
+    """Start with `with LocalRuntime() as rt:`; `rt.invoke_api(...)` talks to the API handler."""
+
+    def __init__(self, *, task_workers: int = 8, webhook_workers: int = 4,
+                 task_visibility_s: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.task_workers = task_workers
+        self.webhook_workers = webhook_workers
+        self.task_visibility_s = task_visibility_s
+        self.env = env or {}
+        self.resources = Resources()
+        self.pollers: list[SqsPoller] = []
+        self.relay: StreamRelay | None = None
+        self._mock: Any = None
+        self._saved_env: dict[str, str | None] = {}
+        self._original_invoke: Any = None
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    def __enter__(self) -> LocalRuntime:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        for key, value in {**_ENV_DEFAULTS, **self.env}.items():
+            self._set_env(key, value)
+        from moto import mock_aws
+
+        self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True},
+                                      "lambda": {"use_docker": False}})
+        self._mock.start()
+        reset_clients()
+        reset_settings()
+        reset_services()
+        settings = get_settings()  # fail fast, naming a bad variable, before anything runs
+        self._create_resources(settings.webhook_secret, settings.task_timeout_seconds)
+        reset_settings()
+        reset_services()
+        get_settings()
+        self._route_lambda_invocations()
+        self._start_workers()
+
+    def stop(self) -> None:
+        for p in self.pollers:
+            p.stop()
+        if self.relay:
+            self.relay.stop()
+        for p in self.pollers:
+            p.join()
+        if self.relay:
+            self.relay.join()
+        self._restore_lambda_invocations()
+        if self._mock is not None:
+            self._mock.stop()
+            self._mock = None
+        reset_clients()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        reset_settings()
+        reset_services()
+
+    def _set_env(self, key: str, value: str) -> None:
+        if key not in self._saved_env:
+            self._saved_env[key] = os.environ.get(key)
+        os.environ[key] = value
+
+    # --- resources --------------------------------------------------------------------------------
+    def _create_resources(self, webhook_secret: str | None, task_timeout_s: float) -> None:
+        r = self.resources
+        ddb = client("dynamodb")
+        tables = {
+            c.BUILDS_TABLE: ("builds", [("buildId", "S")], None),
+            c.TASKS_TABLE: ("tasks", [("buildId", "S"), ("taskId", "S")], None),
+            c.EVENTS_TABLE: ("events", [("buildId", "S"), ("seq", "N")], None),
+            c.CACHE_TABLE: ("cache", [("cacheKey", "S")], None),
+            c.IDEMPOTENCY_TABLE: ("idempotency", [("id", "S")], None),
+        }
+        for env_name, (name, keys, _) in tables.items():
+            table = f"{PREFIX}-{name}"
+            kwargs: dict[str, Any] = {
+                "TableName": table, "BillingMode": "PAY_PER_REQUEST",
+                "KeySchema": [{"AttributeName": k, "KeyType": "HASH" if i == 0 else "RANGE"}
+                              for i, (k, _) in enumerate(keys)],
+                "AttributeDefinitions": [{"AttributeName": k, "AttributeType": t} for k, t in keys],
+            }
+            if name == "builds":
+                kwargs["AttributeDefinitions"] += [{"AttributeName": "ownerId", "AttributeType": "S"},
+                                                   {"AttributeName": "createdAt", "AttributeType": "N"}]
+                kwargs["GlobalSecondaryIndexes"] = [{
+                    "IndexName": "byOwner",
+                    "KeySchema": [{"AttributeName": "ownerId", "KeyType": "HASH"},
+                                  {"AttributeName": "createdAt", "KeyType": "RANGE"}],
+                    "Projection": {"ProjectionType": "ALL"}}]
+            if name == "events":
+                kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
+            desc = ddb.create_table(**kwargs)["TableDescription"]
+            if name == "events":
+                r.events_stream_arn = desc["LatestStreamArn"]
+            self._set_env(env_name, table)
+
+        bucket = f"{PREFIX}-files"
+        client("s3").create_bucket(Bucket=bucket)
+        self._set_env(c.FILES_BUCKET, bucket)
+
+        task_visibility = self.task_visibility_s or int(task_timeout_s + 30)
+        self._queue("tasks-dlq", {})
+        self._queue("tasks", {"VisibilityTimeout": str(task_visibility)}, dlq="tasks-dlq", max_receive=3)
+        self._queue("task-finished-dlq.fifo", {"FifoQueue": "true"})
+        self._queue("task-finished.fifo", {"FifoQueue": "true", "VisibilityTimeout": "60"},
+                    dlq="task-finished-dlq.fifo", max_receive=5)
+        max_attempts = str(get_settings().webhook_max_attempts)
+        self._queue("webhooks-dlq", {})
+        self._queue("webhooks", {"VisibilityTimeout": "30"}, dlq="webhooks-dlq", max_receive=int(max_attempts))
+        self._set_env(c.TASKS_QUEUE_URL, r.queues["tasks"])
+        self._set_env(c.TASK_FINISHED_QUEUE_URL, r.queues["task-finished.fifo"])
+        self._set_env(c.WEBHOOK_QUEUE_URL, r.queues["webhooks"])
+        self._set_env(c.WEBHOOK_DLQ_URL, r.queues["webhooks-dlq"])
+
+        from shared.signing import generate_secret
+
+        secret = webhook_secret or generate_secret()
+        r.webhook_secret_arn = client("secretsmanager").create_secret(
+            Name=f"{PREFIX}/webhook-secret", SecretString=secret)["ARN"]
+        self._set_env(c.WEBHOOK_SECRET_ARN, r.webhook_secret_arn)
+        self._set_env(c.WEBHOOK_SECRET, secret)
+        self.webhook_secret = secret
+
+        role = client("iam").create_role(
+            RoleName=f"{PREFIX}-role", AssumeRolePolicyDocument=json.dumps({
+                "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                        "Principal": {"Service": "lambda.amazonaws.com"}}]}),
+        )["Role"]["Arn"]
+        lam = client("lambda")
+        for name, handler in c.FUNCTION_HANDLERS.items():
+            r.functions[name] = lam.create_function(
+                FunctionName=f"{PREFIX}-{name}", Runtime="python3.12", Role=role, Handler=handler,
+                Code={"ZipFile": b"local"}, Timeout=FUNCTION_TIMEOUTS[name])["FunctionArn"]
+
+        definition = ASL_PATH.read_text()
+        for key, value in {c.ASL_PLAN_FUNCTION: r.functions["plan"],
+                           c.ASL_DISPATCH_FUNCTION: r.functions["dispatch"]}.items():
+            definition = definition.replace("${" + key + "}", value)
+        r.state_machine_arn = client("stepfunctions").create_state_machine(
+            name=f"{PREFIX}-build", definition=definition, roleArn=role, type="STANDARD")["stateMachineArn"]
+        self._set_env(c.STATE_MACHINE_ARN, r.state_machine_arn)
+
+    def _queue(self, name: str, attrs: dict[str, str], *, dlq: str | None = None, max_receive: int = 3) -> None:
+        sqs = client("sqs")
+        attributes = dict(attrs)
+        if dlq:
+            attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": self.resources.queue_arns[dlq],
+                                                      "maxReceiveCount": max_receive})
+        url = sqs.create_queue(QueueName=f"{PREFIX}-{name}", Attributes=attributes)["QueueUrl"]
+        self.resources.queues[name] = url
+        self.resources.queue_arns[name] = sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    # --- Lambda invocations from Step Functions --------------------------------------------------
+    def _route_lambda_invocations(self) -> None:
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+
+        by_name = {arn.rsplit(":", 1)[-1]: name for name, arn in self.resources.functions.items()}
+        original = LambdaSimpleBackend.invoke
+        self._original_invoke = original
+
+        def invoke(backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any,
+                   response_headers: Any) -> bytes:
+            short = function_name.split(":")[6] if function_name.startswith("arn:") else function_name
+            name = by_name.get(short)
+            if name is None:
+                return original(backend, function_name, qualifier, body, headers, response_headers)  # type: ignore[no-any-return]
+            event = json.loads(body) if body else {}
+            try:
+                result = load_handler(name)(event, LocalContext(short, FUNCTION_TIMEOUTS[name]))
+            except Exception as exc:
+                response_headers["x-amz-function-error"] = "Unhandled"
+                return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
+            return json.dumps(result).encode()
+
+        LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
+
+    def _restore_lambda_invocations(self) -> None:
+        if self._original_invoke is not None:
+            from moto.awslambda_simple.models import LambdaSimpleBackend
+
+            LambdaSimpleBackend.invoke = self._original_invoke  # type: ignore[method-assign]
+            self._original_invoke = None
+
+    # --- event sources ----------------------------------------------------------------------------
+    def _start_workers(self) -> None:
+        q, arns = self.resources.queues, self.resources.queue_arns
+
+        def fn(name: str) -> Callable[[], Handler]:
+            return lambda: load_handler(name)
+
+        self.pollers = [
+            SqsPoller("tasks", q["tasks"], arns["tasks"], fn("task"), function_name=f"{PREFIX}-task",
+                      timeout_s=FUNCTION_TIMEOUTS["task"], batch_size=1, workers=self.task_workers),
+            SqsPoller("finished", q["task-finished.fifo"], arns["task-finished.fifo"], fn("dispatch"),
+                      function_name=f"{PREFIX}-dispatch", timeout_s=FUNCTION_TIMEOUTS["dispatch"],
+                      batch_size=10, workers=2),
+            SqsPoller("tasks-dlq", q["tasks-dlq"], arns["tasks-dlq"], fn("dispatch"),
+                      function_name=f"{PREFIX}-dispatch", timeout_s=FUNCTION_TIMEOUTS["dispatch"],
+                      batch_size=10, workers=1),
+            SqsPoller("webhooks", q["webhooks"], arns["webhooks"], fn("webhook"),
+                      function_name=f"{PREFIX}-webhook", timeout_s=FUNCTION_TIMEOUTS["webhook"],
+                      batch_size=5, workers=self.webhook_workers),
+        ]
+        for p in self.pollers:
+            p.start()
+        self.relay = StreamRelay(self.resources.events_stream_arn, q["webhooks"])
+        self.relay.start()
+
+    # --- the API, as API Gateway would call it --------------------------------------------------
+    _api_lock = threading.Lock()
+
+    def invoke_api(self, method: str, path: str, *, user: str | None, body: Any = None,
+                   query: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        from local.apigw import proxy_event
+
+        raw = body if isinstance(body, str) or body is None else json.dumps(body)
+        event = proxy_event(method, path, user=user, body=raw, query=query, headers=headers)
+        result = load_handler("api")(event, LocalContext(f"{PREFIX}-api", FUNCTION_TIMEOUTS["api"]))
+        text = result.get("body") or ""
+        try:
+            return int(result["statusCode"]), json.loads(text) if text else None
+        except ValueError:
+            return int(result["statusCode"]), text

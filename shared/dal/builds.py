@@ -1,0 +1,85 @@
+"""The builds table: one item per build (status, options, plan summary, dispatch state)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from shared.dal.aws import client, error_code, from_item, to_item
+from shared.dal.table import Update
+from shared.errors import NotFound, StateConflict
+
+
+class BuildStore:
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def create(self, item: dict[str, Any]) -> None:
+        client("dynamodb").put_item(TableName=self.table, Item=to_item(item),
+                                    ConditionExpression="attribute_not_exists(buildId)")
+
+    def get(self, build_id: str, *, attributes: list[str] | None = None) -> dict[str, Any] | None:
+        kwargs: dict[str, Any] = {"TableName": self.table, "Key": {"buildId": {"S": build_id}},
+                                  "ConsistentRead": True}
+        if attributes:
+            kwargs["ProjectionExpression"] = ", ".join(f"#{a}" for a in attributes)
+            kwargs["ExpressionAttributeNames"] = {f"#{a}": a for a in attributes}
+        item = client("dynamodb").get_item(**kwargs).get("Item")
+        return from_item(item) if item else None
+
+    def require(self, build_id: str) -> dict[str, Any]:
+        item = self.get(build_id)
+        if item is None:
+            raise NotFound(f"build {build_id} not found")
+        return item
+
+    def get_owned(self, build_id: str, owner: str) -> dict[str, Any]:
+        """The build if `owner` owns it; otherwise NotFound, exactly like a missing build."""
+        item = self.get(build_id)
+        if item is None or item.get("ownerId") != owner:
+            raise NotFound(f"build {build_id} not found")
+        return item
+
+    def update(self, build_id: str, update: Update) -> None:
+        try:
+            client("dynamodb").update_item(**update.kwargs(self.table, {"buildId": build_id}))
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise StateConflict(f"build {build_id} is not in the expected state") from None
+            raise
+
+    def tx_update(self, build_id: str, update: Update) -> dict[str, Any]:
+        return update.tx(self.table, {"buildId": build_id})
+
+    def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "byOwner",
+            "KeyConditionExpression": "ownerId = :o",
+            "ExpressionAttributeValues": {":o": {"S": owner}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor)
+        resp = client("dynamodb").query(**kwargs)
+        nxt = resp.get("LastEvaluatedKey")
+        return [from_item(i) for i in resp.get("Items") or []], (_encode_cursor(nxt) if nxt else None)
+
+
+def _encode_cursor(key: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    from shared.errors import InvalidInput
+
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = json.loads(raw)
+        if not isinstance(key, dict) or "buildId" not in key:
+            raise ValueError
+        return key
+    except ValueError:
+        raise InvalidInput("cursor is not valid", details=[{"field": "cursor"}]) from None

@@ -1,0 +1,125 @@
+"""The event log: per-build `seq` 1, 2, 3 ... with no gaps and no duplicates, across processes.
+
+An event is written with `attribute_not_exists` on its (buildId, seq) key, so two writers can never
+take the same number, and a writer only ever takes last+1, so there are no gaps. A state change
+and the event that reports it can be committed in one transaction (`also=`), so an event is never
+emitted without its change or twice for one change. The events table's stream is the outbox: every
+recorded event reaches the webhook queue without a second write here.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared.dal.aws import client, error_code, from_item, to_item
+from shared.dal.table import cancellation_codes
+from shared.errors import StateConflict
+from shared.ids import new_event_id, now_ms
+from shared.models.events import Event, EventType, event_data
+
+_MAX_TRIES = 100
+
+
+class EventLog:
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self._last: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # --- writing ---------------------------------------------------------------------------------
+    def record(
+        self,
+        build_id: str,
+        event_type: EventType,
+        data: BaseModel | dict[str, Any],
+        *,
+        also: list[dict[str, Any]] | None = None,
+    ) -> Event:
+        """Append one event. `also`: TransactWriteItems entries that must commit with it.
+
+        Raises StateConflict when a condition in `also` fails (nothing is written then).
+        """
+        payload = event_data(event_type, data)
+        ddb = client("dynamodb")
+        for attempt in range(_MAX_TRIES):
+            seq = self._next_seq(build_id, refresh=attempt > 0)
+            event = Event(id=new_event_id(), type=event_type, buildId=build_id, seq=seq,
+                          timestamp=now_ms(), data=payload)
+            put = {"TableName": self.table, "Item": to_item(event.model_dump(mode="json")),
+                   "ConditionExpression": "attribute_not_exists(seq)"}
+            try:
+                if also:
+                    ddb.transact_write_items(TransactItems=[{"Put": put}, *also])
+                else:
+                    ddb.put_item(**put)
+            except Exception as exc:
+                code = error_code(exc)
+                if code == "ConditionalCheckFailedException":
+                    continue  # seq taken: refresh and try the next one
+                if code == "TransactionCanceledException":
+                    codes = cancellation_codes(exc)
+                    if codes and codes[0] == "ConditionalCheckFailed":
+                        continue
+                    if "ConditionalCheckFailed" in codes[1:]:
+                        raise StateConflict(f"{event_type} not recorded: state changed") from None
+                    time.sleep(random.uniform(0.002, 0.02))  # TransactionConflict: back off
+                    continue
+                raise
+            self._remember(build_id, seq)
+            return event
+        raise RuntimeError(f"could not record {event_type} for {build_id}: too much contention")
+
+    def _next_seq(self, build_id: str, *, refresh: bool) -> int:
+        with self._lock:
+            cached = self._last.get(build_id)
+        if cached is None or refresh:
+            cached = self.last_seq(build_id)
+            self._remember(build_id, cached)
+        return cached + 1
+
+    def _remember(self, build_id: str, seq: int) -> None:
+        with self._lock:
+            if self._last.get(build_id, 0) < seq or seq == 0:
+                self._last[build_id] = seq
+            self._last.move_to_end(build_id)
+            while len(self._last) > 2048:
+                self._last.popitem(last=False)
+
+    # --- reading ---------------------------------------------------------------------------------
+    def last_seq(self, build_id: str) -> int:
+        resp = client("dynamodb").query(
+            TableName=self.table,
+            KeyConditionExpression="buildId = :b",
+            ExpressionAttributeValues={":b": {"S": build_id}},
+            ProjectionExpression="seq",
+            ScanIndexForward=False,
+            Limit=1,
+            ConsistentRead=True,
+        )
+        items = resp.get("Items") or []
+        return int(items[0]["seq"]["N"]) if items else 0
+
+    def read(self, build_id: str, after: int = 0, limit: int = 100) -> tuple[list[Event], int | None]:
+        """Events with seq > after, in order; `next` is the seq to pass as `after` for more."""
+        resp = client("dynamodb").query(
+            TableName=self.table,
+            KeyConditionExpression="buildId = :b AND seq > :s",
+            ExpressionAttributeValues={":b": {"S": build_id}, ":s": {"N": str(after)}},
+            ScanIndexForward=True,
+            Limit=limit,
+            ConsistentRead=True,
+        )
+        events = [event_from_item(from_item(i)) for i in resp.get("Items") or []]
+        more = bool(resp.get("LastEvaluatedKey")) and len(events) == limit
+        return events, (events[-1].seq if more and events else None)
+
+
+def event_from_item(item: dict[str, Any]) -> Event:
+    fields = {k: item[k] for k in ("id", "type", "buildId", "seq", "timestamp", "data") if k in item}
+    return Event.model_validate(fields)

@@ -1,0 +1,95 @@
+"""Small helpers for DynamoDB update expressions and transaction items."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from shared.dal.aws import to_ddb, to_item
+
+
+class Update:
+    """Builds `SET a = :a, ... REMOVE b ADD c :c` with placeholder names, plus a condition."""
+
+    def __init__(self) -> None:
+        self._set: list[str] = []
+        self._remove: list[str] = []
+        self._add: list[str] = []
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+        self.condition: str | None = None
+        self._n = 0
+
+    def name(self, attr: str) -> str:
+        key = f"#{attr}"
+        self.names[key] = attr
+        return key
+
+    def value(self, v: Any) -> str:
+        self._n += 1
+        key = f":v{self._n}"
+        self.values[key] = to_ddb(v)
+        return key
+
+    def set(self, **fields: Any) -> Update:
+        for attr, v in fields.items():
+            if v is None:
+                self._remove.append(self.name(attr))
+            else:
+                self._set.append(f"{self.name(attr)} = {self.value(v)}")
+        return self
+
+    def set_many(self, fields: Mapping[str, Any]) -> Update:
+        return self.set(**fields)
+
+    def add(self, **fields: Any) -> Update:
+        for attr, v in fields.items():
+            self._add.append(f"{self.name(attr)} {self.value(v)}")
+        return self
+
+    def when(self, expression: str, **values: Any) -> Update:
+        """A condition; `{x}` in the expression is an attribute name, `:x` a value placeholder."""
+        for attr in _names_in(expression):
+            self.name(attr)
+        expr = expression.format(**{a: f"#{a}" for a in _names_in(expression)})
+        for k, v in values.items():
+            self.values[f":{k}"] = to_ddb(v)
+        self.condition = expr if self.condition is None else f"({self.condition}) AND ({expr})"
+        return self
+
+    def expression(self) -> str:
+        parts = []
+        if self._set:
+            parts.append("SET " + ", ".join(self._set))
+        if self._remove:
+            parts.append("REMOVE " + ", ".join(self._remove))
+        if self._add:
+            parts.append("ADD " + ", ".join(self._add))
+        return " ".join(parts)
+
+    def kwargs(self, table: str, key: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"TableName": table, "Key": to_item(dict(key)),
+                               "UpdateExpression": self.expression()}
+        if self.names:
+            out["ExpressionAttributeNames"] = self.names
+        if self.values:
+            out["ExpressionAttributeValues"] = self.values
+        if self.condition:
+            out["ConditionExpression"] = self.condition
+        return out
+
+    def tx(self, table: str, key: Mapping[str, Any]) -> dict[str, Any]:
+        return {"Update": self.kwargs(table, key)}
+
+
+def _names_in(expression: str) -> Iterable[str]:
+    import string
+
+    return [f for _, f, _, _ in string.Formatter().parse(expression) if f]
+
+
+def cancellation_codes(exc: Exception) -> list[str]:
+    """Per-item codes of a cancelled transaction (`ConditionalCheckFailed`, `None`, ...)."""
+    response = getattr(exc, "response", None) or {}
+    reasons = response.get("CancellationReasons") or []
+    return [str(r.get("Code", "None")) for r in reasons]

@@ -1,0 +1,65 @@
+"""The tasks table: one item per planned task (definition, status, attempt, result)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.dal.aws import client, error_code, from_item, to_item
+from shared.dal.table import Update
+from shared.errors import StateConflict
+from shared.models.plan import Task, TaskStatus
+
+
+class TaskStore:
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def put_plan(self, build_id: str, plan_id: str, tasks: list[Task]) -> None:
+        ddb = client("dynamodb")
+        items = [
+            {"PutRequest": {"Item": to_item({
+                "buildId": build_id, "taskId": t.id, "planId": plan_id, "order": i,
+                "task": t.model_dump(mode="json"), "status": TaskStatus.pending.value, "attempt": 0,
+            })}}
+            for i, t in enumerate(tasks)
+        ]
+        for start in range(0, len(items), 25):
+            pending = {self.table: items[start:start + 25]}
+            while pending:
+                resp = ddb.batch_write_item(RequestItems=pending)
+                pending = resp.get("UnprocessedItems") or {}
+
+    def get(self, build_id: str, task_id: str) -> dict[str, Any] | None:
+        item = client("dynamodb").get_item(
+            TableName=self.table, Key={"buildId": {"S": build_id}, "taskId": {"S": task_id}},
+            ConsistentRead=True).get("Item")
+        return from_item(item) if item else None
+
+    def list(self, build_id: str) -> list[dict[str, Any]]:
+        ddb = client("dynamodb")
+        kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "buildId = :b",
+                                  "ExpressionAttributeValues": {":b": {"S": build_id}}, "ConsistentRead": True}
+        out: list[dict[str, Any]] = []
+        while True:
+            resp = ddb.query(**kwargs)
+            out.extend(from_item(i) for i in resp.get("Items") or [])
+            if not resp.get("LastEvaluatedKey"):
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        out.sort(key=lambda t: t.get("order", 0))
+        return out
+
+    def update(self, build_id: str, task_id: str, update: Update) -> None:
+        try:
+            client("dynamodb").update_item(**update.kwargs(self.table, self.key(build_id, task_id)))
+        except Exception as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise StateConflict(f"task {task_id} is not in the expected state") from None
+            raise
+
+    def tx_update(self, build_id: str, task_id: str, update: Update) -> dict[str, Any]:
+        return update.tx(self.table, self.key(build_id, task_id))
+
+    @staticmethod
+    def key(build_id: str, task_id: str) -> dict[str, str]:
+        return {"buildId": build_id, "taskId": task_id}

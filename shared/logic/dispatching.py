@@ -1,0 +1,276 @@
+"""The dispatcher: owns a build's DAG while Step Functions owns its life.
+
+Every change to a build's dispatch state is a read, a pure decision (`shared.scheduler`), and one
+write conditioned on the state's version; on a lost race it re-reads and decides again. Events
+that report a change (a task skipped) commit in the same transaction as the task's own status, so
+replaying a step never emits them twice. Tasks are sent only after the state commits, and a
+replayed step re-sends what the last commit decided (the task consumer drops duplicates).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shared import scheduler
+from shared.dal.queues import send_batch, task_message
+from shared.dal.table import Update
+from shared.errors import NotFound, StateConflict
+from shared.ids import now_ms
+from shared.logic.services import Services, services
+from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
+from shared.models.events import EventType
+from shared.models.plan import Task, TaskStatus
+from shared.observability import count, logger
+
+_spec_cache: dict[tuple[str, str], scheduler.DagSpec] = {}
+
+Op = Callable[[scheduler.DagSpec, scheduler.DispatchState, int], scheduler.Decision]
+
+
+@dataclass
+class Loaded:
+    build: dict[str, Any]
+    spec: scheduler.DagSpec
+    state: scheduler.DispatchState
+    version: int
+
+
+def dag_spec(svc: Services, build: dict[str, Any]) -> scheduler.DagSpec:
+    key = (build["buildId"], f"{build.get('planId')}:{build.get('planVersion', 0)}")
+    spec = _spec_cache.get(key)
+    if spec is None:
+        items = svc.tasks.list(build["buildId"])
+        spec = scheduler.DagSpec.from_tasks([Task.model_validate(i["task"]) for i in items])
+        if len(_spec_cache) > 256:
+            _spec_cache.clear()
+        _spec_cache[key] = spec
+    return spec
+
+
+def _load(svc: Services, build_id: str) -> Loaded:
+    build = svc.builds.require(build_id)
+    return Loaded(build, dag_spec(svc, build), scheduler.DispatchState.from_json(build.get("dispatch")),
+                  int(build.get("dispatchVersion", 0)))
+
+
+def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, scheduler.Decision]:
+    """Run `op` against the build's dispatch state until its commit wins; then act on the decision."""
+    for _ in range(50):
+        cur = _load(svc, build_id)
+        max_conc = int(cur.build.get("maxConcurrency", 5))
+        if _past_deadline(cur.build) and cur.state.halted is None:
+            scheduler.halt(cur.spec, cur.state, "timed_out")
+        decision = op(cur.spec, cur.state, max_conc)
+        budget = cur.build.get("budgetUsd")
+        if budget is not None and cur.state.cost_usd >= float(budget) and cur.state.halted is None:
+            count("build.budget_exceeded")
+            for t, _ in decision.sends:  # decided but not sent: take them back
+                cur.state.running.pop(t, None)
+                cur.state.attempts[t] = max(0, cur.state.attempts.get(t, 1) - 1)
+            scheduler.halt(cur.spec, cur.state, "budget_exceeded")
+            decision.sends = []
+            decision.all_terminal = scheduler.fill(cur.spec, cur.state, 0).all_terminal
+        if decision.duplicate:
+            break
+        _record_skips(svc, build_id, decision)
+        _cancel_unstarted(svc, build_id, cur)
+        try:
+            svc.builds.update(build_id, Update().set(
+                dispatch=cur.state.to_json(), dispatchVersion=cur.version + 1, updatedAt=now_ms(),
+            ).when("attribute_not_exists({dispatchVersion}) OR {dispatchVersion} = :ver", ver=cur.version))
+        except StateConflict:
+            continue
+        break
+    else:  # pragma: no cover - 50 lost races in a row
+        raise RuntimeError(f"dispatch of {build_id} ({label}) kept losing races")
+    _send(svc, build_id, decision.sends)
+    if decision.all_terminal:
+        _finish_execution(svc, cur)
+    return cur, decision
+
+
+def _past_deadline(build: dict[str, Any]) -> bool:
+    deadline = build.get("deadlineAt")
+    return bool(deadline) and now_ms() > int(deadline)
+
+
+def _record_skips(svc: Services, build_id: str, decision: scheduler.Decision) -> None:
+    for task_id, dependency in decision.skipped:
+        try:
+            svc.events.record(build_id, EventType.task_skipped,
+                              {"taskId": task_id, "reason": "dependency_failed", "dependency": dependency},
+                              also=[svc.tasks.tx_update(build_id, task_id, Update().set(
+                                  status=TaskStatus.skipped.value, skippedBecause=dependency,
+                                  updatedAt=now_ms()).when("{status} = :pending", pending=TaskStatus.pending.value))])
+        except StateConflict:
+            pass  # already skipped by an earlier run of this step
+
+
+def _cancel_unstarted(svc: Services, build_id: str, cur: Loaded) -> None:
+    if cur.state.halted is None:
+        return
+    for task_id in cur.state.cancelled:
+        try:
+            svc.tasks.update(build_id, task_id, Update().set(status=TaskStatus.cancelled.value,
+                                                             updatedAt=now_ms())
+                             .when("{status} = :pending", pending=TaskStatus.pending.value))
+        except StateConflict:
+            pass
+
+
+def _send(svc: Services, build_id: str, sends: list[tuple[str, int]]) -> None:
+    if sends:
+        send_batch(svc.settings.tasks_queue_url,
+                   [task_message(build_id, t, a, idx=i) for i, (t, a) in enumerate(sends)])
+
+
+def _finish_execution(svc: Services, cur: Loaded) -> None:
+    token = cur.build.get("executeToken")
+    if not token:
+        return
+    if cur.state.halted == "budget_exceeded":
+        svc.workflow.fail(token, "BudgetExceeded",
+                          f"Recorded cost ${cur.state.cost_usd:.4f} reached the budget of "
+                          f"${float(cur.build['budgetUsd']):.4f}; no new task was started.")
+    elif cur.state.halted in (None, "timed_out"):
+        svc.workflow.succeed(token, {"halted": cur.state.halted})
+
+
+# --- entry points ---------------------------------------------------------------------------------
+def await_approval(build_id: str, token: str, svc: Services | None = None) -> dict[str, Any]:
+    svc = svc or services()
+    build = svc.builds.require(build_id)
+    expires = now_ms() + svc.settings.plan_approval_timeout_seconds * 1000
+    try:
+        svc.events.record(build_id, EventType.plan_approval_required,
+                          {"planId": build.get("planId"), "expiresAt": expires},
+                          also=[svc.builds.tx_update(build_id, Update().set(
+                              status=BuildStatus.awaiting_approval.value, approvalToken=token,
+                              approvalExpiresAt=expires, updatedAt=now_ms(),
+                          ).when("{status} = :planning", planning=BuildStatus.planning.value))])
+    except StateConflict:
+        logger.info("approval already requested or build moved on", extra={"buildId": build_id})
+    return {"awaiting": True}
+
+
+def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str, Any]:
+    svc = svc or services()
+    build = svc.builds.require(build_id)
+    if build["status"] in TERMINAL_BUILD_STATUSES:
+        svc.workflow.fail(token, "BuildCancelled", f"build is {build['status']}")
+        return {"started": False}
+    remaining = svc.settings.build_timeout_seconds - (now_ms() - int(build["createdAt"])) / 1000
+    if build.get("executeStartedAt") is None:
+        deadline = now_ms() + int(max(1.0, remaining) * 1000)
+        if build.get("approvedAt"):  # time spent waiting for a human does not count
+            deadline = now_ms() + int(max(1.0, remaining + (int(build["approvedAt"]) - int(
+                build.get("approvalRequestedAt", build["approvedAt"]))) / 1000) * 1000)
+    else:
+        deadline = int(build.get("deadlineAt") or now_ms())
+    try:
+        svc.builds.update(build_id, Update().set(
+            status=BuildStatus.executing.value, executeToken=token, deadlineAt=deadline,
+            executeStartedAt=build.get("executeStartedAt") or now_ms(), updatedAt=now_ms(),
+        ).when("NOT {status} IN (:c, :cwe, :f, :x, :t)", c="completed", cwe="completed_with_errors",
+               f="failed", x="cancelled", t="timed_out"))
+    except StateConflict:
+        svc.workflow.fail(token, "BuildCancelled", "build ended before execution")
+        return {"started": False}
+    apply(svc, build_id, lambda spec, st, m: scheduler.start(spec, st, m), label="start")
+    return {"started": True}
+
+
+def on_finished(message: dict[str, Any], svc: Services | None = None) -> None:
+    """A message from the task-finished FIFO queue (one group per build)."""
+    svc = svc or services()
+    build_id = message["buildId"]
+    kind = message.get("kind", "finished")
+    try:
+        if kind == "finished":
+            task_id, outcome = message["taskId"], message["outcome"]
+            cost = float(message.get("costUsd") or 0.0)
+            attempt = int(message.get("attempt", 1))
+
+            def op(spec: scheduler.DagSpec, st: scheduler.DispatchState, m: int) -> scheduler.Decision:
+                st.attempts[task_id] = max(st.attempts.get(task_id, 0), attempt)
+                if outcome == "completed":
+                    return scheduler.task_succeeded(spec, st, task_id, m, cost)
+                if outcome == "cancelled":
+                    st.running.pop(task_id, None)
+                    st.cancelled.add(task_id)
+                    return scheduler.fill(spec, st, m)
+                return scheduler.task_failed(spec, st, task_id, m, cost)
+
+            apply(svc, build_id, op, label=f"finished {task_id}")
+        elif kind == "halt":
+            reason = message["reason"]
+            apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, reason), label="halt")
+        elif kind == "retry":
+            retry_task(build_id, message["taskId"], svc)
+        else:
+            logger.warning("unknown dispatch message dropped", extra={"kind": kind})
+    except NotFound:
+        logger.warning("dispatch message for a missing build dropped", extra={"buildId": build_id})
+
+
+def retry_task(build_id: str, task_id: str, svc: Services) -> None:
+    """Re-open a task and its skipped dependents (items first, so a re-opened child can be claimed),
+    then let the scheduler start it."""
+    from shared import dag
+
+    spec = dag_spec(svc, svc.builds.require(build_id))
+    svc.tasks.update(build_id, task_id, Update().set(status=TaskStatus.pending.value, error=None,
+                                                     updatedAt=now_ms()))
+    for t in dag.descendants(spec.children, task_id):
+        try:
+            svc.tasks.update(build_id, t, Update().set(status=TaskStatus.pending.value, updatedAt=now_ms())
+                             .when("{status} IN (:s, :c)", s="skipped", c="cancelled"))
+        except StateConflict:
+            pass
+
+    def op(spec: scheduler.DagSpec, st: scheduler.DispatchState, m: int) -> scheduler.Decision:
+        scheduler.retry(spec, st, task_id, m)
+        return scheduler.fill(spec, st, m)
+
+    apply(svc, build_id, op, label=f"retry {task_id}")
+
+
+def parse_cause(error: dict[str, Any]) -> str:
+    cause = error.get("Cause") or ""
+    try:
+        parsed = json.loads(cause)
+        if isinstance(parsed, dict) and parsed.get("errorMessage"):
+            return str(parsed["errorMessage"])
+    except ValueError:
+        pass
+    return str(cause) or str(error.get("Error") or "unknown error")
+
+
+def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
+    """A task message that kept killing its function reached the tasks DLQ: fail that task so the
+    build does not hang, and let the dispatcher skip its dependents."""
+    svc = svc or services()
+    build_id, task_id = message.get("buildId"), message.get("taskId")
+    if not build_id or not task_id:
+        logger.error("unreadable message in the tasks DLQ dropped", extra={"body": str(message)[:500]})
+        return
+    item = svc.tasks.get(build_id, task_id)
+    if item is None:
+        return
+    name = (item.get("task") or {}).get("name", task_id)
+    attempt = int(message.get("attempt", item.get("attempt", 1)))
+    try:
+        svc.events.record(build_id, EventType.task_failed, {
+            "taskId": task_id, "taskName": name, "error": "the task kept stopping its worker; it was dead-lettered",
+            "attempt": attempt, "willRetry": False,
+        }, also=[svc.tasks.tx_update(build_id, task_id, Update().set(
+            status=TaskStatus.failed.value, error="dead-lettered", updatedAt=now_ms(),
+        ).when("NOT {status} IN (:c, :f, :t, :s, :x)", c="completed", f="failed", t="timeout",
+               s="skipped", x="cancelled"))])
+    except StateConflict:
+        pass  # already settled
+    on_finished({"kind": "finished", "buildId": build_id, "taskId": task_id, "attempt": attempt,
+                 "outcome": "failed"}, svc)

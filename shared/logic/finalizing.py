@@ -1,0 +1,101 @@
+"""The Finalize step: the build's one terminal event, with its metrics and files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.dal.table import Update
+from shared.errors import StateConflict
+from shared.ids import now_ms
+from shared.logic.dispatching import parse_cause
+from shared.logic.services import Services, services
+from shared.models.build import TERMINAL_BUILD_STATUSES, BuildMetrics, BuildStatus, FailureReason
+from shared.models.events import EventType
+from shared.models.plan import TaskStatus
+from shared.observability import count
+
+_REASONS = {
+    "CircularDependencies": FailureReason.circular_dependencies,
+    "ApprovalRejected": FailureReason.approval_rejected,
+    "ApprovalTimeout": FailureReason.approval_timeout,
+    "BuildTimedOut": FailureReason.timed_out,
+    "BudgetExceeded": FailureReason.budget_exceeded,
+}
+
+
+def metrics_of(build: dict[str, Any], tasks: list[dict[str, Any]]) -> BuildMetrics:
+    plan_usage = build.get("planUsage") or {}
+    m = BuildMetrics(totalTasks=len(tasks), promptTokens=int(plan_usage.get("promptTokens", 0)),
+                     completionTokens=int(plan_usage.get("completionTokens", 0)),
+                     costUsd=plan_usage.get("costUsd", 0.0))
+    for t in tasks:
+        status = t.get("status")
+        m.completedTasks += status == TaskStatus.completed
+        m.failedTasks += status in (TaskStatus.failed, TaskStatus.timeout)
+        m.skippedTasks += status == TaskStatus.skipped
+        m.cachedTasks += bool(t.get("cached")) and status == TaskStatus.completed
+        usage = t.get("usage") or {}
+        m.promptTokens += int(usage.get("promptTokens", 0))
+        m.completionTokens += int(usage.get("completionTokens", 0))
+        if m.costUsd is not None:
+            cost = usage.get("costUsd", 0.0)
+            m.costUsd = None if cost is None else round(m.costUsd + float(cost), 8)
+    m.durationMs = max(0, int(build.get("finishedAt") or now_ms()) - int(build["createdAt"]))
+    return m
+
+
+def file_paths(tasks: list[dict[str, Any]]) -> list[str]:
+    paths: dict[str, None] = {}
+    for t in tasks:
+        for f in t.get("files") or []:
+            paths[f["path"]] = None
+    return sorted(paths)
+
+
+def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, Any]:
+    svc = svc or services()
+    build_id = state["buildId"]
+    build = svc.builds.require(build_id)
+    if build["status"] in TERMINAL_BUILD_STATUSES:  # replayed, or cancelled meanwhile
+        return _outcome(build["status"])
+    tasks = svc.tasks.list(build_id)
+    metrics = metrics_of(build, tasks)
+    error = state.get("error")
+    not_terminal = Update().when("NOT {status} IN (:c, :cwe, :f, :x, :t)", c="completed",
+                                 cwe="completed_with_errors", f="failed", x="cancelled", t="timed_out")
+    if not error:
+        status = (BuildStatus.completed if metrics.completedTasks == metrics.totalTasks
+                  else BuildStatus.completed_with_errors)
+        data: dict[str, Any] = {"status": status.value, "metrics": metrics.model_dump(), "files": file_paths(tasks)}
+        event = EventType.build_completed
+    else:
+        name = str(error.get("Error", ""))
+        reason = _REASONS.get(name) or FailureReason.planning_failed
+        status = BuildStatus.timed_out if reason == FailureReason.timed_out else BuildStatus.failed
+        message = parse_cause(error)
+        data = {"reason": reason.value, "message": message}
+        event = EventType.build_failed
+        if reason == FailureReason.timed_out:
+            _halt_dispatch(svc, build_id)
+    update = not_terminal.set(status=status.value, metrics=metrics.model_dump(), finishedAt=now_ms(),
+                              updatedAt=now_ms(), failureReason=data.get("reason"), message=data.get("message"))
+    try:
+        svc.events.record(build_id, event, data, also=[svc.builds.tx_update(build_id, update)])
+    except StateConflict:
+        return _outcome(svc.builds.require(build_id)["status"])
+    count(f"build.{status.value}")
+    if metrics.costUsd:
+        count("build.cost_usd", metrics.costUsd)
+    return _outcome(status.value)
+
+
+def _halt_dispatch(svc: Services, build_id: str) -> None:
+    from shared import scheduler
+    from shared.logic.dispatching import apply
+
+    if svc.builds.get(build_id, attributes=["dispatch"]):
+        apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, "timed_out"), label="timeout")
+
+
+def _outcome(status: str) -> dict[str, Any]:
+    return {"succeeded": status in (BuildStatus.completed, BuildStatus.completed_with_errors), "status": status}

@@ -1,0 +1,273 @@
+"""Run one task attempt: claim it, call the provider within the time left, store its files, report.
+
+Every step can be replayed. The claim (`in_progress`, attempt N) commits with `task_started`; the
+result commits with `task_completed` / `task_failed` / `task_timeout`; then the dispatcher is told
+through the task-finished queue. A redelivered message whose attempt is already settled re-sends
+what the settled state implies (the dispatcher and this consumer both ignore duplicates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared.dal.aws import client, error_code, from_item, to_item
+from shared.dal.queues import finished_message, send_batch, task_message
+from shared.dal.table import Update
+from shared.errors import StateConflict
+from shared.ids import now_ms
+from shared.logic.services import Services, services
+from shared.models.build import TERMINAL_BUILD_STATUSES
+from shared.models.events import EventType
+from shared.models.plan import (
+    FileInfo,
+    Task,
+    TaskStatus,
+    TaskType,
+    UnsafePathError,
+    Usage,
+    safe_relative_path,
+)
+from shared.observability import count, logger
+from shared.providers.base import (
+    GeneratedFile,
+    ProviderError,
+    ProviderTimeout,
+    TaskContext,
+    TransformKind,
+    TransformResult,
+)
+
+_SAFETY_MARGIN_S = 2.0
+_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="provider")
+
+
+class TaskMessage(BaseModel):
+    buildId: str
+    taskId: str
+    attempt: int
+
+
+_KIND = {TaskType.modify_file: TransformKind.refactor}
+
+
+def run_task(msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | None = None) -> None:
+    svc = svc or services()
+    build = svc.builds.get(msg.buildId)
+    item = svc.tasks.get(msg.buildId, msg.taskId)
+    if build is None or item is None:
+        logger.warning("task message for a missing build or task dropped", extra=msg.model_dump())
+        return
+    task = Task.model_validate(item["task"])
+    if build["status"] in TERMINAL_BUILD_STATUSES:
+        _cancel(svc, msg, item)
+        return
+    started = now_ms()
+    try:
+        svc.events.record(msg.buildId, EventType.task_started, {
+            "taskId": task.id, "taskName": task.name, "description": task.description, "attempt": msg.attempt,
+        }, also=[svc.tasks.tx_update(msg.buildId, task.id, Update().set(
+            status=TaskStatus.in_progress.value, attempt=msg.attempt, startedAt=started, updatedAt=started,
+        ).when("(attribute_not_exists({attempt}) OR {attempt} < :a) AND NOT {status} IN (:c, :s, :x)",
+               a=msg.attempt, c="completed", s="skipped", x="cancelled"))])
+    except StateConflict:
+        _replay(svc, msg, item, task)
+        return
+
+    settings = svc.settings
+    budget_s = min(settings.task_timeout_seconds, max(0.1, remaining_ms() / 1000 - _SAFETY_MARGIN_S))
+    try:
+        context = _context(svc, build, task, msg.attempt, budget_s)
+        cache_key = _cache_key(svc, task, context)
+        result = _cache_get(svc, cache_key)
+        cached = result is not None
+        if result is None:
+            result = _call_with_timeout(svc, task, context, budget_s)
+        infos = _store_files(svc, msg.buildId, task, result.files)
+    except ProviderTimeout as exc:
+        _settle_failure(svc, msg, task, str(exc) or "timed out", timed_out=True, started=started)
+        return
+    except (ProviderError, UnsafePathError, ValueError) as exc:
+        _settle_failure(svc, msg, task, str(exc)[:2000] or type(exc).__name__, timed_out=False, started=started)
+        return
+
+    usage = Usage() if cached else result.usage
+    duration = now_ms() - started
+    try:
+        svc.events.record(msg.buildId, EventType.task_completed, {
+            "taskId": task.id, "taskName": task.name, "filesCreated": len(infos),
+            "files": [f.path for f in infos], "cached": cached, "durationMs": duration,
+            "usage": usage.public(),
+        }, also=[svc.tasks.tx_update(msg.buildId, task.id, Update().set(
+            status=TaskStatus.completed.value, files=[f.model_dump() for f in infos], cached=cached,
+            usage=usage.model_dump(), durationMs=duration, completedAt=now_ms(), updatedAt=now_ms(),
+            error=None,
+        ).when("{status} = :ip AND {attempt} = :a", ip=TaskStatus.in_progress.value, a=msg.attempt))])
+    except StateConflict:
+        logger.info("task result discarded: the attempt was settled elsewhere", extra=msg.model_dump())
+        return
+    if not cached and cache_key:
+        _cache_put(svc, cache_key, result)
+    count("task.cached" if cached else "task.completed")
+    _tell_dispatcher(svc, msg, "completed", usage.costUsd or 0.0)
+
+
+def _call_with_timeout(svc: Services, task: Task, context: TaskContext, budget_s: float) -> TransformResult:
+    kind = _KIND.get(task.type, TransformKind.code_gen)
+    payload = {"prompt": task.input.prompt or task.description, "context": task.input.context,
+               "targetPath": task.input.targetPath, "description": task.description, "name": task.name}
+    future = _pool.submit(svc.provider.transform, kind, payload, context)
+    try:
+        return future.result(timeout=budget_s)
+    except FutureTimeout:
+        context.cancel.set()  # abandon the call; a well-behaved provider stops at once
+        raise ProviderTimeout(f"task did not finish within {budget_s:.1f}s") from None
+
+
+def _context(svc: Services, build: dict[str, Any], task: Task, attempt: int, budget_s: float) -> TaskContext:
+    files: dict[str, str] = {}
+    for dep in task.dependencies:
+        dep_item = svc.tasks.get(build["buildId"], dep)
+        for f in (dep_item or {}).get("files") or []:
+            files[f["path"]] = svc.files.get_text(build["buildId"], f["path"])
+    for path in build.get("inputFiles") or []:
+        if task.type == TaskType.modify_file and path == task.input.targetPath:
+            files[path] = svc.files.get_text(build["buildId"], path, kind="input")
+    return TaskContext(build_id=build["buildId"], task_id=task.id, task_type=task.type.value,
+                       task_name=task.name, attempt=attempt, build_prompt=build["prompt"],
+                       framework=build.get("framework"), target_path=task.input.targetPath,
+                       files=files, deadline_s=budget_s, cancel=threading.Event())
+
+
+def _store_files(svc: Services, build_id: str, task: Task, files: list[GeneratedFile]) -> list[FileInfo]:
+    if not files:
+        raise ProviderError("the provider returned no file for this task")
+    return [svc.files.put(build_id, safe_relative_path(f.path), f.content, task.id) for f in files]
+
+
+def _settle_failure(svc: Services, msg: TaskMessage, task: Task, error: str, *, timed_out: bool,
+                    started: int) -> None:
+    will_retry = msg.attempt < svc.settings.task_max_attempts
+    if will_retry:
+        status = TaskStatus.queued
+    else:
+        status = TaskStatus.timeout if timed_out else TaskStatus.failed
+    update = Update().set(status=status.value, error=error, updatedAt=now_ms(),
+                          durationMs=now_ms() - started).when(
+        "{status} = :ip AND {attempt} = :a", ip=TaskStatus.in_progress.value, a=msg.attempt)
+    if timed_out:
+        event, data = EventType.task_timeout, {"taskId": task.id, "taskName": task.name,
+                                               "attempt": msg.attempt, "willRetry": will_retry}
+    else:
+        event, data = EventType.task_failed, {"taskId": task.id, "taskName": task.name, "error": error,
+                                              "attempt": msg.attempt, "willRetry": will_retry}
+    try:
+        svc.events.record(msg.buildId, event, data, also=[svc.tasks.tx_update(msg.buildId, task.id, update)])
+    except StateConflict:
+        return
+    count("task.timeout" if timed_out else "task.failed")
+    _follow_failure(svc, msg, will_retry)
+
+
+def _follow_failure(svc: Services, msg: TaskMessage, will_retry: bool) -> None:
+    if will_retry:
+        delay = backoff_seconds(msg.attempt, svc.settings.task_retry_base_seconds)
+        send_batch(svc.settings.tasks_queue_url,
+                   [task_message(msg.buildId, msg.taskId, msg.attempt + 1, delay_s=round(delay))])
+    else:
+        _tell_dispatcher(svc, msg, "failed", 0.0)
+
+
+def backoff_seconds(attempt: int, base: float) -> float:
+    """Exponential backoff with a little jitter: base, 2*base, 4*base ... (max 15 min)."""
+    return min(900.0, base * (2 ** (attempt - 1)) * random.uniform(0.8, 1.2)) if base > 0 else 0.0
+
+
+def _tell_dispatcher(svc: Services, msg: TaskMessage, outcome: str, cost: float) -> None:
+    body = {"kind": "finished", "buildId": msg.buildId, "taskId": msg.taskId, "attempt": msg.attempt,
+            "outcome": outcome, "costUsd": cost}
+    send_batch(svc.settings.task_finished_queue_url,
+               [finished_message(body, f"{msg.taskId}:{msg.attempt}:{outcome}")])
+
+
+def _cancel(svc: Services, msg: TaskMessage, item: dict[str, Any]) -> None:
+    try:
+        svc.tasks.update(msg.buildId, msg.taskId, Update().set(status=TaskStatus.cancelled.value,
+                                                               updatedAt=now_ms())
+                         .when("{status} IN (:p, :q)", p="pending", q="queued"))
+    except StateConflict:
+        return
+    _tell_dispatcher(svc, msg, "cancelled", 0.0)
+
+
+def _replay(svc: Services, msg: TaskMessage, item: dict[str, Any], task: Task) -> None:
+    """The claim lost: this attempt was already taken. Re-send whatever its settled state implies."""
+    current = svc.tasks.get(msg.buildId, msg.taskId) or item
+    status, attempt = current.get("status"), int(current.get("attempt", 0))
+    if attempt > msg.attempt:
+        return  # a later attempt exists: this message is stale
+    if status == TaskStatus.completed:
+        cost = float((current.get("usage") or {}).get("costUsd") or 0.0)
+        _tell_dispatcher(svc, msg, "completed", cost)
+    elif status in (TaskStatus.failed, TaskStatus.timeout):
+        _tell_dispatcher(svc, msg, "failed", 0.0)
+    elif status == TaskStatus.queued and attempt == msg.attempt:
+        _follow_failure(svc, msg, True)  # the retry may not have been sent
+    elif status == TaskStatus.in_progress and attempt == msg.attempt:
+        started = int(current.get("startedAt", 0))
+        stale_after = (svc.settings.task_timeout_seconds + 30) * 1000
+        if now_ms() - started > stale_after:  # its worker died mid-task: that attempt failed
+            _settle_failure(svc, msg, task, "the worker stopped before the task finished",
+                            timed_out=False, started=started)
+
+
+# --- cache --------------------------------------------------------------------------------------
+def _cache_key(svc: Services, task: Task, context: TaskContext) -> str | None:
+    if svc.settings.task_cache_ttl_seconds <= 0:
+        return None
+    material = json.dumps({
+        "type": task.type.value, "input": task.input.model_dump(mode="json", exclude={"dependencies"}),
+        "name": task.name, "description": task.description, "framework": context.framework,
+        "prompt": context.build_prompt, "files": sorted(
+            (p, hashlib.sha256(c.encode()).hexdigest()) for p, c in context.files.items()),
+        "provider": svc.provider.identity(),
+    }, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def _cache_get(svc: Services, key: str | None) -> TransformResult | None:
+    if not key:
+        return None
+    try:
+        item = client("dynamodb").get_item(TableName=svc.settings.cache_table,
+                                           Key={"cacheKey": {"S": key}}).get("Item")
+    except Exception as exc:  # the cache is an optimisation: never fail a task on it
+        logger.warning("cache read failed", extra={"code": error_code(exc)})
+        return None
+    if not item:
+        return None
+    data = from_item(item)
+    if int(data.get("expiresAt", 0)) < time.time():
+        return None
+    return TransformResult(files=[GeneratedFile(**f) for f in data["files"]], usage=Usage())
+
+
+def _cache_put(svc: Services, key: str, result: TransformResult) -> None:
+    body = [{"path": f.path, "content": f.content} for f in result.files]
+    if len(json.dumps(body)) > 350_000:
+        return  # too big for one item; not worth caching
+    try:
+        client("dynamodb").put_item(TableName=svc.settings.cache_table, Item=to_item({
+            "cacheKey": key, "files": body,
+            "expiresAt": int(time.time()) + svc.settings.task_cache_ttl_seconds}))
+    except Exception as exc:
+        logger.warning("cache write failed", extra={"code": error_code(exc)})

@@ -1,0 +1,147 @@
+"""Deliver one recorded event to its build's webhook, with retries through the queue.
+
+The message is the events table's stream record (the outbox, relayed by an EventBridge Pipe on AWS
+and by the local runtime's stream relay). A 2xx marks the event delivered. A retryable failure
+hides the message for an exponential, jittered backoff and fails it, so SQS redelivers it; after
+WEBHOOK_MAX_ATTEMPTS receives SQS moves it to the DLQ. 410 stops retries. A URL refused by the SSRF
+guard is dead-lettered at once with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from shared.dal.aws import client, from_item
+from shared.dal.events import event_from_item
+from shared.dal.table import Update
+from shared.ids import now_ms
+from shared.logic.services import Services, services
+from shared.models.events import Event
+from shared.observability import count, logger
+from shared.signing import parse_secret_list
+from shared.webhooks.delivery import DeliveryOutcome, EndpointRateLimiter, backoff_seconds, deliver
+
+_limiter = EndpointRateLimiter(rate_per_s=20)
+_urls: dict[str, str | None] = {}
+_urls_lock = threading.Lock()
+
+
+class RetryLater(Exception):
+    """The delivery should be tried again after the message's visibility timeout."""
+
+
+@dataclass
+class Received:
+    body: str
+    receipt_handle: str
+    receive_count: int
+    queue_url: str
+
+
+def event_from_stream_record(body: str) -> Event | None:
+    record = json.loads(body)
+    if record.get("eventName") not in (None, "INSERT"):
+        return None
+    image = (record.get("dynamodb") or {}).get("NewImage")
+    if not image:
+        return None
+    return event_from_item(from_item(image))
+
+
+def webhook_secrets(svc: Services) -> list[str]:
+    raw = svc.settings.webhook_secret
+    if svc.settings.webhook_secret_arn:
+        from aws_lambda_powertools.utilities import parameters
+
+        raw = parameters.get_secret(svc.settings.webhook_secret_arn, max_age=300)
+    if not raw:
+        raise ValueError("no webhook signing secret: set WEBHOOK_SECRET (or WEBHOOK_SECRET_ARN)")
+    return parse_secret_list(str(raw))
+
+
+def _url_for(svc: Services, build_id: str) -> str | None:
+    with _urls_lock:
+        if build_id in _urls:
+            return _urls[build_id]
+    build = svc.builds.get(build_id, attributes=["webhookUrl"]) or {}
+    url = build.get("webhookUrl") or svc.settings.webhook_url
+    with _urls_lock:
+        if len(_urls) > 4096:
+            _urls.clear()
+        _urls[build_id] = url
+    return url
+
+
+def _mark(svc: Services, event: Event, state: str, reason: str | None = None) -> None:
+    client("dynamodb").update_item(**Update().set(delivery=state, deliveryReason=reason,
+                                                  deliveryAt=now_ms()).kwargs(
+        svc.settings.events_table, {"buildId": event.buildId, "seq": event.seq}))
+
+
+def handle(msg: Received, dlq_url: str | None = None, svc: Services | None = None) -> None:
+    svc = svc or services()
+    event = event_from_stream_record(msg.body)
+    if event is None:
+        return
+    url = _url_for(svc, event.buildId)
+    if not url:
+        _mark(svc, event, "no_endpoint")
+        return
+    body = json.dumps(event.model_dump(mode="json"), separators=(",", ":")).encode()
+    result = deliver(body, event.id, url, webhook_secrets(svc), svc.settings, rate_limiter=_limiter)
+    if result.outcome == DeliveryOutcome.delivered:
+        count("webhook.delivered")
+        _mark(svc, event, "delivered")
+        return
+    if result.outcome == DeliveryOutcome.gone:
+        count("webhook.gone")
+        _mark(svc, event, "gone", result.reason)
+        return
+    if result.outcome == DeliveryOutcome.refused:
+        count("webhook.refused")
+        _dead_letter(svc, msg, event, dlq_url, result.reason or "refused")
+        return
+    count("webhook.retry")
+    if msg.receive_count >= svc.settings.webhook_max_attempts:
+        # SQS moves it to the DLQ on the next receive; record that now so waiting clients know.
+        _mark(svc, event, "dead", result.reason)
+        count("webhook.dead_lettered")
+        raise RetryLater(f"last attempt failed: {result.reason}")
+    delay = backoff_seconds(msg.receive_count, svc.settings.webhook_backoff_base_seconds,
+                            svc.settings.webhook_backoff_max_seconds, result.retry_after_s)
+    try:
+        client("sqs").change_message_visibility(QueueUrl=msg.queue_url, ReceiptHandle=msg.receipt_handle,
+                                                VisibilityTimeout=int(min(43_200, max(0, round(delay)))))
+    except Exception:  # the default visibility timeout still brings it back
+        logger.warning("could not set the webhook retry delay", extra={"eventId": event.id})
+    raise RetryLater(f"attempt {msg.receive_count} failed: {result.reason}")
+
+
+def _dead_letter(svc: Services, msg: Received, event: Event, dlq_url: str | None, reason: str) -> None:
+    _mark(svc, event, "dead", reason)
+    if dlq_url:
+        client("sqs").send_message(QueueUrl=dlq_url, MessageBody=msg.body, MessageAttributes={
+            "reason": {"DataType": "String", "StringValue": reason[:1000]}})
+    else:
+        logger.error("webhook refused and no DLQ configured", extra={"eventId": event.id, "reason": reason})
+
+
+def delivery_summary(build_id: str, svc: Services | None = None) -> dict[str, int]:
+    """How many of a build's events are delivered, dead, waiting (for `stepwise build --webhook`)."""
+    svc = svc or services()
+    ddb = client("dynamodb")
+    counts: dict[str, int] = {}
+    kwargs: dict[str, Any] = {"TableName": svc.settings.events_table, "KeyConditionExpression": "buildId = :b",
+                              "ExpressionAttributeValues": {":b": {"S": build_id}},
+                              "ProjectionExpression": "delivery", "ConsistentRead": True}
+    while True:
+        resp = ddb.query(**kwargs)
+        for item in resp.get("Items") or []:
+            state = item.get("delivery", {}).get("S", "pending")
+            counts[state] = counts.get(state, 0) + 1
+        if not resp.get("LastEvaluatedKey"):
+            return counts
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]

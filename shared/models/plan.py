@@ -1,0 +1,145 @@
+"""Plans and tasks (CONTRACT §5). Field names are the contract's, letter for letter."""
+
+from __future__ import annotations
+
+import posixpath
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_PATH_LENGTH = 255
+
+
+class TaskType(StrEnum):
+    create_file = "create_file"
+    modify_file = "modify_file"
+    create_component = "create_component"
+    setup_config = "setup_config"
+    install_deps = "install_deps"
+
+
+class TaskStatus(StrEnum):
+    pending = "pending"
+    queued = "queued"
+    in_progress = "in_progress"
+    completed = "completed"
+    failed = "failed"
+    timeout = "timeout"
+    skipped = "skipped"
+    cancelled = "cancelled"
+
+
+TERMINAL_TASK_STATUSES = frozenset(
+    {TaskStatus.completed, TaskStatus.failed, TaskStatus.timeout, TaskStatus.skipped, TaskStatus.cancelled}
+)
+
+
+class UnsafePathError(ValueError):
+    pass
+
+
+def safe_relative_path(path: str) -> str:
+    """Return `path` normalised if it stays inside the build, else raise UnsafePathError.
+
+    Refuses absolute paths, `..` segments, backslashes, NUL and over-long paths.
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise UnsafePathError("path is empty")
+    if "\x00" in path:
+        raise UnsafePathError("path contains NUL")
+    if "\\" in path:
+        raise UnsafePathError("path contains a backslash")
+    if len(path) > MAX_PATH_LENGTH:
+        raise UnsafePathError(f"path longer than {MAX_PATH_LENGTH} characters")
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        raise UnsafePathError("path is absolute")
+    if any(part == ".." for part in path.split("/")):
+        raise UnsafePathError("path escapes the build with '..'")
+    if any(ord(ch) < 0x20 for ch in path):
+        raise UnsafePathError("path contains a control character")
+    normalised = posixpath.normpath(path)
+    if normalised in ("", ".") or normalised.startswith("../"):
+        raise UnsafePathError("path does not name a file")
+    return normalised
+
+
+class TaskInput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str | None = None
+    context: str | None = None
+    targetPath: str | None = None
+    dependencies: list[str] = Field(default_factory=list)
+
+    @field_validator("targetPath")
+    @classmethod
+    def _confined(cls, v: str | None) -> str | None:
+        return None if v is None else safe_relative_path(v)
+
+    @field_validator("dependencies", mode="before")
+    @classmethod
+    def _deps_list(cls, v: object) -> object:
+        return [] if v is None else v
+
+
+class Task(BaseModel):
+    """A task as planned: what the LLM wrote, validated."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, max_length=128)
+    type: TaskType
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=4000)
+    estimatedDuration: float = Field(default=10.0, ge=0, le=3600)
+    priority: int = Field(default=5, ge=0, le=1000)
+    input: TaskInput = Field(default_factory=TaskInput)
+
+    @property
+    def dependencies(self) -> list[str]:
+        return self.input.dependencies
+
+    def summary(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "type": self.type.value, "description": self.description}
+
+
+class Recovery(StrEnum):
+    auto_priority = "auto-priority"
+    llm_healed = "llm-healed"
+    linear_fallback = "linear-fallback"
+
+
+class Plan(BaseModel):
+    planId: str
+    tasks: list[Task]
+    estimatedDuration: float = 0.0
+    recovery: Recovery | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class Usage(BaseModel):
+    promptTokens: int = 0
+    completionTokens: int = 0
+    costUsd: float | None = 0.0
+    cacheReadTokens: int | None = None
+    cacheWriteTokens: int | None = None
+
+    def __add__(self, other: Usage) -> Usage:
+        cost = None if self.costUsd is None or other.costUsd is None else self.costUsd + other.costUsd
+        return Usage(
+            promptTokens=self.promptTokens + other.promptTokens,
+            completionTokens=self.completionTokens + other.completionTokens,
+            costUsd=cost,
+        )
+
+    def public(self) -> dict[str, object]:
+        """The `usage` object of CONTRACT §3."""
+        return {"promptTokens": self.promptTokens, "completionTokens": self.completionTokens,
+                "costUsd": self.costUsd}
+
+
+class FileInfo(BaseModel):
+    path: str
+    size: int
+    sha256: str
+    taskId: str

@@ -1,0 +1,217 @@
+"""From what the LLM wrote to a plan that can run: validate, heal, repair, and break cycles.
+
+Malformed tasks are healed once through the provider's `heal_json` transform, else dropped with a
+warning; duplicate ids are renamed; unknown and self dependencies dropped; tasks writing the same
+targetPath serialized. Cycles go down the recovery ladder of CONTRACT §5:
+A drop the lowest-priority edge, B ask the LLM for acyclic dependencies, C run one by one (unless
+ALLOW_LINEAR_FALLBACK=false), D with approval required: blocked, waiting for an edited plan,
+E fail with circular_dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared import dag
+from shared.models.plan import Recovery, Task, Usage
+from shared.providers.base import MalformedTask
+from shared.providers.streaming import parse_plan_text
+
+SEQUENTIAL_MESSAGE = (
+    "We couldn't optimize task order, so steps will run one-by-one. Expect a slightly longer build. Proceed?"
+)
+BLOCKED_MESSAGE = (
+    "We hit a planning snag that we couldn't fix automatically. You can tweak the plan or rewrite your prompt."
+)
+
+# heal(purpose, text, error, extra) -> raw reply text (or raises)
+Healer = Callable[[str, str, str, dict[str, Any]], str]
+
+
+@dataclass
+class Warning_:
+    warning: str
+    message: str
+    cycles: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ValidatedPlan:
+    tasks: list[Task]
+    warnings: list[Warning_] = field(default_factory=list)
+    recovery: Recovery | None = None
+    cycles: list[str] = field(default_factory=list)
+    blocked: bool = False  # rung D: waiting for an edited plan
+    failed: bool = False  # rung E
+    usage: Usage = field(default_factory=Usage)
+    recovery_steps: list[str] = field(default_factory=list)  # metrics: every rung tried
+
+
+def _error_text(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'task'}: {e['msg']}" for e in exc.errors()[:5])
+
+
+def parse_task(item: dict[str, Any] | MalformedTask, heal: Healer | None, warnings: list[Warning_]) -> Task | None:
+    """Validate one task; heal it once if it is malformed; else drop it with a warning."""
+    raw_text = item.raw if isinstance(item, MalformedTask) else json.dumps(item)
+    if isinstance(item, dict):
+        try:
+            return Task.model_validate(item)
+        except ValidationError as exc:
+            error = _error_text(exc)
+    else:
+        error = item.error
+    label = item.get("id", "?") if isinstance(item, dict) else "(unparsable)"
+    if heal is not None:
+        try:
+            reply = heal("task", raw_text, error, {})
+            healed = [h for h in parse_plan_text(reply) if isinstance(h, dict)]
+            if not healed:
+                try:
+                    parsed = json.loads(reply)
+                    healed = [parsed] if isinstance(parsed, dict) else []
+                except ValueError:
+                    healed = []
+            if healed:
+                return Task.model_validate(healed[0])
+        except (ValidationError, ValueError, RuntimeError) as exc:
+            error = f"{error}; healing failed: {exc}"[:500]
+    warnings.append(Warning_("invalid_task", f"Dropped task {label}: {error}"[:1000]))
+    return None
+
+
+def repair_references(tasks: list[Task], warnings: list[Warning_]) -> list[Task]:
+    """Rename duplicate ids; drop unknown and self dependencies."""
+    seen: set[str] = set()
+    out: list[Task] = []
+    for t in tasks:
+        if t.id in seen:
+            n = 2
+            while f"{t.id}-{n}" in seen:
+                n += 1
+            new_id = f"{t.id}-{n}"
+            warnings.append(Warning_("duplicate_id", f"Task id {t.id} used twice; the second is now {new_id}"))
+            t = t.model_copy(update={"id": new_id})
+        seen.add(t.id)
+        out.append(t)
+    fixed: list[Task] = []
+    for t in out:
+        deps: list[str] = []
+        for d in t.dependencies:
+            if d == t.id:
+                warnings.append(Warning_("self_dependency", f"Task {t.id} depended on itself; edge dropped"))
+            elif d not in seen:
+                warnings.append(Warning_("unknown_dependency", f"Task {t.id} depended on unknown task {d}; edge dropped"))
+            elif d not in deps:
+                deps.append(d)
+        fixed.append(_with_deps(t, deps))
+    return fixed
+
+
+def _with_deps(task: Task, deps: list[str]) -> Task:
+    return task.model_copy(update={"input": task.input.model_copy(update={"dependencies": deps})})
+
+
+def apply_deps(tasks: list[Task], deps: dict[str, list[str]]) -> list[Task]:
+    return [_with_deps(t, list(deps.get(t.id, t.dependencies))) for t in tasks]
+
+
+def resolve_cycles(
+    plan: ValidatedPlan, heal: Healer | None, *, allow_linear: bool, approval_required: bool
+) -> ValidatedPlan:
+    tasks = plan.tasks
+    deps = {t.id: list(t.dependencies) for t in tasks}
+    cycles = dag.find_cycles(deps)
+    if not cycles:
+        return plan
+    plan.cycles = [dag.describe_cycle(c) for c in cycles]
+    priority = {t.id: t.priority for t in tasks}
+    order = {t.id: i for i, t in enumerate(tasks)}
+
+    broken = dag.break_cycles_by_priority(deps, priority, order)  # A
+    plan.recovery_steps.append(Recovery.auto_priority.value)
+    if broken is not None:
+        plan.tasks, plan.recovery = apply_deps(tasks, broken[0]), Recovery.auto_priority
+        return plan
+
+    if heal is not None:  # B
+        plan.recovery_steps.append(Recovery.llm_healed.value)
+        healed = _llm_dependencies(tasks, plan.cycles, heal)
+        if healed is not None and dag.is_acyclic(healed):
+            plan.tasks, plan.recovery = apply_deps(tasks, healed), Recovery.llm_healed
+            return plan
+
+    if allow_linear:  # C
+        plan.recovery_steps.append(Recovery.linear_fallback.value)
+        linear = dag.linear_order([t.id for t in tasks], priority)
+        plan.tasks, plan.recovery = apply_deps(tasks, linear), Recovery.linear_fallback
+        plan.warnings.append(Warning_("sequential_execution", SEQUENTIAL_MESSAGE, plan.cycles))
+        return plan
+
+    if approval_required:  # D
+        plan.blocked = True
+        return plan
+    plan.failed = True  # E
+    return plan
+
+
+def _llm_dependencies(tasks: list[Task], cycles: list[str], heal: Healer) -> dict[str, list[str]] | None:
+    text = json.dumps({"tasks": [{"id": t.id, "name": t.name, "dependencies": t.dependencies} for t in tasks]})
+    try:
+        reply = heal("dependencies", text, "the dependencies contain cycles", {"cycles": cycles})
+    except (RuntimeError, ValueError):
+        return None
+    known = {t.id for t in tasks}
+    result = {t.id: list(t.dependencies) for t in tasks}
+    found = False
+    for item in parse_plan_text(reply):
+        if isinstance(item, dict) and item.get("id") in known:
+            raw = item.get("dependencies", item.get("input", {}).get("dependencies", []))
+            if isinstance(raw, list):
+                result[item["id"]] = [d for d in raw if isinstance(d, str) and d in known and d != item["id"]]
+                found = True
+    return result if found else None
+
+
+def validate_plan(
+    items: list[dict[str, Any] | MalformedTask],
+    heal: Healer | None,
+    *,
+    allow_linear: bool,
+    approval_required: bool,
+) -> ValidatedPlan:
+    warnings: list[Warning_] = []
+    tasks = [t for t in (parse_task(i, heal, warnings) for i in items) if t is not None]
+    tasks = repair_references(tasks, warnings)
+    plan = ValidatedPlan(tasks=tasks, warnings=warnings)
+    plan = resolve_cycles(plan, heal, allow_linear=allow_linear, approval_required=approval_required)
+    if not plan.blocked and not plan.failed:
+        serialized = dag.serialize_shared_targets(
+            [t.id for t in plan.tasks], {t.id: t.dependencies for t in plan.tasks},
+            {t.id: t.input.targetPath for t in plan.tasks})
+        plan.tasks = apply_deps(plan.tasks, serialized)
+    return plan
+
+
+def validate_edited(tasks: list[Task]) -> list[Task]:
+    """An edited plan from the approval route: ids unique, references known, acyclic — or ValueError."""
+    ids = [t.id for t in tasks]
+    if not tasks:
+        raise ValueError("tasks: the edited plan has no tasks")
+    if len(set(ids)) != len(ids):
+        raise ValueError("tasks: task ids must be unique")
+    known = set(ids)
+    for t in tasks:
+        bad = [d for d in t.dependencies if d not in known or d == t.id]
+        if bad:
+            raise ValueError(f"tasks: task {t.id} depends on unknown or itself: {', '.join(bad)}")
+    cycles = dag.find_cycles({t.id: t.dependencies for t in tasks})
+    if cycles:
+        raise ValueError("tasks: the edited plan still has cycles: "
+                         + "; ".join(dag.describe_cycle(c) for c in cycles))
+    return tasks

@@ -1,0 +1,124 @@
+"""The AI provider protocol: every vendor (and the mock) sits behind this.
+
+- `plan_stream(prompt, context)` returns a `PlanStream`: iterating it yields each task of the plan
+  the moment its JSON object closes in the vendor's stream (a `dict`), or a `MalformedTask` for a
+  fragment that could not be parsed (truncated final object, broken JSON) so the caller can heal it.
+  After iteration, `stream.usage` holds the call's usage.
+- `plan(prompt, context)` is the non-streaming convenience: all items plus usage.
+- `transform(kind, input, context)` runs one piece of work: `code_gen`, `refactor`, `test_gen`,
+  `lint_fix` return files; `heal_json` returns repaired JSON text.
+
+Every call reports `Usage` (tokens and cost; cost `None` when the model's price is unknown).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from shared.models.plan import Usage
+
+
+class TransformKind(StrEnum):
+    code_gen = "code_gen"
+    refactor = "refactor"
+    test_gen = "test_gen"
+    lint_fix = "lint_fix"
+    heal_json = "heal_json"
+
+
+class ProviderError(RuntimeError):
+    """A provider call failed (the vendor errored, or its reply could not be used)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ProviderTimeout(ProviderError):
+    """A provider call did not finish within the time it was given."""
+
+
+@dataclass(frozen=True)
+class MalformedTask:
+    """A fragment of the plan stream that is not valid JSON (to be healed or dropped)."""
+
+    raw: str
+    error: str
+
+
+@dataclass
+class PlanContext:
+    build_id: str
+    framework: str | None = None
+    files: dict[str, str] = field(default_factory=dict)  # existing project files: path -> content
+
+
+@dataclass
+class TaskContext:
+    """What a task transform may use. `deadline_s` is the time left for this call, in seconds."""
+
+    build_id: str
+    task_id: str
+    task_type: str
+    task_name: str
+    attempt: int = 1
+    build_prompt: str = ""
+    framework: str | None = None
+    target_path: str | None = None
+    files: dict[str, str] = field(default_factory=dict)  # files from dependencies + project files
+    deadline_s: float = 60.0
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class GeneratedFile:
+    path: str
+    content: str
+
+
+@dataclass
+class TransformResult:
+    files: list[GeneratedFile] = field(default_factory=list)
+    text: str = ""
+    usage: Usage = field(default_factory=Usage)
+
+
+class PlanStream(ABC):
+    """Iterate for tasks as they close; read `usage` afterwards."""
+
+    usage: Usage
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[dict[str, Any] | MalformedTask]: ...
+
+
+class AIProvider(ABC):
+    name: str = "abstract"
+    model: str = ""
+
+    @abstractmethod
+    def plan_stream(self, prompt: str, context: PlanContext) -> PlanStream: ...
+
+    def plan(self, prompt: str, context: PlanContext) -> tuple[list[dict[str, Any] | MalformedTask], Usage]:
+        stream = self.plan_stream(prompt, context)
+        items = list(stream)
+        return items, stream.usage
+
+    @abstractmethod
+    def transform(self, kind: TransformKind, input: dict[str, Any], context: TaskContext) -> TransformResult:
+        """Run one transform. `input` for task kinds: {prompt, context, targetPath, description, name};
+        for `heal_json`: {text, error, purpose} where purpose is "task" (repair one task object) or
+        "dependencies" (return the plan's tasks with acyclic `dependencies`; `cycles` lists them).
+        """
+
+    def identity(self) -> str:
+        """Provider and model, for cache keys."""
+        return f"{self.name}:{self.model}"

@@ -1,0 +1,190 @@
+"""The dispatcher's pure core: which task starts next. No I/O.
+
+A task is ready the moment its own dependencies have completed. At most `max_concurrency` tasks of
+a build are queued or running; among ready tasks the one with the longest remaining path (by
+estimatedDuration, then lower `priority`, then plan order) starts first. Applying the same
+"finished" twice changes nothing, so duplicates and reordering are harmless.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared import dag
+from shared.models.plan import Task
+
+
+@dataclass(frozen=True)
+class DagSpec:
+    """The immutable shape of a plan, as the scheduler needs it."""
+
+    order: tuple[str, ...]
+    deps: dict[str, tuple[str, ...]]
+    children: dict[str, tuple[str, ...]]
+    key: dict[str, tuple[float, int, int]]  # sort key: smaller starts first
+
+    @classmethod
+    def from_tasks(cls, tasks: list[Task]) -> DagSpec:
+        ids = [t.id for t in tasks]
+        known = set(ids)
+        deps = {t.id: tuple(d for d in t.dependencies if d in known) for t in tasks}
+        children: dict[str, list[str]] = {i: [] for i in ids}
+        for t, ps in deps.items():
+            for p in ps:
+                children[p].append(t)
+        remaining = dag.longest_remaining(deps, {t.id: t.estimatedDuration for t in tasks})
+        key = {t.id: (-remaining[t.id], t.priority, i) for i, t in enumerate(tasks)}
+        return cls(tuple(ids), deps, {k: tuple(v) for k, v in children.items()}, key)
+
+
+@dataclass
+class DispatchState:
+    done: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    skipped: set[str] = field(default_factory=set)
+    cancelled: set[str] = field(default_factory=set)
+    ready: set[str] = field(default_factory=set)
+    running: dict[str, int] = field(default_factory=dict)  # taskId -> attempt queued/running
+    attempts: dict[str, int] = field(default_factory=dict)  # last attempt started per task
+    cost_usd: float = 0.0
+    halted: str | None = None  # "cancelled" | "timed_out" | "budget_exceeded": start nothing more
+    last_sends: list[tuple[str, int]] = field(default_factory=list)
+    started: bool = False
+
+    def terminal(self) -> set[str]:
+        return self.done | self.failed | self.skipped | self.cancelled
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "done": sorted(self.done), "failed": sorted(self.failed), "skipped": sorted(self.skipped),
+            "cancelled": sorted(self.cancelled), "ready": sorted(self.ready), "running": self.running,
+            "attempts": self.attempts, "cost": self.cost_usd, "halted": self.halted,
+            "lastSends": self.last_sends, "started": self.started,
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> DispatchState:
+        if not raw:
+            return cls()
+        d: dict[str, Any] = json.loads(raw)
+        return cls(
+            done=set(d["done"]), failed=set(d["failed"]), skipped=set(d["skipped"]),
+            cancelled=set(d.get("cancelled", ())), ready=set(d["ready"]),
+            running={k: int(v) for k, v in d["running"].items()},
+            attempts={k: int(v) for k, v in d.get("attempts", {}).items()},
+            cost_usd=float(d.get("cost", 0.0)), halted=d.get("halted"),
+            last_sends=[(t, int(a)) for t, a in d.get("lastSends", [])], started=bool(d.get("started")),
+        )
+
+
+@dataclass
+class Decision:
+    sends: list[tuple[str, int]] = field(default_factory=list)  # (taskId, attempt) to enqueue
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (taskId, failed dependency)
+    duplicate: bool = False
+    all_terminal: bool = False
+
+
+def start(spec: DagSpec, state: DispatchState, max_concurrency: int) -> Decision:
+    """Seed: every task without dependencies is ready; fill the window."""
+    if state.started:
+        return Decision(sends=list(state.last_sends), duplicate=True, all_terminal=_all_terminal(spec, state))
+    state.started = True
+    state.ready |= {t for t in spec.order if not spec.deps[t]}
+    return _fill(spec, state, max_concurrency, Decision())
+
+
+def task_succeeded(spec: DagSpec, state: DispatchState, task_id: str, max_concurrency: int,
+                   cost_usd: float = 0.0) -> Decision:
+    if task_id in state.terminal() or task_id not in spec.deps:
+        return _duplicate(spec, state)
+    state.running.pop(task_id, None)
+    state.ready.discard(task_id)
+    state.done.add(task_id)
+    state.cost_usd += cost_usd or 0.0
+    for child in spec.children[task_id]:
+        if child in state.terminal() or child in state.running:
+            continue
+        if all(p in state.done for p in spec.deps[child]):
+            state.ready.add(child)
+    return _fill(spec, state, max_concurrency, Decision())
+
+
+def task_failed(spec: DagSpec, state: DispatchState, task_id: str, max_concurrency: int,
+                cost_usd: float = 0.0) -> Decision:
+    """A task failed for good: its transitive dependents are skipped, other branches go on."""
+    if task_id in state.terminal() or task_id not in spec.deps:
+        return _duplicate(spec, state)
+    state.running.pop(task_id, None)
+    state.ready.discard(task_id)
+    state.failed.add(task_id)
+    state.cost_usd += cost_usd or 0.0
+    decision = Decision()
+    for child in dag.descendants(spec.children, task_id):
+        if child in state.terminal() or child in state.running:
+            continue
+        state.ready.discard(child)
+        state.skipped.add(child)
+        decision.skipped.append((child, _failed_parent(spec, state, child, task_id)))
+    return _fill(spec, state, max_concurrency, decision)
+
+
+def halt(spec: DagSpec, state: DispatchState, reason: str) -> Decision:
+    """Start nothing more; tasks that never started are cancelled."""
+    state.halted = state.halted or reason
+    for t in spec.order:
+        if t not in state.terminal() and t not in state.running:
+            state.cancelled.add(t)
+    state.ready.clear()
+    state.last_sends = []
+    return Decision(all_terminal=_all_terminal(spec, state))
+
+
+def retry(spec: DagSpec, state: DispatchState, task_id: str, max_concurrency: int) -> list[str]:
+    """Re-open a failed task and its skipped dependents; returns the re-opened ids."""
+    reopened = [task_id] + [t for t in dag.descendants(spec.children, task_id) if t in state.skipped]
+    for t in reopened:
+        state.failed.discard(t)
+        state.skipped.discard(t)
+        state.cancelled.discard(t)
+    state.halted = None
+    if all(p in state.done for p in spec.deps[task_id]):
+        state.ready.add(task_id)
+    return reopened
+
+
+def fill(spec: DagSpec, state: DispatchState, max_concurrency: int) -> Decision:
+    return _fill(spec, state, max_concurrency, Decision())
+
+
+def _fill(spec: DagSpec, state: DispatchState, max_concurrency: int, decision: Decision) -> Decision:
+    if state.halted is None:
+        free = max_concurrency - len(state.running)
+        if free > 0 and state.ready:
+            chosen = sorted(state.ready, key=spec.key.__getitem__)[:free]
+            for t in chosen:
+                state.ready.discard(t)
+                attempt = state.attempts.get(t, 0) + 1
+                state.attempts[t] = attempt
+                state.running[t] = attempt
+                decision.sends.append((t, attempt))
+    state.last_sends = list(decision.sends)
+    decision.all_terminal = _all_terminal(spec, state)
+    return decision
+
+
+def _duplicate(spec: DagSpec, state: DispatchState) -> Decision:
+    return Decision(sends=list(state.last_sends), duplicate=True, all_terminal=_all_terminal(spec, state))
+
+
+def _all_terminal(spec: DagSpec, state: DispatchState) -> bool:
+    return len(state.terminal()) >= len(spec.order) and not state.running
+
+
+def _failed_parent(spec: DagSpec, state: DispatchState, child: str, default: str) -> str:
+    for p in spec.deps[child]:
+        if p in state.failed or p in state.skipped:
+            return p if p in state.failed else default
+    return default

@@ -1,0 +1,115 @@
+"""Typed configuration from the environment (CONTRACT §7), parsed once.
+
+An invalid value fails at start with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared import constants as c
+
+
+class ConfigurationError(RuntimeError):
+    """Raised at start when an environment variable holds an invalid value."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=True)
+
+    ai_provider: Literal["mock", "anthropic", "openai"] = Field("mock", alias=c.AI_PROVIDER)
+    anthropic_api_key: str | None = Field(None, alias=c.ANTHROPIC_API_KEY, repr=False)
+    anthropic_model: str = Field("claude-sonnet-4-5", alias=c.ANTHROPIC_MODEL)
+    anthropic_base_url: str | None = Field(None, alias=c.ANTHROPIC_BASE_URL)
+    openai_api_key: str | None = Field(None, alias=c.OPENAI_API_KEY, repr=False)
+    openai_base_url: str = Field("https://api.openai.com/v1", alias=c.OPENAI_BASE_URL)
+    openai_model: str = Field("gpt-4o-mini", alias=c.OPENAI_MODEL)
+    mock_script: str | None = Field(None, alias=c.STEPWISE_MOCK_SCRIPT)
+
+    require_plan_approval: bool = Field(False, alias=c.REQUIRE_PLAN_APPROVAL)
+    plan_approval_timeout_seconds: int = Field(300, ge=1, le=86_400, alias=c.PLAN_APPROVAL_TIMEOUT_SECONDS)
+    allow_linear_fallback: bool = Field(True, alias=c.ALLOW_LINEAR_FALLBACK)
+    task_timeout_seconds: float = Field(60, gt=0, le=900, alias=c.TASK_TIMEOUT_SECONDS)
+    task_max_attempts: int = Field(3, ge=1, le=10, alias=c.TASK_MAX_ATTEMPTS)
+    task_retry_base_seconds: float = Field(1.0, ge=0, le=300, alias=c.TASK_RETRY_BASE_SECONDS)
+    build_timeout_seconds: int = Field(900, ge=1, le=86_400, alias=c.BUILD_TIMEOUT_SECONDS)
+    task_cache_ttl_seconds: int = Field(3600, ge=0, alias=c.TASK_CACHE_TTL_SECONDS)
+
+    webhook_url: str | None = Field(None, alias=c.WEBHOOK_URL)
+    webhook_secret: str | None = Field(None, alias=c.WEBHOOK_SECRET, repr=False)
+    webhook_allowed_hosts: str = Field("", alias=c.WEBHOOK_ALLOWED_HOSTS)
+    webhook_max_attempts: int = Field(8, ge=1, le=100, alias=c.WEBHOOK_MAX_ATTEMPTS)
+    webhook_backoff_base_seconds: float = Field(2.0, ge=0, alias=c.WEBHOOK_BACKOFF_BASE_SECONDS)
+    webhook_backoff_max_seconds: float = Field(3600.0, ge=0, alias=c.WEBHOOK_BACKOFF_MAX_SECONDS)
+    local_tokens: str = Field("dev-token:dev", alias=c.STEPWISE_LOCAL_TOKENS)
+
+    # wiring
+    builds_table: str = Field("stepwise-builds", alias=c.BUILDS_TABLE)
+    tasks_table: str = Field("stepwise-tasks", alias=c.TASKS_TABLE)
+    events_table: str = Field("stepwise-events", alias=c.EVENTS_TABLE)
+    cache_table: str = Field("stepwise-cache", alias=c.CACHE_TABLE)
+    idempotency_table: str = Field("stepwise-idempotency", alias=c.IDEMPOTENCY_TABLE)
+    files_bucket: str = Field("stepwise-files", alias=c.FILES_BUCKET)
+    tasks_queue_url: str = Field("", alias=c.TASKS_QUEUE_URL)
+    task_finished_queue_url: str = Field("", alias=c.TASK_FINISHED_QUEUE_URL)
+    webhook_queue_url: str = Field("", alias=c.WEBHOOK_QUEUE_URL)
+    state_machine_arn: str = Field("", alias=c.STATE_MACHINE_ARN)
+    webhook_secret_arn: str | None = Field(None, alias=c.WEBHOOK_SECRET_ARN)
+    provider_secret_arn: str | None = Field(None, alias=c.PROVIDER_SECRET_ARN)
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _normalise_hosts(cls, v: str) -> str:
+        return ",".join(h.strip().lower() for h in v.split(",") if h.strip())
+
+    @field_validator("local_tokens")
+    @classmethod
+    def _tokens_shape(cls, v: str) -> str:
+        for pair in filter(None, (p.strip() for p in v.split(","))):
+            token, sep, user = pair.partition(":")
+            if not sep or not token or not user:
+                raise ValueError("expected token:user[,token2:user2]")
+        return v
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        return frozenset(filter(None, self.webhook_allowed_hosts.split(",")))
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        pairs = (p.strip().partition(":") for p in self.local_tokens.split(",") if p.strip())
+        return {token: user for token, _, user in pairs}
+
+
+def _alias_of(field_name: str) -> str:
+    field = Settings.model_fields.get(field_name)
+    alias = field.alias if field else None
+    if isinstance(alias, AliasChoices):  # pragma: no cover - not used, kept for safety
+        return str(alias.choices[0])
+    return alias or field_name
+
+
+def load_settings() -> Settings:
+    """Parse the environment; raise ConfigurationError naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = _alias_of(str(err["loc"][0])) if err["loc"] else "?"
+            problems.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and the local runtime change the environment)."""
+    get_settings.cache_clear()

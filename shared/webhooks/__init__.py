@@ -1,0 +1,1 @@
+"""Webhook delivery (sender side) and a verification helper for Python receivers (CONTRACT §4)."""
