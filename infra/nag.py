@@ -19,4 +19,4 @@ def acknowledge(scope: IConstruct, rule_id: str, reason: str) -> None:
     """
     if len(reason) < 30:
         raise ValueError(f"acknowledgement of {rule_id} needs a specific reason, got {reason!r}")
-    Validations.of(scope).acknowledge(Acknowledgment(id=rule_id, reason=reason))
+    Validations.of(scope).acknowledge(Acknowledgment(id=f"AwsSolutions::{rule_id}", reason=reason))

@@ -40,11 +40,17 @@ class StepwiseStack(Stack):
             webhook_max_attempts=config.settings.webhook_max_attempts,
         )
         self.functions = Functions(
-            self, "Functions", config=config, storage=self.storage, queues=self.queues, secrets=self.secrets,
+            self,
+            "Functions",
+            config=config,
+            storage=self.storage,
+            queues=self.queues,
+            secrets=self.secrets,
         )
         fns = self.functions.functions
-        self.workflow = Workflow(self, "Workflow", plan=fns["plan"], dispatch=fns["dispatch"],
-                                 log_retention=retention)
+        self.workflow = Workflow(
+            self, "Workflow", plan=fns["plan"], dispatch=fns["dispatch"], log_retention=retention
+        )
         self.functions.connect_workflow(self.workflow.state_machine)
         self.outbox = Outbox(
             self,
@@ -70,8 +76,11 @@ class StepwiseStack(Stack):
             service_name=SERVICE_NAME,
             functions=dict(fns),
             dead_letter_queues=dict(self.queues.dead_letter_queues),
-            work_queues={"tasks": self.queues.tasks, "task-finished": self.queues.task_finished,
-                         "webhooks": self.queues.webhooks},
+            work_queues={
+                "tasks": self.queues.tasks,
+                "task-finished": self.queues.task_finished,
+                "webhooks": self.queues.webhooks,
+            },
             state_machine=self.workflow.state_machine,
             rest_api=self.api.rest_api,
             alarm_email=config.alarm_email,
@@ -84,7 +93,10 @@ class StepwiseStack(Stack):
             "ApiUrl": (self.api.url, "Base URL of the HTTP API (CONTRACT section 2)"),
             "UserPoolId": (self.api.user_pool.user_pool_id, "Cognito user pool: create users here"),
             "UserPoolClientId": (self.api.client.user_pool_client_id, "Cognito app client for the frontend"),
-            "FilesBucketName": (self.storage.files.bucket_name, "Generated files: builds/{buildId}/files/{path}"),
+            "FilesBucketName": (
+                self.storage.files.bucket_name,
+                "Generated files: builds/{buildId}/files/{path}",
+            ),
             "StateMachineArn": (self.workflow.state_machine.state_machine_arn, "One execution per build"),
             "WebhookSecretArn": (self.secrets.webhook.secret_arn, "Webhook signing secret(s)"),
             "ProviderSecretArn": (self.secrets.providers.secret_arn, "AI provider API keys (JSON)"),

@@ -89,6 +89,9 @@ class LocalRuntime:
         self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True},
                                       "lambda": {"use_docker": False}})
         self._mock.start()
+        from local import moto_fixes
+
+        moto_fixes.install()
         reset_clients()
         reset_settings()
         reset_services()
@@ -278,13 +281,16 @@ class LocalRuntime:
     _api_lock = threading.Lock()
 
     def invoke_api(self, method: str, path: str, *, user: str | None, body: Any = None,
-                   query: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+                   query: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+                   raw: bool = False) -> tuple[int, Any]:
         from local.apigw import proxy_event
 
-        raw = body if isinstance(body, str) or body is None else json.dumps(body)
-        event = proxy_event(method, path, user=user, body=raw, query=query, headers=headers)
+        payload = body if isinstance(body, str) or body is None else json.dumps(body)
+        event = proxy_event(method, path, user=user, body=payload, query=query, headers=headers)
         result = load_handler("api")(event, LocalContext(f"{PREFIX}-api", FUNCTION_TIMEOUTS["api"]))
         text = result.get("body") or ""
+        if raw:
+            return int(result["statusCode"]), text
         try:
             return int(result["statusCode"]), json.loads(text) if text else None
         except ValueError:

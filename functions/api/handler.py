@@ -144,19 +144,19 @@ def get_events(buildId: str, after: Annotated[int, Query(ge=0)] = 0,
 
 
 @app.post("/builds/<buildId>/approval")
-def post_approval(buildId: str, body: ApprovalRequest) -> Response:
+def post_approval(buildId: str, body: ApprovalRequest) -> Response[Any]:
     correlate(buildId)
     return _json(200, logic.approve(_owner(), buildId, body))
 
 
 @app.post("/builds/<buildId>/cancel")
-def post_cancel(buildId: str) -> Response:
+def post_cancel(buildId: str) -> Response[Any]:
     correlate(buildId)
     return _json(202, logic.cancel(_owner(), buildId))
 
 
 @app.post("/builds/<buildId>/tasks/<taskId>/retry")
-def post_retry(buildId: str, taskId: str) -> Response:
+def post_retry(buildId: str, taskId: str) -> Response[Any]:
     correlate(buildId)
     return _json(202, logic.retry_task(_owner(), buildId, taskId))
 
@@ -167,7 +167,7 @@ def get_files(buildId: str) -> list[FileInfo]:
 
 
 @app.get("/builds/<buildId>/files/<path>")
-def get_file(buildId: str, path: str) -> Response:
+def get_file(buildId: str, path: str) -> Response[Any]:  # noqa: N803
     content = logic.get_file(_owner(), buildId, unquote(path))
     ctype = "text/plain; charset=utf-8"
     if path.endswith(".json"):

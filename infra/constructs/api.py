@@ -28,6 +28,23 @@ from infra.nag import acknowledge
 
 CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key"]
 
+# One JSON object per request; `sub` is the caller (Cognito claims), never the token itself.
+ACCESS_LOG_FIELDS = {
+    "requestId": "$context.requestId",
+    "ip": "$context.identity.sourceIp",
+    "requestTime": "$context.requestTimeEpoch",
+    "method": "$context.httpMethod",
+    "resourcePath": "$context.resourcePath",
+    "path": "$context.path",
+    "status": "$context.status",
+    "protocol": "$context.protocol",
+    "responseLength": "$context.responseLength",
+    "sub": "$context.authorizer.claims.sub",
+    "latencyMs": "$context.responseLatency",
+    "integrationLatencyMs": "$context.integrationLatency",
+    "error": "$context.error.message",
+}
+
 # (path, method, body model) for every authorized route of CONTRACT section 2.
 ROUTES: tuple[tuple[str, str, bool], ...] = (
     ("/builds", "POST", True),
@@ -47,7 +64,7 @@ QUERY_PARAMETERS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 # Gateway-made responses in the contract's error shape: (type, status, code, message).
-_GATEWAY_ERRORS = (
+_GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str | None, str, str | None], ...] = (
     (apigw.ResponseType.UNAUTHORIZED, "401", "unauthorized", "Missing or invalid bearer token"),
     (apigw.ResponseType.ACCESS_DENIED, "401", "unauthorized", "Missing or invalid bearer token"),
     (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "404", "not_found", "No such route"),
@@ -56,7 +73,7 @@ _GATEWAY_ERRORS = (
     (apigw.ResponseType.REQUEST_TOO_LARGE, "413", "too_large", "Request too large"),
     (apigw.ResponseType.THROTTLED, "429", "throttled", "Too many requests"),
     (apigw.ResponseType.QUOTA_EXCEEDED, "429", "throttled", "Too many requests"),
-    (apigw.ResponseType.DEFAULT_4_XX, None, "bad_request", "$context.error.message"),
+    (apigw.ResponseType.DEFAULT_4_XX, None, "request_error", None),
     (apigw.ResponseType.DEFAULT_5_XX, None, "internal", "Internal error"),
 )
 
@@ -84,17 +101,24 @@ class Api(Construct):
             sign_in_aliases=cognito.SignInAliases(email=True),
             auto_verify=cognito.AutoVerifiedAttrs(email=True),
             password_policy=cognito.PasswordPolicy(
-                min_length=12, require_lowercase=True, require_uppercase=True, require_digits=True,
-                require_symbols=True, temp_password_validity=Duration.days(3),
+                min_length=12,
+                require_lowercase=True,
+                require_uppercase=True,
+                require_digits=True,
+                require_symbols=True,
+                temp_password_validity=Duration.days(3),
             ),
             mfa=cognito.Mfa.REQUIRED,
             mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
             account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
             removal_policy=RemovalPolicy.RETAIN,
         )
-        acknowledge(self.user_pool, "AwsSolutions-COG8",
-                    "Threat protection needs the Cognito Plus feature plan (billed per MAU); users are "
-                    "admin-created only and MFA (TOTP) is required, so it is left to the operator.")
+        acknowledge(
+            self.user_pool,
+            "AwsSolutions-COG8",
+            "Threat protection needs the Cognito Plus feature plan (billed per MAU); users are "
+            "admin-created only and MFA (TOTP) is required, so it is left to the operator.",
+        )
         self.client = self.user_pool.add_client(
             "Frontend",
             generate_secret=False,
@@ -105,7 +129,9 @@ class Api(Construct):
             refresh_token_validity=Duration.days(30),
         )
         self.authorizer = apigw.CognitoUserPoolsAuthorizer(
-            self, "Authorizer", cognito_user_pools=[self.user_pool],
+            self,
+            "Authorizer",
+            cognito_user_pools=[self.user_pool],
             identity_source=apigw.IdentitySource.header("Authorization"),
             results_cache_ttl=Duration.minutes(5),
         )
@@ -128,10 +154,7 @@ class Api(Construct):
                 logging_level=apigw.MethodLoggingLevel.ERROR,
                 data_trace_enabled=False,
                 access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
-                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
-                    caller=False, http_method=True, ip=True, protocol=True, request_time=True,
-                    resource_path=True, response_length=True, status=True, user=True,
-                ),
+                access_log_format=apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FIELDS)),
             ),
             default_cors_preflight_options=apigw.CorsOptions(
                 allow_origins=[frontend_origin],
@@ -141,16 +164,24 @@ class Api(Construct):
             ),
         )
         if cloudwatch_role:
-            acknowledge(self.rest_api, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
-                                       "service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
-                        "The account-level API Gateway logging role must carry this AWS policy for "
-                        "access and execution logs; it is used by API Gateway only.")
-        acknowledge(self.rest_api, "AwsSolutions-APIG3",
-                    "No WAF web ACL by default (fixed monthly cost): every data route needs a Cognito "
-                    "token and the stage is throttled; attach a web ACL to the stage if exposed widely.")
+            acknowledge(
+                self.rest_api,
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                "service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
+                "The account-level API Gateway logging role must carry this AWS policy for "
+                "access and execution logs; it is used by API Gateway only.",
+            )
+        acknowledge(
+            self.rest_api,
+            "AwsSolutions-APIG3",
+            "No WAF web ACL by default (fixed monthly cost): every data route needs a Cognito "
+            "token and the stage is throttled; attach a web ACL to the stage if exposed widely.",
+        )
 
         for response_type, status, code, message in _GATEWAY_ERRORS:
-            body = {"error": {"code": code, "message": message}}
+            # `$context.error.messageString` is API Gateway's own message, already JSON-quoted.
+            text = json.dumps(message) if message else "$context.error.messageString"
+            template = f'{{"error": {{"code": {json.dumps(code)}, "message": {text}}}}}'
             self.rest_api.add_gateway_response(
                 f"Gateway{response_type.response_type}",
                 type=response_type,
@@ -159,11 +190,13 @@ class Api(Construct):
                     "Access-Control-Allow-Origin": f"'{frontend_origin}'",
                     "Access-Control-Allow-Headers": "'" + ",".join(CORS_HEADERS) + "'",
                 },
-                templates={"application/json": json.dumps(body)},
+                templates={"application/json": template},
             )
 
         self.validator = self.rest_api.add_request_validator(
-            "Validator", validate_request_parameters=True, validate_request_body=True,
+            "Validator",
+            validate_request_parameters=True,
+            validate_request_body=True,
         )
         json_object = self.rest_api.add_model(
             "JsonObject",
@@ -177,7 +210,9 @@ class Api(Construct):
         for path, verb, has_body in ROUTES:
             resource = self._resource(path)
             params = {f"method.request.path.{p}": True for p in _path_params(path)}
-            params.update({f"method.request.querystring.{q}": False for q in QUERY_PARAMETERS.get((path, verb), ())})
+            params.update(
+                {f"method.request.querystring.{q}": False for q in QUERY_PARAMETERS.get((path, verb), ())}
+            )
             self.methods[(path, verb)] = resource.add_method(
                 verb,
                 integration,
@@ -188,16 +223,17 @@ class Api(Construct):
                 request_models={"application/json": json_object} if has_body else None,
             )
         for path, verb in PUBLIC_ROUTES:
-            method = self._resource(path).add_method(verb, integration, authorization_type=apigw.AuthorizationType.NONE)
+            method = self._resource(path).add_method(
+                verb, integration, authorization_type=apigw.AuthorizationType.NONE
+            )
             self.methods[(path, verb)] = method
             for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
-                acknowledge(method, rule, "GET /openapi.json is public by contract: it serves the API's "
-                                          "OpenAPI document, which holds no user data.")
-        for child in self.rest_api.root.node.find_all():
-            if isinstance(child, apigw.Method) and child.http_method == "OPTIONS":
-                for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
-                    acknowledge(child, rule, "CORS preflight (OPTIONS) requests carry no credentials by "
-                                             "browser design; the mock integration returns headers only.")
+                acknowledge(
+                    method,
+                    rule,
+                    "GET /openapi.json is public by contract: it serves the API's "
+                    "OpenAPI document, which holds no user data.",
+                )
 
     def _resource(self, path: str) -> apigw.IResource:
         resource: apigw.IResource = self.rest_api.root

@@ -32,7 +32,12 @@ SERVICE_NAME = c.METRICS_NAMESPACE.lower()
 
 # DynamoDB actions by intent. Transactions are authorised per item by these same actions.
 DDB_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
-DDB_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem")
+DDB_WRITE = (
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+)
 DDB_READ_WRITE = DDB_READ + DDB_WRITE
 DDB_IDEMPOTENCY = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
 TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskFailure")
@@ -51,8 +56,9 @@ def function_specs(config: StackConfig) -> dict[str, FunctionSpec]:
         "api": FunctionSpec(512, Duration.seconds(29), "HTTP API behind API Gateway (CONTRACT section 2)"),
         "plan": FunctionSpec(1024, Duration.minutes(5), "Streams, validates and stores the build plan"),
         "dispatch": FunctionSpec(512, Duration.seconds(60), "Runs the task DAG: seeds, advances, finalizes"),
-        "task": FunctionSpec(1024, Duration.seconds(config.task_function_timeout_seconds),
-                             "Runs one task and writes its files"),
+        "task": FunctionSpec(
+            1024, Duration.seconds(config.task_function_timeout_seconds), "Runs one task and writes its files"
+        ),
         "webhook": FunctionSpec(256, Duration.seconds(60), "Signs and delivers webhook events"),
     }
 
@@ -125,8 +131,9 @@ class Functions(Construct):
         self.functions: dict[str, lambda_.Function] = {
             name: self._function(name, self.specs[name], wiring[name]) for name in c.FUNCTION_HANDLERS
         }
-        api, plan, dispatch, task, webhook = (self.functions[n] for n in ("api", "plan", "dispatch", "task",
-                                                                         "webhook"))
+        api, plan, dispatch, task, webhook = (
+            self.functions[n] for n in ("api", "plan", "dispatch", "task", "webhook")
+        )
 
         # --- data ---------------------------------------------------------------------------------
         for fn in (api, plan, dispatch, task):
@@ -141,34 +148,58 @@ class Functions(Construct):
 
         files = t.files.arn_for_objects(f"{FILES_PREFIX}*")
         iam.Grant.add_to_principal(grantee=api, actions=["s3:GetObject"], resource_arns=[files])
-        api.add_to_role_policy(iam.PolicyStatement(
-            actions=["s3:ListBucket"],
-            resources=[t.files.bucket_arn],
-            conditions={"StringLike": {"s3:prefix": [f"{FILES_PREFIX}*"]}},
-        ))
-        iam.Grant.add_to_principal(grantee=task, actions=["s3:GetObject", "s3:PutObject"], resource_arns=[files])
+        api.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[t.files.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{FILES_PREFIX}*"]}},
+            )
+        )
+        iam.Grant.add_to_principal(
+            grantee=task, actions=["s3:GetObject", "s3:PutObject"], resource_arns=[files]
+        )
         for fn in (api, task):
-            acknowledge(fn.role or fn, f"AwsSolutions-IAM5[Resource::<{self._logical(t.files)}.Arn>/{FILES_PREFIX}*]",
-                        "Object access is limited to the builds/ prefix; object keys embed the build id, "
-                        "which is only known at run time.")
+            acknowledge(
+                fn.role or fn,
+                f"AwsSolutions-IAM5[Resource::<{self._logical(t.files)}.Arn>/{FILES_PREFIX}*]",
+                "Object access is limited to the builds/ prefix; object keys embed the build id, "
+                "which is only known at run time.",
+            )
 
         # --- queues -------------------------------------------------------------------------------
         queues.tasks.grant_send_messages(dispatch)
         queues.task_finished.grant_send_messages(task)
-        task.add_event_source(sources.SqsEventSource(
-            queues.tasks, batch_size=1, report_batch_item_failures=True,
-            max_concurrency=config.task_max_concurrency,
-        ))
-        dispatch.add_event_source(sources.SqsEventSource(
-            queues.task_finished, batch_size=10, report_batch_item_failures=True,
-        ))
-        dispatch.add_event_source(sources.SqsEventSource(
-            queues.tasks_dlq, batch_size=10, report_batch_item_failures=True, max_concurrency=2,
-        ))
-        webhook.add_event_source(sources.SqsEventSource(
-            queues.webhooks, batch_size=10, report_batch_item_failures=True,
-            max_concurrency=config.webhook_max_concurrency,
-        ))
+        task.add_event_source(
+            sources.SqsEventSource(
+                queues.tasks,
+                batch_size=1,
+                report_batch_item_failures=True,
+                max_concurrency=config.task_max_concurrency,
+            )
+        )
+        dispatch.add_event_source(
+            sources.SqsEventSource(
+                queues.task_finished,
+                batch_size=10,
+                report_batch_item_failures=True,
+            )
+        )
+        dispatch.add_event_source(
+            sources.SqsEventSource(
+                queues.tasks_dlq,
+                batch_size=10,
+                report_batch_item_failures=True,
+                max_concurrency=2,
+            )
+        )
+        webhook.add_event_source(
+            sources.SqsEventSource(
+                queues.webhooks,
+                batch_size=10,
+                report_batch_item_failures=True,
+                max_concurrency=config.webhook_max_concurrency,
+            )
+        )
 
         # --- secrets ------------------------------------------------------------------------------
         secrets.providers.grant_read(plan)
@@ -178,10 +209,15 @@ class Functions(Construct):
     # ----------------------------------------------------------------------------------------------
     def _function(self, name: str, spec: FunctionSpec, wiring: dict[str, str]) -> lambda_.Function:
         title = name.capitalize()
-        role = iam.Role(self, f"{title}Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-                        description=f"Stepwise {name} function")
-        log_group = logs.LogGroup(self, f"{title}Logs",
-                                  retention=log_retention(self._config.log_retention_days))
+        role = iam.Role(
+            self,
+            f"{title}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Stepwise {name} function",
+        )
+        log_group = logs.LogGroup(
+            self, f"{title}Logs", retention=log_retention(self._config.log_retention_days)
+        )
         log_group.grant_write(role)
         fn = lambda_.Function(
             self,
@@ -207,12 +243,18 @@ class Functions(Construct):
                 c.POWERTOOLS_METRICS_NAMESPACE: c.METRICS_NAMESPACE,
             },
         )
-        acknowledge(role, "AwsSolutions-IAM5[Resource::*]",
-                    "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions; "
-                    "this is the only '*' statement on the role.")
-        acknowledge(fn, "AwsSolutions-L1",
-                    "Pinned to python3.12: the dependency layer is built for cp312 wheels and the code is "
-                    "tested on it; move runtime and layer together.")
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions; "
+            "this is the only '*' statement on the role.",
+        )
+        acknowledge(
+            fn,
+            "AwsSolutions-L1",
+            "Pinned to python3.12: the dependency layer is built for cp312 wheels and the code is "
+            "tested on it; move runtime and layer together.",
+        )
         return fn
 
     def connect_workflow(self, state_machine: sfn.StateMachine) -> None:
@@ -227,17 +269,25 @@ class Functions(Construct):
         state_machine.grant_execution(api, "states:StopExecution")
         state_machine.grant(api, *TASK_RESPONSE_ACTIONS)
         sm_ref = self._logical(state_machine)
-        execution_arn = ("arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
-                         f'{{"Fn::Select":[6,{{"Fn::Split":[":",{{"Ref":"{sm_ref}"}}]}}]}}:*')
-        acknowledge(api.role or api, f"AwsSolutions-IAM5[Resource::{execution_arn}]",
-                    "StopExecution is scoped to executions of this one state machine; execution names "
-                    "are build ids chosen at run time.")
+        execution_arn = (
+            "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+            f'{{"Fn::Select":[6,{{"Fn::Split":[":",{{"Ref":"{sm_ref}"}}]}}]}}:*'
+        )
+        acknowledge(
+            api.role or api,
+            f"AwsSolutions-IAM5[Resource::{execution_arn}]",
+            "StopExecution is scoped to executions of this one state machine; execution names "
+            "are build ids chosen at run time.",
+        )
         iam.Policy(
             self,
             "DispatchTaskResponse",
             roles=[dispatch.role] if dispatch.role else [],
-            statements=[iam.PolicyStatement(actions=list(TASK_RESPONSE_ACTIONS),
-                                            resources=[state_machine.state_machine_arn])],
+            statements=[
+                iam.PolicyStatement(
+                    actions=list(TASK_RESPONSE_ACTIONS), resources=[state_machine.state_machine_arn]
+                )
+            ],
         )
 
     def _logical(self, construct: Construct) -> str:
@@ -269,7 +319,11 @@ def log_retention(days: int) -> logs.RetentionDays:
 
 
 def _grant_table(
-    grantee: iam.IGrantable, table: dynamodb.ITable, actions: tuple[str, ...], *, indexes: tuple[str, ...] = ()
+    grantee: iam.IGrantable,
+    table: dynamodb.ITable,
+    actions: tuple[str, ...],
+    *,
+    indexes: tuple[str, ...] = (),
 ) -> iam.Grant:
     """Grant `actions` on the table itself (and on named indexes only: never `index/*`)."""
     return iam.Grant.add_to_principal(

@@ -50,17 +50,25 @@ class Monitoring(Construct):
         super().__init__(scope, construct_id)
         self.alarms: list[cw.Alarm] = []
 
-        key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True,
-                      description="Stepwise alarm topic encryption")
+        key = kms.Key(
+            self, "AlarmTopicKey", enable_key_rotation=True, description="Stepwise alarm topic encryption"
+        )
         key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
-        self.topic = sns.Topic(self, "Alarms", display_name="Stepwise alarms", master_key=key, enforce_ssl=True)
+        self.topic = sns.Topic(
+            self, "Alarms", display_name="Stepwise alarms", master_key=key, enforce_ssl=True
+        )
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         action = cw_actions.SnsAction(self.topic)
 
         def alarm(construct_id: str, description: str, **props: object) -> cw.Alarm:
-            created = cw.Alarm(self, construct_id, alarm_description=description,
-                               treat_missing_data=cw.TreatMissingData.NOT_BREACHING, **props)  # type: ignore[arg-type]
+            created = cw.Alarm(
+                self,
+                construct_id,
+                alarm_description=description,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                **props,
+            )  # type: ignore[arg-type]
             created.add_alarm_action(action)
             created.add_ok_action(action)
             self.alarms.append(created)
@@ -74,7 +82,8 @@ class Monitoring(Construct):
                 f"{_title(name)}DlqNotEmpty",
                 f"Messages are waiting in the {name} dead-letter queue",
                 metric=queue.metric_approximate_number_of_messages_visible(
-                    period=Duration.minutes(5), statistic="Maximum"),
+                    period=Duration.minutes(5), statistic="Maximum"
+                ),
                 threshold=0,
                 comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 evaluation_periods=periods,
@@ -91,8 +100,11 @@ class Monitoring(Construct):
         )
 
         hard_blocked = cw.Metric(
-            namespace=c.METRICS_NAMESPACE, metric_name=PLAN_HARD_BLOCKED_METRIC,
-            dimensions_map={"service": service_name}, statistic="Sum", period=Duration.minutes(10),
+            namespace=c.METRICS_NAMESPACE,
+            metric_name=PLAN_HARD_BLOCKED_METRIC,
+            dimensions_map={"service": service_name},
+            statistic="Sum",
+            period=Duration.minutes(10),
         )
         alarm(
             "PlanHardBlocked",
@@ -104,8 +116,11 @@ class Monitoring(Construct):
         )
 
         cost = cw.Metric(
-            namespace=c.METRICS_NAMESPACE, metric_name=BUILD_COST_METRIC,
-            dimensions_map={"service": service_name}, statistic="Sum", period=Duration.hours(1),
+            namespace=c.METRICS_NAMESPACE,
+            metric_name=BUILD_COST_METRIC,
+            dimensions_map={"service": service_name},
+            statistic="Sum",
+            period=Duration.hours(1),
         )
         alarm(
             "CostPerHour",
@@ -154,38 +169,58 @@ class Monitoring(Construct):
             cw.AlarmStatusWidget(title="Alarms", alarms=list(self.alarms), width=24, height=4),
         )
         self.dashboard.add_widgets(
-            cw.GraphWidget(title="Builds (executions)", width=8, left=[
-                state_machine.metric_started(statistic="Sum"),
-                state_machine.metric_succeeded(statistic="Sum"),
-                state_machine.metric_failed(statistic="Sum"),
-                state_machine.metric_aborted(statistic="Sum"),
-            ]),
+            cw.GraphWidget(
+                title="Builds (executions)",
+                width=8,
+                left=[
+                    state_machine.metric_started(statistic="Sum"),
+                    state_machine.metric_succeeded(statistic="Sum"),
+                    state_machine.metric_failed(statistic="Sum"),
+                    state_machine.metric_aborted(statistic="Sum"),
+                ],
+            ),
             cw.GraphWidget(title="AI cost (USD per hour)", width=8, left=[cost]),
             cw.GraphWidget(title="Hard-blocked plans", width=8, left=[hard_blocked]),
         )
         self.dashboard.add_widgets(
-            cw.GraphWidget(title="Queue depth", width=12, left=[
-                q.metric_approximate_number_of_messages_visible(label=n, statistic="Maximum")
-                for n, q in work_queues.items()
-            ]),
-            cw.GraphWidget(title="Dead-letter queues", width=12, left=[
-                q.metric_approximate_number_of_messages_visible(label=n, statistic="Maximum")
-                for n, q in dead_letter_queues.items()
-            ]),
+            cw.GraphWidget(
+                title="Queue depth",
+                width=12,
+                left=[
+                    q.metric_approximate_number_of_messages_visible(label=n, statistic="Maximum")
+                    for n, q in work_queues.items()
+                ],
+            ),
+            cw.GraphWidget(
+                title="Dead-letter queues",
+                width=12,
+                left=[
+                    q.metric_approximate_number_of_messages_visible(label=n, statistic="Maximum")
+                    for n, q in dead_letter_queues.items()
+                ],
+            ),
         )
         self.dashboard.add_widgets(
             cw.GraphWidget(title="Function error rate (%)", width=12, left=list(error_rates.values())),
-            cw.GraphWidget(title="Function duration p95 (ms)", width=12, left=[
-                fn.metric_duration(label=n, statistic="p95") for n, fn in functions.items()
-            ]),
+            cw.GraphWidget(
+                title="Function duration p95 (ms)",
+                width=12,
+                left=[fn.metric_duration(label=n, statistic="p95") for n, fn in functions.items()],
+            ),
         )
         self.dashboard.add_widgets(
-            cw.GraphWidget(title="API requests and errors", width=12, left=[
-                rest_api.metric_count(statistic="Sum"),
-                rest_api.metric_client_error(statistic="Sum"),
-                rest_api.metric_server_error(statistic="Sum"),
-            ]),
-            cw.GraphWidget(title="API latency p95 (ms)", width=12, left=[rest_api.metric_latency(statistic="p95")]),
+            cw.GraphWidget(
+                title="API requests and errors",
+                width=12,
+                left=[
+                    rest_api.metric_count(statistic="Sum"),
+                    rest_api.metric_client_error(statistic="Sum"),
+                    rest_api.metric_server_error(statistic="Sum"),
+                ],
+            ),
+            cw.GraphWidget(
+                title="API latency p95 (ms)", width=12, left=[rest_api.metric_latency(statistic="p95")]
+            ),
         )
 
 

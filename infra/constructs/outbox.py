@@ -40,23 +40,40 @@ class Outbox(Construct):
             raise ValueError("the events table needs a stream (NEW_IMAGE) to act as the outbox")
 
         self.log_group = logs.LogGroup(
-            self, "Logs",
+            self,
+            "Logs",
             log_group_name=f"/aws/vendedlogs/pipes/{Stack.of(self).stack_name}-outbox",
             retention=log_retention,
         )
-        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("pipes.amazonaws.com"),
-                             description="Stepwise outbox pipe: events stream -> webhook queue")
-        self.role.add_to_policy(iam.PolicyStatement(
-            actions=["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
-                     "dynamodb:ListStreams"],
-            resources=[stream_arn],
-        ))
-        self.role.add_to_policy(iam.PolicyStatement(
-            actions=["sqs:SendMessage"], resources=[webhook_queue.queue_arn, dead_letter_queue.queue_arn],
-        ))
-        self.role.add_to_policy(iam.PolicyStatement(
-            actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[self.log_group.log_group_arn],
-        ))
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("pipes.amazonaws.com"),
+            description="Stepwise outbox pipe: events stream -> webhook queue",
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "dynamodb:DescribeStream",
+                    "dynamodb:GetRecords",
+                    "dynamodb:GetShardIterator",
+                    "dynamodb:ListStreams",
+                ],
+                resources=[stream_arn],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["sqs:SendMessage"],
+                resources=[webhook_queue.queue_arn, dead_letter_queue.queue_arn],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[self.log_group.log_group_arn],
+            )
+        )
 
         self.pipe = pipes.CfnPipe(
             self,
@@ -70,11 +87,15 @@ class Outbox(Construct):
                     batch_size=10,  # the SQS target's SendMessageBatch maximum
                     maximum_retry_attempts=MAX_RETRY_ATTEMPTS,
                     on_partial_batch_item_failure="AUTOMATIC_BISECT",
-                    dead_letter_config=pipes.CfnPipe.DeadLetterConfigProperty(arn=dead_letter_queue.queue_arn),
+                    dead_letter_config=pipes.CfnPipe.DeadLetterConfigProperty(
+                        arn=dead_letter_queue.queue_arn
+                    ),
                 ),
-                filter_criteria=pipes.CfnPipe.FilterCriteriaProperty(filters=[
-                    pipes.CfnPipe.FilterProperty(pattern=json.dumps({"eventName": ["INSERT"]})),
-                ]),
+                filter_criteria=pipes.CfnPipe.FilterCriteriaProperty(
+                    filters=[
+                        pipes.CfnPipe.FilterProperty(pattern=json.dumps({"eventName": ["INSERT"]})),
+                    ]
+                ),
             ),
             target=webhook_queue.queue_arn,
             log_configuration=pipes.CfnPipe.PipeLogConfigurationProperty(

@@ -35,10 +35,15 @@ class Queues(Construct):
 
         # Tasks to run. A message that fails `task_max_attempts` receives (the handler crashed or
         # timed out each time) moves to the DLQ, where the dispatcher marks the task failed.
-        self.tasks_dlq = self._queue("TasksDlq", retention=DLQ_RETENTION,
-                                     visibility=_visibility(dispatch_function_timeout))
-        self.tasks = self._queue("Tasks", visibility=_visibility(task_function_timeout),
-                                 retention=Duration.days(4), dlq=(self.tasks_dlq, task_max_attempts))
+        self.tasks_dlq = self._queue(
+            "TasksDlq", retention=DLQ_RETENTION, visibility=_visibility(dispatch_function_timeout)
+        )
+        self.tasks = self._queue(
+            "Tasks",
+            visibility=_visibility(task_function_timeout),
+            retention=Duration.days(4),
+            dlq=(self.tasks_dlq, task_max_attempts),
+        )
 
         # "Task finished" notices for the dispatcher: FIFO per build (MessageGroupId = buildId) with
         # explicit deduplication ids, high-throughput mode (dedup and throughput per message group).
@@ -55,14 +60,21 @@ class Queues(Construct):
         # message's visibility, so the receive count is the attempt count: the DLQ takes a message
         # after WEBHOOK_MAX_ATTEMPTS attempts.
         self.webhooks_dlq = self._queue("WebhooksDlq", retention=DLQ_RETENTION)
-        self.webhooks = self._queue("Webhooks", visibility=_visibility(webhook_function_timeout),
-                                    retention=Duration.days(14), dlq=(self.webhooks_dlq, webhook_max_attempts))
+        self.webhooks = self._queue(
+            "Webhooks",
+            visibility=_visibility(webhook_function_timeout),
+            retention=Duration.days(14),
+            dlq=(self.webhooks_dlq, webhook_max_attempts),
+        )
 
         # Stream records the pipe could not put on the webhook queue (after its own retries).
         self.outbox_dlq = self._queue("OutboxDlq", retention=DLQ_RETENTION)
-        acknowledge(self.outbox_dlq, "AwsSolutions-SQS3",
-                    "This queue is itself a dead-letter queue: the outbox pipe's DeadLetterConfig "
-                    "(not an SQS redrive policy, which is what the rule looks for).")
+        acknowledge(
+            self.outbox_dlq,
+            "AwsSolutions-SQS3",
+            "This queue is itself a dead-letter queue: the outbox pipe's DeadLetterConfig "
+            "(not an SQS redrive policy, which is what the rule looks for).",
+        )
 
     def _queue(
         self,

@@ -39,9 +39,12 @@ class Secrets(Construct):
                 require_each_included_type=True,
             ),
         )
-        acknowledge(self.webhook, "AwsSolutions-SMG4",
-                    "Rotating the webhook signing secret needs every receiver to add the new key first; "
-                    "it is rotated by hand (the signer sends one signature per active secret).")
+        acknowledge(
+            self.webhook,
+            "AwsSolutions-SMG4",
+            "Rotating the webhook signing secret needs every receiver to add the new key first; "
+            "it is rotated by hand (the signer sends one signature per active secret).",
+        )
 
         self.providers = secretsmanager.Secret(
             self,
@@ -49,7 +52,9 @@ class Secrets(Construct):
             description="Stepwise AI provider API keys (JSON: ANTHROPIC_API_KEY, OPENAI_API_KEY)",
             secret_object_value={key: SecretValue.unsafe_plain_text("") for key in PROVIDER_SECRET_KEYS},
         )
-        acknowledge(self.providers, "AwsSolutions-SMG4",
-                    "Third-party AI provider API keys are issued by the vendor's console; Secrets Manager "
-                    "cannot rotate them, the operator replaces them.")
-
+        acknowledge(
+            self.providers,
+            "AwsSolutions-SMG4",
+            "Third-party AI provider API keys are issued by the vendor's console; Secrets Manager "
+            "cannot rotate them, the operator replaces them.",
+        )

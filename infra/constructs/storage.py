@@ -14,8 +14,6 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.nag import acknowledge
-
 S = dynamodb.AttributeType.STRING
 N = dynamodb.AttributeType.NUMBER
 
@@ -51,13 +49,13 @@ class Storage(Construct):
             enforce_ssl=True,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
-            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90),
-                                              abort_incomplete_multipart_upload_after=Duration.days(1))],
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    expiration=Duration.days(90), abort_incomplete_multipart_upload_after=Duration.days(1)
+                )
+            ],
             removal_policy=RemovalPolicy.RETAIN,
         )
-        acknowledge(self.access_logs, "AwsSolutions-S1",
-                    "This bucket is the server access log target of the files bucket; logging it "
-                    "into itself would loop.")
 
         self.files = s3.Bucket(
             self,
@@ -76,7 +74,9 @@ class Storage(Construct):
                     prefix=FILES_PREFIX,
                     expiration=Duration.days(files_expire_days),
                 ),
-                s3.LifecycleRule(id="abort-multipart", abort_incomplete_multipart_upload_after=Duration.days(1)),
+                s3.LifecycleRule(
+                    id="abort-multipart", abort_incomplete_multipart_upload_after=Duration.days(1)
+                ),
             ],
             removal_policy=RemovalPolicy.RETAIN,
         )

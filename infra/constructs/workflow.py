@@ -58,12 +58,18 @@ class Workflow(Construct):
             retention=log_retention,
         )
         # Only the two functions the ASL calls; no lambda:InvokeFunction on versions or aliases.
-        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
-                             description="Stepwise build state machine")
-        self.role.add_to_policy(iam.PolicyStatement(
-            actions=["lambda:InvokeFunction"],
-            resources=[plan.function_arn, dispatch.function_arn],
-        ))
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
+            description="Stepwise build state machine",
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["lambda:InvokeFunction"],
+                resources=[plan.function_arn, dispatch.function_arn],
+            )
+        )
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
@@ -72,8 +78,13 @@ class Workflow(Construct):
             definition_substitutions=substitutions,
             role=self.role,
             tracing_enabled=True,
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
         )
-        acknowledge(self.role, "AwsSolutions-IAM5[Resource::*]",
-                    "Step Functions log delivery (logs:*LogDelivery, DescribeResourcePolicies) and X-Ray "
-                    "tracing actions do not support resource-level permissions.")
+        acknowledge(
+            self.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Step Functions log delivery (logs:*LogDelivery, DescribeResourcePolicies) and X-Ray "
+            "tracing actions do not support resource-level permissions.",
+        )

@@ -77,7 +77,7 @@ def _url_for(svc: Services, build_id: str) -> str | None:
 
 def _mark(svc: Services, event: Event, state: str, reason: str | None = None) -> None:
     client("dynamodb").update_item(**Update().set(delivery=state, deliveryReason=reason,
-                                                  deliveryAt=now_ms()).kwargs(
+                                                  deliveryAt=now_ms()).when("attribute_exists({seq})").kwargs(
         svc.settings.events_table, {"buildId": event.buildId, "seq": event.seq}))
 
 

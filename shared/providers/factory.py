@@ -4,9 +4,10 @@ Keys come from the environment locally and, on AWS, from the Secrets Manager sec
 PROVIDER_SECRET_ARN (JSON such as {"ANTHROPIC_API_KEY": "...", "OPENAI_API_KEY": "..."}), read
 through Powertools parameters so warm Lambdas reuse it for five minutes.
 
-Why providers are cached: each holds an HTTP client with a connection pool; building one per call
-would redo TLS handshakes. The cache key includes a hash of the key, so a rotated secret gives a new
-provider once the Powertools cache expires. Vendor modules are imported only when chosen.
+Why providers are cached (per Settings object): each holds an HTTP client with a connection pool;
+building one per call would redo TLS handshakes. The cache key includes a hash of the API key, so a
+rotated secret gives a new provider once the Powertools cache expires. Vendor modules are imported
+only when chosen.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from shared import constants as c
@@ -22,24 +24,23 @@ from shared.settings import Settings
 
 SECRET_MAX_AGE_S = 300
 _CACHE_SIZE = 8
-_cache: OrderedDict[tuple[Any, ...], AIProvider] = OrderedDict()
+# (id(settings), key digest) -> (settings, provider). Holding the settings object pins its id, so a
+# new Settings (tests, reset_settings) gets a fresh provider and an id is never reused while cached.
+_cache: OrderedDict[tuple[int, str], tuple[Settings, AIProvider]] = OrderedDict()
 _lock = threading.Lock()
 
 
 def get_provider(settings: Settings) -> AIProvider:
-    """The provider for these settings (cached). Raises ProviderError naming a missing key."""
+    """The provider for this Settings object (cached). Raises ProviderError naming a missing key."""
     name = settings.ai_provider
     if name == "mock":
-        key: tuple[Any, ...] = ("mock", settings.mock_script)
-        return _cached(key, lambda: _mock(settings))
+        return _cached(settings, "", lambda: _mock(settings))
     if name == "anthropic":
         api_key = _api_key(settings, c.ANTHROPIC_API_KEY, settings.anthropic_api_key)
-        key = ("anthropic", settings.anthropic_model, settings.anthropic_base_url, _digest(api_key))
-        return _cached(key, lambda: _anthropic(settings, api_key))
+        return _cached(settings, _digest(api_key), lambda: _anthropic(settings, api_key))
     if name == "openai":
         api_key = _api_key(settings, c.OPENAI_API_KEY, settings.openai_api_key)
-        key = ("openai", settings.openai_model, settings.openai_base_url, _digest(api_key))
-        return _cached(key, lambda: _openai(settings, api_key))
+        return _cached(settings, _digest(api_key), lambda: _openai(settings, api_key))
     raise ProviderError(f"{c.AI_PROVIDER}={name!r} is not a known provider", retryable=False)
 
 
@@ -49,14 +50,15 @@ def reset_providers() -> None:
         _cache.clear()
 
 
-def _cached(key: tuple[Any, ...], build: Any) -> AIProvider:
+def _cached(settings: Settings, key_digest: str, build: Callable[[], AIProvider]) -> AIProvider:
+    key = (id(settings), key_digest)
     with _lock:
-        provider = _cache.get(key)
-        if provider is not None:
+        entry = _cache.get(key)
+        if entry is not None and entry[0] is settings:
             _cache.move_to_end(key)
-            return provider
+            return entry[1]
         provider = build()
-        _cache[key] = provider
+        _cache[key] = (settings, provider)
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
         return provider

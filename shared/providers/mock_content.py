@@ -27,7 +27,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any
 
 from shared.models.plan import TaskType
 from shared.providers.base import GeneratedFile
@@ -61,7 +61,8 @@ _LEAD_RE = re.compile(
     re.IGNORECASE,
 )
 _STOP_RE = re.compile(
-    r"\s+(?:with|that|which|using|including|featuring|where|so|to|and)\b|[,.;:!?()\[\]{}\"<>]",
+    r"\s+(?:with|that|which|who|whose|using|including|featuring|containing|showing|displaying|listing"
+    r"|tracking|allowing|letting|where|so|to|and)\b|[,.;:!?()\[\]{}\"<>]",
     re.IGNORECASE,
 )
 _FOR_RE = re.compile(r"\b(?:for|about)\s+", re.IGNORECASE)
@@ -251,7 +252,7 @@ class Each:
     body: El | Comp
 
 
-Node = Union[Txt, Expr, Comp, El, Each]  # noqa: UP007 - a runtime alias used before the classes settle
+Node = Txt | Expr | Comp | El | Each
 
 
 def el(tag: str, *children: Node, a: dict[str, str] | None = None, b: dict[str, str] | None = None) -> El:
@@ -341,8 +342,8 @@ class _Svelte(_Dialect):
 _DIALECTS: dict[str, _Dialect] = {"react": _Jsx(), "vue": _Vue(), "svelte": _Svelte()}
 
 
-def _inline(node: Node, dialect: _Dialect) -> str:
-    return _escape_text(node.text) if isinstance(node, Txt) else dialect.expr(node.code)  # type: ignore[union-attr]
+def _inline(node: Txt | Expr, dialect: _Dialect) -> str:
+    return _escape_text(node.text) if isinstance(node, Txt) else dialect.expr(node.code)
 
 
 def render_markup(node: Node, dialect: _Dialect, depth: int, loop: Each | None = None) -> list[str]:
@@ -358,7 +359,7 @@ def render_markup(node: Node, dialect: _Dialect, depth: int, loop: Each | None =
     if not node.children:
         return [pad + opening + (" />" if node.tag in _VOID else f"></{node.tag}>")]
     if all(isinstance(child, Txt | Expr) for child in node.children):
-        inner = "".join(_inline(child, dialect) for child in node.children)
+        inner = "".join(_inline(child, dialect) for child in node.children)  # type: ignore[arg-type]
         return [f"{pad}{opening}>{inner}</{node.tag}>"]
     lines = [pad + opening + ">"]
     for child in node.children:
@@ -1726,7 +1727,7 @@ def highlights(spec: AppSpec) -> list[str]:
 
 
 def main_component_name(spec: AppSpec) -> str:
-    name = pascal_case(spec.subject, fallback="Main")
+    name = pascal_case(" ".join(spec.subject.split()[:3]), fallback="Main")
     return f"{name}View" if name in {"App", "Main"} else name
 
 

@@ -11,6 +11,7 @@ inside them, so the model cannot break the format by forgetting a backslash.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,11 @@ from shared.providers.base import GeneratedFile, PlanContext, TaskContext, Trans
 
 MAX_CONTEXT_FILE_CHARS = 24_000  # per file shown to the model
 MAX_CONTEXT_TOTAL_CHARS = 120_000  # all files shown to the model in one call
+# Output budgets that every model in the pricing table accepts (claude-3-5-haiku and
+# claude-3-5-sonnet cap output at 8192 tokens).
+PLAN_MAX_TOKENS = 8192
+TASK_MAX_TOKENS = 8192
+HEAL_MAX_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,53 @@ class Prompt:
 
 
 _TASK_TYPES = ", ".join(f'"{t.value}"' for t in TaskType)
+
+
+def _example_task(id: str, type: str, name: str, description: str, seconds: int, priority: int,
+                  prompt: str, context: str, target: str, deps: list[str]) -> dict[str, Any]:
+    return {"id": id, "type": type, "name": name, "description": description,
+            "estimatedDuration": seconds, "priority": priority,
+            "input": {"prompt": prompt, "context": context, "targetPath": target, "dependencies": deps}}
+
+
+# A worked example in the (cached) system prompt: it shows the level of detail wanted, and lifts the
+# prompt past the minimum length Anthropic caches (1024 tokens on Sonnet/Opus).
+_PLAN_EXAMPLE_TASKS = [
+    _example_task(
+        "setup-project", "setup_config", "Create package.json and Vite config",
+        "Project manifest and build configuration for a React + Vite + TypeScript app.", 15, 0,
+        "Write package.json (scripts dev/build/preview; react, react-dom; dev: vite, @vitejs/plugin-react, "
+        "typescript) and vite.config.ts using the React plugin.",
+        "Single-page site, no router.", "package.json", []),
+    _example_task(
+        "styles", "create_file", "Write the global stylesheet",
+        "Colour palette, typography and layout utilities shared by every section.", 20, 1,
+        "CSS custom properties for a warm coffee palette (espresso, crema, cream), a serif heading font "
+        "stack, a .container class (max-width 1100px) and responsive section spacing.",
+        "Imported once by src/main.tsx.", "src/styles.css", ["setup-project"]),
+    _example_task(
+        "hero", "create_component", "Create the Hero section",
+        "Headline, tagline and a call to action linking to the menu section.", 30, 2,
+        'Export default function Hero(): an <h1>, one sentence of copy and an <a href="#menu"> styled as a '
+        "button. Use the classes from styles.css.",
+        "Shop name: Bean There.", "src/components/Hero.tsx", ["styles"]),
+    _example_task(
+        "menu", "create_component", "Create the Menu section",
+        "A responsive grid of drinks with names, descriptions and prices.", 30, 2,
+        'Export default function Menu(): <section id="menu"> with a typed array of six drinks rendered as '
+        "cards in a CSS grid (1 column on mobile, 3 on desktop).",
+        "Prices in USD.", "src/components/Menu.tsx", ["styles"]),
+    _example_task(
+        "app", "create_file", "Compose the page", "App component rendering Hero then Menu.", 15, 3,
+        "Write src/App.tsx rendering <Hero /> and <Menu /> inside <main>.",
+        "Components are default exports from src/components/.", "src/App.tsx", ["hero", "menu"]),
+    _example_task(
+        "entry", "create_file", "Write the entry point", "Mounts App and imports the global styles.", 10, 4,
+        "Write src/main.tsx: createRoot(document.getElementById('root')!) rendering <App /> in StrictMode, "
+        "importing ./styles.css.",
+        'index.html has <div id="root">.', "src/main.tsx", ["app"]),
+]
+_PLAN_EXAMPLE = '{"tasks": [\n' + ",\n".join(json.dumps(t) for t in _PLAN_EXAMPLE_TASKS) + "\n]}"
 
 PLAN_SYSTEM_PROMPT = f"""You are the planner of Stepwise, a build system that turns a request into a \
 small project by running a plan of tasks. Another model executes each task later, one file or \
@@ -71,6 +124,12 @@ Rules:
   (only files listed as existing, or written by an earlier task).
 - Put everything the executor needs in "prompt" and "context": it does not see the user's request.
 - Use double-quoted JSON strings with proper escapes; no comments, no trailing commas.
+
+Example, for the request "a landing page for a coffee shop" with framework "react" (shown for the
+shape and the level of detail only; plan each request on its own terms):
+{_PLAN_EXAMPLE}
+Note how "hero" and "menu" do not depend on each other (they run in parallel) and both wait for the
+stylesheet they use.
 """
 
 _TASK_SYSTEM_PROMPT = """You are a senior software engineer executing one task of a Stepwise build. \
@@ -143,7 +202,8 @@ def plan_prompt(prompt: str, context: PlanContext) -> Prompt:
         parts.append(f"Existing project files:\n{listing}")
         parts.append(_files_block(context.files, None))
     parts.append('Reply with the {"tasks": [...]} JSON object now.')
-    return Prompt(system=PLAN_SYSTEM_PROMPT, user="\n\n".join(p for p in parts if p), max_tokens=8192)
+    user = "\n\n".join(p for p in parts if p)
+    return Prompt(system=PLAN_SYSTEM_PROMPT, user=user, max_tokens=PLAN_MAX_TOKENS)
 
 
 def task_prompt(kind: TransformKind, input: dict[str, Any], context: TaskContext) -> Prompt:
@@ -173,7 +233,7 @@ def task_prompt(kind: TransformKind, input: dict[str, Any], context: TaskContext
                      "Follow the format exactly.")
     if context.files:
         lines.append(_files_block(context.files, target))
-    return Prompt(system=system, user="\n\n".join(lines), max_tokens=16_000)
+    return Prompt(system=system, user="\n\n".join(lines), max_tokens=TASK_MAX_TOKENS)
 
 
 def heal_prompt(input: dict[str, Any]) -> Prompt:
@@ -190,7 +250,7 @@ def heal_prompt(input: dict[str, Any]) -> Prompt:
         raise ValueError(f"unknown heal_json purpose {purpose!r}")
     error = input.get("error", "invalid JSON")
     user = f"{instructions}\n\nProblem: {error}\n\nText:\n{input.get('text', '')}"
-    return Prompt(system=_HEAL_SYSTEM_PROMPT, user=user, max_tokens=4096)
+    return Prompt(system=_HEAL_SYSTEM_PROMPT, user=user, max_tokens=HEAL_MAX_TOKENS)
 
 
 def _files_block(files: dict[str, str], first: str | None) -> str:

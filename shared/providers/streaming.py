@@ -29,7 +29,7 @@ PlanItem = dict[str, Any] | MalformedTask
 
 # Next token outside strings: a whole string (one regex call), a bracket, or a lone quote that opens
 # a string not finished in this chunk.
-_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]"]', re.DOTALL)
+_TOKEN = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"|[{}\[\]"]', re.DOTALL)
 # Text containing no bracket: whole strings and anything else outside strings (possessive, so an
 # unterminated string at the end of a chunk never causes backtracking).
 _SKIP = re.compile(r'(?:[^"{}\[\]]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+', re.DOTALL)
@@ -142,7 +142,7 @@ class PlanStreamParser:
                     pos = self._continue_string(chunk, pos)
                     continue
             if ch == "{" or ch == "[":
-                if phase is _Phase.TASKS and ch == "{":
+                if phase is _Phase.TASKS and ch == "{" and len(stack) == self._tasks_depth:
                     self._phase = task_phase
                     self._task_pieces = []
                     task_start = i

@@ -157,8 +157,10 @@ class VendorProvider(AIProvider):
         call.counter.begin_attempt()
         if call.attempts > 1:
             count("provider.retries")
-        if self.retry.clock() >= call.deadline:
+        now = self.retry.clock()
+        if now >= call.deadline:
             raise AttemptFailed(ProviderTimeout("no time left for the provider call"), retry=False)
+        call.check(now)  # cancelled while waiting to retry: do not send another request
         return self._texts(call)
 
     def _after_failure(self, call: Call, failure: AttemptFailed) -> None:

@@ -1,0 +1,253 @@
+"""The `stepwise` command: run a build on the local runtime, serve the API, inspect dead letters."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared.settings import ConfigurationError
+
+app = typer.Typer(help="Stepwise: transparent, modular AI builds, run locally on moto.",
+                  no_args_is_help=True, add_completion=False)
+dlq_app = typer.Typer(help="Inspect and resend dead webhook deliveries.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+TERMINAL = {"build_completed", "build_failed", "build_cancelled"}
+
+
+def _fail_usage(err: Console, message: str) -> None:
+    err.print(f"[red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _first_user() -> tuple[str, str]:
+    from shared.settings import get_settings
+
+    token, user = next(iter(get_settings().tokens.items()))
+    return token, user
+
+
+@app.command()
+def build(
+    prompt: Annotated[str, typer.Argument(help="What to build, in plain words.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder the generated files are written to.")] = Path("stepwise-out"),
+    framework: Annotated[str | None, typer.Option(help="Framework hint, e.g. react or vue.")] = None,
+    provider: Annotated[str | None, typer.Option(help="mock | anthropic | openai (default: AI_PROVIDER or mock)")] = None,
+    mock_script: Annotated[Path | None, typer.Option("--mock-script", help="Mock provider script (CONTRACT §8).")] = None,
+    require_approval: Annotated[bool, typer.Option("--require-approval", help="Pause for plan approval.")] = False,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Approve the plan automatically.")] = False,
+    webhook: Annotated[str | None, typer.Option("--webhook", help="POST every event, signed, to this URL.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the event stream as JSON lines on stdout.")] = False,
+    drain_timeout: Annotated[float, typer.Option(help="With --webhook: seconds to wait for delivery.")] = 60.0,
+    max_concurrency: Annotated[int, typer.Option(help="Tasks run at once (1-20).")] = 5,
+    budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="Stop starting tasks at this cost.")] = None,
+) -> None:
+    """Run one build end to end on the local runtime and write its files to --out."""
+    err = Console(stderr=True)
+    human = Console(stderr=json_out)
+    if provider and provider not in ("mock", "anthropic", "openai"):
+        _fail_usage(err, f"--provider must be mock, anthropic or openai, not {provider!r}")
+    if mock_script and not mock_script.is_file():
+        _fail_usage(err, f"--mock-script {mock_script} is not a file")
+    env: dict[str, str] = {}
+    if provider:
+        env["AI_PROVIDER"] = provider
+    if mock_script:
+        env["STEPWISE_MOCK_SCRIPT"] = str(mock_script.resolve())
+    if webhook:
+        host = (urlsplit(webhook).hostname or "").lower()
+        if not host:
+            _fail_usage(err, f"--webhook {webhook!r} is not a URL")
+        allowed = {h for h in os.environ.get("WEBHOOK_ALLOWED_HOSTS", "").split(",") if h}
+        if host not in allowed:
+            allowed.add(host)
+            err.print(f"[dim]allowing webhook host {host} for this local run (you named it)[/]")
+        env["WEBHOOK_ALLOWED_HOSTS"] = ",".join(sorted(allowed))
+
+    from local.progress import BuildView
+    from local.runtime import LocalRuntime
+
+    started = time.monotonic()
+    try:
+        runtime = LocalRuntime(env=env)
+        with err.status("Starting the local runtime (moto: DynamoDB, SQS, S3, Step Functions)…"):
+            runtime.start()
+    except ConfigurationError as exc:
+        _fail_usage(err, str(exc))
+    status = "failed"
+    try:
+        _, user = _first_user()
+        body: dict[str, Any] = {"prompt": prompt, "maxConcurrency": max_concurrency}
+        if framework:
+            body["framework"] = framework
+        if require_approval:
+            body["requireApproval"] = True
+        if webhook:
+            body["webhookUrl"] = webhook
+        if budget_usd is not None:
+            body["budgetUsd"] = budget_usd
+        code, created = runtime.invoke_api("POST", "/builds", user=user, body=body)
+        if code != 202:
+            message = (created or {}).get("error", {}).get("message", created)
+            _fail_usage(err, f"the build was refused ({code}): {message}")
+        build_id = created["buildId"]
+        if webhook:
+            err.print(f"[dim]webhooks signed with secret {runtime.webhook_secret}[/]")
+        view = BuildView(human, build_id, prompt, show=not json_out)
+        try:
+            status = _follow(runtime, user, build_id, view, json_out=json_out, auto_approve=auto_approve,
+                             err=err)
+        except KeyboardInterrupt:
+            runtime.invoke_api("POST", f"/builds/{build_id}/cancel", user=user)
+            err.print("[yellow]cancelled[/]")
+            status = "cancelled"
+        written = _write_files(runtime, user, build_id, out)
+        if webhook:
+            _drain(build_id, drain_timeout, err)
+        code, final = runtime.invoke_api("GET", f"/builds/{build_id}", user=user)
+        view.summary(final, written, out, time.monotonic() - started)
+    finally:
+        runtime.stop()
+    raise typer.Exit(0 if status == "completed" else 1)
+
+
+def _follow(runtime: Any, user: str, build_id: str, view: Any, *, json_out: bool, auto_approve: bool,
+            err: Console) -> str:
+    from shared.logic.services import services
+
+    after, status = 0, "failed"
+    events = services().events
+    with view.live():
+        while True:
+            batch, _ = events.read(build_id, after=after, limit=500)
+            for event in batch:
+                after = event.seq
+                if json_out:
+                    sys.stdout.write(json.dumps(event.model_dump(mode="json"), separators=(",", ":")) + "\n")
+                    sys.stdout.flush()
+                view.on_event(event)
+                if event.type == "plan_approval_required":
+                    _approve(runtime, user, build_id, auto_approve, view, err)
+                if event.type in TERMINAL:
+                    if event.type == "build_completed":
+                        status = str(event.data["status"])
+                    else:
+                        status = "cancelled" if event.type == "build_cancelled" else "failed"
+                    return status
+            if not batch:
+                view.tick()
+                time.sleep(0.02)
+
+
+def _approve(runtime: Any, user: str, build_id: str, auto: bool, view: Any, err: Console) -> None:
+    if not auto:
+        if not sys.stdin.isatty():
+            err.print(f"[yellow]waiting for approval:[/] POST /builds/{build_id}/approval "
+                      "(or run with --auto-approve)")
+            return
+        with view.paused():
+            answer = typer.confirm("Approve this plan?", default=True, err=True)
+        if not answer:
+            runtime.invoke_api("POST", f"/builds/{build_id}/approval", user=user,
+                               body={"approved": False, "reason": "rejected at the prompt"})
+            return
+    runtime.invoke_api("POST", f"/builds/{build_id}/approval", user=user, body={"approved": True})
+
+
+def _write_files(runtime: Any, user: str, build_id: str, out: Path) -> list[tuple[str, int]]:
+    from shared.models.plan import UnsafePathError, safe_relative_path
+
+    code, files = runtime.invoke_api("GET", f"/builds/{build_id}/files", user=user)
+    if code != 200 or not files:
+        return []
+    root = out.resolve()
+    written: list[tuple[str, int]] = []
+    for f in files:
+        try:
+            rel = safe_relative_path(f["path"])
+        except UnsafePathError:
+            continue
+        target = (root / rel).resolve()
+        if not target.is_relative_to(root):
+            continue
+        code, content = runtime.invoke_api("GET", f"/builds/{build_id}/files/{rel}", user=user, raw=True)
+        if code != 200:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        written.append((rel, int(f["size"])))
+    return written
+
+
+def _drain(build_id: str, timeout_s: float, err: Console) -> None:
+    from shared.logic.webhooks import delivery_summary
+
+    deadline = time.monotonic() + timeout_s
+    counts: dict[str, int] = {}
+    with err.status("Delivering webhooks…"):
+        while time.monotonic() < deadline:
+            counts = delivery_summary(build_id)
+            if not counts.get("pending"):
+                break
+            time.sleep(0.1)
+    delivered = counts.get("delivered", 0)
+    dead = counts.get("dead", 0) + counts.get("gone", 0)
+    pending = counts.get("pending", 0)
+    err.print(f"webhooks: {delivered} delivered, {dead} dead-lettered"
+              + (f", [red]{pending} still pending after {timeout_s:.0f}s[/]" if pending else ""))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the HTTP API (with its workers) on the local runtime."""
+    import uvicorn
+
+    from local.runtime import LocalRuntime
+    from local.server import app as asgi_app
+
+    err = Console(stderr=True)
+    try:
+        runtime = LocalRuntime()
+        runtime.start()
+    except ConfigurationError as exc:
+        _fail_usage(err, str(exc))
+    token, user = _first_user()
+    try:
+        config = uvicorn.Config(asgi_app, host=host, port=port, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        Console().print(f"Stepwise API on [bold]http://{host}:{port}[/]  (dev token: [bold]{token}[/] for user {user})")
+        Console().print(f'  curl -H "Authorization: Bearer {token}" http://{host}:{port}/builds')
+        sys.stdout.flush()
+        server.run()
+    finally:
+        runtime.stop()
+
+
+@dlq_app.command("list")
+def dlq_list() -> None:
+    """List dead webhook deliveries (needs a running `stepwise serve`; see the README)."""
+    Console(stderr=True).print("[yellow]not available yet in this build[/]")
+    raise typer.Exit(1)
+
+
+@dlq_app.command("redrive")
+def dlq_redrive() -> None:
+    """Send dead webhook deliveries again."""
+    Console(stderr=True).print("[yellow]not available yet in this build[/]")
+    raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover
+    app()

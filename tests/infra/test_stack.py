@@ -1,0 +1,562 @@
+"""Assertions on the synthesized template's real properties."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from shared import constants as c
+from tests.infra.conftest import TEST_CONTEXT, Synthesized
+
+pytestmark = pytest.mark.infra
+
+
+def refs(value: Any) -> set[str]:
+    """Logical ids a template value points at (Ref / Fn::GetAtt), recursively."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        if "Ref" in value and isinstance(value["Ref"], str) and not value["Ref"].startswith("AWS::"):
+            found.add(value["Ref"])
+        if "Fn::GetAtt" in value:
+            found.add(value["Fn::GetAtt"][0])
+        for v in value.values():
+            found |= refs(v)
+    elif isinstance(value, list):
+        for v in value:
+            found |= refs(v)
+    return found
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements_of(synth: Synthesized, role_id: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for policy in synth.of_type("AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"].get("Roles", []):
+            out.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    return out
+
+
+def role_of(synth: Synthesized, function_id: str) -> str:
+    return synth.resources[function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+
+
+def ids(synth: Synthesized, construct: Any) -> str:
+    return synth.logical_id(construct)
+
+
+# --- storage -------------------------------------------------------------------------------------
+TABLE_KEYS = {
+    "builds": ([("buildId", "HASH")], {"buildId": "S", "ownerId": "S", "createdAt": "N"}),
+    "tasks": ([("buildId", "HASH"), ("taskId", "RANGE")], {"buildId": "S", "taskId": "S"}),
+    "events": ([("buildId", "HASH"), ("seq", "RANGE")], {"buildId": "S", "seq": "N"}),
+    "cache": ([("cacheKey", "HASH")], {"cacheKey": "S"}),
+    "idempotency": ([("id", "HASH")], {"id": "S"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_KEYS))
+def test_table_schema_billing_pitr_encryption(synth: Synthesized, name: str) -> None:
+    table = synth.resources[ids(synth, synth.stack.storage.tables[name])]["Properties"]
+    keys, attributes = TABLE_KEYS[name]
+    assert [(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]] == keys
+    assert {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]} == attributes
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert table["SSESpecification"] == {"SSEEnabled": True}  # AWS-managed KMS key (aws/dynamodb)
+    assert synth.resources[ids(synth, synth.stack.storage.tables[name])]["DeletionPolicy"] == "Retain"
+
+
+def test_table_ttl_stream_and_index(synth: Synthesized) -> None:
+    storage = synth.stack.storage
+    props = {n: synth.resources[ids(synth, t)]["Properties"] for n, t in storage.tables.items()}
+    assert props["cache"]["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
+    assert props["idempotency"]["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert props["events"]["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    assert all("StreamSpecification" not in p for n, p in props.items() if n != "events")
+    (gsi,) = props["builds"]["GlobalSecondaryIndexes"]
+    assert gsi["IndexName"] == "byOwner"
+    assert [(k["AttributeName"], k["KeyType"]) for k in gsi["KeySchema"]] == [
+        ("ownerId", "HASH"),
+        ("createdAt", "RANGE"),
+    ]
+
+
+def test_files_bucket_is_private_encrypted_tls_only_and_expires(synth: Synthesized) -> None:
+    bucket_id = ids(synth, synth.stack.storage.files)
+    bucket = synth.resources[bucket_id]["Properties"]
+    (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    rules = {r.get("Id"): r for r in bucket["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-build-files"]["Prefix"] == "builds/"
+    assert rules["expire-build-files"]["ExpirationInDays"] == 30
+    assert rules["abort-multipart"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert refs(bucket["LoggingConfiguration"]) == {ids(synth, synth.stack.storage.access_logs)}
+    for bid in (bucket_id, ids(synth, synth.stack.storage.access_logs)):
+        assert _denies_insecure_transport(synth, "AWS::S3::BucketPolicy", "Bucket", bid)
+
+
+def _denies_insecure_transport(synth: Synthesized, policy_type: str, target_key: str, target_id: str) -> bool:
+    for policy in synth.of_type(policy_type).values():
+        props = policy["Properties"]
+        if target_id not in refs(props[target_key]):
+            continue
+        for st in props["PolicyDocument"]["Statement"]:
+            if st["Effect"] == "Deny" and st.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}:
+                return True
+    return False
+
+
+# --- queues --------------------------------------------------------------------------------------
+def test_queue_redrive_policies(synth: Synthesized) -> None:
+    q = synth.stack.queues
+    expected = {
+        q.tasks: (q.tasks_dlq, 3),
+        q.task_finished: (q.task_finished_dlq, 5),
+        q.webhooks: (q.webhooks_dlq, 8),  # WEBHOOK_MAX_ATTEMPTS default
+    }
+    for queue, (dlq, max_receives) in expected.items():
+        props = synth.resources[ids(synth, queue)]["Properties"]
+        assert props["RedrivePolicy"]["maxReceiveCount"] == max_receives
+        assert refs(props["RedrivePolicy"]["deadLetterTargetArn"]) == {ids(synth, dlq)}
+    for dlq in q.dead_letter_queues.values():
+        props = synth.resources[ids(synth, dlq)]["Properties"]
+        assert "RedrivePolicy" not in props
+        assert props["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def test_task_finished_is_fifo_with_explicit_dedup_and_fifo_dlq(synth: Synthesized) -> None:
+    q = synth.stack.queues
+    for queue in (q.task_finished, q.task_finished_dlq):
+        props = synth.resources[ids(synth, queue)]["Properties"]
+        assert props["FifoQueue"] is True
+        assert props["ContentBasedDeduplication"] is False
+        assert props["DeduplicationScope"] == "messageGroup"
+        assert props["FifoThroughputLimit"] == "perMessageGroupId"
+    for queue in (q.tasks, q.tasks_dlq, q.webhooks, q.webhooks_dlq, q.outbox_dlq):
+        assert "FifoQueue" not in synth.resources[ids(synth, queue)]["Properties"]
+
+
+def test_every_queue_is_encrypted_and_tls_only(synth: Synthesized) -> None:
+    queues = synth.of_type("AWS::SQS::Queue")
+    assert len(queues) == 7
+    for qid, queue in queues.items():
+        assert (
+            queue["Properties"].get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue["Properties"]
+        )
+        assert _denies_insecure_transport(synth, "AWS::SQS::QueuePolicy", "Queues", qid), qid
+
+
+def test_event_sources_report_partial_failures_and_visibility_covers_six_timeouts(synth: Synthesized) -> None:
+    functions = {v: k for k, v in synth.logical_ids.items()}
+    q = synth.stack.queues
+    expected = {  # (function, queue) -> (batch size, maximum concurrency or None)
+        ("task", ids(synth, q.tasks)): (1, 20),
+        ("dispatch", ids(synth, q.task_finished)): (10, None),
+        ("dispatch", ids(synth, q.tasks_dlq)): (10, 2),
+        ("webhook", ids(synth, q.webhooks)): (10, 5),
+    }
+    seen = {}
+    for mapping in synth.of_type("AWS::Lambda::EventSourceMapping").values():
+        props = mapping["Properties"]
+        fn = functions[props["FunctionName"]["Ref"]]
+        (queue_id,) = refs(props["EventSourceArn"])
+        seen[(fn, queue_id)] = (props["BatchSize"], props.get("ScalingConfig", {}).get("MaximumConcurrency"))
+        assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        timeout = synth.resources[synth.logical_ids[fn]]["Properties"]["Timeout"]
+        visibility = synth.resources[queue_id]["Properties"].get("VisibilityTimeout", 30)
+        assert visibility >= 6 * timeout, (fn, queue_id)
+    assert seen == expected
+
+
+# --- workflow ------------------------------------------------------------------------------------
+def test_state_machine_definition_is_the_asl_file(synth: Synthesized) -> None:
+    from infra.constructs.workflow import ASL_PATH
+
+    (sm,) = synth.of_type("AWS::StepFunctions::StateMachine").values()
+    props = sm["Properties"]
+    assert props["StateMachineType"] == "STANDARD"
+    subs = props["DefinitionSubstitutions"]
+    assert subs == {
+        c.ASL_PLAN_FUNCTION: {"Fn::GetAtt": [synth.logical_ids["plan"], "Arn"]},
+        c.ASL_DISPATCH_FUNCTION: {"Fn::GetAtt": [synth.logical_ids["dispatch"], "Arn"]},
+    }
+
+    def substituted(text: str) -> Any:
+        return json.loads(re.sub(r"\$\{(\w+)\}", lambda m: f"<{m.group(1)}>", text))
+
+    assert substituted(props["DefinitionString"]) == substituted(ASL_PATH.read_text())
+    assert set(re.findall(r"\$\{(\w+)\}", ASL_PATH.read_text())) == set(subs)
+
+
+def test_state_machine_logs_all_traces_and_invokes_only_plan_and_dispatch(synth: Synthesized) -> None:
+    (sm,) = synth.of_type("AWS::StepFunctions::StateMachine").values()
+    props = sm["Properties"]
+    assert props["LoggingConfiguration"]["Level"] == "ALL"
+    assert props["TracingConfiguration"] == {"Enabled": True}
+    role_id = props["RoleArn"]["Fn::GetAtt"][0]
+    invoke = [s for s in statements_of(synth, role_id) if "lambda:InvokeFunction" in as_list(s["Action"])]
+    assert len(invoke) == 1
+    assert as_list(invoke[0]["Action"]) == ["lambda:InvokeFunction"]
+    assert sorted(json.dumps(r) for r in as_list(invoke[0]["Resource"])) == sorted(
+        json.dumps({"Fn::GetAtt": [synth.logical_ids[n], "Arn"]}) for n in ("plan", "dispatch")
+    )
+
+
+# --- functions -----------------------------------------------------------------------------------
+WIRING = {
+    "api": {
+        c.BUILDS_TABLE,
+        c.TASKS_TABLE,
+        c.EVENTS_TABLE,
+        c.IDEMPOTENCY_TABLE,
+        c.FILES_BUCKET,
+        c.STATE_MACHINE_ARN,
+    },
+    "plan": {c.BUILDS_TABLE, c.TASKS_TABLE, c.EVENTS_TABLE, c.PROVIDER_SECRET_ARN},
+    "dispatch": {c.BUILDS_TABLE, c.TASKS_TABLE, c.EVENTS_TABLE, c.TASKS_QUEUE_URL},
+    "task": {
+        c.BUILDS_TABLE,
+        c.TASKS_TABLE,
+        c.EVENTS_TABLE,
+        c.CACHE_TABLE,
+        c.FILES_BUCKET,
+        c.TASKS_QUEUE_URL,
+        c.TASK_FINISHED_QUEUE_URL,
+        c.PROVIDER_SECRET_ARN,
+    },
+    "webhook": {c.BUILDS_TABLE, c.EVENTS_TABLE, c.WEBHOOK_QUEUE_URL, c.WEBHOOK_SECRET_ARN},
+}
+
+
+def _wiring_targets(synth: Synthesized) -> dict[str, str]:
+    s = synth.stack
+    return {
+        c.BUILDS_TABLE: ids(synth, s.storage.builds),
+        c.TASKS_TABLE: ids(synth, s.storage.tasks),
+        c.EVENTS_TABLE: ids(synth, s.storage.events),
+        c.CACHE_TABLE: ids(synth, s.storage.cache),
+        c.IDEMPOTENCY_TABLE: ids(synth, s.storage.idempotency),
+        c.FILES_BUCKET: ids(synth, s.storage.files),
+        c.TASKS_QUEUE_URL: ids(synth, s.queues.tasks),
+        c.TASK_FINISHED_QUEUE_URL: ids(synth, s.queues.task_finished),
+        c.WEBHOOK_QUEUE_URL: ids(synth, s.queues.webhooks),
+        c.STATE_MACHINE_ARN: ids(synth, s.workflow.state_machine),
+        c.WEBHOOK_SECRET_ARN: ids(synth, s.secrets.webhook),
+        c.PROVIDER_SECRET_ARN: ids(synth, s.secrets.providers),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(c.FUNCTION_HANDLERS))
+def test_function_environment(synth: Synthesized, name: str) -> None:
+    from infra.config import APP_SETTING_VARS
+
+    env = synth.resources[synth.logical_ids[name]]["Properties"]["Environment"]["Variables"]
+    targets = _wiring_targets(synth)
+    wiring = {k for k in env if k in targets}
+    assert wiring == WIRING[name]
+    for key in wiring:
+        assert refs(env[key]) == {targets[key]}, key
+    assert env[c.POWERTOOLS_SERVICE_NAME] == "stepwise"
+    assert env[c.POWERTOOLS_METRICS_NAMESPACE] == c.METRICS_NAMESPACE
+    assert env[c.AI_PROVIDER] == TEST_CONTEXT["aiProvider"]
+    assert env[c.TASK_TIMEOUT_SECONDS] == "60"
+    assert env[c.WEBHOOK_MAX_ATTEMPTS] == "8"
+    extra = (
+        set(env)
+        - wiring
+        - set(APP_SETTING_VARS)
+        - {c.POWERTOOLS_SERVICE_NAME, c.POWERTOOLS_METRICS_NAMESPACE}
+    )
+    assert not extra
+    secret_names = {c.ANTHROPIC_API_KEY, c.OPENAI_API_KEY, c.WEBHOOK_SECRET}
+    assert not secret_names & set(env), "secrets come from Secrets Manager, never the environment"
+
+
+@pytest.mark.parametrize("name", sorted(c.FUNCTION_HANDLERS))
+def test_function_runtime_tracing_logging(synth: Synthesized, name: str) -> None:
+    fn = synth.resources[synth.logical_ids[name]]["Properties"]
+    assert fn["Handler"] == c.FUNCTION_HANDLERS[name]
+    assert fn["Runtime"] == "python3.12"
+    assert fn["Architectures"] == ["arm64"]
+    assert fn["TracingConfig"] == {"Mode": "Active"}
+    assert fn["LoggingConfig"]["LogFormat"] == "JSON"
+    (log_group,) = refs(fn["LoggingConfig"]["LogGroup"])
+    assert synth.resources[log_group]["Properties"]["RetentionInDays"] == 30
+    assert refs(fn["Layers"]) == {ids(synth, synth.stack.functions.layer)}
+    role = synth.resources[role_of(synth, synth.logical_ids[name])]["Properties"]
+    assert "ManagedPolicyArns" not in role
+
+
+def test_function_timeouts(synth: Synthesized) -> None:
+    timeouts = {n: synth.resources[i]["Properties"]["Timeout"] for n, i in synth.logical_ids.items()}
+    assert timeouts["plan"] == 300
+    assert timeouts["api"] <= 29  # API Gateway's integration limit
+    assert timeouts["task"] > 60  # above TASK_TIMEOUT_SECONDS so the handler can record a timeout
+
+
+# --- IAM -----------------------------------------------------------------------------------------
+SCOPED_SERVICES = ("dynamodb:", "sqs:", "s3:", "states:", "secretsmanager:", "lambda:", "kms:")
+SCOPED_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+def test_no_wildcard_resource_for_data_actions(synth: Synthesized) -> None:
+    for pid, policy in synth.of_type("AWS::IAM::Policy").items():
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = as_list(st["Action"])
+            if not any(a.startswith(SCOPED_SERVICES) or a in SCOPED_ACTIONS for a in actions):
+                continue
+            for resource in as_list(st["Resource"]):
+                assert resource != "*", (pid, actions)
+                assert refs(resource), f"{pid}: {actions} on {resource} names no resource of this stack"
+            assert not any(a.endswith("*") for a in actions), (pid, actions)
+    for pid, policy in synth.of_type("AWS::IAM::Policy").items():
+        for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if "*" in as_list(st["Resource"]):
+                assert all(a.startswith(("xray:", "logs:")) for a in as_list(st["Action"])), (
+                    pid,
+                    st["Action"],
+                )
+
+
+def _granted(synth: Synthesized, name: str) -> dict[str, set[str]]:
+    """action -> logical ids of the resources it is granted on, for one function's role."""
+    out: dict[str, set[str]] = {}
+    for st in statements_of(synth, role_of(synth, synth.logical_ids[name])):
+        assert st["Effect"] == "Allow"
+        for action in as_list(st["Action"]):
+            out.setdefault(action, set()).update(refs(st["Resource"]))
+    return out
+
+
+def test_least_privilege_per_function(synth: Synthesized) -> None:
+    t = _wiring_targets(synth)
+    granted = {n: _granted(synth, n) for n in c.FUNCTION_HANDLERS}
+    sm = t[c.STATE_MACHINE_ARN]
+
+    # Which service each function may touch at all.
+    services = {n: {a.split(":")[0] for a in g} - {"logs", "xray"} for n, g in granted.items()}
+    assert services == {
+        "api": {"dynamodb", "s3", "states"},
+        "plan": {"dynamodb", "secretsmanager"},
+        "dispatch": {"dynamodb", "sqs", "states"},
+        "task": {"dynamodb", "s3", "sqs", "secretsmanager"},
+        "webhook": {"dynamodb", "sqs", "secretsmanager"},
+    }
+    api = granted["api"]
+    assert api["states:StartExecution"] == {sm}
+    assert api["states:StopExecution"] == {sm}
+    assert api["states:SendTaskSuccess"] == api["states:SendTaskFailure"] == {sm}
+    assert api["dynamodb:DeleteItem"] == {t[c.IDEMPOTENCY_TABLE]}
+    assert api["s3:GetObject"] == api["s3:ListBucket"] == {t[c.FILES_BUCKET]}
+    assert "s3:PutObject" not in api
+    for name in ("plan", "dispatch", "task", "webhook"):
+        assert "dynamodb:DeleteItem" not in granted[name]
+        assert t[c.IDEMPOTENCY_TABLE] not in set().union(*granted[name].values())
+    assert granted["task"]["s3:PutObject"] == {t[c.FILES_BUCKET]}
+    assert granted["task"]["sqs:SendMessage"] == {t[c.TASK_FINISHED_QUEUE_URL]}
+    assert granted["task"]["sqs:ReceiveMessage"] == {t[c.TASKS_QUEUE_URL]}
+    assert granted["task"]["sqs:ChangeMessageVisibility"] == {t[c.TASKS_QUEUE_URL]}
+    assert granted["task"]["dynamodb:PutItem"] == {
+        t[c.BUILDS_TABLE],
+        t[c.TASKS_TABLE],
+        t[c.EVENTS_TABLE],
+        t[c.CACHE_TABLE],
+    }
+    assert granted["dispatch"]["sqs:SendMessage"] == {t[c.TASKS_QUEUE_URL]}
+    assert granted["dispatch"]["sqs:ReceiveMessage"] == {
+        t[c.TASK_FINISHED_QUEUE_URL],
+        ids(synth, synth.stack.queues.tasks_dlq),
+    }
+    assert granted["webhook"]["sqs:ReceiveMessage"] == {t[c.WEBHOOK_QUEUE_URL]}
+    assert granted["webhook"]["secretsmanager:GetSecretValue"] == {t[c.WEBHOOK_SECRET_ARN]}
+    assert granted["plan"]["secretsmanager:GetSecretValue"] == {t[c.PROVIDER_SECRET_ARN]}
+    assert set(granted["webhook"]) & {"dynamodb:PutItem", "dynamodb:BatchWriteItem"} == set()
+    # Only the API reaches the byOwner index, by name.
+    index_grants = [
+        st
+        for n in c.FUNCTION_HANDLERS
+        for st in statements_of(synth, role_of(synth, synth.logical_ids[n]))
+        if "/index/" in json.dumps(st["Resource"])
+    ]
+    assert len(index_grants) == 1 and "/index/byOwner" in json.dumps(index_grants[0]["Resource"])
+
+
+# --- outbox --------------------------------------------------------------------------------------
+def test_outbox_pipe_moves_inserts_to_the_webhook_queue(synth: Synthesized) -> None:
+    (pipe,) = synth.of_type("AWS::Pipes::Pipe").values()
+    props = pipe["Properties"]
+    s = synth.stack
+    assert props["Source"] == {"Fn::GetAtt": [ids(synth, s.storage.events), "StreamArn"]}
+    assert refs(props["Target"]) == {ids(synth, s.queues.webhooks)}
+    stream = props["SourceParameters"]["DynamoDBStreamParameters"]
+    assert refs(stream["DeadLetterConfig"]) == {ids(synth, s.queues.outbox_dlq)}
+    assert stream["StartingPosition"] == "TRIM_HORIZON"
+    (flt,) = props["SourceParameters"]["FilterCriteria"]["Filters"]
+    assert json.loads(flt["Pattern"]) == {"eventName": ["INSERT"]}
+    role_id = props["RoleArn"]["Fn::GetAtt"][0]
+    actions = {a for st in statements_of(synth, role_id) for a in as_list(st["Action"])}
+    assert actions == {
+        "dynamodb:DescribeStream",
+        "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator",
+        "dynamodb:ListStreams",
+        "sqs:SendMessage",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    }
+
+
+# --- API -----------------------------------------------------------------------------------------
+def _method_paths(synth: Synthesized) -> dict[tuple[str, str], dict[str, Any]]:
+    resources = synth.of_type("AWS::ApiGateway::Resource")
+
+    def path(resource_id: str | None) -> str:
+        if resource_id is None or resource_id not in resources:
+            return ""
+        props = resources[resource_id]["Properties"]
+        parent = props["ParentId"].get("Ref") if "Ref" in props["ParentId"] else None
+        return path(parent) + "/" + props["PathPart"]
+
+    out = {}
+    for method in synth.of_type("AWS::ApiGateway::Method").values():
+        props = method["Properties"]
+        resource = props["ResourceId"].get("Ref")
+        out[(path(resource) or "/", props["HttpMethod"])] = props
+    return out
+
+
+CONTRACT_ROUTES = {
+    ("/builds", "POST"),
+    ("/builds", "GET"),
+    ("/builds/{buildId}", "GET"),
+    ("/builds/{buildId}/events", "GET"),
+    ("/builds/{buildId}/approval", "POST"),
+    ("/builds/{buildId}/cancel", "POST"),
+    ("/builds/{buildId}/tasks/{taskId}/retry", "POST"),
+    ("/builds/{buildId}/files", "GET"),
+    ("/builds/{buildId}/files/{path+}", "GET"),
+    ("/openapi.json", "GET"),
+}
+
+
+def test_every_route_is_authorized_except_openapi_and_preflight(synth: Synthesized) -> None:
+    methods = _method_paths(synth)
+    assert {k for k in methods if k[1] != "OPTIONS"} == CONTRACT_ROUTES
+    (authorizer_id,) = synth.of_type("AWS::ApiGateway::Authorizer")
+    authorizer = synth.resources[authorizer_id]["Properties"]
+    assert authorizer["Type"] == "COGNITO_USER_POOLS"
+    assert refs(authorizer["ProviderARNs"]) == {ids(synth, synth.stack.api.user_pool)}
+    for (path, verb), props in methods.items():
+        if verb == "OPTIONS" or (path, verb) == ("/openapi.json", "GET"):
+            assert props["AuthorizationType"] == "NONE"
+            continue
+        assert props["AuthorizationType"] == "COGNITO_USER_POOLS", (path, verb)
+        assert props["AuthorizerId"] == {"Ref": authorizer_id}
+        assert "RequestValidatorId" in props
+        assert refs(props["Integration"]["Uri"]) == {synth.logical_ids["api"]}
+    assert "RequestModels" in methods[("/builds", "POST")]
+
+
+def test_api_stage_throttling_logging_cors(synth: Synthesized) -> None:
+    (stage,) = synth.of_type("AWS::ApiGateway::Stage").values()
+    props = stage["Properties"]
+    assert refs(props["AccessLogSetting"]["DestinationArn"]) == {ids(synth, synth.stack.api.access_logs)}
+    assert props["TracingEnabled"] is True
+    (settings,) = props["MethodSettings"]
+    assert settings["ThrottlingRateLimit"] == 50 and settings["ThrottlingBurstLimit"] == 100
+    origin = f"'{TEST_CONTEXT['frontendOrigin']}'"
+    preflight = _method_paths(synth)[("/builds", "OPTIONS")]
+    headers = preflight["Integration"]["IntegrationResponses"][0]["ResponseParameters"]
+    assert headers["method.response.header.Access-Control-Allow-Origin"] == origin
+    assert "Authorization" in headers["method.response.header.Access-Control-Allow-Headers"]
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in synth.of_type("AWS::ApiGateway::GatewayResponse").values()
+    }
+    assert responses["UNAUTHORIZED"]["StatusCode"] == "401"
+    assert responses["THROTTLED"]["StatusCode"] == "429"
+    for response in responses.values():
+        assert response["ResponseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"] == origin
+        assert response["ResponseTemplates"]["application/json"].startswith('{"error": {"code": ')
+
+
+# --- secrets and monitoring ----------------------------------------------------------------------
+def test_secrets(synth: Synthesized) -> None:
+    webhook = synth.resources[ids(synth, synth.stack.secrets.webhook)]["Properties"]
+    assert webhook["GenerateSecretString"]["ExcludePunctuation"] is True
+    assert webhook["GenerateSecretString"]["PasswordLength"] % 4 == 0  # valid base64 length
+    providers = synth.resources[ids(synth, synth.stack.secrets.providers)]["Properties"]
+    assert json.loads(providers["SecretString"]) == {c.ANTHROPIC_API_KEY: "", c.OPENAI_API_KEY: ""}
+
+
+def test_alarms(synth: Synthesized) -> None:
+    alarms = list(synth.of_type("AWS::CloudWatch::Alarm").values())
+    topic_id = ids(synth, synth.stack.monitoring.topic)
+    for alarm in alarms:
+        assert refs(alarm["Properties"]["AlarmActions"]) == {topic_id}
+
+    def by_metric(name: str) -> list[dict[str, Any]]:
+        return [a["Properties"] for a in alarms if a["Properties"].get("MetricName") == name]
+
+    dlq_alarms = by_metric("ApproximateNumberOfMessagesVisible")
+    assert {next(iter(refs(a["Dimensions"]))) for a in dlq_alarms} == {
+        ids(synth, q) for q in synth.stack.queues.dead_letter_queues.values()
+    }
+    assert all(a["Threshold"] == 0 and a["ComparisonOperator"] == "GreaterThanThreshold" for a in dlq_alarms)
+    (blocked,) = by_metric("plan.hard_blocked")
+    assert (blocked["Namespace"], blocked["Threshold"], blocked["Period"], blocked["Statistic"]) == (
+        c.METRICS_NAMESPACE,
+        3,
+        600,
+        "Sum",
+    )
+    assert blocked["ComparisonOperator"] == "GreaterThanThreshold"
+    (cost,) = by_metric("build.cost_usd")
+    assert (cost["Threshold"], cost["Period"]) == (TEST_CONTEXT["costAlarmUsdPerHour"], 3600)
+    (failed,) = by_metric("ExecutionsFailed")
+    assert refs(failed["Dimensions"]) == {ids(synth, synth.stack.workflow.state_machine)}
+    rates = [a for a in alarms if "Metrics" in a["Properties"]]
+    rate_functions = {fid for a in rates for fid in refs(a["Properties"]["Metrics"])}
+    assert rate_functions == set(synth.logical_ids.values())
+    (topic,) = synth.of_type("AWS::SNS::Topic").values()
+    assert "KmsMasterKeyId" in topic["Properties"]
+    (subscription,) = synth.of_type("AWS::SNS::Subscription").values()
+    assert subscription["Properties"]["Endpoint"] == TEST_CONTEXT["alarmEmail"]
+    assert subscription["Properties"]["Protocol"] == "email"
+    assert refs(subscription["Properties"]["TopicArn"]) == {topic_id}
+    assert len(synth.of_type("AWS::CloudWatch::Dashboard")) == 1
+
+
+def test_outputs(synth: Synthesized) -> None:
+    outputs = synth.template["Outputs"]
+    for name in (
+        "ApiUrl",
+        "UserPoolId",
+        "UserPoolClientId",
+        "FilesBucketName",
+        "StateMachineArn",
+        "WebhookSecretArn",
+        "ProviderSecretArn",
+        "WebhookDlqUrl",
+        "AlarmTopicArn",
+        "DashboardName",
+    ):
+        assert name in outputs and outputs[name]["Description"]
+
+
+def test_stack_is_environment_agnostic(synth: Synthesized) -> None:
+    text = json.dumps(synth.template)
+    assert not re.search(r"\b\d{12}\b", text), "no account id baked into the template"
+    assert not re.search(r"\b(us|eu|ap|sa|ca|me|af)-[a-z]+-\d\b", text), "no region baked into the template"
