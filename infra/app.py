@@ -22,7 +22,6 @@ FEATURE_FLAGS: dict[str, Any] = {
     "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": True,
     "@aws-cdk/aws-iam:minimizePolicies": True,
     "@aws-cdk/aws-apigateway:disableCloudWatchRole": True,
-    "@aws-cdk/core:stackRelativeExports": True,
 }
 
 
@@ -33,7 +32,7 @@ def build_app(
     nag: bool = True,
 ) -> tuple[App, StepwiseStack]:
     """The app with its one stack; `context` adds to (and wins over) cdk.json / `-c` values."""
-    app = App(context={**FEATURE_FLAGS, **(context or {})}, outdir=outdir)
+    app = App(context=dict(FEATURE_FLAGS), post_cli_context=dict(context or {}), outdir=outdir)
     config = StackConfig.from_context(app.node.try_get_context)
     stack_name = app.node.try_get_context("stackName") or DEFAULT_STACK_NAME
     stack = StepwiseStack(

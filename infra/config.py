@@ -132,9 +132,7 @@ class StackConfig:
         values = {**_DEPLOYMENT_DEFAULTS, **{k: v for k, v in context.items() if v is not None}}
 
         given = {
-            var: context[context_key(var)]
-            for var in APP_SETTING_VARS
-            if context.get(context_key(var)) is not None
+            var: context[context_key(var)] for var in APP_SETTING_VARS if context.get(context_key(var)) is not None
         }
         try:
             settings = Settings.model_validate({var: _env_text(v) for var, v in given.items()})

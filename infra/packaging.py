@@ -34,9 +34,7 @@ LAMBDA_PLATFORM = "manylinux2014_aarch64"
 # imported lazily by the provider, so functions that never plan or run tasks never load it.
 LAYER_EXTRAS: tuple[str, ...] = ("anthropic",)
 
-_IGNORED = shutil.ignore_patterns(
-    "__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".mypy_cache", "*.egg-info"
-)
+_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".mypy_cache", "*.egg-info")
 
 
 def runtime_requirements(extras: tuple[str, ...] = LAYER_EXTRAS, pyproject: Path = PYPROJECT) -> list[str]:
@@ -120,9 +118,7 @@ def build_layer(requirements: list[str], output_dir: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(pip_install_command(requirements, target), capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"building the dependency layer failed (pip exit {proc.returncode}):\n{proc.stderr[-4000:]}"
-        )
+        raise RuntimeError(f"building the dependency layer failed (pip exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     # Console scripts are useless in a layer; the runtime cannot write bytecode caches to /opt.
     shutil.rmtree(target / "bin", ignore_errors=True)
     for cache in target.rglob("__pycache__"):

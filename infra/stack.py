@@ -36,7 +36,6 @@ class StepwiseStack(Stack):
             task_function_timeout=specs["task"].timeout,
             dispatch_function_timeout=specs["dispatch"].timeout,
             webhook_function_timeout=specs["webhook"].timeout,
-            task_max_attempts=config.settings.task_max_attempts,
             webhook_max_attempts=config.settings.webhook_max_attempts,
         )
         self.functions = Functions(
@@ -48,9 +47,7 @@ class StepwiseStack(Stack):
             secrets=self.secrets,
         )
         fns = self.functions.functions
-        self.workflow = Workflow(
-            self, "Workflow", plan=fns["plan"], dispatch=fns["dispatch"], log_retention=retention
-        )
+        self.workflow = Workflow(self, "Workflow", plan=fns["plan"], dispatch=fns["dispatch"], log_retention=retention)
         self.functions.connect_workflow(self.workflow.state_machine)
         self.outbox = Outbox(
             self,

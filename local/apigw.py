@@ -7,9 +7,16 @@ import uuid
 from typing import Any
 
 
-def proxy_event(method: str, path: str, *, user: str | None, body: str | None = None,
-                query: dict[str, str] | None = None, headers: dict[str, str] | None = None,
-                source_ip: str = "127.0.0.1") -> dict[str, Any]:
+def proxy_event(
+    method: str,
+    path: str,
+    *,
+    user: str | None,
+    body: str | None = None,
+    query: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    source_ip: str = "127.0.0.1",
+) -> dict[str, Any]:
     hdrs = {"Content-Type": "application/json", **(headers or {})}
     authorizer: dict[str, Any] = {"claims": {"sub": user}} if user else {}
     return {
@@ -23,10 +30,16 @@ def proxy_event(method: str, path: str, *, user: str | None, body: str | None = 
         "pathParameters": None,
         "stageVariables": None,
         "requestContext": {
-            "resourcePath": path, "httpMethod": method.upper(), "path": f"/prod{path}", "stage": "prod",
-            "requestId": str(uuid.uuid4()), "requestTimeEpoch": int(time.time() * 1000),
+            "resourcePath": path,
+            "httpMethod": method.upper(),
+            "path": f"/prod{path}",
+            "stage": "prod",
+            "requestId": str(uuid.uuid4()),
+            "requestTimeEpoch": int(time.time() * 1000),
             "identity": {"sourceIp": source_ip, "userAgent": hdrs.get("User-Agent", "")},
-            "authorizer": authorizer, "accountId": "123456789012", "apiId": "local",
+            "authorizer": authorizer,
+            "accountId": "123456789012",
+            "apiId": "local",
         },
         "body": body,
         "isBase64Encoded": False,

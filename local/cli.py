@@ -12,12 +12,12 @@ from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from shared.settings import ConfigurationError
 
-app = typer.Typer(help="Stepwise: transparent, modular AI builds, run locally on moto.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Stepwise: transparent, modular AI builds, run locally on moto.", no_args_is_help=True, add_completion=False
+)
 dlq_app = typer.Typer(help="Inspect and resend dead webhook deliveries.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 
@@ -39,10 +39,16 @@ def _first_user() -> tuple[str, str]:
 @app.command()
 def build(
     prompt: Annotated[str, typer.Argument(help="What to build, in plain words.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder the generated files are written to.")] = Path("stepwise-out"),
+    out: Annotated[Path, typer.Option("--out", help="Folder the generated files are written to.")] = Path(
+        "stepwise-out"
+    ),
     framework: Annotated[str | None, typer.Option(help="Framework hint, e.g. react or vue.")] = None,
-    provider: Annotated[str | None, typer.Option(help="mock | anthropic | openai (default: AI_PROVIDER or mock)")] = None,
-    mock_script: Annotated[Path | None, typer.Option("--mock-script", help="Mock provider script (CONTRACT §8).")] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="mock | anthropic | openai (default: AI_PROVIDER or mock)")
+    ] = None,
+    mock_script: Annotated[
+        Path | None, typer.Option("--mock-script", help="Mock provider script (CONTRACT §8).")
+    ] = None,
     require_approval: Annotated[bool, typer.Option("--require-approval", help="Pause for plan approval.")] = False,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Approve the plan automatically.")] = False,
     webhook: Annotated[str | None, typer.Option("--webhook", help="POST every event, signed, to this URL.")] = None,
@@ -104,8 +110,7 @@ def build(
             err.print(f"[dim]webhooks signed with secret {runtime.webhook_secret}[/]")
         view = BuildView(human, build_id, prompt, show=not json_out)
         try:
-            status = _follow(runtime, user, build_id, view, json_out=json_out, auto_approve=auto_approve,
-                             err=err)
+            status = _follow(runtime, user, build_id, view, json_out=json_out, auto_approve=auto_approve, err=err)
         except KeyboardInterrupt:
             runtime.invoke_api("POST", f"/builds/{build_id}/cancel", user=user)
             err.print("[yellow]cancelled[/]")
@@ -120,8 +125,9 @@ def build(
     raise typer.Exit(0 if status == "completed" else 1)
 
 
-def _follow(runtime: Any, user: str, build_id: str, view: Any, *, json_out: bool, auto_approve: bool,
-            err: Console) -> str:
+def _follow(
+    runtime: Any, user: str, build_id: str, view: Any, *, json_out: bool, auto_approve: bool, err: Console
+) -> str:
     from shared.logic.services import services
 
     after, status = 0, "failed"
@@ -151,14 +157,17 @@ def _follow(runtime: Any, user: str, build_id: str, view: Any, *, json_out: bool
 def _approve(runtime: Any, user: str, build_id: str, auto: bool, view: Any, err: Console) -> None:
     if not auto:
         if not sys.stdin.isatty():
-            err.print(f"[yellow]waiting for approval:[/] POST /builds/{build_id}/approval "
-                      "(or run with --auto-approve)")
+            err.print(f"[yellow]waiting for approval:[/] POST /builds/{build_id}/approval (or run with --auto-approve)")
             return
         with view.paused():
             answer = typer.confirm("Approve this plan?", default=True, err=True)
         if not answer:
-            runtime.invoke_api("POST", f"/builds/{build_id}/approval", user=user,
-                               body={"approved": False, "reason": "rejected at the prompt"})
+            runtime.invoke_api(
+                "POST",
+                f"/builds/{build_id}/approval",
+                user=user,
+                body={"approved": False, "reason": "rejected at the prompt"},
+            )
             return
     runtime.invoke_api("POST", f"/builds/{build_id}/approval", user=user, body={"approved": True})
 
@@ -202,8 +211,10 @@ def _drain(build_id: str, timeout_s: float, err: Console) -> None:
     delivered = counts.get("delivered", 0)
     dead = counts.get("dead", 0) + counts.get("gone", 0)
     pending = counts.get("pending", 0)
-    err.print(f"webhooks: {delivered} delivered, {dead} dead-lettered"
-              + (f", [red]{pending} still pending after {timeout_s:.0f}s[/]" if pending else ""))
+    err.print(
+        f"webhooks: {delivered} delivered, {dead} dead-lettered"
+        + (f", [red]{pending} still pending after {timeout_s:.0f}s[/]" if pending else "")
+    )
 
 
 @app.command()

@@ -78,8 +78,9 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
                 condition = op.get("ConditionExpression")
                 if condition is not None:
                     current = self.get_item(op["TableName"], key)
-                    parsed = get_filter_expression(condition, op.get("ExpressionAttributeNames"),
-                                                   op.get("ExpressionAttributeValues"))
+                    parsed = get_filter_expression(
+                        condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+                    )
                     if not parsed.expr(current):
                         raise ConditionalCheckFailed()
                 errors.append((None, None, None))
@@ -91,11 +92,18 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
         for op_type, op, key in planned:  # every condition holds: apply all
             names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
             if op_type == "Put":
-                self.put_item(op["TableName"], op["Item"], expression_attribute_names=names,
-                              expression_attribute_values=values)
+                self.put_item(
+                    op["TableName"], op["Item"], expression_attribute_names=names, expression_attribute_values=values
+                )
             elif op_type == "Delete":
-                self.delete_item(op["TableName"], key, expression_attribute_names=names,
-                                 expression_attribute_values=values)
+                self.delete_item(
+                    op["TableName"], key, expression_attribute_names=names, expression_attribute_values=values
+                )
             elif op_type == "Update":
-                self.update_item(op["TableName"], key, update_expression=op["UpdateExpression"],
-                                 expression_attribute_names=names, expression_attribute_values=values)
+                self.update_item(
+                    op["TableName"],
+                    key,
+                    update_expression=op["UpdateExpression"],
+                    expression_attribute_names=names,
+                    expression_attribute_values=values,
+                )

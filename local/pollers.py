@@ -31,8 +31,13 @@ def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str
         "body": message["Body"],
         "attributes": attrs,
         "messageAttributes": {
-            name: {"stringValue": v.get("StringValue"), "binaryValue": v.get("BinaryValue"),
-                   "stringListValues": [], "binaryListValues": [], "dataType": v.get("DataType", "String")}
+            name: {
+                "stringValue": v.get("StringValue"),
+                "binaryValue": v.get("BinaryValue"),
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": v.get("DataType", "String"),
+            }
             for name, v in (message.get("MessageAttributes") or {}).items()
         },
         "md5OfBody": message.get("MD5OfBody", ""),
@@ -43,9 +48,19 @@ def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str
 
 
 class SqsPoller:
-    def __init__(self, name: str, queue_url: str, queue_arn: str, handler: Callable[[], Handler], *,
-                 function_name: str, timeout_s: float, batch_size: int = 1, workers: int = 1,
-                 region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        name: str,
+        queue_url: str,
+        queue_arn: str,
+        handler: Callable[[], Handler],
+        *,
+        function_name: str,
+        timeout_s: float,
+        batch_size: int = 1,
+        workers: int = 1,
+        region: str = "us-east-1",
+    ) -> None:
         self.name = name
         self.queue_url = queue_url
         self.queue_arn = queue_arn
@@ -78,9 +93,13 @@ class SqsPoller:
         while not self.stop_event.is_set():
             try:
                 resp = sqs.receive_message(
-                    QueueUrl=self.queue_url, MaxNumberOfMessages=self.batch_size, WaitTimeSeconds=1,
-                    AttributeNames=["All"], MessageAttributeNames=["All"],
-                    MessageSystemAttributeNames=["All"])
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=self.batch_size,
+                    WaitTimeSeconds=1,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                    MessageSystemAttributeNames=["All"],
+                )
             except Exception:
                 if self.stop_event.is_set():
                     return
@@ -101,13 +120,16 @@ class SqsPoller:
                 result = self.handler()(event, LocalContext(self.function_name, self.timeout_s))
                 failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
             except Exception:
-                logger.warning("local handler raised; the batch will be retried", extra={"poller": self.name},
-                               exc_info=True)
+                logger.warning(
+                    "local handler raised; the batch will be retried", extra={"poller": self.name}, exc_info=True
+                )
                 failed = {m["MessageId"] for m in messages}
             done = [m for m in messages if m["MessageId"] not in failed]
             if done:
-                sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+                sqs.delete_message_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+                )
         finally:
             with self._lock:
                 self.inflight -= 1
@@ -144,7 +166,9 @@ class StreamRelay:
                     sid = shard["ShardId"]
                     if sid not in iterators:
                         iterators[sid] = streams.get_shard_iterator(
-                            StreamArn=self.stream_arn, ShardId=sid, ShardIteratorType="TRIM_HORIZON",
+                            StreamArn=self.stream_arn,
+                            ShardId=sid,
+                            ShardIteratorType="TRIM_HORIZON",
                         )["ShardIterator"]
                 moved = 0
                 for sid, it in list(iterators.items()):
@@ -154,9 +178,13 @@ class StreamRelay:
                     iterators[sid] = resp.get("NextShardIterator")
                     inserts = [r for r in resp.get("Records") or [] if r.get("eventName") == "INSERT"]
                     for start in range(0, len(inserts), 10):
-                        sqs.send_message_batch(QueueUrl=self.queue_url, Entries=[
-                            {"Id": str(i), "MessageBody": json.dumps(r, default=str)}
-                            for i, r in enumerate(inserts[start:start + 10])])
+                        sqs.send_message_batch(
+                            QueueUrl=self.queue_url,
+                            Entries=[
+                                {"Id": str(i), "MessageBody": json.dumps(r, default=str)}
+                                for i, r in enumerate(inserts[start : start + 10])
+                            ],
+                        )
                     moved += len(inserts)
                 self.relayed += moved
                 if not moved:

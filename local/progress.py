@@ -15,9 +15,17 @@ from rich.table import Table
 
 from shared.models.events import Event
 
-_ICONS = {"pending": "[dim]·[/]", "queued": "[dim]…[/]", "running": "[cyan]▶[/]", "completed": "[green]✓[/]",
-          "cached": "[green]↺[/]", "failed": "[red]✗[/]", "timeout": "[red]⏱[/]", "skipped": "[yellow]↷[/]",
-          "retrying": "[yellow]↻[/]"}
+_ICONS = {
+    "pending": "[dim]·[/]",
+    "queued": "[dim]…[/]",
+    "running": "[cyan]▶[/]",
+    "completed": "[green]✓[/]",
+    "cached": "[green]↺[/]",
+    "failed": "[red]✗[/]",
+    "timeout": "[red]⏱[/]",
+    "skipped": "[yellow]↷[/]",
+    "retrying": "[yellow]↻[/]",
+}
 
 
 class BuildView:
@@ -26,9 +34,15 @@ class BuildView:
         self.show = show
         self.build_id = build_id
         self.progress = Progress(
-            TextColumn("{task.fields[icon]}"), TextColumn("{task.description}", style="bold"),
-            BarColumn(bar_width=24), TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
-            console=console, auto_refresh=False, expand=False)
+            TextColumn("{task.fields[icon]}"),
+            TextColumn("{task.description}", style="bold"),
+            BarColumn(bar_width=24),
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+            console=console,
+            auto_refresh=False,
+            expand=False,
+        )
         self.rows: dict[str, TaskID] = {}
         self.started_at: dict[str, float] = {}
         self.estimate: dict[str, float] = {}
@@ -79,8 +93,10 @@ class BuildView:
             self._say(f"[red]Plan blocked by circular dependencies:[/] {'; '.join(d['cycles'])}")
         elif t == "plan_generated":
             rec = f", recovery: {d['recovery']}" if d.get("recovery") else ""
-            self._say(f"[bold]Plan:[/] {d['taskCount']} tasks, estimated {d['estimatedDuration']:.0f}s "
-                      f"on the critical path{rec}")
+            self._say(
+                f"[bold]Plan:[/] {d['taskCount']} tasks, estimated {d['estimatedDuration']:.0f}s "
+                f"on the critical path{rec}"
+            )
             for task in d["tasks"]:
                 self._row(task["id"], task["name"])
         elif t == "plan_approval_required":
@@ -107,8 +123,9 @@ class BuildView:
 
     def _row(self, task_id: str, name: str) -> None:
         if self.show and task_id not in self.rows:
-            self.rows[task_id] = self.progress.add_task(name[:48], total=100, start=False,
-                                                        icon=_ICONS["pending"], note="")
+            self.rows[task_id] = self.progress.add_task(
+                name[:48], total=100, start=False, icon=_ICONS["pending"], note=""
+            )
 
     def _set(self, task_id: str, state: str, note: str, *, done: bool = False) -> None:
         if not self.show or task_id not in self.rows:
@@ -142,8 +159,11 @@ class BuildView:
         colour = {"completed": "green", "completed_with_errors": "yellow"}.get(status, "red")
         table = Table(show_header=False, box=None, padding=(0, 2))
         table.add_row("status", f"[{colour}]{status}[/]")
-        table.add_row("tasks", f"{m['completedTasks']}/{m['totalTasks']} completed, {m['failedTasks']} failed, "
-                               f"{m['skippedTasks']} skipped, {m['cachedTasks']} cached")
+        table.add_row(
+            "tasks",
+            f"{m['completedTasks']}/{m['totalTasks']} completed, {m['failedTasks']} failed, "
+            f"{m['skippedTasks']} skipped, {m['cachedTasks']} cached",
+        )
         table.add_row("tokens", f"{m['promptTokens']:,} prompt + {m['completionTokens']:,} completion")
         cost = "unknown (model not priced)" if m.get("costUsd") is None else f"${m['costUsd']:.4f}"
         table.add_row("cost", cost)

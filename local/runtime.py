@@ -33,11 +33,17 @@ PREFIX = "stepwise-local"
 FUNCTION_TIMEOUTS = {"api": 29, "plan": 300, "dispatch": 60, "task": 900, "webhook": 60}
 
 _ENV_DEFAULTS = {
-    "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local",
-    "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_SESSION_TOKEN": "local",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
     "MOTO_ALLOW_NONEXISTENT_REGION": "true",
-    "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true",
-    "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_SERVICE_NAME": "stepwise",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+    "POWERTOOLS_SERVICE_NAME": "stepwise",
     "POWERTOOLS_DEV": "false",
 }
 
@@ -60,8 +66,14 @@ class Resources:
 class LocalRuntime:
     """Start with `with LocalRuntime() as rt:`; `rt.invoke_api(...)` talks to the API handler."""
 
-    def __init__(self, *, task_workers: int = 8, webhook_workers: int = 4,
-                 task_visibility_s: int | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        task_workers: int = 8,
+        webhook_workers: int = 4,
+        task_visibility_s: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.task_workers = task_workers
         self.webhook_workers = webhook_workers
         self.task_visibility_s = task_visibility_s
@@ -86,8 +98,9 @@ class LocalRuntime:
             self._set_env(key, value)
         from moto import mock_aws
 
-        self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True},
-                                      "lambda": {"use_docker": False}})
+        self._mock = mock_aws(
+            config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+        )
         self._mock.start()
         from local import moto_fixes
 
@@ -144,19 +157,28 @@ class LocalRuntime:
         for env_name, (name, keys, _) in tables.items():
             table = f"{PREFIX}-{name}"
             kwargs: dict[str, Any] = {
-                "TableName": table, "BillingMode": "PAY_PER_REQUEST",
-                "KeySchema": [{"AttributeName": k, "KeyType": "HASH" if i == 0 else "RANGE"}
-                              for i, (k, _) in enumerate(keys)],
+                "TableName": table,
+                "BillingMode": "PAY_PER_REQUEST",
+                "KeySchema": [
+                    {"AttributeName": k, "KeyType": "HASH" if i == 0 else "RANGE"} for i, (k, _) in enumerate(keys)
+                ],
                 "AttributeDefinitions": [{"AttributeName": k, "AttributeType": t} for k, t in keys],
             }
             if name == "builds":
-                kwargs["AttributeDefinitions"] += [{"AttributeName": "ownerId", "AttributeType": "S"},
-                                                   {"AttributeName": "createdAt", "AttributeType": "N"}]
-                kwargs["GlobalSecondaryIndexes"] = [{
-                    "IndexName": "byOwner",
-                    "KeySchema": [{"AttributeName": "ownerId", "KeyType": "HASH"},
-                                  {"AttributeName": "createdAt", "KeyType": "RANGE"}],
-                    "Projection": {"ProjectionType": "ALL"}}]
+                kwargs["AttributeDefinitions"] += [
+                    {"AttributeName": "ownerId", "AttributeType": "S"},
+                    {"AttributeName": "createdAt", "AttributeType": "N"},
+                ]
+                kwargs["GlobalSecondaryIndexes"] = [
+                    {
+                        "IndexName": "byOwner",
+                        "KeySchema": [
+                            {"AttributeName": "ownerId", "KeyType": "HASH"},
+                            {"AttributeName": "createdAt", "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "ALL"},
+                    }
+                ]
             if name == "events":
                 kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
             desc = ddb.create_table(**kwargs)["TableDescription"]
@@ -172,8 +194,12 @@ class LocalRuntime:
         self._queue("tasks-dlq", {})
         self._queue("tasks", {"VisibilityTimeout": str(task_visibility)}, dlq="tasks-dlq", max_receive=3)
         self._queue("task-finished-dlq.fifo", {"FifoQueue": "true"})
-        self._queue("task-finished.fifo", {"FifoQueue": "true", "VisibilityTimeout": "60"},
-                    dlq="task-finished-dlq.fifo", max_receive=5)
+        self._queue(
+            "task-finished.fifo",
+            {"FifoQueue": "true", "VisibilityTimeout": "60"},
+            dlq="task-finished-dlq.fifo",
+            max_receive=5,
+        )
         max_attempts = str(get_settings().webhook_max_attempts)
         self._queue("webhooks-dlq", {})
         self._queue("webhooks", {"VisibilityTimeout": "30"}, dlq="webhooks-dlq", max_receive=int(max_attempts))
@@ -186,40 +212,61 @@ class LocalRuntime:
 
         secret = webhook_secret or generate_secret()
         r.webhook_secret_arn = client("secretsmanager").create_secret(
-            Name=f"{PREFIX}/webhook-secret", SecretString=secret)["ARN"]
+            Name=f"{PREFIX}/webhook-secret", SecretString=secret
+        )["ARN"]
         self._set_env(c.WEBHOOK_SECRET_ARN, r.webhook_secret_arn)
         self._set_env(c.WEBHOOK_SECRET, secret)
         self.webhook_secret = secret
 
         role = client("iam").create_role(
-            RoleName=f"{PREFIX}-role", AssumeRolePolicyDocument=json.dumps({
-                "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                        "Principal": {"Service": "lambda.amazonaws.com"}}]}),
+            RoleName=f"{PREFIX}-role",
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": "sts:AssumeRole",
+                            "Principal": {"Service": "lambda.amazonaws.com"},
+                        }
+                    ],
+                }
+            ),
         )["Role"]["Arn"]
         lam = client("lambda")
         for name, handler in c.FUNCTION_HANDLERS.items():
             r.functions[name] = lam.create_function(
-                FunctionName=f"{PREFIX}-{name}", Runtime="python3.12", Role=role, Handler=handler,
-                Code={"ZipFile": b"local"}, Timeout=FUNCTION_TIMEOUTS[name])["FunctionArn"]
+                FunctionName=f"{PREFIX}-{name}",
+                Runtime="python3.12",
+                Role=role,
+                Handler=handler,
+                Code={"ZipFile": b"local"},
+                Timeout=FUNCTION_TIMEOUTS[name],
+            )["FunctionArn"]
 
         definition = ASL_PATH.read_text()
-        for key, value in {c.ASL_PLAN_FUNCTION: r.functions["plan"],
-                           c.ASL_DISPATCH_FUNCTION: r.functions["dispatch"]}.items():
+        for key, value in {
+            c.ASL_PLAN_FUNCTION: r.functions["plan"],
+            c.ASL_DISPATCH_FUNCTION: r.functions["dispatch"],
+        }.items():
             definition = definition.replace("${" + key + "}", value)
         r.state_machine_arn = client("stepfunctions").create_state_machine(
-            name=f"{PREFIX}-build", definition=definition, roleArn=role, type="STANDARD")["stateMachineArn"]
+            name=f"{PREFIX}-build", definition=definition, roleArn=role, type="STANDARD"
+        )["stateMachineArn"]
         self._set_env(c.STATE_MACHINE_ARN, r.state_machine_arn)
 
     def _queue(self, name: str, attrs: dict[str, str], *, dlq: str | None = None, max_receive: int = 3) -> None:
         sqs = client("sqs")
         attributes = dict(attrs)
         if dlq:
-            attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": self.resources.queue_arns[dlq],
-                                                      "maxReceiveCount": max_receive})
+            attributes["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": self.resources.queue_arns[dlq], "maxReceiveCount": max_receive}
+            )
         url = sqs.create_queue(QueueName=f"{PREFIX}-{name}", Attributes=attributes)["QueueUrl"]
         self.resources.queues[name] = url
-        self.resources.queue_arns[name] = sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.resources.queue_arns[name] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
 
     # --- Lambda invocations from Step Functions --------------------------------------------------
     def _route_lambda_invocations(self) -> None:
@@ -229,12 +276,13 @@ class LocalRuntime:
         original = LambdaSimpleBackend.invoke
         self._original_invoke = original
 
-        def invoke(backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any,
-                   response_headers: Any) -> bytes:
+        def invoke(
+            backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any
+        ) -> bytes:
             short = function_name.split(":")[6] if function_name.startswith("arn:") else function_name
             name = by_name.get(short)
             if name is None:
-                return original(backend, function_name, qualifier, body, headers, response_headers)  # type: ignore[no-any-return]
+                return original(backend, function_name, qualifier, body, headers, response_headers)  # type: ignore[return-value]
             event = json.loads(body) if body else {}
             try:
                 result = load_handler(name)(event, LocalContext(short, FUNCTION_TIMEOUTS[name]))
@@ -243,7 +291,7 @@ class LocalRuntime:
                 return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
             return json.dumps(result).encode()
 
-        LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
+        LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign, assignment]
 
     def _restore_lambda_invocations(self) -> None:
         if self._original_invoke is not None:
@@ -260,17 +308,46 @@ class LocalRuntime:
             return lambda: load_handler(name)
 
         self.pollers = [
-            SqsPoller("tasks", q["tasks"], arns["tasks"], fn("task"), function_name=f"{PREFIX}-task",
-                      timeout_s=FUNCTION_TIMEOUTS["task"], batch_size=1, workers=self.task_workers),
-            SqsPoller("finished", q["task-finished.fifo"], arns["task-finished.fifo"], fn("dispatch"),
-                      function_name=f"{PREFIX}-dispatch", timeout_s=FUNCTION_TIMEOUTS["dispatch"],
-                      batch_size=10, workers=2),
-            SqsPoller("tasks-dlq", q["tasks-dlq"], arns["tasks-dlq"], fn("dispatch"),
-                      function_name=f"{PREFIX}-dispatch", timeout_s=FUNCTION_TIMEOUTS["dispatch"],
-                      batch_size=10, workers=1),
-            SqsPoller("webhooks", q["webhooks"], arns["webhooks"], fn("webhook"),
-                      function_name=f"{PREFIX}-webhook", timeout_s=FUNCTION_TIMEOUTS["webhook"],
-                      batch_size=5, workers=self.webhook_workers),
+            SqsPoller(
+                "tasks",
+                q["tasks"],
+                arns["tasks"],
+                fn("task"),
+                function_name=f"{PREFIX}-task",
+                timeout_s=FUNCTION_TIMEOUTS["task"],
+                batch_size=1,
+                workers=self.task_workers,
+            ),
+            SqsPoller(
+                "finished",
+                q["task-finished.fifo"],
+                arns["task-finished.fifo"],
+                fn("dispatch"),
+                function_name=f"{PREFIX}-dispatch",
+                timeout_s=FUNCTION_TIMEOUTS["dispatch"],
+                batch_size=10,
+                workers=2,
+            ),
+            SqsPoller(
+                "tasks-dlq",
+                q["tasks-dlq"],
+                arns["tasks-dlq"],
+                fn("dispatch"),
+                function_name=f"{PREFIX}-dispatch",
+                timeout_s=FUNCTION_TIMEOUTS["dispatch"],
+                batch_size=10,
+                workers=1,
+            ),
+            SqsPoller(
+                "webhooks",
+                q["webhooks"],
+                arns["webhooks"],
+                fn("webhook"),
+                function_name=f"{PREFIX}-webhook",
+                timeout_s=FUNCTION_TIMEOUTS["webhook"],
+                batch_size=5,
+                workers=self.webhook_workers,
+            ),
         ]
         for p in self.pollers:
             p.start()
@@ -280,9 +357,17 @@ class LocalRuntime:
     # --- the API, as API Gateway would call it --------------------------------------------------
     _api_lock = threading.Lock()
 
-    def invoke_api(self, method: str, path: str, *, user: str | None, body: Any = None,
-                   query: dict[str, str] | None = None, headers: dict[str, str] | None = None,
-                   raw: bool = False) -> tuple[int, Any]:
+    def invoke_api(
+        self,
+        method: str,
+        path: str,
+        *,
+        user: str | None,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bool = False,
+    ) -> tuple[int, Any]:
         from local.apigw import proxy_event
 
         payload = body if isinstance(body, str) or body is None else json.dumps(body)

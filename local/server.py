@@ -26,8 +26,9 @@ def _unauthorized() -> tuple[int, dict[str, str], bytes]:
     return 401, {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"}, body.encode()
 
 
-def handle_request(method: str, path: str, query: str, headers: dict[str, str],
-                   body: bytes) -> tuple[int, dict[str, str], bytes]:
+def handle_request(
+    method: str, path: str, query: str, headers: dict[str, str], body: bytes
+) -> tuple[int, dict[str, str], bytes]:
     """One request through the authorizer and the api handler (sync; run off the event loop)."""
     user: str | None = None
     if (method, path) not in PUBLIC_ROUTES:
@@ -36,9 +37,14 @@ def handle_request(method: str, path: str, query: str, headers: dict[str, str],
         user = get_settings().tokens.get(token.strip()) if scheme.lower() == "bearer" else None
         if not user:
             return _unauthorized()
-    event = proxy_event(method, path, user=user, body=body.decode("utf-8", errors="replace") or None,
-                        query=dict(parse_qsl(query)) or None,
-                        headers={k.title(): v for k, v in headers.items()})
+    event = proxy_event(
+        method,
+        path,
+        user=user,
+        body=body.decode("utf-8", errors="replace") or None,
+        query=dict(parse_qsl(query)) or None,
+        headers={k.title(): v for k, v in headers.items()},
+    )
     result = load_handler("api")(event, LocalContext(f"{PREFIX}-api", FUNCTION_TIMEOUTS["api"]))
     out_headers = {k: str(v) for k, v in (result.get("headers") or {}).items()}
     for k, values in (result.get("multiValueHeaders") or {}).items():
@@ -65,7 +71,13 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             break
     headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
     status, out_headers, payload = await asyncio.to_thread(
-        handle_request, scope["method"], scope["path"], scope.get("query_string", b"").decode(), headers, body)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(k.lower().encode(), v.encode()) for k, v in out_headers.items()]})
+        handle_request, scope["method"], scope["path"], scope.get("query_string", b"").decode(), headers, body
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(k.lower().encode(), v.encode()) for k, v in out_headers.items()],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

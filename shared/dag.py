@@ -5,6 +5,7 @@ Edges point from a dependency to its dependent (dep -> task).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
 import networkx as nx
@@ -116,7 +117,7 @@ def serialize_shared_targets(
         if path:
             by_path.setdefault(path, []).append(t)
     for same in by_path.values():
-        for earlier, later in zip(same, same[1:], strict=False):
+        for earlier, later in itertools.pairwise(same):
             g = graph(current)
             if nx.has_path(g, earlier, later) or nx.has_path(g, later, earlier):
                 continue

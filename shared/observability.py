@@ -51,9 +51,7 @@ def lambda_handler(fn: F) -> F:
     """The same decorator order for every handler: logger context, tracing, metrics flush."""
 
     wrapped = logger.inject_lambda_context(clear_state=True)(
-        tracer.capture_lambda_handler(capture_response=False)(
-            metrics.log_metrics(fn)
-        )
+        tracer.capture_lambda_handler(capture_response=False)(metrics.log_metrics(fn))
     )
 
     @wraps(fn)

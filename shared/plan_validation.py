@@ -106,7 +106,9 @@ def repair_references(tasks: list[Task], warnings: list[Warning_]) -> list[Task]
             if d == t.id:
                 warnings.append(Warning_("self_dependency", f"Task {t.id} depended on itself; edge dropped"))
             elif d not in seen:
-                warnings.append(Warning_("unknown_dependency", f"Task {t.id} depended on unknown task {d}; edge dropped"))
+                warnings.append(
+                    Warning_("unknown_dependency", f"Task {t.id} depended on unknown task {d}; edge dropped")
+                )
             elif d not in deps:
                 deps.append(d)
         fixed.append(_with_deps(t, deps))
@@ -192,8 +194,10 @@ def validate_plan(
     plan = resolve_cycles(plan, heal, allow_linear=allow_linear, approval_required=approval_required)
     if not plan.blocked and not plan.failed:
         serialized = dag.serialize_shared_targets(
-            [t.id for t in plan.tasks], {t.id: t.dependencies for t in plan.tasks},
-            {t.id: t.input.targetPath for t in plan.tasks})
+            [t.id for t in plan.tasks],
+            {t.id: t.dependencies for t in plan.tasks},
+            {t.id: t.input.targetPath for t in plan.tasks},
+        )
         plan.tasks = apply_deps(plan.tasks, serialized)
     return plan
 
@@ -212,6 +216,5 @@ def validate_edited(tasks: list[Task]) -> list[Task]:
             raise ValueError(f"tasks: task {t.id} depends on unknown or itself: {', '.join(bad)}")
     cycles = dag.find_cycles({t.id: t.dependencies for t in tasks})
     if cycles:
-        raise ValueError("tasks: the edited plan still has cycles: "
-                         + "; ".join(dag.describe_cycle(c) for c in cycles))
+        raise ValueError("tasks: the edited plan still has cycles: " + "; ".join(dag.describe_cycle(c) for c in cycles))
     return tasks

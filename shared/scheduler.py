@@ -57,12 +57,22 @@ class DispatchState:
         return self.done | self.failed | self.skipped | self.cancelled
 
     def to_json(self) -> str:
-        return json.dumps({
-            "done": sorted(self.done), "failed": sorted(self.failed), "skipped": sorted(self.skipped),
-            "cancelled": sorted(self.cancelled), "ready": sorted(self.ready), "running": self.running,
-            "attempts": self.attempts, "cost": self.cost_usd, "halted": self.halted,
-            "lastSends": self.last_sends, "started": self.started,
-        }, separators=(",", ":"))
+        return json.dumps(
+            {
+                "done": sorted(self.done),
+                "failed": sorted(self.failed),
+                "skipped": sorted(self.skipped),
+                "cancelled": sorted(self.cancelled),
+                "ready": sorted(self.ready),
+                "running": self.running,
+                "attempts": self.attempts,
+                "cost": self.cost_usd,
+                "halted": self.halted,
+                "lastSends": self.last_sends,
+                "started": self.started,
+            },
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_json(cls, raw: str | None) -> DispatchState:
@@ -70,12 +80,17 @@ class DispatchState:
             return cls()
         d: dict[str, Any] = json.loads(raw)
         return cls(
-            done=set(d["done"]), failed=set(d["failed"]), skipped=set(d["skipped"]),
-            cancelled=set(d.get("cancelled", ())), ready=set(d["ready"]),
+            done=set(d["done"]),
+            failed=set(d["failed"]),
+            skipped=set(d["skipped"]),
+            cancelled=set(d.get("cancelled", ())),
+            ready=set(d["ready"]),
             running={k: int(v) for k, v in d["running"].items()},
             attempts={k: int(v) for k, v in d.get("attempts", {}).items()},
-            cost_usd=float(d.get("cost", 0.0)), halted=d.get("halted"),
-            last_sends=[(t, int(a)) for t, a in d.get("lastSends", [])], started=bool(d.get("started")),
+            cost_usd=float(d.get("cost", 0.0)),
+            halted=d.get("halted"),
+            last_sends=[(t, int(a)) for t, a in d.get("lastSends", [])],
+            started=bool(d.get("started")),
         )
 
 
@@ -96,8 +111,9 @@ def start(spec: DagSpec, state: DispatchState, max_concurrency: int) -> Decision
     return _fill(spec, state, max_concurrency, Decision())
 
 
-def task_succeeded(spec: DagSpec, state: DispatchState, task_id: str, max_concurrency: int,
-                   cost_usd: float = 0.0) -> Decision:
+def task_succeeded(
+    spec: DagSpec, state: DispatchState, task_id: str, max_concurrency: int, cost_usd: float = 0.0
+) -> Decision:
     if task_id in state.terminal() or task_id not in spec.deps:
         return _duplicate(spec, state)
     state.running.pop(task_id, None)
@@ -112,8 +128,9 @@ def task_succeeded(spec: DagSpec, state: DispatchState, task_id: str, max_concur
     return _fill(spec, state, max_concurrency, Decision())
 
 
-def task_failed(spec: DagSpec, state: DispatchState, task_id: str, max_concurrency: int,
-                cost_usd: float = 0.0) -> Decision:
+def task_failed(
+    spec: DagSpec, state: DispatchState, task_id: str, max_concurrency: int, cost_usd: float = 0.0
+) -> Decision:
     """A task failed for good: its transitive dependents are skipped, other branches go on."""
     if task_id in state.terminal() or task_id not in spec.deps:
         return _duplicate(spec, state)
@@ -143,8 +160,24 @@ def halt(spec: DagSpec, state: DispatchState, reason: str) -> Decision:
 
 
 def retry(spec: DagSpec, state: DispatchState, task_id: str, max_concurrency: int) -> list[str]:
-    """Re-open a failed task and its skipped dependents; returns the re-opened ids."""
-    reopened = [task_id] + [t for t in dag.descendants(spec.children, task_id) if t in state.skipped]
+    """Re-open a failed task and its skipped dependents; returns the re-opened ids.
+
+    Only what can run again is re-opened: a task that also depends on another failed, skipped or
+    cancelled task stays as it is, since re-opening it would leave the build waiting for it forever.
+    """
+    closed = state.failed | state.skipped | state.cancelled
+    if task_id not in closed:
+        return []  # done, running or still to come: nothing to re-open
+    candidates = [task_id] + [t for t in dag.descendants(spec.children, task_id) if t in state.skipped]
+    reopen = set(candidates)
+    while True:
+        blocked = {t for t in reopen if any(p in closed and p not in reopen for p in spec.deps[t])}
+        if not blocked:
+            break
+        reopen -= blocked
+    reopened = [t for t in candidates if t in reopen]
+    if not reopened:
+        return []
     for t in reopened:
         state.failed.discard(t)
         state.skipped.discard(t)

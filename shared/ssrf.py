@@ -288,8 +288,7 @@ def check_url(
             if why:
                 what = host if literal is not None else f"{host} resolves to {address}, which"
                 raise UnsafeWebhookUrl(
-                    f"the webhook host {what} is {why}; add the host to WEBHOOK_ALLOWED_HOSTS "
-                    "if this is intended"
+                    f"the webhook host {what} is {why}; add the host to WEBHOOK_ALLOWED_HOSTS if this is intended"
                 )
 
     return ResolvedTarget(

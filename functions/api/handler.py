@@ -31,8 +31,7 @@ def _error(status: int, code: str, message: str, details: Any = None) -> Respons
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON,
-                    body=json.dumps({"error": body}))
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps({"error": body}))
 
 
 @app.exception_handler(StepwiseError)
@@ -74,8 +73,9 @@ def _owner() -> str:
 
 
 def _json(status: int, payload: Any) -> Response[Any]:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON,
-                    body=json.dumps(payload, default=str))
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(payload, default=str)
+    )
 
 
 @app.post("/builds")
@@ -84,10 +84,7 @@ def create_build(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> Response[Any]:
     owner = _owner()
-    if idempotency_key:
-        result = _create_idempotent(owner, idempotency_key, body)
-    else:
-        result = logic.create_build(owner, body)
+    result = _create_idempotent(owner, idempotency_key, body) if idempotency_key else logic.create_build(owner, body)
     correlate(result["buildId"])
     return _json(202, result)
 
@@ -105,8 +102,12 @@ def _create_idempotent(owner: str, key: str, body: CreateBuildRequest) -> dict[s
 
     from shared.logic.services import services
 
-    config = IdempotencyConfig(event_key_jmespath="[owner, key]", payload_validation_jmespath="body",
-                               expires_after_seconds=24 * 3600, raise_on_no_idempotency_key=True)
+    config = IdempotencyConfig(
+        event_key_jmespath="[owner, key]",
+        payload_validation_jmespath="body",
+        expires_after_seconds=24 * 3600,
+        raise_on_no_idempotency_key=True,
+    )
     if app.lambda_context is not None:
         config.register_lambda_context(app.lambda_context)
     store = DynamoDBPersistenceLayer(table_name=services().settings.idempotency_table)
@@ -118,16 +119,19 @@ def _create_idempotent(owner: str, key: str, body: CreateBuildRequest) -> dict[s
     try:
         return once(request={"owner": owner, "key": key, "body": body.model_dump(mode="json")})
     except IdempotencyValidationError:
-        raise Conflict("Idempotency-Key was already used with a different body",
-                       details=[{"field": "Idempotency-Key"}]) from None
+        raise Conflict(
+            "Idempotency-Key was already used with a different body", details=[{"field": "Idempotency-Key"}]
+        ) from None
     except IdempotencyAlreadyInProgressError:
-        raise Conflict("A request with this Idempotency-Key is still in progress",
-                       details=[{"field": "Idempotency-Key"}]) from None
+        raise Conflict(
+            "A request with this Idempotency-Key is still in progress", details=[{"field": "Idempotency-Key"}]
+        ) from None
 
 
 @app.get("/builds")
-def list_builds(limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                cursor: Annotated[str | None, Query(max_length=2048)] = None) -> Response[Any]:
+def list_builds(
+    limit: Annotated[int, Query(ge=1, le=100)] = 20, cursor: Annotated[str | None, Query(max_length=2048)] = None
+) -> Response[Any]:
     return _json(200, logic.list_builds(_owner(), limit, cursor))
 
 
@@ -138,8 +142,9 @@ def get_build(buildId: str) -> BuildView:
 
 
 @app.get("/builds/<buildId>/events")
-def get_events(buildId: str, after: Annotated[int, Query(ge=0)] = 0,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response[Any]:
+def get_events(
+    buildId: str, after: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> Response[Any]:
     return _json(200, logic.list_events(_owner(), buildId, after, limit))
 
 
@@ -167,7 +172,7 @@ def get_files(buildId: str) -> list[FileInfo]:
 
 
 @app.get("/builds/<buildId>/files/<path>")
-def get_file(buildId: str, path: str) -> Response[Any]:  # noqa: N803
+def get_file(buildId: str, path: str) -> Response[Any]:
     content = logic.get_file(_owner(), buildId, unquote(path))
     ctype = "text/plain; charset=utf-8"
     if path.endswith(".json"):
@@ -179,8 +184,9 @@ def get_file(buildId: str, path: str) -> Response[Any]:  # noqa: N803
 
 @app.get("/openapi.json")
 def openapi() -> Response[Any]:
-    schema = app.get_openapi_json_schema(title="Stepwise API", version="1.0.0",
-                                         description="Transparent, modular AI builds.")
+    schema = app.get_openapi_json_schema(
+        title="Stepwise API", version="1.0.0", description="Transparent, modular AI builds."
+    )
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=schema)
 
 
@@ -200,7 +206,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     body = event.get("body") or ""
     if len(body) > MAX_BODY_BYTES:
         exc = TooLarge(f"request body larger than {MAX_BODY_BYTES} bytes")
-        return {"statusCode": 413, "headers": {"Content-Type": "application/json"},
-                "body": json.dumps({"error": {"code": exc.code, "message": exc.message}})}
+        return {
+            "statusCode": 413,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps({"error": {"code": exc.code, "message": exc.message}}),
+        }
     _encode_greedy_path(event)
     return app.resolve(event, context)

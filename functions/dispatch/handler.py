@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
@@ -31,9 +32,11 @@ def _record(record: SQSRecord) -> None:
 
 
 @lambda_handler
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
     if "Records" in event:
-        return process_partial_response(event=event, record_handler=_record, processor=SqsFifoPartialProcessor(), context=context)
+        return process_partial_response(
+            event=event, record_handler=_record, processor=SqsFifoPartialProcessor(), context=context
+        )
     action = event.get("action")
     if action == "finalize":
         state = event["state"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -19,7 +20,8 @@ def _record(record: SQSRecord, lambda_context: LambdaContext) -> None:
 
 
 @lambda_handler
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
     # One processor per invocation: it holds the batch's state.
-    return process_partial_response(event=event, record_handler=_record,
-                                    processor=BatchProcessor(event_type=EventType.SQS), context=context)
+    return process_partial_response(
+        event=event, record_handler=_record, processor=BatchProcessor(event_type=EventType.SQS), context=context
+    )

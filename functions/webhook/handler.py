@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -15,13 +16,19 @@ from shared.observability import lambda_handler
 
 
 def _record(record: SQSRecord) -> None:
-    handle(Received(body=record.body, receipt_handle=record.receipt_handle,
-                    receive_count=int(record.attributes.approximate_receive_count or 1),
-                    queue_url=os.environ.get(WEBHOOK_QUEUE_URL, "")),
-           dlq_url=os.environ.get(WEBHOOK_DLQ_URL))
+    handle(
+        Received(
+            body=record.body,
+            receipt_handle=record.receipt_handle,
+            receive_count=int(record.attributes.approximate_receive_count or 1),
+            queue_url=os.environ.get(WEBHOOK_QUEUE_URL, ""),
+        ),
+        dlq_url=os.environ.get(WEBHOOK_DLQ_URL),
+    )
 
 
 @lambda_handler
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=_record,
-                                    processor=BatchProcessor(event_type=EventType.SQS), context=context)
+def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=_record, processor=BatchProcessor(event_type=EventType.SQS), context=context
+    )

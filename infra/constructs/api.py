@@ -210,9 +210,7 @@ class Api(Construct):
         for path, verb, has_body in ROUTES:
             resource = self._resource(path)
             params = {f"method.request.path.{p}": True for p in _path_params(path)}
-            params.update(
-                {f"method.request.querystring.{q}": False for q in QUERY_PARAMETERS.get((path, verb), ())}
-            )
+            params.update({f"method.request.querystring.{q}": False for q in QUERY_PARAMETERS.get((path, verb), ())})
             self.methods[(path, verb)] = resource.add_method(
                 verb,
                 integration,
@@ -223,9 +221,7 @@ class Api(Construct):
                 request_models={"application/json": json_object} if has_body else None,
             )
         for path, verb in PUBLIC_ROUTES:
-            method = self._resource(path).add_method(
-                verb, integration, authorization_type=apigw.AuthorizationType.NONE
-            )
+            method = self._resource(path).add_method(verb, integration, authorization_type=apigw.AuthorizationType.NONE)
             self.methods[(path, verb)] = method
             for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
                 acknowledge(

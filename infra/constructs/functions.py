@@ -22,7 +22,13 @@ from constructs import Construct
 from infra.config import StackConfig
 from infra.constructs.queues import Queues
 from infra.constructs.secrets import Secrets
-from infra.constructs.storage import BUILDS_BY_OWNER_INDEX, FILES_PREFIX, Storage
+from infra.constructs.storage import (
+    BUILDS_BY_OWNER_INDEX,
+    FILES_PREFIX,
+    GENERATED_FILES,
+    INPUT_FILES,
+    Storage,
+)
 from infra.nag import acknowledge
 from infra.packaging import dependency_layer_code, function_code, runtime_requirements
 from shared import constants as c
@@ -98,11 +104,13 @@ class Functions(Construct):
                 c.EVENTS_TABLE: t.events.table_name,
                 c.IDEMPOTENCY_TABLE: t.idempotency.table_name,
                 c.FILES_BUCKET: t.files.bucket_name,
+                c.TASK_FINISHED_QUEUE_URL: queues.task_finished.queue_url,
             },
             "plan": {
                 c.BUILDS_TABLE: t.builds.table_name,
                 c.TASKS_TABLE: t.tasks.table_name,
                 c.EVENTS_TABLE: t.events.table_name,
+                c.FILES_BUCKET: t.files.bucket_name,
                 c.PROVIDER_SECRET_ARN: secrets.providers.secret_arn,
             },
             "dispatch": {
@@ -125,15 +133,14 @@ class Functions(Construct):
                 c.BUILDS_TABLE: t.builds.table_name,
                 c.EVENTS_TABLE: t.events.table_name,
                 c.WEBHOOK_QUEUE_URL: queues.webhooks.queue_url,
+                c.WEBHOOK_DLQ_URL: queues.webhooks_dlq.queue_url,
                 c.WEBHOOK_SECRET_ARN: secrets.webhook.secret_arn,
             },
         }
         self.functions: dict[str, lambda_.Function] = {
             name: self._function(name, self.specs[name], wiring[name]) for name in c.FUNCTION_HANDLERS
         }
-        api, plan, dispatch, task, webhook = (
-            self.functions[n] for n in ("api", "plan", "dispatch", "task", "webhook")
-        )
+        api, plan, dispatch, task, webhook = (self.functions[n] for n in ("api", "plan", "dispatch", "task", "webhook"))
 
         # --- data ---------------------------------------------------------------------------------
         for fn in (api, plan, dispatch, task):
@@ -141,34 +148,52 @@ class Functions(Construct):
                 _grant_table(fn, table, DDB_READ_WRITE)
         # Only the API lists a caller's builds, so only it may query the byOwner index.
         _grant_table(api, t.builds, ("dynamodb:Query",), indexes=(BUILDS_BY_OWNER_INDEX,))
-        _grant_table(task, t.cache, DDB_READ_WRITE)
+        # Approving an edited plan deletes the tasks it dropped.
+        _grant_table(api, t.tasks, ("dynamodb:DeleteItem",))
         _grant_table(api, t.idempotency, DDB_IDEMPOTENCY)
+        _grant_table(task, t.cache, DDB_READ_WRITE)
         for table in (t.builds, t.events):
             _grant_table(webhook, table, ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"))
 
-        files = t.files.arn_for_objects(f"{FILES_PREFIX}*")
-        iam.Grant.add_to_principal(grantee=api, actions=["s3:GetObject"], resource_arns=[files])
-        api.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[t.files.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{FILES_PREFIX}*"]}},
+        # Files: builds/{buildId}/input/{path} (the request's files, written by the API) and
+        # builds/{buildId}/files/{path} (generated, written by tasks). ListBucket on the prefix lets
+        # a missing key answer NoSuchKey (a 404) instead of AccessDenied.
+        bucket_ref = self._logical(t.files)
+        for fn in (api, plan, task):
+            iam.Grant.add_to_principal(
+                grantee=fn, actions=["s3:GetObject"], resource_arns=[t.files.arn_for_objects(f"{FILES_PREFIX}*")]
             )
-        )
-        iam.Grant.add_to_principal(
-            grantee=task, actions=["s3:GetObject", "s3:PutObject"], resource_arns=[files]
-        )
-        for fn in (api, task):
+            fn.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket"],
+                    resources=[t.files.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{FILES_PREFIX}*"]}},
+                )
+            )
             acknowledge(
                 fn.role or fn,
-                f"AwsSolutions-IAM5[Resource::<{self._logical(t.files)}.Arn>/{FILES_PREFIX}*]",
-                "Object access is limited to the builds/ prefix; object keys embed the build id, "
-                "which is only known at run time.",
+                f"AwsSolutions-IAM5[Resource::<{bucket_ref}.Arn>/{FILES_PREFIX}*]",
+                "Reads are limited to the builds/ prefix; object keys embed the build id and file path, "
+                "which are only known at run time.",
+            )
+        for fn, kind in ((api, INPUT_FILES), (task, GENERATED_FILES)):
+            pattern = f"{FILES_PREFIX}*/{kind}/*"
+            iam.Grant.add_to_principal(
+                grantee=fn, actions=["s3:PutObject"], resource_arns=[t.files.arn_for_objects(pattern)]
+            )
+            acknowledge(
+                fn.role or fn,
+                f"AwsSolutions-IAM5[Resource::<{bucket_ref}.Arn>/{pattern}]",
+                f"Writes are limited to builds/<buildId>/{kind}/; the build id and file path are only "
+                "known at run time.",
             )
 
         # --- queues -------------------------------------------------------------------------------
         queues.tasks.grant_send_messages(dispatch)
+        queues.tasks.grant_send_messages(task)  # a retry is a new, delayed message
         queues.task_finished.grant_send_messages(task)
+        queues.task_finished.grant_send_messages(api)  # cancel tells the dispatcher to halt
+        queues.webhooks_dlq.grant_send_messages(webhook)  # refused addresses dead-letter at once
         task.add_event_source(
             sources.SqsEventSource(
                 queues.tasks,
@@ -215,9 +240,7 @@ class Functions(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"Stepwise {name} function",
         )
-        log_group = logs.LogGroup(
-            self, f"{title}Logs", retention=log_retention(self._config.log_retention_days)
-        )
+        log_group = logs.LogGroup(self, f"{title}Logs", retention=log_retention(self._config.log_retention_days))
         log_group.grant_write(role)
         fn = lambda_.Function(
             self,
@@ -284,9 +307,7 @@ class Functions(Construct):
             "DispatchTaskResponse",
             roles=[dispatch.role] if dispatch.role else [],
             statements=[
-                iam.PolicyStatement(
-                    actions=list(TASK_RESPONSE_ACTIONS), resources=[state_machine.state_machine_arn]
-                )
+                iam.PolicyStatement(actions=list(TASK_RESPONSE_ACTIONS), resources=[state_machine.state_machine_arn])
             ],
         )
 

@@ -50,13 +50,9 @@ class Monitoring(Construct):
         super().__init__(scope, construct_id)
         self.alarms: list[cw.Alarm] = []
 
-        key = kms.Key(
-            self, "AlarmTopicKey", enable_key_rotation=True, description="Stepwise alarm topic encryption"
-        )
+        key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True, description="Stepwise alarm topic encryption")
         key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
-        self.topic = sns.Topic(
-            self, "Alarms", display_name="Stepwise alarms", master_key=key, enforce_ssl=True
-        )
+        self.topic = sns.Topic(self, "Alarms", display_name="Stepwise alarms", master_key=key, enforce_ssl=True)
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         action = cw_actions.SnsAction(self.topic)
@@ -218,9 +214,7 @@ class Monitoring(Construct):
                     rest_api.metric_server_error(statistic="Sum"),
                 ],
             ),
-            cw.GraphWidget(
-                title="API latency p95 (ms)", width=12, left=[rest_api.metric_latency(statistic="p95")]
-            ),
+            cw.GraphWidget(title="API latency p95 (ms)", width=12, left=[rest_api.metric_latency(statistic="p95")]),
         )
 
 

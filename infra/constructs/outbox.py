@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Stack
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
@@ -44,6 +44,8 @@ class Outbox(Construct):
             "Logs",
             log_group_name=f"/aws/vendedlogs/pipes/{Stack.of(self).stack_name}-outbox",
             retention=log_retention,
+            # Named (for the vendedlogs prefix), so it must go with the stack or a re-deploy collides.
+            removal_policy=RemovalPolicy.DESTROY,
         )
         self.role = iam.Role(
             self,
@@ -87,9 +89,7 @@ class Outbox(Construct):
                     batch_size=10,  # the SQS target's SendMessageBatch maximum
                     maximum_retry_attempts=MAX_RETRY_ATTEMPTS,
                     on_partial_batch_item_failure="AUTOMATIC_BISECT",
-                    dead_letter_config=pipes.CfnPipe.DeadLetterConfigProperty(
-                        arn=dead_letter_queue.queue_arn
-                    ),
+                    dead_letter_config=pipes.CfnPipe.DeadLetterConfigProperty(arn=dead_letter_queue.queue_arn),
                 ),
                 filter_criteria=pipes.CfnPipe.FilterCriteriaProperty(
                     filters=[

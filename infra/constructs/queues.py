@@ -16,6 +16,7 @@ from infra.nag import acknowledge
 DLQ_RETENTION = Duration.days(14)
 VISIBILITY_FACTOR = 6
 
+TASKS_DLQ_MAX_RECEIVES = 3
 TASK_FINISHED_DLQ_MAX_RECEIVES = 5
 
 
@@ -28,13 +29,13 @@ class Queues(Construct):
         task_function_timeout: Duration,
         dispatch_function_timeout: Duration,
         webhook_function_timeout: Duration,
-        task_max_attempts: int,
         webhook_max_attempts: int,
     ) -> None:
         super().__init__(scope, construct_id)
 
-        # Tasks to run. A message that fails `task_max_attempts` receives (the handler crashed or
-        # timed out each time) moves to the DLQ, where the dispatcher marks the task failed.
+        # Tasks to run. Each attempt is its own message (a retry is re-sent with a delay), so the
+        # receive count only counts crashes of one attempt: after 3 the message moves to the DLQ,
+        # where the dispatcher marks the task failed.
         self.tasks_dlq = self._queue(
             "TasksDlq", retention=DLQ_RETENTION, visibility=_visibility(dispatch_function_timeout)
         )
@@ -42,7 +43,7 @@ class Queues(Construct):
             "Tasks",
             visibility=_visibility(task_function_timeout),
             retention=Duration.days(4),
-            dlq=(self.tasks_dlq, task_max_attempts),
+            dlq=(self.tasks_dlq, TASKS_DLQ_MAX_RECEIVES),
         )
 
         # "Task finished" notices for the dispatcher: FIFO per build (MessageGroupId = buildId) with

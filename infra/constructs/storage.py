@@ -1,10 +1,13 @@
 """DynamoDB tables and the S3 bucket for build files.
 
-Encryption choice: AWS-managed keys (aws/dynamodb, aws/s3). Key use is still audited in CloudTrail,
-but no key policy or per-role kms grants have to be kept in step with every function and the pipe,
-and there is no per-key monthly cost. A customer-managed key adds value only when an operator must
-be able to revoke access independently of IAM or share data cross-account; swap
-`TableEncryption.AWS_MANAGED` for `CUSTOMER_MANAGED` then (and grant the pipe role kms:Decrypt).
+Encryption choice:
+- Tables: the AWS-managed key (aws/dynamodb). Key use is audited in CloudTrail, but no key policy or
+  per-role kms grants have to be kept in step with every function and the pipe, and there is no
+  per-key monthly cost. A customer-managed key adds value only when an operator must be able to
+  revoke access independently of IAM or share data cross-account; swap `TableEncryption.AWS_MANAGED`
+  for `CUSTOMER_MANAGED` then (and grant the pipe role kms:Decrypt).
+- Files bucket: SSE-S3, which is also what the file store asks for on every PutObject
+  (`ServerSideEncryption="AES256"`): no KMS request per file written or read.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ N = dynamodb.AttributeType.NUMBER
 
 BUILDS_BY_OWNER_INDEX = "byOwner"
 FILES_PREFIX = "builds/"
+INPUT_FILES = "input"  # builds/{buildId}/input/{path}: files sent with POST /builds
+GENERATED_FILES = "files"  # builds/{buildId}/files/{path}: files the tasks wrote
 
 
 class Storage(Construct):
@@ -48,11 +53,10 @@ class Storage(Construct):
             encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            # Log delivery is granted by bucket policy (feature flag in infra/app.py), so ACLs stay off.
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             lifecycle_rules=[
-                s3.LifecycleRule(
-                    expiration=Duration.days(90), abort_incomplete_multipart_upload_after=Duration.days(1)
-                )
+                s3.LifecycleRule(expiration=Duration.days(90), abort_incomplete_multipart_upload_after=Duration.days(1))
             ],
             removal_policy=RemovalPolicy.RETAIN,
         )
@@ -60,7 +64,7 @@ class Storage(Construct):
         self.files = s3.Bucket(
             self,
             "Files",
-            encryption=s3.BucketEncryption.KMS_MANAGED,
+            encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
@@ -74,9 +78,7 @@ class Storage(Construct):
                     prefix=FILES_PREFIX,
                     expiration=Duration.days(files_expire_days),
                 ),
-                s3.LifecycleRule(
-                    id="abort-multipart", abort_incomplete_multipart_upload_after=Duration.days(1)
-                ),
+                s3.LifecycleRule(id="abort-multipart", abort_incomplete_multipart_upload_after=Duration.days(1)),
             ],
             removal_policy=RemovalPolicy.RETAIN,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from aws_cdk import Stack
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -56,6 +56,8 @@ class Workflow(Construct):
             # The /aws/vendedlogs/ prefix keeps CloudWatch's resource policy small (AWS guidance).
             log_group_name=f"/aws/vendedlogs/states/{stack.stack_name}-build",
             retention=log_retention,
+            # Named (for the vendedlogs prefix), so it must go with the stack or a re-deploy collides.
+            removal_policy=RemovalPolicy.DESTROY,
         )
         # Only the two functions the ASL calls; no lambda:InvokeFunction on versions or aliases.
         self.role = iam.Role(
@@ -78,9 +80,7 @@ class Workflow(Construct):
             definition_substitutions=substitutions,
             role=self.role,
             tracing_enabled=True,
-            logs=sfn.LogOptions(
-                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
-            ),
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
         )
         acknowledge(
             self.role,

@@ -16,12 +16,12 @@ class BuildStore:
         self.table = table
 
     def create(self, item: dict[str, Any]) -> None:
-        client("dynamodb").put_item(TableName=self.table, Item=to_item(item),
-                                    ConditionExpression="attribute_not_exists(buildId)")
+        client("dynamodb").put_item(
+            TableName=self.table, Item=to_item(item), ConditionExpression="attribute_not_exists(buildId)"
+        )
 
     def get(self, build_id: str, *, attributes: list[str] | None = None) -> dict[str, Any] | None:
-        kwargs: dict[str, Any] = {"TableName": self.table, "Key": {"buildId": {"S": build_id}},
-                                  "ConsistentRead": True}
+        kwargs: dict[str, Any] = {"TableName": self.table, "Key": {"buildId": {"S": build_id}}, "ConsistentRead": True}
         if attributes:
             kwargs["ProjectionExpression"] = ", ".join(f"#{a}" for a in attributes)
             kwargs["ExpressionAttributeNames"] = {f"#{a}": a for a in attributes}

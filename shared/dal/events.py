@@ -49,10 +49,14 @@ class EventLog:
         ddb = client("dynamodb")
         for attempt in range(_MAX_TRIES):
             seq = self._next_seq(build_id, refresh=attempt > 0)
-            event = Event(id=new_event_id(), type=event_type, buildId=build_id, seq=seq,
-                          timestamp=now_ms(), data=payload)
-            put = {"TableName": self.table, "Item": to_item(event.model_dump(mode="json")),
-                   "ConditionExpression": "attribute_not_exists(seq)"}
+            event = Event(
+                id=new_event_id(), type=event_type, buildId=build_id, seq=seq, timestamp=now_ms(), data=payload
+            )
+            put = {
+                "TableName": self.table,
+                "Item": to_item(event.model_dump(mode="json")),
+                "ConditionExpression": "attribute_not_exists(seq)",
+            }
             try:
                 if also:
                     ddb.transact_write_items(TransactItems=[{"Put": put}, *also])

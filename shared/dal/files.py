@@ -21,8 +21,11 @@ class FileStore:
         body = content.encode()
         digest = hashlib.sha256(body).hexdigest()
         client("s3").put_object(
-            Bucket=self.bucket, Key=self.key(build_id, path, kind=kind), Body=body,
-            ContentType=_content_type(path), Metadata={"taskid": task_id, "sha256": digest},
+            Bucket=self.bucket,
+            Key=self.key(build_id, path, kind=kind),
+            Body=body,
+            ContentType=_content_type(path),
+            Metadata={"taskid": task_id, "sha256": digest},
             ServerSideEncryption="AES256",
         )
         return FileInfo(path=safe_relative_path(path), size=len(body), sha256=digest, taskId=task_id)
@@ -40,8 +43,16 @@ class FileStore:
         return self.get(build_id, path, kind=kind).decode("utf-8", errors="replace")
 
 
-_TYPES = {".html": "text/html", ".css": "text/css", ".json": "application/json", ".js": "text/javascript",
-          ".ts": "text/plain", ".tsx": "text/plain", ".md": "text/markdown", ".svg": "image/svg+xml"}
+_TYPES = {
+    ".html": "text/html",
+    ".css": "text/css",
+    ".json": "application/json",
+    ".js": "text/javascript",
+    ".ts": "text/plain",
+    ".tsx": "text/plain",
+    ".md": "text/markdown",
+    ".svg": "image/svg+xml",
+}
 
 
 def _content_type(path: str) -> str:

@@ -12,7 +12,7 @@ def send_batch(queue_url: str, entries: list[dict[str, Any]]) -> None:
     """Send entries ({Id, MessageBody, ...}) in batches of 10; raise if any is refused."""
     sqs = client("sqs")
     for start in range(0, len(entries), 10):
-        batch = entries[start:start + 10]
+        batch = entries[start : start + 10]
         resp = sqs.send_message_batch(QueueUrl=queue_url, Entries=batch)
         failed = resp.get("Failed") or []
         if failed:

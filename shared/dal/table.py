@@ -68,8 +68,7 @@ class Update:
         return " ".join(parts)
 
     def kwargs(self, table: str, key: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {"TableName": table, "Key": to_item(dict(key)),
-                               "UpdateExpression": self.expression()}
+        out: dict[str, Any] = {"TableName": table, "Key": to_item(dict(key)), "UpdateExpression": self.expression()}
         if self.names:
             out["ExpressionAttributeNames"] = self.names
         if self.values:

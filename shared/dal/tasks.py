@@ -17,28 +17,47 @@ class TaskStore:
     def put_plan(self, build_id: str, plan_id: str, tasks: list[Task]) -> None:
         ddb = client("dynamodb")
         items = [
-            {"PutRequest": {"Item": to_item({
-                "buildId": build_id, "taskId": t.id, "planId": plan_id, "order": i,
-                "task": t.model_dump(mode="json"), "status": TaskStatus.pending.value, "attempt": 0,
-            })}}
+            {
+                "PutRequest": {
+                    "Item": to_item(
+                        {
+                            "buildId": build_id,
+                            "taskId": t.id,
+                            "planId": plan_id,
+                            "order": i,
+                            "task": t.model_dump(mode="json"),
+                            "status": TaskStatus.pending.value,
+                            "attempt": 0,
+                        }
+                    )
+                }
+            }
             for i, t in enumerate(tasks)
         ]
         for start in range(0, len(items), 25):
-            pending = {self.table: items[start:start + 25]}
+            pending = {self.table: items[start : start + 25]}
             while pending:
                 resp = ddb.batch_write_item(RequestItems=pending)
                 pending = resp.get("UnprocessedItems") or {}
 
     def get(self, build_id: str, task_id: str) -> dict[str, Any] | None:
-        item = client("dynamodb").get_item(
-            TableName=self.table, Key={"buildId": {"S": build_id}, "taskId": {"S": task_id}},
-            ConsistentRead=True).get("Item")
+        item = (
+            client("dynamodb")
+            .get_item(
+                TableName=self.table, Key={"buildId": {"S": build_id}, "taskId": {"S": task_id}}, ConsistentRead=True
+            )
+            .get("Item")
+        )
         return from_item(item) if item else None
 
     def list(self, build_id: str) -> list[dict[str, Any]]:
         ddb = client("dynamodb")
-        kwargs: dict[str, Any] = {"TableName": self.table, "KeyConditionExpression": "buildId = :b",
-                                  "ExpressionAttributeValues": {":b": {"S": build_id}}, "ConsistentRead": True}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "buildId = :b",
+            "ExpressionAttributeValues": {":b": {"S": build_id}},
+            "ConsistentRead": True,
+        }
         out: list[dict[str, Any]] = []
         while True:
             resp = ddb.query(**kwargs)

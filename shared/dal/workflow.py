@@ -15,7 +15,8 @@ class Workflow:
     def start(self, build_id: str, payload: dict[str, Any]) -> str:
         try:
             resp = client("stepfunctions").start_execution(
-                stateMachineArn=self.arn, name=build_id, input=json.dumps(payload))
+                stateMachineArn=self.arn, name=build_id, input=json.dumps(payload)
+            )
             return str(resp["executionArn"])
         except Exception as exc:
             if error_code(exc) == "ExecutionAlreadyExists":
@@ -27,8 +28,9 @@ class Workflow:
 
     def stop(self, build_id: str, cause: str) -> None:
         try:
-            client("stepfunctions").stop_execution(executionArn=self.execution_arn(build_id),
-                                                   error="BuildCancelled", cause=cause)
+            client("stepfunctions").stop_execution(
+                executionArn=self.execution_arn(build_id), error="BuildCancelled", cause=cause
+            )
         except Exception as exc:
             if error_code(exc) not in ("ExecutionDoesNotExist", "ExecutionNotFound"):
                 raise

@@ -44,41 +44,79 @@ def create_build(owner: str, req: CreateBuildRequest, svc: Services | None = Non
         svc.files.put(build_id, f.path, f.content, "input", kind="input")
     require_approval = svc.settings.require_plan_approval if req.requireApproval is None else req.requireApproval
     item = {
-        "buildId": build_id, "ownerId": owner, "status": BuildStatus.planning.value, "prompt": req.prompt,
-        "framework": req.framework, "webhookUrl": req.webhookUrl, "requireApproval": require_approval,
-        "budgetUsd": req.budgetUsd, "maxConcurrency": req.maxConcurrency, "createdAt": now,
-        "updatedAt": now, "inputFiles": [f.path for f in req.files] or None,
+        "buildId": build_id,
+        "ownerId": owner,
+        "status": BuildStatus.planning.value,
+        "prompt": req.prompt,
+        "framework": req.framework,
+        "webhookUrl": req.webhookUrl,
+        "requireApproval": require_approval,
+        "budgetUsd": req.budgetUsd,
+        "maxConcurrency": req.maxConcurrency,
+        "createdAt": now,
+        "updatedAt": now,
+        "inputFiles": [f.path for f in req.files] or None,
     }
-    put = {"Put": {"TableName": svc.builds.table, "Item": to_item(item),
-                   "ConditionExpression": "attribute_not_exists(buildId)"}}
-    svc.events.record(build_id, EventType.build_started,
-                      {"prompt": req.prompt[:200], "framework": req.framework}, also=[put])
+    put = {
+        "Put": {
+            "TableName": svc.builds.table,
+            "Item": to_item(item),
+            "ConditionExpression": "attribute_not_exists(buildId)",
+        }
+    }
+    svc.events.record(
+        build_id, EventType.build_started, {"prompt": req.prompt[:200], "framework": req.framework}, also=[put]
+    )
     try:
-        svc.workflow.start(build_id, {
-            "buildId": build_id,
-            "timeouts": {"buildSeconds": svc.settings.build_timeout_seconds,
-                         "approvalSeconds": svc.settings.plan_approval_timeout_seconds},
-        })
+        svc.workflow.start(
+            build_id,
+            {
+                "buildId": build_id,
+                "timeouts": {
+                    "buildSeconds": svc.settings.build_timeout_seconds,
+                    "approvalSeconds": svc.settings.plan_approval_timeout_seconds,
+                },
+            },
+        )
     except Exception as exc:
-        svc.events.record(build_id, EventType.build_failed,
-                          {"reason": "planning_failed", "message": "the build could not be started"},
-                          also=[svc.builds.tx_update(build_id, Update().set(
-                              status=BuildStatus.failed.value, failureReason="planning_failed",
-                              updatedAt=now_ms()))])
+        svc.events.record(
+            build_id,
+            EventType.build_failed,
+            {"reason": "planning_failed", "message": "the build could not be started"},
+            also=[
+                svc.builds.tx_update(
+                    build_id,
+                    Update().set(status=BuildStatus.failed.value, failureReason="planning_failed", updatedAt=now_ms()),
+                )
+            ],
+        )
         raise RuntimeError(f"could not start the build's execution: {exc}") from exc
     count("build.started")
-    return {"buildId": build_id, "status": BuildStatus.planning.value,
-            "links": {"self": f"/builds/{build_id}", "events": f"/builds/{build_id}/events"}}
+    return {
+        "buildId": build_id,
+        "status": BuildStatus.planning.value,
+        "links": {"self": f"/builds/{build_id}", "events": f"/builds/{build_id}/events"},
+    }
 
 
 def list_builds(owner: str, limit: int, cursor: str | None, svc: Services | None = None) -> dict[str, Any]:
     svc = svc or services()
     items, nxt = svc.builds.list_by_owner(owner, limit, cursor)
-    return {"builds": [{
-        "buildId": b["buildId"], "status": b["status"], "prompt": b["prompt"][:200],
-        "createdAt": b["createdAt"], "updatedAt": b.get("updatedAt", b["createdAt"]),
-        "taskCount": b.get("taskCount"), "metrics": b.get("metrics"),
-    } for b in items], "next": nxt}
+    return {
+        "builds": [
+            {
+                "buildId": b["buildId"],
+                "status": b["status"],
+                "prompt": b["prompt"][:200],
+                "createdAt": b["createdAt"],
+                "updatedAt": b.get("updatedAt", b["createdAt"]),
+                "taskCount": b.get("taskCount"),
+                "metrics": b.get("metrics"),
+            }
+            for b in items
+        ],
+        "next": nxt,
+    }
 
 
 def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildView:
@@ -92,18 +130,36 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
         status = TaskStatus(t["status"])
         if status == TaskStatus.pending and task.id in running:
             status = TaskStatus.queued
-        views.append(TaskView(
-            id=task.id, type=task.type.value, name=task.name, description=task.description,
-            dependsOn=task.dependencies, targetPath=task.input.targetPath, status=status,
-            attempt=int(t.get("attempt", 0)), cached=bool(t.get("cached")), error=t.get("error"),
-            files=[f["path"] for f in t.get("files") or []]))
+        views.append(
+            TaskView(
+                id=task.id,
+                type=task.type.value,
+                name=task.name,
+                description=task.description,
+                dependsOn=task.dependencies,
+                targetPath=task.input.targetPath,
+                status=status,
+                attempt=int(t.get("attempt", 0)),
+                cached=bool(t.get("cached")),
+                error=t.get("error"),
+                files=[f["path"] for f in t.get("files") or []],
+            )
+        )
     metrics = metrics_of(build, tasks)
     return BuildView(
-        buildId=build_id, status=build["status"], prompt=build["prompt"], framework=build.get("framework"),
-        createdAt=build["createdAt"], updatedAt=build.get("updatedAt", build["createdAt"]),
-        planId=build.get("planId"), recovery=build.get("recovery"),
-        estimatedDuration=build.get("estimatedDuration"), tasks=views, metrics=metrics,
-        failureReason=build.get("failureReason"), message=build.get("message"),
+        buildId=build_id,
+        status=build["status"],
+        prompt=build["prompt"],
+        framework=build.get("framework"),
+        createdAt=build["createdAt"],
+        updatedAt=build.get("updatedAt", build["createdAt"]),
+        planId=build.get("planId"),
+        recovery=build.get("recovery"),
+        estimatedDuration=build.get("estimatedDuration"),
+        tasks=views,
+        metrics=metrics,
+        failureReason=build.get("failureReason"),
+        message=build.get("message"),
     )
 
 
@@ -156,10 +212,16 @@ def approve(owner: str, build_id: str, req: ApprovalRequest, svc: Services | Non
     if req.tasks is not None:
         _replace_plan(svc, build, req.tasks)
     elif build.get("blocked"):
-        raise InvalidInput("tasks: this plan has circular dependencies; approve it with an edited task list",
-                           details=[{"field": "tasks"}])
-    svc.builds.update(build_id, Update().set(approvalToken=None, approvedAt=now_ms(), updatedAt=now_ms())
-                      .when("{status} = :a", a=BuildStatus.awaiting_approval.value))
+        raise InvalidInput(
+            "tasks: this plan has circular dependencies; approve it with an edited task list",
+            details=[{"field": "tasks"}],
+        )
+    svc.builds.update(
+        build_id,
+        Update()
+        .set(approvalToken=None, approvedAt=now_ms(), updatedAt=now_ms())
+        .when("{status} = :a", a=BuildStatus.awaiting_approval.value),
+    )
     svc.workflow.succeed(token, {"approved": True})
     return {"buildId": build_id, "approved": True}
 
@@ -179,11 +241,20 @@ def _replace_plan(svc: Services, build: dict[str, Any], tasks: list[Task]) -> No
 
     for stale in old - {t.id for t in tasks}:
         client("dynamodb").delete_item(TableName=svc.tasks.table, Key=to_item(svc.tasks.key(build_id, stale)))
-    estimated = dag.critical_path_length({t.id: t.dependencies for t in tasks},
-                                         {t.id: t.estimatedDuration for t in tasks})
-    svc.builds.update(build_id, Update().set(
-        taskCount=len(tasks), estimatedDuration=estimated, blocked=False, cycles=None,
-        planVersion=int(build.get("planVersion", 0)) + 1, updatedAt=now_ms()))
+    estimated = dag.critical_path_length(
+        {t.id: t.dependencies for t in tasks}, {t.id: t.estimatedDuration for t in tasks}
+    )
+    svc.builds.update(
+        build_id,
+        Update().set(
+            taskCount=len(tasks),
+            estimatedDuration=estimated,
+            blocked=False,
+            cycles=None,
+            planVersion=int(build.get("planVersion", 0)) + 1,
+            updatedAt=now_ms(),
+        ),
+    )
 
 
 def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services | None = None) -> dict[str, Any]:
@@ -193,19 +264,40 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
         raise Conflict(f"build is already {build['status']}")
     why = reason or "cancelled by the user"
     try:
-        svc.events.record(build_id, EventType.build_cancelled, {"reason": why},
-                          also=[svc.builds.tx_update(build_id, Update().set(
-                              status=BuildStatus.cancelled.value, finishedAt=now_ms(), updatedAt=now_ms(),
-                          ).when("NOT {status} IN (:c, :cwe, :f, :x, :t)", c="completed",
-                                 cwe="completed_with_errors", f="failed", x="cancelled", t="timed_out"))])
+        svc.events.record(
+            build_id,
+            EventType.build_cancelled,
+            {"reason": why},
+            also=[
+                svc.builds.tx_update(
+                    build_id,
+                    Update()
+                    .set(
+                        status=BuildStatus.cancelled.value,
+                        finishedAt=now_ms(),
+                        updatedAt=now_ms(),
+                    )
+                    .when(
+                        "NOT {status} IN (:c, :cwe, :f, :x, :t)",
+                        c="completed",
+                        cwe="completed_with_errors",
+                        f="failed",
+                        x="cancelled",
+                        t="timed_out",
+                    ),
+                )
+            ],
+        )
     except StateConflict:
         raise Conflict("build already ended") from None
     svc.workflow.stop(build_id, why)
     if build.get("planId") and build.get("status") == BuildStatus.executing:
         from shared.dal.queues import finished_message, send_batch
 
-        send_batch(svc.settings.task_finished_queue_url, [finished_message(
-            {"kind": "halt", "buildId": build_id, "reason": "cancelled"}, f"halt:{build_id}")])
+        send_batch(
+            svc.settings.task_finished_queue_url,
+            [finished_message({"kind": "halt", "buildId": build_id, "reason": "cancelled"}, f"halt:{build_id}")],
+        )
     count("build.cancelled")
     return {"buildId": build_id, "status": BuildStatus.cancelled.value}
 
@@ -238,19 +330,35 @@ def retry_task(owner: str, build_id: str, task_id: str, svc: Services | None = N
     reopen_run = status in TERMINAL_BUILD_STATUSES
     if reopen_run:
         try:
-            svc.builds.update(build_id, Update().set(
-                status=BuildStatus.executing.value, executeStartedAt=None, deadlineAt=None, finishedAt=None,
-                failureReason=None, message=None, runs=int(build.get("runs", 1)) + 1, updatedAt=now_ms(),
-            ).when("{status} = :s", s=status))
+            svc.builds.update(
+                build_id,
+                Update()
+                .set(
+                    status=BuildStatus.executing.value,
+                    executeStartedAt=None,
+                    deadlineAt=None,
+                    finishedAt=None,
+                    failureReason=None,
+                    message=None,
+                    runs=int(build.get("runs", 1)) + 1,
+                    updatedAt=now_ms(),
+                )
+                .when("{status} = :s", s=status),
+            )
         except StateConflict:
             raise Conflict("build changed while retrying; try again") from None
     dispatching.retry_task(build_id, task_id, svc)
     if reopen_run:
         run = int(build.get("runs", 1)) + 1
-        svc.workflow.start(f"{build_id}-run{run}", {
-            "buildId": build_id,
-            "timeouts": {"buildSeconds": svc.settings.build_timeout_seconds,
-                         "approvalSeconds": svc.settings.plan_approval_timeout_seconds},
-        })
+        svc.workflow.start(
+            f"{build_id}-run{run}",
+            {
+                "buildId": build_id,
+                "timeouts": {
+                    "buildSeconds": svc.settings.build_timeout_seconds,
+                    "approvalSeconds": svc.settings.plan_approval_timeout_seconds,
+                },
+            },
+        )
     count("task.retry_requested")
     return {"buildId": build_id, "taskId": task_id, "status": "queued"}

@@ -9,6 +9,7 @@ replayed step re-sends what the last commit decided (the task consumer drops dup
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,8 +53,12 @@ def dag_spec(svc: Services, build: dict[str, Any]) -> scheduler.DagSpec:
 
 def _load(svc: Services, build_id: str) -> Loaded:
     build = svc.builds.require(build_id)
-    return Loaded(build, dag_spec(svc, build), scheduler.DispatchState.from_json(build.get("dispatch")),
-                  int(build.get("dispatchVersion", 0)))
+    return Loaded(
+        build,
+        dag_spec(svc, build),
+        scheduler.DispatchState.from_json(build.get("dispatch")),
+        int(build.get("dispatchVersion", 0)),
+    )
 
 
 def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, scheduler.Decision]:
@@ -78,9 +83,16 @@ def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, 
         _record_skips(svc, build_id, decision)
         _cancel_unstarted(svc, build_id, cur)
         try:
-            svc.builds.update(build_id, Update().set(
-                dispatch=cur.state.to_json(), dispatchVersion=cur.version + 1, updatedAt=now_ms(),
-            ).when("attribute_not_exists({dispatchVersion}) OR {dispatchVersion} = :ver", ver=cur.version))
+            svc.builds.update(
+                build_id,
+                Update()
+                .set(
+                    dispatch=cur.state.to_json(),
+                    dispatchVersion=cur.version + 1,
+                    updatedAt=now_ms(),
+                )
+                .when("attribute_not_exists({dispatchVersion}) OR {dispatchVersion} = :ver", ver=cur.version),
+            )
         except StateConflict:
             continue
         break
@@ -94,37 +106,44 @@ def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, 
 
 def _past_deadline(build: dict[str, Any]) -> bool:
     deadline = build.get("deadlineAt")
-    return bool(deadline) and now_ms() > int(deadline)
+    return deadline is not None and now_ms() > int(deadline)
 
 
 def _record_skips(svc: Services, build_id: str, decision: scheduler.Decision) -> None:
     for task_id, dependency in decision.skipped:
-        try:
-            svc.events.record(build_id, EventType.task_skipped,
-                              {"taskId": task_id, "reason": "dependency_failed", "dependency": dependency},
-                              also=[svc.tasks.tx_update(build_id, task_id, Update().set(
-                                  status=TaskStatus.skipped.value, skippedBecause=dependency,
-                                  updatedAt=now_ms()).when("{status} = :pending", pending=TaskStatus.pending.value))])
-        except StateConflict:
-            pass  # already skipped by an earlier run of this step
+        skip = (
+            Update()
+            .set(status=TaskStatus.skipped.value, skippedBecause=dependency, updatedAt=now_ms())
+            .when("{status} = :pending", pending=TaskStatus.pending.value)
+        )
+        with contextlib.suppress(StateConflict):  # already skipped by an earlier run of this step
+            svc.events.record(
+                build_id,
+                EventType.task_skipped,
+                {"taskId": task_id, "reason": "dependency_failed", "dependency": dependency},
+                also=[svc.tasks.tx_update(build_id, task_id, skip)],
+            )
 
 
 def _cancel_unstarted(svc: Services, build_id: str, cur: Loaded) -> None:
     if cur.state.halted is None:
         return
     for task_id in cur.state.cancelled:
-        try:
-            svc.tasks.update(build_id, task_id, Update().set(status=TaskStatus.cancelled.value,
-                                                             updatedAt=now_ms())
-                             .when("{status} = :pending", pending=TaskStatus.pending.value))
-        except StateConflict:
-            pass
+        with contextlib.suppress(StateConflict):
+            svc.tasks.update(
+                build_id,
+                task_id,
+                Update()
+                .set(status=TaskStatus.cancelled.value, updatedAt=now_ms())
+                .when("{status} = :pending", pending=TaskStatus.pending.value),
+            )
 
 
 def _send(svc: Services, build_id: str, sends: list[tuple[str, int]]) -> None:
     if sends:
-        send_batch(svc.settings.tasks_queue_url,
-                   [task_message(build_id, t, a, idx=i) for i, (t, a) in enumerate(sends)])
+        send_batch(
+            svc.settings.tasks_queue_url, [task_message(build_id, t, a, idx=i) for i, (t, a) in enumerate(sends)]
+        )
 
 
 def _finish_execution(svc: Services, cur: Loaded) -> None:
@@ -132,9 +151,12 @@ def _finish_execution(svc: Services, cur: Loaded) -> None:
     if not token:
         return
     if cur.state.halted == "budget_exceeded":
-        svc.workflow.fail(token, "BudgetExceeded",
-                          f"Recorded cost ${cur.state.cost_usd:.4f} reached the budget of "
-                          f"${float(cur.build['budgetUsd']):.4f}; no new task was started.")
+        svc.workflow.fail(
+            token,
+            "BudgetExceeded",
+            f"Recorded cost ${cur.state.cost_usd:.4f} reached the budget of "
+            f"${float(cur.build['budgetUsd']):.4f}; no new task was started.",
+        )
     elif cur.state.halted in (None, "timed_out"):
         svc.workflow.succeed(token, {"halted": cur.state.halted})
 
@@ -145,12 +167,24 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
     build = svc.builds.require(build_id)
     expires = now_ms() + svc.settings.plan_approval_timeout_seconds * 1000
     try:
-        svc.events.record(build_id, EventType.plan_approval_required,
-                          {"planId": build.get("planId"), "expiresAt": expires},
-                          also=[svc.builds.tx_update(build_id, Update().set(
-                              status=BuildStatus.awaiting_approval.value, approvalToken=token,
-                              approvalExpiresAt=expires, updatedAt=now_ms(),
-                          ).when("{status} = :planning", planning=BuildStatus.planning.value))])
+        svc.events.record(
+            build_id,
+            EventType.plan_approval_required,
+            {"planId": build.get("planId"), "expiresAt": expires},
+            also=[
+                svc.builds.tx_update(
+                    build_id,
+                    Update()
+                    .set(
+                        status=BuildStatus.awaiting_approval.value,
+                        approvalToken=token,
+                        approvalExpiresAt=expires,
+                        updatedAt=now_ms(),
+                    )
+                    .when("{status} = :planning", planning=BuildStatus.planning.value),
+                )
+            ],
+        )
     except StateConflict:
         logger.info("approval already requested or build moved on", extra={"buildId": build_id})
     return {"awaiting": True}
@@ -166,16 +200,36 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
     if build.get("executeStartedAt") is None:
         deadline = now_ms() + int(max(1.0, remaining) * 1000)
         if build.get("approvedAt"):  # time spent waiting for a human does not count
-            deadline = now_ms() + int(max(1.0, remaining + (int(build["approvedAt"]) - int(
-                build.get("approvalRequestedAt", build["approvedAt"]))) / 1000) * 1000)
+            deadline = now_ms() + int(
+                max(
+                    1.0,
+                    remaining
+                    + (int(build["approvedAt"]) - int(build.get("approvalRequestedAt", build["approvedAt"]))) / 1000,
+                )
+                * 1000
+            )
     else:
         deadline = int(build.get("deadlineAt") or now_ms())
     try:
-        svc.builds.update(build_id, Update().set(
-            status=BuildStatus.executing.value, executeToken=token, deadlineAt=deadline,
-            executeStartedAt=build.get("executeStartedAt") or now_ms(), updatedAt=now_ms(),
-        ).when("NOT {status} IN (:c, :cwe, :f, :x, :t)", c="completed", cwe="completed_with_errors",
-               f="failed", x="cancelled", t="timed_out"))
+        svc.builds.update(
+            build_id,
+            Update()
+            .set(
+                status=BuildStatus.executing.value,
+                executeToken=token,
+                deadlineAt=deadline,
+                executeStartedAt=build.get("executeStartedAt") or now_ms(),
+                updatedAt=now_ms(),
+            )
+            .when(
+                "NOT {status} IN (:c, :cwe, :f, :x, :t)",
+                c="completed",
+                cwe="completed_with_errors",
+                f="failed",
+                x="cancelled",
+                t="timed_out",
+            ),
+        )
     except StateConflict:
         svc.workflow.fail(token, "BuildCancelled", "build ended before execution")
         return {"started": False}
@@ -222,14 +276,16 @@ def retry_task(build_id: str, task_id: str, svc: Services) -> None:
     from shared import dag
 
     spec = dag_spec(svc, svc.builds.require(build_id))
-    svc.tasks.update(build_id, task_id, Update().set(status=TaskStatus.pending.value, error=None,
-                                                     updatedAt=now_ms()))
+    svc.tasks.update(build_id, task_id, Update().set(status=TaskStatus.pending.value, error=None, updatedAt=now_ms()))
     for t in dag.descendants(spec.children, task_id):
-        try:
-            svc.tasks.update(build_id, t, Update().set(status=TaskStatus.pending.value, updatedAt=now_ms())
-                             .when("{status} IN (:s, :c)", s="skipped", c="cancelled"))
-        except StateConflict:
-            pass
+        with contextlib.suppress(StateConflict):
+            svc.tasks.update(
+                build_id,
+                t,
+                Update()
+                .set(status=TaskStatus.pending.value, updatedAt=now_ms())
+                .when("{status} IN (:s, :c)", s="skipped", c="cancelled"),
+            )
 
     def op(spec: scheduler.DagSpec, st: scheduler.DispatchState, m: int) -> scheduler.Decision:
         scheduler.retry(spec, st, task_id, m)
@@ -251,7 +307,8 @@ def parse_cause(error: dict[str, Any]) -> str:
 
 def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
     """A task message that kept killing its function reached the tasks DLQ: fail that task so the
-    build does not hang, and let the dispatcher skip its dependents."""
+    build does not hang, and let the dispatcher skip its dependents. A task that did settle meanwhile
+    keeps its outcome."""
     svc = svc or services()
     build_id, task_id = message.get("buildId"), message.get("taskId")
     if not build_id or not task_id:
@@ -262,15 +319,38 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
         return
     name = (item.get("task") or {}).get("name", task_id)
     attempt = int(message.get("attempt", item.get("attempt", 1)))
-    try:
-        svc.events.record(build_id, EventType.task_failed, {
-            "taskId": task_id, "taskName": name, "error": "the task kept stopping its worker; it was dead-lettered",
-            "attempt": attempt, "willRetry": False,
-        }, also=[svc.tasks.tx_update(build_id, task_id, Update().set(
-            status=TaskStatus.failed.value, error="dead-lettered", updatedAt=now_ms(),
-        ).when("NOT {status} IN (:c, :f, :t, :s, :x)", c="completed", f="failed", t="timeout",
-               s="skipped", x="cancelled"))])
-    except StateConflict:
-        pass  # already settled
-    on_finished({"kind": "finished", "buildId": build_id, "taskId": task_id, "attempt": attempt,
-                 "outcome": "failed"}, svc)
+    with contextlib.suppress(StateConflict):  # already settled: its own outcome stands
+        svc.events.record(
+            build_id,
+            EventType.task_failed,
+            {
+                "taskId": task_id,
+                "taskName": name,
+                "error": "the task kept stopping its worker; it was dead-lettered",
+                "attempt": attempt,
+                "willRetry": False,
+            },
+            also=[
+                svc.tasks.tx_update(
+                    build_id,
+                    task_id,
+                    Update()
+                    .set(status=TaskStatus.failed.value, error="dead-lettered", updatedAt=now_ms())
+                    .when(
+                        "NOT {status} IN (:c, :f, :t, :s, :x)",
+                        c="completed",
+                        f="failed",
+                        t="timeout",
+                        s="skipped",
+                        x="cancelled",
+                    ),
+                )
+            ],
+        )
+    settled = (svc.tasks.get(build_id, task_id) or {}).get("status")
+    outcome = {"completed": "completed", "cancelled": "cancelled", "skipped": None}.get(str(settled), "failed")
+    if outcome is None:
+        return
+    on_finished(
+        {"kind": "finished", "buildId": build_id, "taskId": task_id, "attempt": attempt, "outcome": outcome}, svc
+    )

@@ -25,9 +25,12 @@ _REASONS = {
 
 def metrics_of(build: dict[str, Any], tasks: list[dict[str, Any]]) -> BuildMetrics:
     plan_usage = build.get("planUsage") or {}
-    m = BuildMetrics(totalTasks=len(tasks), promptTokens=int(plan_usage.get("promptTokens", 0)),
-                     completionTokens=int(plan_usage.get("completionTokens", 0)),
-                     costUsd=plan_usage.get("costUsd", 0.0))
+    m = BuildMetrics(
+        totalTasks=len(tasks),
+        promptTokens=int(plan_usage.get("promptTokens", 0)),
+        completionTokens=int(plan_usage.get("completionTokens", 0)),
+        costUsd=plan_usage.get("costUsd", 0.0),
+    )
     for t in tasks:
         status = t.get("status")
         m.completedTasks += status == TaskStatus.completed
@@ -61,11 +64,18 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
     tasks = svc.tasks.list(build_id)
     metrics = metrics_of(build, tasks)
     error = state.get("error")
-    not_terminal = Update().when("NOT {status} IN (:c, :cwe, :f, :x, :t)", c="completed",
-                                 cwe="completed_with_errors", f="failed", x="cancelled", t="timed_out")
+    not_terminal = Update().when(
+        "NOT {status} IN (:c, :cwe, :f, :x, :t)",
+        c="completed",
+        cwe="completed_with_errors",
+        f="failed",
+        x="cancelled",
+        t="timed_out",
+    )
     if not error:
-        status = (BuildStatus.completed if metrics.completedTasks == metrics.totalTasks
-                  else BuildStatus.completed_with_errors)
+        status = (
+            BuildStatus.completed if metrics.completedTasks == metrics.totalTasks else BuildStatus.completed_with_errors
+        )
         data: dict[str, Any] = {"status": status.value, "metrics": metrics.model_dump(), "files": file_paths(tasks)}
         event = EventType.build_completed
     else:
@@ -77,8 +87,14 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
         event = EventType.build_failed
         if reason == FailureReason.timed_out:
             _halt_dispatch(svc, build_id)
-    update = not_terminal.set(status=status.value, metrics=metrics.model_dump(), finishedAt=now_ms(),
-                              updatedAt=now_ms(), failureReason=data.get("reason"), message=data.get("message"))
+    update = not_terminal.set(
+        status=status.value,
+        metrics=metrics.model_dump(),
+        finishedAt=now_ms(),
+        updatedAt=now_ms(),
+        failureReason=data.get("reason"),
+        message=data.get("message"),
+    )
     try:
         svc.events.record(build_id, event, data, also=[svc.builds.tx_update(build_id, update)])
     except StateConflict:

@@ -33,8 +33,7 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
 
     provider = svc.provider
     plan_id = new_plan_id()
-    context = PlanContext(build_id=build_id, framework=build.get("framework"),
-                          files=_input_files(svc, build))
+    context = PlanContext(build_id=build_id, framework=build.get("framework"), files=_input_files(svc, build))
     items: list[dict[str, Any] | MalformedTask] = []
     shown = 0
     try:
@@ -47,57 +46,75 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
                 except ValidationError:
                     continue
                 shown += 1
-                svc.events.record(build_id, EventType.plan_partial, {
-                    "planId": plan_id, "totalTasksSoFar": shown, "latestTasks": [task.summary()]})
+                svc.events.record(
+                    build_id,
+                    EventType.plan_partial,
+                    {"planId": plan_id, "totalTasksSoFar": shown, "latestTasks": [task.summary()]},
+                )
         usage = stream.usage
     except ProviderError as exc:
         raise PlanningFailed(f"the AI provider failed while planning: {exc}") from None
 
     heal_usage: list[Usage] = []
     plan = validate_plan(
-        items, _healer(svc, build_id, heal_usage),
+        items,
+        _healer(svc, build_id, heal_usage),
         allow_linear=svc.settings.allow_linear_fallback,
         approval_required=bool(build.get("requireApproval")),
     )
     for extra in heal_usage:
         usage = usage + extra
     for w in plan.warnings:
-        svc.events.record(build_id, EventType.plan_warning, {
-            "planId": plan_id, "warning": w.warning, "message": w.message, "cycles": w.cycles})
+        svc.events.record(
+            build_id,
+            EventType.plan_warning,
+            {"planId": plan_id, "warning": w.warning, "message": w.message, "cycles": w.cycles},
+        )
     if plan.cycles:
         count("plan.cycles_detected")
     if plan.recovery:
         count(f"plan.recovery.{plan.recovery.value}")
     if plan.failed:
         count("plan.hard_blocked")
-        raise CircularDependencies("The plan's tasks depend on each other in a circle: "
-                                   + "; ".join(plan.cycles))
+        raise CircularDependencies("The plan's tasks depend on each other in a circle: " + "; ".join(plan.cycles))
     if not plan.tasks:
         raise PlanningFailed("the AI provider returned no usable task")
 
     svc.tasks.put_plan(build_id, plan_id, plan.tasks)
     deps = {t.id: t.dependencies for t in plan.tasks}
-    estimated = 0.0 if plan.blocked else dag.critical_path_length(
-        deps, {t.id: t.estimatedDuration for t in plan.tasks})
-    update = Update().set(
-        planId=plan_id, recovery=plan.recovery.value if plan.recovery else None,
-        estimatedDuration=estimated, taskCount=len(plan.tasks), blocked=plan.blocked,
-        cycles=plan.cycles or None, planUsage=usage.model_dump(), updatedAt=now_ms(),
-    ).when("{status} = :planning", planning=BuildStatus.planning.value)
+    estimated = 0.0 if plan.blocked else dag.critical_path_length(deps, {t.id: t.estimatedDuration for t in plan.tasks})
+    update = (
+        Update()
+        .set(
+            planId=plan_id,
+            recovery=plan.recovery.value if plan.recovery else None,
+            estimatedDuration=estimated,
+            taskCount=len(plan.tasks),
+            blocked=plan.blocked,
+            cycles=plan.cycles or None,
+            planUsage=usage.model_dump(),
+            updatedAt=now_ms(),
+        )
+        .when("{status} = :planning", planning=BuildStatus.planning.value)
+    )
     if plan.blocked:
         count("plan.hard_blocked")
-        svc.events.record(build_id, EventType.plan_blocked,
-                          {"planId": plan_id, "reason": "circular_dependencies", "cycles": plan.cycles},
-                          also=[svc.builds.tx_update(build_id, update)])
+        svc.events.record(
+            build_id,
+            EventType.plan_blocked,
+            {"planId": plan_id, "reason": "circular_dependencies", "cycles": plan.cycles},
+            also=[svc.builds.tx_update(build_id, update)],
+        )
         logger.warning("plan blocked on cycles", extra={"cycles": plan.cycles, "message": BLOCKED_MESSAGE})
     else:
         data = PlanGeneratedData(
-            planId=plan_id, taskCount=len(plan.tasks), estimatedDuration=estimated,
+            planId=plan_id,
+            taskCount=len(plan.tasks),
+            estimatedDuration=estimated,
             recovery=plan.recovery.value if plan.recovery else None,
             tasks=[PlannedTask(**t.summary(), dependsOn=t.dependencies) for t in plan.tasks],
         )
-        svc.events.record(build_id, EventType.plan_generated, data,
-                          also=[svc.builds.tx_update(build_id, update)])
+        svc.events.record(build_id, EventType.plan_generated, data, also=[svc.builds.tx_update(build_id, update)])
     return _result(svc, svc.builds.require(build_id))
 
 
@@ -106,8 +123,11 @@ def _result(svc: Services, build: dict[str, Any]) -> dict[str, Any]:
     remaining = max(1, int(svc.settings.build_timeout_seconds - elapsed))
     first_run = build["status"] == BuildStatus.planning
     wants = bool(build.get("requireApproval")) or bool(build.get("blocked"))
-    return {"requireApproval": first_run and wants,
-            "taskCount": int(build.get("taskCount", 0)), "remainingSeconds": remaining}
+    return {
+        "requireApproval": first_run and wants,
+        "taskCount": int(build.get("taskCount", 0)),
+        "remainingSeconds": remaining,
+    }
 
 
 def _input_files(svc: Services, build: dict[str, Any]) -> dict[str, str]:
@@ -116,10 +136,16 @@ def _input_files(svc: Services, build: dict[str, Any]) -> dict[str, str]:
 
 def _healer(svc: Services, build_id: str, usage: list[Usage]) -> Healer:
     def heal(purpose: str, text: str, error: str, extra: dict[str, Any]) -> str:
-        ctx = TaskContext(build_id=build_id, task_id="plan", task_type="heal_json", task_name="heal plan",
-                          deadline_s=svc.settings.task_timeout_seconds)
+        ctx = TaskContext(
+            build_id=build_id,
+            task_id="plan",
+            task_type="heal_json",
+            task_name="heal plan",
+            deadline_s=svc.settings.task_timeout_seconds,
+        )
         result = svc.provider.transform(
-            TransformKind.heal_json, {"text": text, "error": error, "purpose": purpose, **extra}, ctx)
+            TransformKind.heal_json, {"text": text, "error": error, "purpose": purpose, **extra}, ctx
+        )
         usage.append(result.usage)
         return result.text or json.dumps({})
 

@@ -73,12 +73,36 @@ def run_task(msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | 
         return
     started = now_ms()
     try:
-        svc.events.record(msg.buildId, EventType.task_started, {
-            "taskId": task.id, "taskName": task.name, "description": task.description, "attempt": msg.attempt,
-        }, also=[svc.tasks.tx_update(msg.buildId, task.id, Update().set(
-            status=TaskStatus.in_progress.value, attempt=msg.attempt, startedAt=started, updatedAt=started,
-        ).when("(attribute_not_exists({attempt}) OR {attempt} < :a) AND NOT {status} IN (:c, :s, :x)",
-               a=msg.attempt, c="completed", s="skipped", x="cancelled"))])
+        svc.events.record(
+            msg.buildId,
+            EventType.task_started,
+            {
+                "taskId": task.id,
+                "taskName": task.name,
+                "description": task.description,
+                "attempt": msg.attempt,
+            },
+            also=[
+                svc.tasks.tx_update(
+                    msg.buildId,
+                    task.id,
+                    Update()
+                    .set(
+                        status=TaskStatus.in_progress.value,
+                        attempt=msg.attempt,
+                        startedAt=started,
+                        updatedAt=started,
+                    )
+                    .when(
+                        "(attribute_not_exists({attempt}) OR {attempt} < :a) AND NOT {status} IN (:c, :s, :x)",
+                        a=msg.attempt,
+                        c="completed",
+                        s="skipped",
+                        x="cancelled",
+                    ),
+                )
+            ],
+        )
     except StateConflict:
         _replay(svc, msg, item, task)
         return
@@ -103,15 +127,37 @@ def run_task(msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | 
     usage = Usage() if cached else result.usage
     duration = now_ms() - started
     try:
-        svc.events.record(msg.buildId, EventType.task_completed, {
-            "taskId": task.id, "taskName": task.name, "filesCreated": len(infos),
-            "files": [f.path for f in infos], "cached": cached, "durationMs": duration,
-            "usage": usage.public(),
-        }, also=[svc.tasks.tx_update(msg.buildId, task.id, Update().set(
-            status=TaskStatus.completed.value, files=[f.model_dump() for f in infos], cached=cached,
-            usage=usage.model_dump(), durationMs=duration, completedAt=now_ms(), updatedAt=now_ms(),
-            error=None,
-        ).when("{status} = :ip AND {attempt} = :a", ip=TaskStatus.in_progress.value, a=msg.attempt))])
+        svc.events.record(
+            msg.buildId,
+            EventType.task_completed,
+            {
+                "taskId": task.id,
+                "taskName": task.name,
+                "filesCreated": len(infos),
+                "files": [f.path for f in infos],
+                "cached": cached,
+                "durationMs": duration,
+                "usage": usage.public(),
+            },
+            also=[
+                svc.tasks.tx_update(
+                    msg.buildId,
+                    task.id,
+                    Update()
+                    .set(
+                        status=TaskStatus.completed.value,
+                        files=[f.model_dump() for f in infos],
+                        cached=cached,
+                        usage=usage.model_dump(),
+                        durationMs=duration,
+                        completedAt=now_ms(),
+                        updatedAt=now_ms(),
+                        error=None,
+                    )
+                    .when("{status} = :ip AND {attempt} = :a", ip=TaskStatus.in_progress.value, a=msg.attempt),
+                )
+            ],
+        )
     except StateConflict:
         logger.info("task result discarded: the attempt was settled elsewhere", extra=msg.model_dump())
         return
@@ -123,8 +169,13 @@ def run_task(msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | 
 
 def _call_with_timeout(svc: Services, task: Task, context: TaskContext, budget_s: float) -> TransformResult:
     kind = _KIND.get(task.type, TransformKind.code_gen)
-    payload = {"prompt": task.input.prompt or task.description, "context": task.input.context,
-               "targetPath": task.input.targetPath, "description": task.description, "name": task.name}
+    payload = {
+        "prompt": task.input.prompt or task.description,
+        "context": task.input.context,
+        "targetPath": task.input.targetPath,
+        "description": task.description,
+        "name": task.name,
+    }
     future = _pool.submit(svc.provider.transform, kind, payload, context)
     try:
         return future.result(timeout=budget_s)
@@ -142,10 +193,19 @@ def _context(svc: Services, build: dict[str, Any], task: Task, attempt: int, bud
     for path in build.get("inputFiles") or []:
         if task.type == TaskType.modify_file and path == task.input.targetPath:
             files[path] = svc.files.get_text(build["buildId"], path, kind="input")
-    return TaskContext(build_id=build["buildId"], task_id=task.id, task_type=task.type.value,
-                       task_name=task.name, attempt=attempt, build_prompt=build["prompt"],
-                       framework=build.get("framework"), target_path=task.input.targetPath,
-                       files=files, deadline_s=budget_s, cancel=threading.Event())
+    return TaskContext(
+        build_id=build["buildId"],
+        task_id=task.id,
+        task_type=task.type.value,
+        task_name=task.name,
+        attempt=attempt,
+        build_prompt=build["prompt"],
+        framework=build.get("framework"),
+        target_path=task.input.targetPath,
+        files=files,
+        deadline_s=budget_s,
+        cancel=threading.Event(),
+    )
 
 
 def _store_files(svc: Services, build_id: str, task: Task, files: list[GeneratedFile]) -> list[FileInfo]:
@@ -154,22 +214,24 @@ def _store_files(svc: Services, build_id: str, task: Task, files: list[Generated
     return [svc.files.put(build_id, safe_relative_path(f.path), f.content, task.id) for f in files]
 
 
-def _settle_failure(svc: Services, msg: TaskMessage, task: Task, error: str, *, timed_out: bool,
-                    started: int) -> None:
+def _settle_failure(svc: Services, msg: TaskMessage, task: Task, error: str, *, timed_out: bool, started: int) -> None:
     will_retry = msg.attempt < svc.settings.task_max_attempts
-    if will_retry:
-        status = TaskStatus.queued
-    else:
-        status = TaskStatus.timeout if timed_out else TaskStatus.failed
-    update = Update().set(status=status.value, error=error, updatedAt=now_ms(),
-                          durationMs=now_ms() - started).when(
-        "{status} = :ip AND {attempt} = :a", ip=TaskStatus.in_progress.value, a=msg.attempt)
+    status = TaskStatus.queued if will_retry else TaskStatus.timeout if timed_out else TaskStatus.failed
+    update = (
+        Update()
+        .set(status=status.value, error=error, updatedAt=now_ms(), durationMs=now_ms() - started)
+        .when("{status} = :ip AND {attempt} = :a", ip=TaskStatus.in_progress.value, a=msg.attempt)
+    )
     if timed_out:
-        event, data = EventType.task_timeout, {"taskId": task.id, "taskName": task.name,
-                                               "attempt": msg.attempt, "willRetry": will_retry}
+        event, data = (
+            EventType.task_timeout,
+            {"taskId": task.id, "taskName": task.name, "attempt": msg.attempt, "willRetry": will_retry},
+        )
     else:
-        event, data = EventType.task_failed, {"taskId": task.id, "taskName": task.name, "error": error,
-                                              "attempt": msg.attempt, "willRetry": will_retry}
+        event, data = (
+            EventType.task_failed,
+            {"taskId": task.id, "taskName": task.name, "error": error, "attempt": msg.attempt, "willRetry": will_retry},
+        )
     try:
         svc.events.record(msg.buildId, event, data, also=[svc.tasks.tx_update(msg.buildId, task.id, update)])
     except StateConflict:
@@ -181,8 +243,9 @@ def _settle_failure(svc: Services, msg: TaskMessage, task: Task, error: str, *, 
 def _follow_failure(svc: Services, msg: TaskMessage, will_retry: bool) -> None:
     if will_retry:
         delay = backoff_seconds(msg.attempt, svc.settings.task_retry_base_seconds)
-        send_batch(svc.settings.tasks_queue_url,
-                   [task_message(msg.buildId, msg.taskId, msg.attempt + 1, delay_s=round(delay))])
+        send_batch(
+            svc.settings.tasks_queue_url, [task_message(msg.buildId, msg.taskId, msg.attempt + 1, delay_s=round(delay))]
+        )
     else:
         _tell_dispatcher(svc, msg, "failed", 0.0)
 
@@ -193,17 +256,26 @@ def backoff_seconds(attempt: int, base: float) -> float:
 
 
 def _tell_dispatcher(svc: Services, msg: TaskMessage, outcome: str, cost: float) -> None:
-    body = {"kind": "finished", "buildId": msg.buildId, "taskId": msg.taskId, "attempt": msg.attempt,
-            "outcome": outcome, "costUsd": cost}
-    send_batch(svc.settings.task_finished_queue_url,
-               [finished_message(body, f"{msg.taskId}:{msg.attempt}:{outcome}")])
+    body = {
+        "kind": "finished",
+        "buildId": msg.buildId,
+        "taskId": msg.taskId,
+        "attempt": msg.attempt,
+        "outcome": outcome,
+        "costUsd": cost,
+    }
+    send_batch(svc.settings.task_finished_queue_url, [finished_message(body, f"{msg.taskId}:{msg.attempt}:{outcome}")])
 
 
 def _cancel(svc: Services, msg: TaskMessage, item: dict[str, Any]) -> None:
     try:
-        svc.tasks.update(msg.buildId, msg.taskId, Update().set(status=TaskStatus.cancelled.value,
-                                                               updatedAt=now_ms())
-                         .when("{status} IN (:p, :q)", p="pending", q="queued"))
+        svc.tasks.update(
+            msg.buildId,
+            msg.taskId,
+            Update()
+            .set(status=TaskStatus.cancelled.value, updatedAt=now_ms())
+            .when("{status} IN (:p, :q)", p="pending", q="queued"),
+        )
     except StateConflict:
         return
     _tell_dispatcher(svc, msg, "cancelled", 0.0)
@@ -226,21 +298,28 @@ def _replay(svc: Services, msg: TaskMessage, item: dict[str, Any], task: Task) -
         started = int(current.get("startedAt", 0))
         stale_after = (svc.settings.task_timeout_seconds + 30) * 1000
         if now_ms() - started > stale_after:  # its worker died mid-task: that attempt failed
-            _settle_failure(svc, msg, task, "the worker stopped before the task finished",
-                            timed_out=False, started=started)
+            _settle_failure(
+                svc, msg, task, "the worker stopped before the task finished", timed_out=False, started=started
+            )
 
 
 # --- cache --------------------------------------------------------------------------------------
 def _cache_key(svc: Services, task: Task, context: TaskContext) -> str | None:
     if svc.settings.task_cache_ttl_seconds <= 0:
         return None
-    material = json.dumps({
-        "type": task.type.value, "input": task.input.model_dump(mode="json", exclude={"dependencies"}),
-        "name": task.name, "description": task.description, "framework": context.framework,
-        "prompt": context.build_prompt, "files": sorted(
-            (p, hashlib.sha256(c.encode()).hexdigest()) for p, c in context.files.items()),
-        "provider": svc.provider.identity(),
-    }, sort_keys=True)
+    material = json.dumps(
+        {
+            "type": task.type.value,
+            "input": task.input.model_dump(mode="json", exclude={"dependencies"}),
+            "name": task.name,
+            "description": task.description,
+            "framework": context.framework,
+            "prompt": context.build_prompt,
+            "files": sorted((p, hashlib.sha256(c.encode()).hexdigest()) for p, c in context.files.items()),
+            "provider": svc.provider.identity(),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -248,8 +327,7 @@ def _cache_get(svc: Services, key: str | None) -> TransformResult | None:
     if not key:
         return None
     try:
-        item = client("dynamodb").get_item(TableName=svc.settings.cache_table,
-                                           Key={"cacheKey": {"S": key}}).get("Item")
+        item = client("dynamodb").get_item(TableName=svc.settings.cache_table, Key={"cacheKey": {"S": key}}).get("Item")
     except Exception as exc:  # the cache is an optimisation: never fail a task on it
         logger.warning("cache read failed", extra={"code": error_code(exc)})
         return None
@@ -266,8 +344,11 @@ def _cache_put(svc: Services, key: str, result: TransformResult) -> None:
     if len(json.dumps(body)) > 350_000:
         return  # too big for one item; not worth caching
     try:
-        client("dynamodb").put_item(TableName=svc.settings.cache_table, Item=to_item({
-            "cacheKey": key, "files": body,
-            "expiresAt": int(time.time()) + svc.settings.task_cache_ttl_seconds}))
+        client("dynamodb").put_item(
+            TableName=svc.settings.cache_table,
+            Item=to_item(
+                {"cacheKey": key, "files": body, "expiresAt": int(time.time()) + svc.settings.task_cache_ttl_seconds}
+            ),
+        )
     except Exception as exc:
         logger.warning("cache write failed", extra={"code": error_code(exc)})

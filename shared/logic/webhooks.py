@@ -76,9 +76,12 @@ def _url_for(svc: Services, build_id: str) -> str | None:
 
 
 def _mark(svc: Services, event: Event, state: str, reason: str | None = None) -> None:
-    client("dynamodb").update_item(**Update().set(delivery=state, deliveryReason=reason,
-                                                  deliveryAt=now_ms()).when("attribute_exists({seq})").kwargs(
-        svc.settings.events_table, {"buildId": event.buildId, "seq": event.seq}))
+    client("dynamodb").update_item(
+        **Update()
+        .set(delivery=state, deliveryReason=reason, deliveryAt=now_ms())
+        .when("attribute_exists({seq})")
+        .kwargs(svc.settings.events_table, {"buildId": event.buildId, "seq": event.seq})
+    )
 
 
 def handle(msg: Received, dlq_url: str | None = None, svc: Services | None = None) -> None:
@@ -110,11 +113,18 @@ def handle(msg: Received, dlq_url: str | None = None, svc: Services | None = Non
         _mark(svc, event, "dead", result.reason)
         count("webhook.dead_lettered")
         raise RetryLater(f"last attempt failed: {result.reason}")
-    delay = backoff_seconds(msg.receive_count, svc.settings.webhook_backoff_base_seconds,
-                            svc.settings.webhook_backoff_max_seconds, result.retry_after_s)
+    delay = backoff_seconds(
+        msg.receive_count,
+        svc.settings.webhook_backoff_base_seconds,
+        svc.settings.webhook_backoff_max_seconds,
+        result.retry_after_s,
+    )
     try:
-        client("sqs").change_message_visibility(QueueUrl=msg.queue_url, ReceiptHandle=msg.receipt_handle,
-                                                VisibilityTimeout=int(min(43_200, max(0, round(delay)))))
+        client("sqs").change_message_visibility(
+            QueueUrl=msg.queue_url,
+            ReceiptHandle=msg.receipt_handle,
+            VisibilityTimeout=int(min(43_200, max(0, round(delay)))),
+        )
     except Exception:  # the default visibility timeout still brings it back
         logger.warning("could not set the webhook retry delay", extra={"eventId": event.id})
     raise RetryLater(f"attempt {msg.receive_count} failed: {result.reason}")
@@ -123,8 +133,11 @@ def handle(msg: Received, dlq_url: str | None = None, svc: Services | None = Non
 def _dead_letter(svc: Services, msg: Received, event: Event, dlq_url: str | None, reason: str) -> None:
     _mark(svc, event, "dead", reason)
     if dlq_url:
-        client("sqs").send_message(QueueUrl=dlq_url, MessageBody=msg.body, MessageAttributes={
-            "reason": {"DataType": "String", "StringValue": reason[:1000]}})
+        client("sqs").send_message(
+            QueueUrl=dlq_url,
+            MessageBody=msg.body,
+            MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:1000]}},
+        )
     else:
         logger.error("webhook refused and no DLQ configured", extra={"eventId": event.id, "reason": reason})
 
@@ -134,9 +147,13 @@ def delivery_summary(build_id: str, svc: Services | None = None) -> dict[str, in
     svc = svc or services()
     ddb = client("dynamodb")
     counts: dict[str, int] = {}
-    kwargs: dict[str, Any] = {"TableName": svc.settings.events_table, "KeyConditionExpression": "buildId = :b",
-                              "ExpressionAttributeValues": {":b": {"S": build_id}},
-                              "ProjectionExpression": "delivery", "ConsistentRead": True}
+    kwargs: dict[str, Any] = {
+        "TableName": svc.settings.events_table,
+        "KeyConditionExpression": "buildId = :b",
+        "ExpressionAttributeValues": {":b": {"S": build_id}},
+        "ProjectionExpression": "delivery",
+        "ConsistentRead": True,
+    }
     while True:
         resp = ddb.query(**kwargs)
         for item in resp.get("Items") or []:

@@ -25,8 +25,13 @@ class BuildStatus(StrEnum):
 
 
 TERMINAL_BUILD_STATUSES = frozenset(
-    {BuildStatus.completed, BuildStatus.completed_with_errors, BuildStatus.failed,
-     BuildStatus.cancelled, BuildStatus.timed_out}
+    {
+        BuildStatus.completed,
+        BuildStatus.completed_with_errors,
+        BuildStatus.failed,
+        BuildStatus.cancelled,
+        BuildStatus.timed_out,
+    }
 )
 
 

@@ -134,8 +134,7 @@ class Usage(BaseModel):
 
     def public(self) -> dict[str, object]:
         """The `usage` object of CONTRACT §3."""
-        return {"promptTokens": self.promptTokens, "completionTokens": self.completionTokens,
-                "costUsd": self.costUsd}
+        return {"promptTokens": self.promptTokens, "completionTokens": self.completionTokens, "costUsd": self.costUsd}
 
 
 class FileInfo(BaseModel):

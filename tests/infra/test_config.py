@@ -81,9 +81,7 @@ def test_log_retention_rounds_up_to_a_cloudwatch_step() -> None:
     assert log_retention(5000) == logs.RetentionDays.TWO_YEARS
 
 
-def test_layer_bundling_runs_pip_for_lambda_without_docker(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_layer_bundling_runs_pip_for_lambda_without_docker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from infra import packaging
 
     calls: list[list[str]] = []

@@ -34,9 +34,7 @@ def test_stack_and_local_runtime_share_the_asl_file() -> None:
     assert "statemachine.asl.json" in source or "ASL_PATH" in source, (
         "the local runtime must load infra/statemachine.asl.json"
     )
-    assert "FUNCTION_HANDLERS" in source, (
-        "the local runtime must build its function set from FUNCTION_HANDLERS"
-    )
+    assert "FUNCTION_HANDLERS" in source, "the local runtime must build its function set from FUNCTION_HANDLERS"
 
 
 def test_function_assets_hold_only_what_the_function_imports(synth: Synthesized) -> None:

@@ -91,7 +91,7 @@ def test_files_bucket_is_private_encrypted_tls_only_and_expires(synth: Synthesiz
     bucket_id = ids(synth, synth.stack.storage.files)
     bucket = synth.resources[bucket_id]["Properties"]
     (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"  # what FileStore.put asks for
     assert bucket["PublicAccessBlockConfiguration"] == {
         "BlockPublicAcls": True,
         "BlockPublicPolicy": True,
@@ -152,9 +152,7 @@ def test_every_queue_is_encrypted_and_tls_only(synth: Synthesized) -> None:
     queues = synth.of_type("AWS::SQS::Queue")
     assert len(queues) == 7
     for qid, queue in queues.items():
-        assert (
-            queue["Properties"].get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue["Properties"]
-        )
+        assert queue["Properties"].get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue["Properties"]
         assert _denies_insecure_transport(synth, "AWS::SQS::QueuePolicy", "Queues", qid), qid
 
 
@@ -222,9 +220,10 @@ WIRING = {
         c.EVENTS_TABLE,
         c.IDEMPOTENCY_TABLE,
         c.FILES_BUCKET,
+        c.TASK_FINISHED_QUEUE_URL,
         c.STATE_MACHINE_ARN,
     },
-    "plan": {c.BUILDS_TABLE, c.TASKS_TABLE, c.EVENTS_TABLE, c.PROVIDER_SECRET_ARN},
+    "plan": {c.BUILDS_TABLE, c.TASKS_TABLE, c.EVENTS_TABLE, c.FILES_BUCKET, c.PROVIDER_SECRET_ARN},
     "dispatch": {c.BUILDS_TABLE, c.TASKS_TABLE, c.EVENTS_TABLE, c.TASKS_QUEUE_URL},
     "task": {
         c.BUILDS_TABLE,
@@ -236,7 +235,7 @@ WIRING = {
         c.TASK_FINISHED_QUEUE_URL,
         c.PROVIDER_SECRET_ARN,
     },
-    "webhook": {c.BUILDS_TABLE, c.EVENTS_TABLE, c.WEBHOOK_QUEUE_URL, c.WEBHOOK_SECRET_ARN},
+    "webhook": {c.BUILDS_TABLE, c.EVENTS_TABLE, c.WEBHOOK_QUEUE_URL, c.WEBHOOK_DLQ_URL, c.WEBHOOK_SECRET_ARN},
 }
 
 
@@ -252,6 +251,7 @@ def _wiring_targets(synth: Synthesized) -> dict[str, str]:
         c.TASKS_QUEUE_URL: ids(synth, s.queues.tasks),
         c.TASK_FINISHED_QUEUE_URL: ids(synth, s.queues.task_finished),
         c.WEBHOOK_QUEUE_URL: ids(synth, s.queues.webhooks),
+        c.WEBHOOK_DLQ_URL: ids(synth, s.queues.webhooks_dlq),
         c.STATE_MACHINE_ARN: ids(synth, s.workflow.state_machine),
         c.WEBHOOK_SECRET_ARN: ids(synth, s.secrets.webhook),
         c.PROVIDER_SECRET_ARN: ids(synth, s.secrets.providers),
@@ -273,12 +273,7 @@ def test_function_environment(synth: Synthesized, name: str) -> None:
     assert env[c.AI_PROVIDER] == TEST_CONTEXT["aiProvider"]
     assert env[c.TASK_TIMEOUT_SECONDS] == "60"
     assert env[c.WEBHOOK_MAX_ATTEMPTS] == "8"
-    extra = (
-        set(env)
-        - wiring
-        - set(APP_SETTING_VARS)
-        - {c.POWERTOOLS_SERVICE_NAME, c.POWERTOOLS_METRICS_NAMESPACE}
-    )
+    extra = set(env) - wiring - set(APP_SETTING_VARS) - {c.POWERTOOLS_SERVICE_NAME, c.POWERTOOLS_METRICS_NAMESPACE}
     assert not extra
     secret_names = {c.ANTHROPIC_API_KEY, c.OPENAI_API_KEY, c.WEBHOOK_SECRET}
     assert not secret_names & set(env), "secrets come from Secrets Manager, never the environment"
@@ -340,16 +335,24 @@ def _granted(synth: Synthesized, name: str) -> dict[str, set[str]]:
     return out
 
 
+def _put_patterns(synth: Synthesized, name: str) -> list[str]:
+    out = []
+    for st in statements_of(synth, role_of(synth, synth.logical_ids[name])):
+        if "s3:PutObject" in as_list(st["Action"]):
+            out.extend(json.dumps(r) for r in as_list(st["Resource"]))
+    return out
+
+
 def test_least_privilege_per_function(synth: Synthesized) -> None:
     t = _wiring_targets(synth)
     granted = {n: _granted(synth, n) for n in c.FUNCTION_HANDLERS}
     sm = t[c.STATE_MACHINE_ARN]
 
-    # Which service each function may touch at all.
+    # Which services each function may touch at all.
     services = {n: {a.split(":")[0] for a in g} - {"logs", "xray"} for n, g in granted.items()}
     assert services == {
-        "api": {"dynamodb", "s3", "states"},
-        "plan": {"dynamodb", "secretsmanager"},
+        "api": {"dynamodb", "s3", "sqs", "states"},
+        "plan": {"dynamodb", "s3", "secretsmanager"},
         "dispatch": {"dynamodb", "sqs", "states"},
         "task": {"dynamodb", "s3", "sqs", "secretsmanager"},
         "webhook": {"dynamodb", "sqs", "secretsmanager"},
@@ -358,14 +361,23 @@ def test_least_privilege_per_function(synth: Synthesized) -> None:
     assert api["states:StartExecution"] == {sm}
     assert api["states:StopExecution"] == {sm}
     assert api["states:SendTaskSuccess"] == api["states:SendTaskFailure"] == {sm}
-    assert api["dynamodb:DeleteItem"] == {t[c.IDEMPOTENCY_TABLE]}
+    assert api["dynamodb:DeleteItem"] == {t[c.IDEMPOTENCY_TABLE], t[c.TASKS_TABLE]}
     assert api["s3:GetObject"] == api["s3:ListBucket"] == {t[c.FILES_BUCKET]}
-    assert "s3:PutObject" not in api
+    assert api["sqs:SendMessage"] == {t[c.TASK_FINISHED_QUEUE_URL]}
+    assert "sqs:ReceiveMessage" not in api
+    assert [p for p in _put_patterns(synth, "api")] and all(
+        "/builds/*/input/*" in p for p in _put_patterns(synth, "api")
+    )
+    assert [p for p in _put_patterns(synth, "task")] and all(
+        "/builds/*/files/*" in p for p in _put_patterns(synth, "task")
+    )
     for name in ("plan", "dispatch", "task", "webhook"):
         assert "dynamodb:DeleteItem" not in granted[name]
         assert t[c.IDEMPOTENCY_TABLE] not in set().union(*granted[name].values())
-    assert granted["task"]["s3:PutObject"] == {t[c.FILES_BUCKET]}
-    assert granted["task"]["sqs:SendMessage"] == {t[c.TASK_FINISHED_QUEUE_URL]}
+    for name in ("plan", "dispatch", "webhook"):
+        assert "s3:PutObject" not in granted[name]
+    assert "s3:GetObject" not in granted["dispatch"] and "s3:GetObject" not in granted["webhook"]
+    assert granted["task"]["sqs:SendMessage"] == {t[c.TASK_FINISHED_QUEUE_URL], t[c.TASKS_QUEUE_URL]}
     assert granted["task"]["sqs:ReceiveMessage"] == {t[c.TASKS_QUEUE_URL]}
     assert granted["task"]["sqs:ChangeMessageVisibility"] == {t[c.TASKS_QUEUE_URL]}
     assert granted["task"]["dynamodb:PutItem"] == {
@@ -379,9 +391,13 @@ def test_least_privilege_per_function(synth: Synthesized) -> None:
         t[c.TASK_FINISHED_QUEUE_URL],
         ids(synth, synth.stack.queues.tasks_dlq),
     }
+    assert granted["dispatch"]["states:SendTaskSuccess"] == {sm}
+    assert "states:StartExecution" not in granted["dispatch"]
     assert granted["webhook"]["sqs:ReceiveMessage"] == {t[c.WEBHOOK_QUEUE_URL]}
+    assert granted["webhook"]["sqs:SendMessage"] == {t[c.WEBHOOK_DLQ_URL]}
     assert granted["webhook"]["secretsmanager:GetSecretValue"] == {t[c.WEBHOOK_SECRET_ARN]}
     assert granted["plan"]["secretsmanager:GetSecretValue"] == {t[c.PROVIDER_SECRET_ARN]}
+    assert granted["task"]["secretsmanager:GetSecretValue"] == {t[c.PROVIDER_SECRET_ARN]}
     assert set(granted["webhook"]) & {"dynamodb:PutItem", "dynamodb:BatchWriteItem"} == set()
     # Only the API reaches the byOwner index, by name.
     index_grants = [

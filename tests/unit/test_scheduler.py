@@ -8,7 +8,6 @@ here (not the scheduler's own helpers) says what must have happened.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 
 import pytest
@@ -19,7 +18,7 @@ from shared import scheduler
 from shared.models.plan import Task
 from tests.helpers import task
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- the reference model -------------------------------------------------------------------------
@@ -121,13 +120,13 @@ class Sim:
     def redeliver(self, index: int) -> scheduler.Decision:
         """An old "finished" comes again: nothing may change; at most the last sends are repeated."""
         task_id, ok = self.delivered[index]
-        before = copy.deepcopy(self.state)
+        before = self.state.to_json()
         if ok:
             d = scheduler.task_succeeded(self.spec, self.state, task_id, self.mc)
         else:
             d = scheduler.task_failed(self.spec, self.state, task_id, self.mc)
         assert d.duplicate
-        assert self.state == before
+        assert self.state.to_json() == before
         assert set(d.sends) <= self.all_sends, "a duplicate started something new"
         assert not d.skipped
         assert d.all_terminal == self._everything_terminal()
@@ -281,6 +280,9 @@ def test_retry_reopens_a_failed_task_and_its_skipped_dependents(plan, data):
         sim.failed.discard(t)
         sim.skipped.pop(t, None)
     sim.next_attempt[target] = 2
+    # Reports from before the retry are not redelivered here: the scheduler cannot tell attempts
+    # apart, so the dispatcher must drop stale ones (see tests/integration/test_handlers.py).
+    sim.delivered = []
     sim.terminal_seen = False
     d = scheduler.fill(sim.spec, sim.state, mc)
     sim._check(d)
