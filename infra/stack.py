@@ -9,13 +9,14 @@ from constructs import Construct
 
 from infra.config import StackConfig
 from infra.constructs.api import Api
-from infra.constructs.functions import SERVICE_NAME, Functions, log_retention
+from infra.constructs.functions import SERVICE_NAME, Functions, function_specs, log_retention
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.outbox import Outbox
 from infra.constructs.queues import Queues
 from infra.constructs.secrets import Secrets
 from infra.constructs.storage import Storage
 from infra.constructs.workflow import Workflow
+from shared import constants as c
 
 
 class StepwiseStack(Stack):
@@ -27,8 +28,6 @@ class StepwiseStack(Stack):
         self.storage = Storage(self, "Storage", files_expire_days=config.files_expire_days)
         self.secrets = Secrets(self, "Secrets")
         # Function timeouts decide the queues' visibility timeouts, so they are known first.
-        from infra.constructs.functions import function_specs
-
         specs = function_specs(config)
         self.queues = Queues(
             self,
@@ -57,6 +56,8 @@ class StepwiseStack(Stack):
             dead_letter_queue=self.queues.outbox_dlq,
             log_retention=retention,
         )
+        # The API answers browser calls from the frontend origin (CORS headers on every response).
+        fns["api"].add_environment(c.CORS_ALLOW_ORIGIN, config.frontend_origin)
         self.api = Api(
             self,
             "Api",

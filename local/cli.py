@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from shared.settings import ConfigurationError
 
@@ -221,43 +222,100 @@ def _drain(build_id: str, timeout_s: float, err: Console) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    aws_port: Annotated[int, typer.Option(help="Port of the local AWS endpoint (moto), for `stepwise dlq`.")] = 0,
 ) -> None:
     """Serve the HTTP API (with its workers) on the local runtime."""
     import uvicorn
 
+    from local.dlq import state_file, write_state
     from local.runtime import LocalRuntime
     from local.server import app as asgi_app
 
     err = Console(stderr=True)
     try:
-        runtime = LocalRuntime()
+        runtime = LocalRuntime(aws_port=aws_port or _free_port())
         runtime.start()
     except ConfigurationError as exc:
         _fail_usage(err, str(exc))
     token, user = _first_user()
+    write_state({"api": f"http://{host}:{port}", "endpoint": runtime.aws_endpoint, "pid": os.getpid()})
     try:
         config = uvicorn.Config(asgi_app, host=host, port=port, log_level="warning", lifespan="on")
         server = uvicorn.Server(config)
-        Console().print(f"Stepwise API on [bold]http://{host}:{port}[/]  (dev token: [bold]{token}[/] for user {user})")
-        Console().print(f'  curl -H "Authorization: Bearer {token}" http://{host}:{port}/builds')
+        out = Console()
+        out.print(f"Stepwise API on [bold]http://{host}:{port}[/]  (dev token: [bold]{token}[/] for user {user})")
+        out.print(f'  curl -H "Authorization: Bearer {token}" http://{host}:{port}/builds')
+        out.print(f"  local AWS endpoint (moto) for `stepwise dlq`: {runtime.aws_endpoint}")
         sys.stdout.flush()
         server.run()
     finally:
+        state_file().unlink(missing_ok=True)
         runtime.stop()
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_Stack = Annotated[str | None, typer.Option("--stack", help="A deployed Stepwise stack (CloudFormation name).")]
+_QueueUrl = Annotated[str | None, typer.Option("--queue-url", help="The webhook DLQ's URL.")]
+_Endpoint = Annotated[str | None, typer.Option("--endpoint", help="AWS endpoint (default: the running serve).")]
+_Region = Annotated[str | None, typer.Option("--region", help="AWS region.")]
+
+
+def _dlq_target(stack: str | None, queue_url: str | None, endpoint: str | None, region: str | None) -> Any:
+    from local.dlq import resolve
+
+    try:
+        return resolve(stack=stack, queue_url=queue_url, endpoint=endpoint, region=region)
+    except LookupError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
 @dlq_app.command("list")
-def dlq_list() -> None:
-    """List dead webhook deliveries (needs a running `stepwise serve`; see the README)."""
-    Console(stderr=True).print("[yellow]not available yet in this build[/]")
-    raise typer.Exit(1)
+def dlq_list(
+    stack: _Stack = None,
+    queue_url: _QueueUrl = None,
+    endpoint: _Endpoint = None,
+    region: _Region = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List dead webhook deliveries (a deployed stack, a queue URL, or the running `stepwise serve`)."""
+    from local.dlq import list_dead
+
+    target = _dlq_target(stack, queue_url, endpoint, region)
+    dead = list_dead(target)
+    if json_out:
+        for d in dead:
+            sys.stdout.write(json.dumps(d.__dict__) + "\n")
+        return
+    table = Table(title=f"{len(dead)} dead webhook deliveries in {target.dlq_url}")
+    for col in ("event", "type", "build", "seq", "reason"):
+        table.add_column(col)
+    for d in dead:
+        table.add_row(d.event_id, d.event_type, d.build_id, str(d.seq or ""), d.reason or "retries exhausted")
+    Console().print(table)
 
 
 @dlq_app.command("redrive")
-def dlq_redrive() -> None:
-    """Send dead webhook deliveries again."""
-    Console(stderr=True).print("[yellow]not available yet in this build[/]")
-    raise typer.Exit(1)
+def dlq_redrive(
+    stack: _Stack = None,
+    queue_url: _QueueUrl = None,
+    endpoint: _Endpoint = None,
+    region: _Region = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+) -> None:
+    """Send dead webhook deliveries again (each gets a full set of attempts)."""
+    from local.dlq import redrive
+
+    target = _dlq_target(stack, queue_url, endpoint, region)
+    moved = redrive(target, limit)
+    Console().print(f"redrove {moved} deliveries to {target.source_url}")
 
 
 def main() -> None:  # pragma: no cover

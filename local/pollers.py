@@ -119,9 +119,10 @@ class SqsPoller:
             try:
                 result = self.handler()(event, LocalContext(self.function_name, self.timeout_s))
                 failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
-            except Exception:
-                logger.warning(
-                    "local handler raised; the batch will be retried", extra={"poller": self.name}, exc_info=True
+            except Exception as exc:  # the whole batch comes back after its visibility timeout
+                logger.info(
+                    "local handler failed its batch; it will be retried",
+                    extra={"poller": self.name, "error": str(exc).splitlines()[0][:300]},
                 )
                 failed = {m["MessageId"] for m in messages}
             done = [m for m in messages if m["MessageId"] not in failed]

@@ -73,6 +73,7 @@ class LocalRuntime:
         webhook_workers: int = 4,
         task_visibility_s: int | None = None,
         env: dict[str, str] | None = None,
+        aws_port: int | None = None,
     ) -> None:
         self.task_workers = task_workers
         self.webhook_workers = webhook_workers
@@ -84,6 +85,8 @@ class LocalRuntime:
         self._mock: Any = None
         self._saved_env: dict[str, str | None] = {}
         self._original_invoke: Any = None
+        self.aws_port = aws_port
+        self._server: Any = None
 
     # --- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> LocalRuntime:
@@ -115,8 +118,26 @@ class LocalRuntime:
         get_settings()
         self._route_lambda_invocations()
         self._start_workers()
+        if self.aws_port is not None:
+            self._serve_aws()
+
+    @property
+    def aws_endpoint(self) -> str | None:
+        return f"http://127.0.0.1:{self.aws_port}" if self._server is not None else None
+
+    def _serve_aws(self) -> None:
+        """Expose the same moto backends over HTTP on 127.0.0.1, for tools in other processes
+        (`stepwise dlq`, the AWS CLI with --endpoint-url)."""
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.aws_port or 0, verbose=False)
+        self._server.start()
+        self.aws_port = self._server.get_host_and_port()[1]  # the port the OS gave, when 0 was asked
 
     def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
         for p in self.pollers:
             p.stop()
         if self.relay:
@@ -190,7 +211,10 @@ class LocalRuntime:
         client("s3").create_bucket(Bucket=bucket)
         self._set_env(c.FILES_BUCKET, bucket)
 
-        task_visibility = self.task_visibility_s or int(task_timeout_s + 30)
+        # As on AWS: the task function may run TASK_TIMEOUT_SECONDS + 60 s; a message comes back only
+        # after that, so a live attempt is never handed to a second worker.
+        FUNCTION_TIMEOUTS["task"] = int(task_timeout_s + 60)
+        task_visibility = self.task_visibility_s or FUNCTION_TIMEOUTS["task"] + 10
         self._queue("tasks-dlq", {})
         self._queue("tasks", {"VisibilityTimeout": str(task_visibility)}, dlq="tasks-dlq", max_receive=3)
         self._queue("task-finished-dlq.fifo", {"FifoQueue": "true"})

@@ -46,6 +46,7 @@ TASK_FINISHED_QUEUE_URL: Final = "TASK_FINISHED_QUEUE_URL"
 WEBHOOK_QUEUE_URL: Final = "WEBHOOK_QUEUE_URL"
 WEBHOOK_DLQ_URL: Final = "WEBHOOK_DLQ_URL"  # refused deliveries are dead-lettered here at once
 STATE_MACHINE_ARN: Final = "STATE_MACHINE_ARN"
+CORS_ALLOW_ORIGIN: Final = "CORS_ALLOW_ORIGIN"  # the frontend origin allowed to call the API from a browser
 WEBHOOK_SECRET_ARN: Final = "WEBHOOK_SECRET_ARN"  # Secrets Manager secret holding WEBHOOK_SECRET
 PROVIDER_SECRET_ARN: Final = "PROVIDER_SECRET_ARN"  # Secrets Manager secret holding provider keys
 

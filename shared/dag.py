@@ -5,7 +5,6 @@ Edges point from a dependency to its dependent (dep -> task).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
 import networkx as nx
@@ -22,14 +21,21 @@ def graph(deps: Mapping[str, Iterable[str]]) -> nx.DiGraph:
 
 
 def find_cycles(deps: Mapping[str, Iterable[str]], limit: int = 20) -> list[list[str]]:
-    """Simple cycles, each as a node list [a, b, ..., a] in dependency order, at most `limit`."""
+    """Simple cycles, each as a node list [a, b, ..., a] in dependency order, at most `limit`.
+
+    Each cycle starts at its task listed first in `deps` (plan order), so a cycle is described the
+    same way every time ("a → b → a", never "b → a → b" for the same plan).
+    """
     g = graph(deps)
+    rank = {t: i for i, t in enumerate(deps)}
     cycles: list[list[str]] = []
     for cycle in nx.simple_cycles(g):
-        cycles.append([*cycle, cycle[0]])
+        first = min(range(len(cycle)), key=lambda i: rank[cycle[i]])
+        rotated = cycle[first:] + cycle[:first]
+        cycles.append([*rotated, rotated[0]])
         if len(cycles) >= limit:
             break
-    return cycles
+    return sorted(cycles, key=lambda c: [rank[t] for t in c])
 
 
 def describe_cycle(cycle: Sequence[str]) -> str:
@@ -109,17 +115,22 @@ def serialize_shared_targets(
     task_ids: Sequence[str], deps: Mapping[str, Sequence[str]], target: Mapping[str, str | None]
 ) -> dict[str, list[str]]:
     """Two tasks writing one targetPath never run at once: add an edge between them in plan order
-    (unless one already transitively precedes the other)."""
+    (unless one already transitively precedes the other).
+
+    Every pair of writers is checked, not only neighbours: with `a` already after `b` and `c` after
+    `b`, the pair `a`, `c` would otherwise stay unordered and could run at once."""
     current = {t: list(deps.get(t, ())) for t in task_ids}
     by_path: dict[str, list[str]] = {}
     for t in task_ids:
         path = target.get(t)
         if path:
             by_path.setdefault(path, []).append(t)
+    g = graph(current)
     for same in by_path.values():
-        for earlier, later in itertools.pairwise(same):
-            g = graph(current)
-            if nx.has_path(g, earlier, later) or nx.has_path(g, later, earlier):
-                continue
-            current[later].append(earlier)
+        for j, later in enumerate(same):
+            for earlier in reversed(same[:j]):  # nearest first, so a plain chain needs one edge each
+                if nx.has_path(g, earlier, later) or nx.has_path(g, later, earlier):
+                    continue
+                current[later].append(earlier)
+                g.add_edge(earlier, later)
     return current

@@ -7,16 +7,18 @@ STEPWISE_LOCAL_TOKENS). Domain errors and validation errors become `{"error": {.
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Annotated, Any
 from urllib.parse import quote, unquote
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Header, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared.constants import CORS_ALLOW_ORIGIN
 from shared.errors import Conflict, StepwiseError, TooLarge, Unauthorized
 from shared.logic import builds as logic
 from shared.models.build import ApprovalRequest, BuildView, CreateBuildRequest
@@ -24,7 +26,15 @@ from shared.models.plan import FileInfo
 from shared.observability import correlate, lambda_handler, logger
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
-app = APIGatewayRestResolver(enable_validation=True)
+_origin = os.environ.get(CORS_ALLOW_ORIGIN)
+app = APIGatewayRestResolver(
+    enable_validation=True,
+    cors=CORSConfig(
+        allow_origin=_origin, allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], max_age=600
+    )
+    if _origin
+    else None,
+)
 
 
 def _error(status: int, code: str, message: str, details: Any = None) -> Response[Any]:

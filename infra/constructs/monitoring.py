@@ -57,14 +57,27 @@ class Monitoring(Construct):
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         action = cw_actions.SnsAction(self.topic)
 
-        def alarm(construct_id: str, description: str, **props: object) -> cw.Alarm:
+        def alarm(
+            construct_id: str,
+            description: str,
+            *,
+            metric: cw.IMetric,
+            threshold: float,
+            comparison_operator: cw.ComparisonOperator,
+            evaluation_periods: int,
+            datapoints_to_alarm: int | None = None,
+        ) -> cw.Alarm:
             created = cw.Alarm(
                 self,
                 construct_id,
                 alarm_description=description,
+                metric=metric,
+                threshold=threshold,
+                comparison_operator=comparison_operator,
+                evaluation_periods=evaluation_periods,
+                datapoints_to_alarm=datapoints_to_alarm,
                 treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-                **props,
-            )  # type: ignore[arg-type]
+            )
             created.add_alarm_action(action)
             created.add_ok_action(action)
             self.alarms.append(created)

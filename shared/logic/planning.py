@@ -105,7 +105,7 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
             {"planId": plan_id, "reason": "circular_dependencies", "cycles": plan.cycles},
             also=[svc.builds.tx_update(build_id, update)],
         )
-        logger.warning("plan blocked on cycles", extra={"cycles": plan.cycles, "message": BLOCKED_MESSAGE})
+        logger.warning("plan blocked on cycles", extra={"cycles": plan.cycles, "userMessage": BLOCKED_MESSAGE})
     else:
         data = PlanGeneratedData(
             planId=plan_id,

@@ -109,9 +109,11 @@ def handle(msg: Received, dlq_url: str | None = None, svc: Services | None = Non
         return
     count("webhook.retry")
     if msg.receive_count >= svc.settings.webhook_max_attempts:
-        # SQS moves it to the DLQ on the next receive; record that now so waiting clients know.
+        # Visible again at once, so SQS moves it to the DLQ on the next receive; record that now
+        # so clients waiting for delivery know.
         _mark(svc, event, "dead", result.reason)
         count("webhook.dead_lettered")
+        _retry_after(msg, 0, event)
         raise RetryLater(f"last attempt failed: {result.reason}")
     delay = backoff_seconds(
         msg.receive_count,
@@ -119,15 +121,20 @@ def handle(msg: Received, dlq_url: str | None = None, svc: Services | None = Non
         svc.settings.webhook_backoff_max_seconds,
         result.retry_after_s,
     )
+    _retry_after(msg, delay, event)
+    raise RetryLater(f"attempt {msg.receive_count} failed: {result.reason}")
+
+
+def _retry_after(msg: Received, delay_s: float, event: Event) -> None:
+    """Hide the message for the backoff (SQS allows up to 12 h), so retries reach hours on AWS."""
     try:
         client("sqs").change_message_visibility(
             QueueUrl=msg.queue_url,
             ReceiptHandle=msg.receipt_handle,
-            VisibilityTimeout=int(min(43_200, max(0, round(delay)))),
+            VisibilityTimeout=int(min(43_200, max(0, round(delay_s)))),
         )
-    except Exception:  # the default visibility timeout still brings it back
+    except Exception:  # the queue's default visibility timeout still brings it back
         logger.warning("could not set the webhook retry delay", extra={"eventId": event.id})
-    raise RetryLater(f"attempt {msg.receive_count} failed: {result.reason}")
 
 
 def _dead_letter(svc: Services, msg: Received, event: Event, dlq_url: str | None, reason: str) -> None:

@@ -66,7 +66,7 @@ class CreateBuildRequest(BaseModel):
     files: list[InputFile] = Field(default_factory=list, max_length=MAX_INPUT_FILES)
     webhookUrl: str | None = Field(default=None, max_length=2048)
     requireApproval: bool | None = None
-    budgetUsd: float | None = Field(default=None, gt=0)
+    budgetUsd: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # 1e999 parses as inf
     maxConcurrency: int = Field(default=5, ge=1, le=20)
 
     @model_validator(mode="after")

@@ -17,7 +17,8 @@ shape documented in CONTRACT §8:
   `acyclic_dependencies`).
 - `tasks.<taskId>` / `default_task`: `delay_ms`, `fail_attempts` (attempts 1..N raise
   `ProviderError`), `timeout_attempts` (attempts 1..N wait past the deadline, then raise
-  `ProviderTimeout`), `files` (returned verbatim) and `usage` (reported verbatim). A field a task's
+  `ProviderTimeout`), `files` (returned verbatim) and `usage` (reported verbatim; the mock model is
+  free, so `usage.costUsd`, when given, is the call's cost, e.g. to exercise budgets). A field a task's
   entry leaves out is taken from `default_task`, then from the defaults; without `delay_ms` a task
   takes its no-script time.
 """
@@ -83,6 +84,8 @@ class ScriptFile(_Strict):
 class ScriptUsage(_Strict):
     promptTokens: int = Field(0, ge=0)
     completionTokens: int = Field(0, ge=0)
+    # The mock model is free; a script that needs a call to cost money (budgets) states the cost.
+    costUsd: float | None = Field(None, ge=0)
 
 
 class ScriptTask(_Strict):
@@ -513,6 +516,9 @@ class MockProvider(AIProvider):
         if behaviour.usage is not None:
             prompt_tokens = behaviour.usage.promptTokens
             completion = behaviour.usage.completionTokens
+            if behaviour.usage.costUsd is not None:
+                return Usage(promptTokens=prompt_tokens, completionTokens=completion,
+                             costUsd=behaviour.usage.costUsd)
         else:
             request = json.dumps(input, sort_keys=True, default=str, ensure_ascii=False)
             context_chars = sum(len(content) for content in context.files.values())

@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("aws_cdk", reason="infra tests need the [infra] extra (aws-cdk-lib, cdk-nag)")
-
 # Deployment context the tests synthesize with; bundling is skipped (no pip run in tests).
 TEST_CONTEXT: dict[str, Any] = {
     "aws:cdk:bundling-stacks": [],

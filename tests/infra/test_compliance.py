@@ -10,6 +10,7 @@ import pytest
 from tests.infra.conftest import Synthesized
 
 pytestmark = pytest.mark.infra
+pytest.importorskip("aws_cdk", reason="infra tests need the [infra] extra (aws-cdk-lib, cdk-nag)")
 
 ACK_PREFIX = "AwsSolutions::"
 

@@ -11,6 +11,7 @@ import pytest
 from shared import constants as c
 
 pytestmark = pytest.mark.infra
+pytest.importorskip("aws_cdk", reason="infra tests need the [infra] extra (aws-cdk-lib, cdk-nag)")
 
 
 def test_context_keys_are_camel_case_of_the_variables() -> None:

@@ -11,6 +11,7 @@ from shared import constants as c
 from tests.infra.conftest import Synthesized
 
 pytestmark = pytest.mark.infra
+pytest.importorskip("aws_cdk", reason="infra tests need the [infra] extra (aws-cdk-lib, cdk-nag)")
 
 REPO = Path(__file__).resolve().parents[2]
 

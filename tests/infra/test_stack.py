@@ -12,6 +12,7 @@ from shared import constants as c
 from tests.infra.conftest import TEST_CONTEXT, Synthesized
 
 pytestmark = pytest.mark.infra
+pytest.importorskip("aws_cdk", reason="infra tests need the [infra] extra (aws-cdk-lib, cdk-nag)")
 
 
 def refs(value: Any) -> set[str]:
@@ -273,7 +274,14 @@ def test_function_environment(synth: Synthesized, name: str) -> None:
     assert env[c.AI_PROVIDER] == TEST_CONTEXT["aiProvider"]
     assert env[c.TASK_TIMEOUT_SECONDS] == "60"
     assert env[c.WEBHOOK_MAX_ATTEMPTS] == "8"
-    extra = set(env) - wiring - set(APP_SETTING_VARS) - {c.POWERTOOLS_SERVICE_NAME, c.POWERTOOLS_METRICS_NAMESPACE}
+    if name == "api":
+        assert env[c.CORS_ALLOW_ORIGIN] == synth.stack.config.frontend_origin
+    extra = (
+        set(env)
+        - wiring
+        - set(APP_SETTING_VARS)
+        - {c.POWERTOOLS_SERVICE_NAME, c.POWERTOOLS_METRICS_NAMESPACE, c.CORS_ALLOW_ORIGIN}
+    )
     assert not extra
     secret_names = {c.ANTHROPIC_API_KEY, c.OPENAI_API_KEY, c.WEBHOOK_SECRET}
     assert not secret_names & set(env), "secrets come from Secrets Manager, never the environment"
@@ -336,7 +344,7 @@ def _granted(synth: Synthesized, name: str) -> dict[str, set[str]]:
 
 
 def _put_patterns(synth: Synthesized, name: str) -> list[str]:
-    out = []
+    out: list[str] = []
     for st in statements_of(synth, role_of(synth, synth.logical_ids[name])):
         if "s3:PutObject" in as_list(st["Action"]):
             out.extend(json.dumps(r) for r in as_list(st["Resource"]))
