@@ -6,12 +6,21 @@ Edges point from a dependency to its dependent (dep -> task).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import networkx as nx
+if TYPE_CHECKING:
+    import networkx as nx
+
+
+def _nx():  # type: ignore[no-untyped-def]
+    """networkx, imported on first use (it costs ~100 ms, and most handlers never need it)."""
+    import networkx
+
+    return networkx
 
 
 def graph(deps: Mapping[str, Iterable[str]]) -> nx.DiGraph:
-    g = nx.DiGraph()
+    g = _nx().DiGraph()
     g.add_nodes_from(deps)
     for task, parents in deps.items():
         for parent in parents:
@@ -29,7 +38,7 @@ def find_cycles(deps: Mapping[str, Iterable[str]], limit: int = 20) -> list[list
     g = graph(deps)
     rank = {t: i for i, t in enumerate(deps)}
     cycles: list[list[str]] = []
-    for cycle in nx.simple_cycles(g):
+    for cycle in _nx().simple_cycles(g):
         first = min(range(len(cycle)), key=lambda i: rank[cycle[i]])
         rotated = cycle[first:] + cycle[:first]
         cycles.append([*rotated, rotated[0]])
@@ -43,7 +52,7 @@ def describe_cycle(cycle: Sequence[str]) -> str:
 
 
 def is_acyclic(deps: Mapping[str, Iterable[str]]) -> bool:
-    return nx.is_directed_acyclic_graph(graph(deps))
+    return _nx().is_directed_acyclic_graph(graph(deps))
 
 
 def break_cycles_by_priority(
@@ -60,8 +69,8 @@ def break_cycles_by_priority(
     for _ in range(sum(len(v) for v in current.values()) + 1):
         g = graph(current)
         try:
-            cycle = nx.find_cycle(g)
-        except nx.NetworkXNoCycle:
+            cycle = _nx().find_cycle(g)
+        except _nx().NetworkXNoCycle:
             return current, dropped
         edges = [(u, v) for u, v in cycle]
         worst = max(priority.get(v, 0) for _, v in edges)
@@ -84,7 +93,7 @@ def longest_remaining(deps: Mapping[str, Iterable[str]], duration: Mapping[str, 
     """For each task, its duration plus the longest chain of dependents after it (critical path)."""
     g = graph(deps)
     rank: dict[str, float] = {}
-    for node in reversed(list(nx.topological_sort(g))):
+    for node in reversed(list(_nx().topological_sort(g))):
         after = max((rank[c] for c in g.successors(node)), default=0.0)
         rank[node] = float(duration.get(node, 0.0)) + after
     return rank
@@ -129,7 +138,7 @@ def serialize_shared_targets(
     for same in by_path.values():
         for j, later in enumerate(same):
             for earlier in reversed(same[:j]):  # nearest first, so a plain chain needs one edge each
-                if nx.has_path(g, earlier, later) or nx.has_path(g, later, earlier):
+                if _nx().has_path(g, earlier, later) or _nx().has_path(g, later, earlier):
                     continue
                 current[later].append(earlier)
                 g.add_edge(earlier, later)

@@ -6,6 +6,7 @@ from repr, and `redact` masks anything that looks like a key or signing secret.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import warnings
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.constants import METRICS_NAMESPACE
@@ -21,8 +22,24 @@ from shared.constants import METRICS_NAMESPACE
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 logger = Logger(service="stepwise", stream=sys.stderr)
-tracer = Tracer(service="stepwise")
 metrics = Metrics(namespace=METRICS_NAMESPACE, service="stepwise")
+_tracer: Any = None
+
+
+def tracer() -> Any:
+    """The Powertools Tracer, built on first use: the X-Ray SDK costs ~200 ms to import, so a cold
+    start pays it only when tracing is on (on AWS), and module import stays light."""
+    global _tracer
+    if _tracer is None:
+        from aws_lambda_powertools import Tracer
+
+        _tracer = Tracer(service="stepwise")
+    return _tracer
+
+
+def _tracing_enabled() -> bool:
+    return os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").lower() not in ("1", "true")
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,13 +66,16 @@ def correlate(build_id: str | None) -> None:
 
 def lambda_handler(fn: F) -> F:
     """The same decorator order for every handler: logger context, tracing, metrics flush."""
-
-    wrapped = logger.inject_lambda_context(clear_state=True)(
-        tracer.capture_lambda_handler(capture_response=False)(metrics.log_metrics(fn))
-    )
+    wrapped: Callable[..., Any] | None = None
 
     @wraps(fn)
     def handler(event: Any, context: Any) -> Any:
+        nonlocal wrapped
+        if wrapped is None:
+            inner: Callable[..., Any] = metrics.log_metrics(fn)
+            if _tracing_enabled():
+                inner = tracer().capture_lambda_handler(capture_response=False)(inner)
+            wrapped = logger.inject_lambda_context(clear_state=True)(inner)
         return wrapped(event, context)
 
     return handler  # type: ignore[return-value]
