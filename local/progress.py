@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from shared.models.events import Event
@@ -37,8 +37,8 @@ class BuildView:
             TextColumn("{task.fields[icon]}"),
             TextColumn("{task.description}", style="bold"),
             BarColumn(bar_width=24),
+            TextColumn("{task.fields[took]:>7}", style="dim"),
             TextColumn("{task.fields[note]}"),
-            TimeElapsedColumn(),
             console=console,
             auto_refresh=False,
             expand=False,
@@ -108,7 +108,13 @@ class BuildView:
                 self.progress.start_task(self.rows[d["taskId"]])
         elif t == "task_completed":
             files = ", ".join(d["files"][:3]) + (" …" if len(d["files"]) > 3 else "")
-            self._set(d["taskId"], "cached" if d["cached"] else "completed", files, done=True)
+            self._set(
+                d["taskId"],
+                "cached" if d["cached"] else "completed",
+                files,
+                done=True,
+                took=f"{d['durationMs'] / 1000:.2f}s",
+            )
         elif t in ("task_failed", "task_timeout"):
             state = "retrying" if d["willRetry"] else ("timeout" if t == "task_timeout" else "failed")
             note = "will retry" if d["willRetry"] else d.get("error", "timed out")
@@ -124,14 +130,14 @@ class BuildView:
     def _row(self, task_id: str, name: str) -> None:
         if self.show and task_id not in self.rows:
             self.rows[task_id] = self.progress.add_task(
-                name[:48], total=100, start=False, icon=_ICONS["pending"], note=""
+                name[:48], total=100, start=False, icon=_ICONS["pending"], note="", took=""
             )
 
-    def _set(self, task_id: str, state: str, note: str, *, done: bool = False) -> None:
+    def _set(self, task_id: str, state: str, note: str, *, done: bool = False, took: str = "") -> None:
         if not self.show or task_id not in self.rows:
             return
         row = self.rows[task_id]
-        fields: dict[str, Any] = {"icon": _ICONS.get(state, "·"), "note": note}
+        fields: dict[str, Any] = {"icon": _ICONS.get(state, "·"), "note": note, "took": took}
         if done:
             self.progress.update(row, completed=100, **fields)
             self.progress.stop_task(row)
