@@ -61,7 +61,9 @@ def events_table(aws: None) -> str:
         TableName=name,
         BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "buildId", "KeyType": "HASH"}, {"AttributeName": "seq", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "buildId", "AttributeType": "S"},
-                              {"AttributeName": "seq", "AttributeType": "N"}],
+        AttributeDefinitions=[
+            {"AttributeName": "buildId", "AttributeType": "S"},
+            {"AttributeName": "seq", "AttributeType": "N"},
+        ],
     )
     return name

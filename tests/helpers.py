@@ -14,12 +14,24 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
 
-def task(task_id: str, *deps: str, priority: int = 5, duration: float = 10.0, type: str = "create_file",
-         target: str | None = None, name: str | None = None, **extra: Any) -> dict[str, Any]:
+def task(
+    task_id: str,
+    *deps: str,
+    priority: int = 5,
+    duration: float = 10.0,
+    type: str = "create_file",
+    target: str | None = None,
+    name: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """A plan task as the LLM writes it (CONTRACT §5)."""
     data: dict[str, Any] = {
-        "id": task_id, "type": type, "name": name or f"Task {task_id}", "description": f"Do {task_id}",
-        "estimatedDuration": duration, "priority": priority,
+        "id": task_id,
+        "type": type,
+        "name": name or f"Task {task_id}",
+        "description": f"Do {task_id}",
+        "estimatedDuration": duration,
+        "priority": priority,
         "input": {"prompt": f"write {task_id}", "dependencies": list(deps)},
     }
     if target is not None:
@@ -28,8 +40,9 @@ def task(task_id: str, *deps: str, priority: int = 5, duration: float = 10.0, ty
     return data
 
 
-def wait_for(probe: Callable[[], T | None], *, timeout: float = 60.0, interval: float = 0.05,
-             what: str = "condition") -> T:
+def wait_for(
+    probe: Callable[[], T | None], *, timeout: float = 60.0, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Poll `probe` until it returns something truthy; fail (not hang) after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -41,9 +54,15 @@ def wait_for(probe: Callable[[], T | None], *, timeout: float = 60.0, interval: 
         time.sleep(interval)
 
 
-def sqs_record(body: dict[str, Any] | str, queue_arn: str, *, receive_count: int = 1,
-               group_id: str | None = None, dedup_id: str | None = None,
-               message_id: str | None = None) -> dict[str, Any]:
+def sqs_record(
+    body: dict[str, Any] | str,
+    queue_arn: str,
+    *,
+    receive_count: int = 1,
+    group_id: str | None = None,
+    dedup_id: str | None = None,
+    message_id: str | None = None,
+) -> dict[str, Any]:
     """One record of an SQS → Lambda event, as the Lambda service delivers it."""
     attributes: dict[str, Any] = {
         "ApproximateReceiveCount": str(receive_count),
@@ -52,8 +71,13 @@ def sqs_record(body: dict[str, Any] | str, queue_arn: str, *, receive_count: int
         "ApproximateFirstReceiveTimestamp": str(int(time.time() * 1000)),
     }
     if group_id is not None:
-        attributes.update({"MessageGroupId": group_id, "MessageDeduplicationId": dedup_id or str(uuid.uuid4()),
-                           "SequenceNumber": str(int(time.time() * 1e6))})
+        attributes.update(
+            {
+                "MessageGroupId": group_id,
+                "MessageDeduplicationId": dedup_id or str(uuid.uuid4()),
+                "SequenceNumber": str(int(time.time() * 1e6)),
+            }
+        )
     text = body if isinstance(body, str) else json.dumps(body)
     return {
         "messageId": message_id or str(uuid.uuid4()),
@@ -76,8 +100,7 @@ def drain_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
     """Receive (and delete) every message now on a queue; return the parsed bodies."""
     bodies: list[dict[str, Any]] = []
     while True:
-        resp = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                   VisibilityTimeout=300)
+        resp = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=300)
         messages = resp.get("Messages") or []
         if not messages:
             return bodies

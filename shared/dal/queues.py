@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from typing import Any
 
 from shared.dal.aws import client
@@ -30,10 +32,21 @@ def task_message(build_id: str, task_id: str, attempt: int, *, delay_s: int = 0,
 
 
 def finished_message(body: dict[str, Any], dedup_id: str, *, idx: int = 0) -> dict[str, Any]:
-    """A message for the task-finished FIFO queue: one group per build keeps its dispatch serial."""
+    """A message for the task-finished FIFO queue: one group per build keeps its dispatch serial.
+
+    The deduplication id is scoped to the build: a queue that deduplicates queue-wide (the local
+    runtime's) must not drop build B's "setup:1:completed" as a copy of build A's. Ids that SQS
+    would refuse or that would have to be cut (and so could collide) are hashed instead.
+    """
+    dedup = f"{body['buildId']}:{dedup_id}"
+    if not _DEDUP_ID.fullmatch(dedup):
+        dedup = hashlib.sha256(dedup.encode()).hexdigest()
     return {
         "Id": f"m{idx}",
         "MessageBody": json.dumps(body, separators=(",", ":")),
         "MessageGroupId": body["buildId"],
-        "MessageDeduplicationId": dedup_id[:128],
+        "MessageDeduplicationId": dedup,
     }
+
+
+_DEDUP_ID = re.compile(r"[\x21-\x7e]{1,128}")  # what SQS accepts: 1-128 printable ASCII characters

@@ -35,9 +35,11 @@ def _assert_gap_free(events, count: int) -> None:
 @pytest.fixture
 def state_table(aws) -> str:
     client("dynamodb").create_table(
-        TableName=STATE_TABLE, BillingMode="PAY_PER_REQUEST",
+        TableName=STATE_TABLE,
+        BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "buildId", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "buildId", "AttributeType": "S"}])
+        AttributeDefinitions=[{"AttributeName": "buildId", "AttributeType": "S"}],
+    )
     return STATE_TABLE
 
 
@@ -121,8 +123,9 @@ def test_event_and_state_change_commit_together(events_table, state_table):
     log = EventLog(events_table)
     _put_state("bld_tx", "planning")
     log.record("bld_tx", EventType.build_started, {"prompt": "p", "framework": None})
-    event = log.record("bld_tx", EventType.build_cancelled, {"reason": "user"},
-                       also=[_transition("bld_tx", "planning", "cancelled")])
+    event = log.record(
+        "bld_tx", EventType.build_cancelled, {"reason": "user"}, also=[_transition("bld_tx", "planning", "cancelled")]
+    )
     assert event.seq == 2
     assert _status("bld_tx") == "cancelled"
 
@@ -132,8 +135,12 @@ def test_failed_condition_writes_nothing_and_takes_no_seq(events_table, state_ta
     _put_state("bld_lost", "completed")
     log.record("bld_lost", EventType.build_started, {"prompt": "p", "framework": None})
     with pytest.raises(StateConflict):
-        log.record("bld_lost", EventType.build_cancelled, {"reason": "user"},
-                   also=[_transition("bld_lost", "executing", "cancelled")])
+        log.record(
+            "bld_lost",
+            EventType.build_cancelled,
+            {"reason": "user"},
+            also=[_transition("bld_lost", "executing", "cancelled")],
+        )
     assert [e.type for e in _all(log, "bld_lost")] == [EventType.build_started]
     assert _status("bld_lost") == "completed"
     assert EventLog(events_table).last_seq("bld_lost") == 1
@@ -152,8 +159,12 @@ def test_racing_state_changes_report_exactly_one_event(events_table, state_table
         log = EventLog(events_table)
         barrier.wait()
         try:
-            log.record("bld_race", EventType.build_cancelled, {"reason": f"worker {n}"},
-                       also=[_transition("bld_race", "executing", "cancelled")])
+            log.record(
+                "bld_race",
+                EventType.build_cancelled,
+                {"reason": f"worker {n}"},
+                also=[_transition("bld_race", "executing", "cancelled")],
+            )
             outcomes.append("won")
         except StateConflict:
             outcomes.append("lost")
@@ -182,8 +193,12 @@ def test_concurrent_writers_with_and_without_transactions_stay_gap_free(events_t
         barrier.wait()
         for i in range(10):
             key = f"bld_mix#{(n - 3) * 10 + i}"  # a state item of its own, no condition
-            log.record("bld_mix", EventType.task_started, _started(n * 100 + i),
-                       also=[Update().set(touched=n).tx(STATE_TABLE, {"buildId": key})])
+            log.record(
+                "bld_mix",
+                EventType.task_started,
+                _started(n * 100 + i),
+                also=[Update().set(touched=n).tx(STATE_TABLE, {"buildId": key})],
+            )
 
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda n: (plain if n < 3 else transactional)(n), range(6)))

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from local.context import LocalContext
 from local.pollers import sqs_record as poller_record
@@ -32,10 +34,16 @@ TERMINAL = {"build_completed", "build_failed", "build_cancelled"}
 
 # CONTRACT §2: every route, with its method.
 CONTRACT_ROUTES = {
-    ("post", "/builds"), ("get", "/builds"), ("get", "/builds/{buildId}"), ("get", "/builds/{buildId}/events"),
-    ("post", "/builds/{buildId}/approval"), ("post", "/builds/{buildId}/cancel"),
-    ("post", "/builds/{buildId}/tasks/{taskId}/retry"), ("get", "/builds/{buildId}/files"),
-    ("get", "/builds/{buildId}/files/{path}"), ("get", "/openapi.json"),
+    ("post", "/builds"),
+    ("get", "/builds"),
+    ("get", "/builds/{buildId}"),
+    ("get", "/builds/{buildId}/events"),
+    ("post", "/builds/{buildId}/approval"),
+    ("post", "/builds/{buildId}/cancel"),
+    ("post", "/builds/{buildId}/tasks/{taskId}/retry"),
+    ("get", "/builds/{buildId}/files"),
+    ("get", "/builds/{buildId}/files/{path}"),
+    ("get", "/openapi.json"),
 }
 
 
@@ -59,6 +67,15 @@ def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
         yield runtime
 
 
+@pytest.fixture(scope="class")
+def done_build(rt: LocalRuntime) -> tuple[str, str, list[dict[str, Any]]]:
+    """One landing-page build run to its end, shared by the tests that only read it."""
+    user = _user()
+    api = TestApi()
+    build_id = api.start(rt, user)
+    return user, build_id, api.finished(rt, user, build_id)
+
+
 class TestApi:
     def events(self, rt: LocalRuntime, user: str, build_id: str) -> list[dict[str, Any]]:
         status, body = rt.invoke_api("GET", f"/builds/{build_id}/events", user=user, query={"limit": "1000"})
@@ -66,14 +83,17 @@ class TestApi:
         return body["events"]
 
     def start(self, rt: LocalRuntime, user: str, **body: Any) -> str:
-        status, answer = rt.invoke_api("POST", "/builds", user=user,
-                                       body={"prompt": "Create a landing page with a hero section", **body})
+        status, answer = rt.invoke_api(
+            "POST", "/builds", user=user, body={"prompt": "Create a landing page with a hero section", **body}
+        )
         assert status == 202, answer
         return answer["buildId"]
 
     def finished(self, rt: LocalRuntime, user: str, build_id: str) -> list[dict[str, Any]]:
-        return wait_for(lambda: (lambda evs: evs if evs and evs[-1]["type"] in TERMINAL else None)(
-            self.events(rt, user, build_id)), what=f"{build_id} to end")
+        return wait_for(
+            lambda: (lambda evs: evs if evs and evs[-1]["type"] in TERMINAL else None)(self.events(rt, user, build_id)),
+            what=f"{build_id} to end",
+        )
 
     def test_post_builds_answers_202_with_links(self, rt):
         user = _user()
@@ -81,8 +101,11 @@ class TestApi:
         assert status == 202
         build_id = body["buildId"]
         assert build_id.startswith("bld_")
-        assert body == {"buildId": build_id, "status": "planning",
-                        "links": {"self": f"/builds/{build_id}", "events": f"/builds/{build_id}/events"}}
+        assert body == {
+            "buildId": build_id,
+            "status": "planning",
+            "links": {"self": f"/builds/{build_id}", "events": f"/builds/{build_id}/events"},
+        }
         first = self.events(rt, user, build_id)[0]
         assert first["type"] == "build_started" and first["seq"] == 1
         assert first["data"] == {"prompt": "A todo app", "framework": None}
@@ -109,15 +132,18 @@ class TestApi:
         assert status == 400
         assert body["error"]["code"] and body["error"]["message"]
 
-    @pytest.mark.parametrize(("body", "field"), [
-        ({"prompt": "x", "maxConcurrency": 50}, "maxConcurrency"),
-        ({"prompt": ""}, "prompt"),
-        ({}, "prompt"),
-        ({"prompt": "x", "budgetUsd": 0}, "budgetUsd"),
-        ('{"prompt": "x", "budgetUsd": 1e999}', "budgetUsd"),  # valid JSON, parses as infinity
-        ({"prompt": "x", "files": [{"path": "../escape.txt", "content": "x"}]}, "files"),
-        ({"prompt": "x", "unknownField": 1}, "unknownField"),
-    ])
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"prompt": "x", "maxConcurrency": 50}, "maxConcurrency"),
+            ({"prompt": ""}, "prompt"),
+            ({}, "prompt"),
+            ({"prompt": "x", "budgetUsd": 0}, "budgetUsd"),
+            ('{"prompt": "x", "budgetUsd": 1e999}', "budgetUsd"),  # valid JSON, parses as infinity
+            ({"prompt": "x", "files": [{"path": "../escape.txt", "content": "x"}]}, "files"),
+            ({"prompt": "x", "unknownField": 1}, "unknownField"),
+        ],
+    )
     def test_invalid_field_is_422_naming_the_field(self, rt, body, field):
         status, answer = rt.invoke_api("POST", "/builds", user=_user(), body=body)
         assert status == 422, answer
@@ -127,10 +153,17 @@ class TestApi:
         status, answer = rt.invoke_api("GET", "/builds", user=_user(), query={"limit": "500"})
         assert status == 422 and answer["error"]["details"][0]["field"] == "limit"
 
-    @pytest.mark.parametrize(("method", "path"), [
-        ("POST", "/builds"), ("GET", "/builds"), ("GET", "/builds/bld_x"), ("GET", "/builds/bld_x/events"),
-        ("POST", "/builds/bld_x/cancel"), ("GET", "/builds/bld_x/files"),
-    ])
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            ("POST", "/builds"),
+            ("GET", "/builds"),
+            ("GET", "/builds/bld_x"),
+            ("GET", "/builds/bld_x/events"),
+            ("POST", "/builds/bld_x/cancel"),
+            ("GET", "/builds/bld_x/files"),
+        ],
+    )
     def test_missing_token_is_401(self, rt, method, path):
         status, body = rt.invoke_api(method, path, user=None, body={"prompt": "x"} if method == "POST" else None)
         assert status == 401
@@ -153,8 +186,9 @@ class TestApi:
         status, listing = rt.invoke_api("GET", "/builds", user=user)
         assert status == 200 and [b["buildId"] for b in listing["builds"]] == [first[1]["buildId"]]
 
-        other = rt.invoke_api("POST", "/builds", user=user, body={"prompt": "Something else"},
-                              headers={"Idempotency-Key": key})
+        other = rt.invoke_api(
+            "POST", "/builds", user=user, body={"prompt": "Something else"}, headers={"Idempotency-Key": key}
+        )
         assert other[0] == 409
         assert len(rt.invoke_api("GET", "/builds", user=user)[1]["builds"]) == 1
         # the key belongs to its user: another user's identical request is a build of its own
@@ -171,32 +205,31 @@ class TestApi:
         page2 = rt.invoke_api("GET", "/builds", user=user, query={"limit": "2", "cursor": page1["next"]})[1]
         assert [b["buildId"] for b in page2["builds"]] == ids[:1]
 
-    def test_events_page_with_after_and_limit(self, rt):
-        user = _user()
-        build_id = self.start(rt, user)
-        everything = self.finished(rt, user, build_id)
+    def test_events_page_with_after_and_limit(self, rt, done_build):
+        user, build_id, everything = done_build
         assert [e["seq"] for e in everything] == list(range(1, len(everything) + 1))
         collected, after = [], 0
         while True:
-            status, page = rt.invoke_api("GET", f"/builds/{build_id}/events", user=user,
-                                         query={"after": str(after), "limit": "4"})
+            status, page = rt.invoke_api(
+                "GET", f"/builds/{build_id}/events", user=user, query={"after": str(after), "limit": "4"}
+            )
             assert status == 200 and len(page["events"]) <= 4
             collected += page["events"]
             if page["next"] is None:
                 break
             after = page["next"]
         assert collected == everything
-        status, tail = rt.invoke_api("GET", f"/builds/{build_id}/events", user=user,
-                                     query={"after": str(len(everything) - 2)})
+        status, tail = rt.invoke_api(
+            "GET", f"/builds/{build_id}/events", user=user, query={"after": str(len(everything) - 2)}
+        )
         assert [e["seq"] for e in tail["events"]] == [len(everything) - 1, len(everything)]
         for e in everything:
             assert set(e) == {"id", "type", "buildId", "seq", "timestamp", "data"}
             assert e["buildId"] == build_id
 
-    def test_files_listing_and_one_file_by_a_path_with_slashes(self, rt):
-        user = _user()
-        build_id = self.start(rt, user)
-        assert self.finished(rt, user, build_id)[-1]["data"]["status"] == "completed"
+    def test_files_listing_and_one_file_by_a_path_with_slashes(self, rt, done_build):
+        user, build_id, events = done_build
+        assert events[-1]["data"]["status"] == "completed"
         status, files = rt.invoke_api("GET", f"/builds/{build_id}/files", user=user)
         assert status == 200
         by_path = {f["path"]: f for f in files}
@@ -215,8 +248,10 @@ class TestApi:
     def test_cancel_is_202_then_409(self, rt):
         user = _user()
         build_id = self.start(rt, user, requireApproval=True)
-        wait_for(lambda: any(e["type"] == "plan_approval_required" for e in self.events(rt, user, build_id)),
-                 what="approval to be requested")
+        wait_for(
+            lambda: any(e["type"] == "plan_approval_required" for e in self.events(rt, user, build_id)),
+            what="approval to be requested",
+        )
         status, body = rt.invoke_api("POST", f"/builds/{build_id}/cancel", user=user)
         assert status == 202 and body["status"] == "cancelled"
         assert rt.invoke_api("GET", f"/builds/{build_id}", user=user)[1]["status"] == "cancelled"
@@ -227,10 +262,82 @@ class TestApi:
         assert [e["type"] for e in events].count("build_cancelled") == 1
         assert not any(e["type"] == "task_started" for e in events)
 
-    def test_approval_is_409_unless_awaiting_approval(self, rt):
+    def test_builds_with_the_same_plan_running_at_once_all_complete(self, rt):
+        """Same prompt, same task ids: one build's "task finished" notices must not swallow another's."""
         user = _user()
-        build_id = self.start(rt, user)
-        self.finished(rt, user, build_id)
+        ids = [self.start(rt, user, prompt="A portfolio site with a contact form") for _ in range(3)]
+        for build_id in ids:
+            last = self.finished(rt, user, build_id)[-1]
+            assert last["type"] == "build_completed" and last["data"]["status"] == "completed", last
+
+    def test_finished_build_view_shows_every_task_metrics_and_files(self, rt, done_build):
+        user, build_id, events = done_build
+        status, view = rt.invoke_api("GET", f"/builds/{build_id}", user=user)
+        assert status == 200 and view["status"] == "completed" and view["recovery"] is None
+        assert view["tasks"] and {t["status"] for t in view["tasks"]} == {"completed"}
+        metrics = view["metrics"]
+        assert set(metrics) == {
+            "totalTasks",
+            "completedTasks",
+            "failedTasks",
+            "skippedTasks",
+            "cachedTasks",
+            "promptTokens",
+            "completionTokens",
+            "costUsd",
+            "durationMs",
+        }
+        assert metrics["totalTasks"] == metrics["completedTasks"] == len(view["tasks"])
+        assert metrics["failedTasks"] == metrics["skippedTasks"] == 0
+        generated = next(e for e in events if e["type"] == "plan_generated")
+        assert [t["id"] for t in view["tasks"]] == [t["id"] for t in generated["data"]["tasks"]]
+        listed = rt.invoke_api("GET", f"/builds/{build_id}/files", user=user)[1]
+        assert events[-1]["data"]["files"] == sorted(f["path"] for f in listed)
+        # every task started after all of its dependencies completed
+        seq_of = {(e["type"], e["data"].get("taskId")): e["seq"] for e in events}
+        for t in generated["data"]["tasks"]:
+            for dep in t["dependsOn"]:
+                assert seq_of[("task_completed", dep)] < seq_of[("task_started", t["id"])]
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        body=st.one_of(
+            st.text(max_size=40),
+            st.dictionaries(
+                st.sampled_from(
+                    ["prompt", "framework", "files", "requireApproval", "budgetUsd", "maxConcurrency", "extra"]
+                ),
+                st.one_of(
+                    st.none(),
+                    st.booleans(),
+                    st.integers(-(10**20), 10**20),
+                    st.floats(allow_nan=False),
+                    st.text(max_size=30),
+                    st.lists(
+                        st.dictionaries(st.sampled_from(["path", "content"]), st.text(max_size=12), max_size=2),
+                        max_size=2,
+                    ),
+                ),
+                max_size=5,
+            ).map(json.dumps),
+        )
+    )
+    def test_client_input_never_produces_a_5xx(self, rt, body):
+        status, answer = rt.invoke_api("POST", "/builds", user="fuzzer", body=body)
+        assert status in (202, 400, 422), (status, answer)
+        if status != 202:
+            assert set(answer["error"]) >= {"code", "message"}
+
+    @pytest.mark.parametrize("query", [{"after": "-1"}, {"limit": "0"}, {"limit": "abc"}, {"after": "1e3"}])
+    def test_bad_events_query_is_422(self, rt, done_build, query):
+        user, build_id, _ = done_build
+        status, answer = rt.invoke_api("GET", f"/builds/{build_id}/events", user=user, query=query)
+        assert status == 422, answer
+        assert answer["error"]["details"][0]["field"] in query
+
+    def test_approval_and_cancel_are_409_once_the_build_ended(self, rt, done_build):
+        user, build_id, _ = done_build
+        assert rt.invoke_api("POST", f"/builds/{build_id}/cancel", user=user)[0] == 409
         assert rt.invoke_api("POST", f"/builds/{build_id}/approval", user=user, body={"approved": True})[0] == 409
 
 
@@ -244,27 +351,35 @@ class QuietRuntime(LocalRuntime):
         pass
 
 
-PLAN = [task("setup", priority=1, target="package.json", duration=5),
-        task("hero", "setup", target="src/components/Hero.tsx", type="create_component", duration=20),
-        task("styles", "setup", target="src/styles.css", duration=10),
-        task("app", "hero", "styles", target="src/App.tsx", duration=5)]
+PLAN = [
+    task("setup", priority=1, target="package.json", duration=5),
+    task("hero", "setup", target="src/components/Hero.tsx", type="create_component", duration=20),
+    task("styles", "setup", target="src/styles.css", duration=10),
+    task("app", "hero", "styles", target="src/App.tsx", duration=5),
+]
 HERO = "export function Hero() {\n  return <h1>Hello</h1>;\n}\n"
 SCRIPT = {
     "plan": {"tasks": PLAN, "chunk_chars": 17},
     "default_task": {"delay_ms": 0},
     "tasks": {
-        "hero": {"files": [{"path": "src/components/Hero.tsx", "content": HERO}],
-                 "usage": {"promptTokens": 120, "completionTokens": 80}},
+        "hero": {
+            "files": [{"path": "src/components/Hero.tsx", "content": HERO}],
+            "usage": {"promptTokens": 120, "completionTokens": 80},
+        },
         "flaky": {"fail_attempts": 1},
         "broken": {"fail_attempts": 99},
+        "fails-twice": {"fail_attempts": 2},
     },
 }
 
 
 @pytest.fixture(scope="class")
 def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuietRuntime]:
-    env = {"STEPWISE_MOCK_SCRIPT": _script(tmp_path_factory, SCRIPT), "TASK_MAX_ATTEMPTS": "2",
-           "TASK_RETRY_BASE_SECONDS": "0"}
+    env = {
+        "STEPWISE_MOCK_SCRIPT": _script(tmp_path_factory, SCRIPT),
+        "TASK_MAX_ATTEMPTS": "2",
+        "TASK_RETRY_BASE_SECONDS": "0",
+    }
     with QuietRuntime(env=env) as runtime:
         yield runtime
 
@@ -281,13 +396,23 @@ def _handler(name: str):
     return load_handler(name)
 
 
-def _new_build(tasks: list[dict] | None = None, *, status: str = "executing", max_concurrency: int = 5) -> str:
-    """A build item as the API and the plan step leave it (with its plan stored when given)."""
+def _new_build(
+    tasks: list[dict] | None = None, *, status: str = "executing", max_concurrency: int = 5, prompt: str | None = None
+) -> str:
+    """A build item as the API and the plan step leave it (with its plan stored when given).
+    Its prompt is its own unless given, so no test is served another test's cached task result."""
     svc = services()
     build_id = new_build_id()
-    item: dict[str, Any] = {"buildId": build_id, "ownerId": _user(), "status": status,
-                            "prompt": "Create a landing page with a hero section", "requireApproval": False,
-                            "maxConcurrency": max_concurrency, "createdAt": now_ms(), "updatedAt": now_ms()}
+    item: dict[str, Any] = {
+        "buildId": build_id,
+        "ownerId": _user(),
+        "status": status,
+        "prompt": prompt or f"Create a landing page with a hero section ({build_id})",
+        "requireApproval": False,
+        "maxConcurrency": max_concurrency,
+        "createdAt": now_ms(),
+        "updatedAt": now_ms(),
+    }
     if tasks is not None:
         plan_id = new_plan_id()
         svc.tasks.put_plan(build_id, plan_id, [Task.model_validate(t) for t in tasks])
@@ -316,12 +441,17 @@ class TestWorkers:
         partials, generated = events[:4], events[4]
         assert [p.data["totalTasksSoFar"] for p in partials] == [1, 2, 3, 4]
         assert [p.data["latestTasks"] for p in partials] == [
-            [{"id": t["id"], "name": t["name"], "type": t["type"], "description": t["description"]}] for t in PLAN]
+            [{"id": t["id"], "name": t["name"], "type": t["type"], "description": t["description"]}] for t in PLAN
+        ]
         assert {p.data["planId"] for p in partials} == {generated.data["planId"]}
         assert generated.data["taskCount"] == 4 and generated.data["recovery"] is None
         assert generated.data["estimatedDuration"] == 5 + 20 + 5  # the critical path
         assert [(t["id"], t["dependsOn"]) for t in generated.data["tasks"]] == [
-            ("setup", []), ("hero", ["setup"]), ("styles", ["setup"]), ("app", ["hero", "styles"])]
+            ("setup", []),
+            ("hero", ["setup"]),
+            ("styles", ["setup"]),
+            ("app", ["hero", "styles"]),
+        ]
         stored = services().tasks.list(build_id)
         assert [(t["taskId"], t["status"]) for t in stored] == [(t["id"], "pending") for t in PLAN]
 
@@ -331,16 +461,33 @@ class TestWorkers:
         assert len(_events(build_id)) == 5
 
     # --- dispatch --------------------------------------------------------------------------------
-    def _finished_record(self, quiet, build_id: str, task_id: str, outcome: str = "completed",
-                         attempt: int = 1) -> dict:
+    def _finished_record(
+        self, quiet, build_id: str, task_id: str, outcome: str = "completed", attempt: int = 1
+    ) -> dict:
         """Send a "task finished" message the way the task runner does and receive it as Lambda would."""
-        body = {"kind": "finished", "buildId": build_id, "taskId": task_id, "attempt": attempt,
-                "outcome": outcome, "costUsd": 0.0}
+        body = {
+            "kind": "finished",
+            "buildId": build_id,
+            "taskId": task_id,
+            "attempt": attempt,
+            "outcome": outcome,
+            "costUsd": 0.0,
+        }
         url = quiet.resources.queues["task-finished.fifo"]
+        self._finished_messages(quiet)  # whatever earlier steps reported is not this test's
         send_batch(url, [finished_message(body, f"{task_id}:{attempt}:{outcome}")])
-        messages = client("sqs").receive_message(
-            QueueUrl=url, MaxNumberOfMessages=1, AttributeNames=["All"], MessageSystemAttributeNames=["All"],
-            VisibilityTimeout=0).get("Messages") or []
+        messages = (
+            client("sqs")
+            .receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=1,
+                AttributeNames=["All"],
+                MessageSystemAttributeNames=["All"],
+                VisibilityTimeout=0,
+            )
+            .get("Messages")
+            or []
+        )
         assert len(messages) == 1
         client("sqs").delete_message(QueueUrl=url, ReceiptHandle=messages[0]["ReceiptHandle"])
         return poller_record(messages[0], quiet.resources.queue_arns["task-finished.fifo"], REGION)
@@ -351,14 +498,14 @@ class TestWorkers:
         return result
 
     def _queued(self, quiet) -> list[tuple[str, int]]:
-        return sorted((m["taskId"], m["attempt"]) for m in
-                      drain_queue(client("sqs"), quiet.resources.queues["tasks"]))
+        return sorted((m["taskId"], m["attempt"]) for m in drain_queue(client("sqs"), quiet.resources.queues["tasks"]))
 
     def _executing(self, quiet, tasks: list[dict], **kw: Any) -> str:
         drain_queue(client("sqs"), quiet.resources.queues["tasks"])
         build_id = _new_build(tasks, **kw)
-        answer = _handler("dispatch")({"action": "execute", "buildId": build_id, "taskToken": "token-1"},
-                                      _context("dispatch"))
+        answer = _handler("dispatch")(
+            {"action": "execute", "buildId": build_id, "taskToken": "token-1"}, _context("dispatch")
+        )
         assert answer == {"started": True}
         return build_id
 
@@ -388,8 +535,11 @@ class TestWorkers:
         assert first == [("hero", 1), ("styles", 1)]
         version = services().builds.get(build_id)["dispatchVersion"]
 
-        redelivered = {**record, "receiptHandle": f"rh-{uuid.uuid4()}",
-                       "attributes": {**record["attributes"], "ApproximateReceiveCount": "2"}}
+        redelivered = {
+            **record,
+            "receiptHandle": f"rh-{uuid.uuid4()}",
+            "attributes": {**record["attributes"], "ApproximateReceiveCount": "2"},
+        }
         self._dispatch([redelivered])
         self._dispatch([redelivered, {**redelivered, "messageId": str(uuid.uuid4())}])
         assert services().builds.get(build_id)["dispatchVersion"] == version
@@ -401,9 +551,6 @@ class TestWorkers:
         started = [e.data["taskId"] for e in _events(build_id) if e.type.value == "task_started"]
         assert sorted(started) == ["hero", "styles"]
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "BUG: shared/logic/dispatching.apply re-sends the last decision's tasks on every duplicate "
-        "'finished' (ARCHITECTURE: a child is enqueued once); it should re-send only sends not yet sent"))
     def test_duplicate_finished_enqueues_nothing_twice(self, quiet):
         build_id = self._executing(quiet, PLAN)
         self._queued(quiet)
@@ -424,9 +571,6 @@ class TestWorkers:
         statuses = {t["taskId"]: t["status"] for t in services().tasks.list(build_id)}
         assert statuses == {"setup": "pending", "hero": "skipped", "styles": "skipped", "app": "skipped"}
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "BUG: shared/logic/dispatching.on_finished applies a stale 'finished' from an attempt older than "
-        "the one a retry started: the re-run task is marked failed and its dependents skipped again"))
     def test_stale_failure_after_a_retry_does_not_undo_the_retry(self, quiet):
         tasks = [task("a"), task("b", "a"), task("x", duration=50)]
         build_id = self._executing(quiet, tasks)
@@ -447,17 +591,27 @@ class TestWorkers:
         return sqs_record(body, quiet.resources.queue_arns["tasks"], receive_count=receive_count)
 
     def _run_task(self, quiet, build_id: str, task_id: str, attempt: int = 1, receive_count: int = 1) -> None:
-        result = _handler("task")(sqs_event([self._task_record(quiet, build_id, task_id, attempt, receive_count)]),
-                                  _context("task"))
+        result = _handler("task")(
+            sqs_event([self._task_record(quiet, build_id, task_id, attempt, receive_count)]), _context("task")
+        )
         assert result == {"batchItemFailures": []}
 
     def _finished_messages(self, quiet) -> list[dict]:
         url = quiet.resources.queues["task-finished.fifo"]
         out = []
         while True:
-            messages = client("sqs").receive_message(
-                QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"],
-                MessageSystemAttributeNames=["All"], VisibilityTimeout=0).get("Messages") or []
+            messages = (
+                client("sqs")
+                .receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=10,
+                    AttributeNames=["All"],
+                    MessageSystemAttributeNames=["All"],
+                    VisibilityTimeout=0,
+                )
+                .get("Messages")
+                or []
+            )
             if not messages:
                 return out
             for m in messages:
@@ -480,8 +634,14 @@ class TestWorkers:
         assert item["status"] == "completed" and item["attempt"] == 1
         [finished] = self._finished_messages(quiet)
         assert finished["group"] == build_id
-        assert finished["body"] | {"costUsd": 0} == {"kind": "finished", "buildId": build_id, "taskId": "hero",
-                                                       "attempt": 1, "outcome": "completed", "costUsd": 0}
+        assert finished["body"] | {"costUsd": 0} == {
+            "kind": "finished",
+            "buildId": build_id,
+            "taskId": "hero",
+            "attempt": 1,
+            "outcome": "completed",
+            "costUsd": 0,
+        }
 
         # the same message again (at-least-once): the task does not run a second time
         self._run_task(quiet, build_id, "hero", receive_count=2)
@@ -516,6 +676,83 @@ class TestWorkers:
         assert self._queued(quiet) == [("broken", 2)]  # only the retry was queued, no third attempt
         [finished] = self._finished_messages(quiet)
         assert finished["body"]["outcome"] == "failed"
+
+    # --- retry through the API -------------------------------------------------------------------
+    def _retry_scenario(self, quiet) -> tuple[str, str]:
+        """ "fails-twice" and "broken" fail for good, "joined" needs both, "solo" is independent.
+        The user retries "fails-twice" (which then succeeds); "broken" stays failed."""
+        plan = [
+            task("fails-twice", target="a.txt"),
+            task("broken", target="b.txt"),
+            task("joined", "fails-twice", "broken", target="c.txt"),
+            task("solo", target="d.txt"),
+        ]
+        build_id = self._executing(quiet, plan)
+        owner = services().builds.get(build_id)["ownerId"]
+        self._finished_messages(quiet)
+        assert self._queued(quiet) == [("broken", 1), ("fails-twice", 1), ("solo", 1)]
+        for task_id in ("fails-twice", "broken"):
+            self._run_task(quiet, build_id, task_id, 1)
+            self._run_task(quiet, build_id, task_id, 2)
+        reports = self._finished_messages(quiet)
+        assert sorted((r["body"]["taskId"], r["body"]["outcome"]) for r in reports) == [
+            ("broken", "failed"),
+            ("fails-twice", "failed"),
+        ]
+        self._dispatch([self._finished_record(quiet, build_id, t, "failed", 2) for t in ("fails-twice", "broken")])
+        assert [e.data["taskId"] for e in _events(build_id) if e.type.value == "task_skipped"] == ["joined"]
+        self._queued(quiet)  # the retries the task runner queued, already run above
+
+        status, answer = quiet.invoke_api("POST", f"/builds/{build_id}/tasks/fails-twice/retry", user=owner)
+        assert status == 202, answer
+        assert self._queued(quiet) == [("fails-twice", 3)]
+        self._run_task(quiet, build_id, "fails-twice", 3)
+        self._run_task(quiet, build_id, "solo", 1)
+        self._dispatch(
+            [
+                self._finished_record(quiet, build_id, "fails-twice", "completed", 3),
+                self._finished_record(quiet, build_id, "solo", "completed", 1),
+            ]
+        )
+        return build_id, owner
+
+    def test_retry_reruns_the_task_and_the_build_still_reaches_its_end(self, quiet):
+        from shared import scheduler
+
+        build_id, _ = self._retry_scenario(quiet)
+        assert self._queued(quiet) == []  # "joined" cannot run: "broken" is still failed
+        state = scheduler.DispatchState.from_json(services().builds.get(build_id)["dispatch"])
+        assert not state.running and not state.ready
+        assert state.done == {"fails-twice", "solo"} and state.failed == {"broken"}
+        assert state.skipped == {"joined"}  # nothing left open: the Execute step can finish
+
+    def test_retry_leaves_a_dependent_of_another_failure_shown_as_skipped(self, quiet):
+        build_id, owner = self._retry_scenario(quiet)
+        status, view = quiet.invoke_api("GET", f"/builds/{build_id}", user=owner)
+        assert status == 200
+        assert {t["id"]: t["status"] for t in view["tasks"]} == {
+            "fails-twice": "completed",
+            "broken": "failed",
+            "joined": "skipped",
+            "solo": "completed",
+        }
+
+    def test_identical_task_is_served_from_the_cache(self, quiet):
+        prompt = f"A cached landing page {uuid.uuid4()}"
+        plan = [task("hero", target="src/components/Hero.tsx", type="create_component")]
+        first, second = _new_build(plan, prompt=prompt), _new_build(plan, prompt=prompt)
+        self._run_task(quiet, first, "hero")
+        self._run_task(quiet, second, "hero")
+        [fresh] = [e.data for e in _events(first) if e.type.value == "task_completed"]
+        [cached] = [e.data for e in _events(second) if e.type.value == "task_completed"]
+        assert fresh["cached"] is False and fresh["usage"]["promptTokens"] == 120
+        assert cached["cached"] is True and cached["usage"]["promptTokens"] == 0
+        assert cached["files"] == fresh["files"]
+        assert services().files.get_text(second, "src/components/Hero.tsx") == HERO
+        # a different build prompt is a different task: no cache hit
+        third = _new_build(plan)
+        self._run_task(quiet, third, "hero")
+        assert [e.data["cached"] for e in _events(third) if e.type.value == "task_completed"] == [False]
 
     def test_task_message_for_a_cancelled_build_runs_nothing(self, quiet):
         build_id = _new_build([task("hero")], status="cancelled")

@@ -5,6 +5,8 @@ Edges point from a dependency to its dependent; `deps` maps a task to the tasks 
 
 from __future__ import annotations
 
+import itertools
+
 import networkx as nx
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,7 +16,7 @@ from shared import dag
 
 def _follows_dependencies(cycle: list[str], deps: dict[str, list[str]]) -> bool:
     """Each step u → v of a described cycle is a real edge: v depends on u."""
-    return cycle[0] == cycle[-1] and all(u in deps[v] for u, v in zip(cycle, cycle[1:], strict=False))
+    return cycle[0] == cycle[-1] and all(u in deps[v] for u, v in itertools.pairwise(cycle))
 
 
 def test_two_task_cycle_is_found_and_described_with_arrows():
@@ -147,5 +149,5 @@ def test_every_pair_of_writers_of_one_target_is_ordered():
     g = dag.graph(out)
     assert dag.is_acyclic(out)
     for i, u in enumerate(ids):
-        for v in ids[i + 1:]:
+        for v in ids[i + 1 :]:
             assert nx.has_path(g, u, v) or nx.has_path(g, v, u), (u, v)

@@ -34,12 +34,28 @@ CONTRACT_NESTED = {
     ("plan_generated", "tasks"): {"id", "name", "type", "description", "dependsOn"},
     ("task_completed", "usage"): {"promptTokens", "completionTokens", "costUsd"},
 }
-CONTRACT_METRICS = {"totalTasks", "completedTasks", "failedTasks", "skippedTasks", "cachedTasks",
-                    "promptTokens", "completionTokens", "costUsd", "durationMs"}
-CONTRACT_BUILD_STATUSES = {"planning", "awaiting_approval", "executing", "completed", "completed_with_errors",
-                           "failed", "cancelled", "timed_out"}
-CONTRACT_TASK_STATUSES = {"pending", "queued", "in_progress", "completed", "failed", "timeout", "skipped",
-                          "cancelled"}
+CONTRACT_METRICS = {
+    "totalTasks",
+    "completedTasks",
+    "failedTasks",
+    "skippedTasks",
+    "cachedTasks",
+    "promptTokens",
+    "completionTokens",
+    "costUsd",
+    "durationMs",
+}
+CONTRACT_BUILD_STATUSES = {
+    "planning",
+    "awaiting_approval",
+    "executing",
+    "completed",
+    "completed_with_errors",
+    "failed",
+    "cancelled",
+    "timed_out",
+}
+CONTRACT_TASK_STATUSES = {"pending", "queued", "in_progress", "completed", "failed", "timeout", "skipped", "cancelled"}
 CONTRACT_TASK_TYPES = {"create_file", "modify_file", "create_component", "setup_config", "install_deps"}
 
 
@@ -64,25 +80,39 @@ def test_nested_event_fields_match_the_contract(event_type, field):
 
 
 def test_fixed_values_in_event_data():
-    assert event_data(EventType.task_timeout, {"taskId": "a", "taskName": "A", "attempt": 1, "willRetry": True})[
-        "suggestion"] == "Retry or skip this task"
+    assert (
+        event_data(EventType.task_timeout, {"taskId": "a", "taskName": "A", "attempt": 1, "willRetry": True})[
+            "suggestion"
+        ]
+        == "Retry or skip this task"
+    )
     assert event_data(EventType.task_skipped, {"taskId": "b", "dependency": "a"})["reason"] == "dependency_failed"
     assert event_data(EventType.plan_blocked, {"planId": "p", "cycles": ["a → b → a"]})["reason"] == (
-        "circular_dependencies")
+        "circular_dependencies"
+    )
 
 
 def test_event_data_missing_a_field_is_refused():
     with pytest.raises(ValidationError):
         event_data(EventType.task_skipped, {"taskId": "b"})
     with pytest.raises(ValidationError):
-        event_data(EventType.task_completed, {"taskId": "a", "taskName": "A", "filesCreated": 1, "files": ["x"],
-                                              "cached": False, "durationMs": 3})  # no usage
+        event_data(
+            EventType.task_completed,
+            {"taskId": "a", "taskName": "A", "filesCreated": 1, "files": ["x"], "cached": False, "durationMs": 3},
+        )  # no usage
 
 
 def test_event_data_is_plain_json():
-    data = event_data(EventType.plan_generated, {
-        "planId": "pln_1", "taskCount": 1, "estimatedDuration": 12.5, "recovery": None,
-        "tasks": [{"id": "a", "name": "A", "type": "create_file", "description": "", "dependsOn": []}]})
+    data = event_data(
+        EventType.plan_generated,
+        {
+            "planId": "pln_1",
+            "taskCount": 1,
+            "estimatedDuration": 12.5,
+            "recovery": None,
+            "tasks": [{"id": "a", "name": "A", "type": "create_file", "description": "", "dependsOn": []}],
+        },
+    )
     assert json.loads(json.dumps(data)) == data
     assert data["tasks"][0]["dependsOn"] == []
 
@@ -118,25 +148,28 @@ def test_minimal_request_and_defaults():
     assert req.files == [] and req.budgetUsd is None and req.requireApproval is None
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"prompt": ""}, "prompt"),
-    ({"prompt": "p" * 20_001}, "prompt"),
-    ({"maxConcurrency": 0}, "maxConcurrency"),
-    ({"maxConcurrency": 21}, "maxConcurrency"),
-    ({"maxConcurrency": 50}, "maxConcurrency"),
-    ({"budgetUsd": 0}, "budgetUsd"),
-    ({"budgetUsd": -1}, "budgetUsd"),
-    ({"budgetUsd": float("nan")}, "budgetUsd"),
-    ({"budgetUsd": float("inf")}, "budgetUsd"),
-    ({"framework": "f" * 51}, "framework"),
-    ({"files": [{"path": "/etc/passwd", "content": ""}]}, "files"),
-    ({"files": [{"path": "../up.txt", "content": ""}]}, "files"),
-    ({"files": [{"path": "a\\b.txt", "content": ""}]}, "files"),
-    ({"files": [{"path": "a.txt"}]}, "files"),
-    ({"files": [{"path": "a.txt", "content": "", "mode": "755"}]}, "files"),
-    ({"files": [{"path": f"f{i}.txt", "content": ""} for i in range(201)]}, "files"),
-    ({"colour": "blue"}, "colour"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "p" * 20_001}, "prompt"),
+        ({"maxConcurrency": 0}, "maxConcurrency"),
+        ({"maxConcurrency": 21}, "maxConcurrency"),
+        ({"maxConcurrency": 50}, "maxConcurrency"),
+        ({"budgetUsd": 0}, "budgetUsd"),
+        ({"budgetUsd": -1}, "budgetUsd"),
+        ({"budgetUsd": float("nan")}, "budgetUsd"),
+        ({"budgetUsd": float("inf")}, "budgetUsd"),
+        ({"framework": "f" * 51}, "framework"),
+        ({"files": [{"path": "/etc/passwd", "content": ""}]}, "files"),
+        ({"files": [{"path": "../up.txt", "content": ""}]}, "files"),
+        ({"files": [{"path": "a\\b.txt", "content": ""}]}, "files"),
+        ({"files": [{"path": "a.txt"}]}, "files"),
+        ({"files": [{"path": "a.txt", "content": "", "mode": "755"}]}, "files"),
+        ({"files": [{"path": f"f{i}.txt", "content": ""} for i in range(201)]}, "files"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
 def test_request_limits_name_the_field(body, field):
     assert field in _errors(**body)
 
@@ -149,11 +182,19 @@ def test_request_size_limit_counts_all_files_together():
         CreateBuildRequest.model_validate({"prompt": "x", "files": over})
 
 
-@pytest.mark.parametrize("body", [
-    {"prompt": "p" * 20_000}, {"maxConcurrency": 1}, {"maxConcurrency": 20}, {"budgetUsd": 0.01},
-    {"framework": "f" * 50}, {"files": [{"path": f"src/f{i}.ts", "content": "x"} for i in range(200)]},
-    {"requireApproval": True}, {"webhookUrl": "https://hooks.example.com/x"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt": "p" * 20_000},
+        {"maxConcurrency": 1},
+        {"maxConcurrency": 20},
+        {"budgetUsd": 0.01},
+        {"framework": "f" * 50},
+        {"files": [{"path": f"src/f{i}.ts", "content": "x"} for i in range(200)]},
+        {"requireApproval": True},
+        {"webhookUrl": "https://hooks.example.com/x"},
+    ],
+)
 def test_request_at_the_limits_is_accepted(body):
     assert _errors(**body) == set()
 
@@ -180,10 +221,18 @@ def test_task_defaults_and_dependencies():
     assert Task.model_validate(task("b", "a")).dependencies == ["a"]
 
 
-@pytest.mark.parametrize("bad", [
-    {"type": "write_poem"}, {"id": ""}, {"name": ""}, {"priority": -1}, {"estimatedDuration": -1},
-    {"input": {"targetPath": "/abs"}}, {"input": {"targetPath": "../x"}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"type": "write_poem"},
+        {"id": ""},
+        {"name": ""},
+        {"priority": -1},
+        {"estimatedDuration": -1},
+        {"input": {"targetPath": "/abs"}},
+        {"input": {"targetPath": "../x"}},
+    ],
+)
 def test_invalid_task_is_refused(bad):
     data = task("a")
     data.update(bad)

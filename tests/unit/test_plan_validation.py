@@ -76,8 +76,15 @@ def test_rung_a_drops_the_unique_lowest_priority_edge():
 
 
 def test_rung_a_declines_on_a_tie_and_rung_b_uses_the_healers_dependencies():
-    reply = json.dumps({"tasks": [{"id": "a", "dependencies": []}, {"id": "b", "dependencies": ["a"]},
-                                  {"id": "c", "dependencies": ["b", "ghost", "c"]}]})
+    reply = json.dumps(
+        {
+            "tasks": [
+                {"id": "a", "dependencies": []},
+                {"id": "b", "dependencies": ["a"]},
+                {"id": "c", "dependencies": ["b", "ghost", "c"]},
+            ]
+        }
+    )
     healer = FakeHealer(reply)
     plan = _validate([task("a", "b"), task("b", "a"), task("c", "b")], healer)
     assert plan.recovery == Recovery.llm_healed
@@ -90,11 +97,14 @@ def test_rung_a_declines_on_a_tie_and_rung_b_uses_the_healers_dependencies():
     assert not _warnings(plan, "sequential_execution")
 
 
-@pytest.mark.parametrize("reply", [
-    json.dumps({"tasks": [{"id": "a", "dependencies": ["b"]}, {"id": "b", "dependencies": ["a"]}]}),
-    "sorry, I cannot help with that",
-    ProviderError("the model is down"),
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        json.dumps({"tasks": [{"id": "a", "dependencies": ["b"]}, {"id": "b", "dependencies": ["a"]}]}),
+        "sorry, I cannot help with that",
+        ProviderError("the model is down"),
+    ],
+)
 def test_rung_c_runs_one_by_one_by_priority_when_healing_does_not_help(reply):
     healer = FakeHealer(reply)
     plan = _validate([task("a", "b", priority=4), task("b", "a", priority=4), task("c", priority=1)], healer)
@@ -113,8 +123,7 @@ def test_rung_c_without_a_healer():
 
 
 def test_rung_d_blocks_when_linear_fallback_is_off_and_approval_is_required():
-    plan = _validate([task("a", "b"), task("b", "a")], FakeHealer("no"), allow_linear=False,
-                     approval_required=True)
+    plan = _validate([task("a", "b"), task("b", "a")], FakeHealer("no"), allow_linear=False, approval_required=True)
     assert plan.blocked and not plan.failed
     assert plan.cycles
     assert not _warnings(plan, "sequential_execution")
@@ -148,8 +157,9 @@ def test_duplicate_ids_are_renamed():
 
 def test_malformed_fragment_is_healed_once():
     healer = FakeHealer(json.dumps(task("b", "a")))
-    plan = _validate([task("a"), MalformedTask(raw='{"id": "b", "type": "create_file", "na', error="truncated")],
-                     healer)
+    plan = _validate(
+        [task("a"), MalformedTask(raw='{"id": "b", "type": "create_file", "na', error="truncated")], healer
+    )
     assert [t.id for t in plan.tasks] == ["a", "b"]
     assert _deps(plan)["b"] == ["a"]
     [(purpose, text, error, _)] = healer.calls
@@ -165,11 +175,14 @@ def test_invalid_task_object_is_healed_with_the_validation_error():
     assert purpose == "task" and "write_poem" in text and "type" in error
 
 
-@pytest.mark.parametrize("reply", [
-    '{"id": "b", "type": "still_wrong", "name": "B"}',  # healed but still invalid: not healed twice
-    "no JSON here",
-    ProviderError("model down"),
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '{"id": "b", "type": "still_wrong", "name": "B"}',  # healed but still invalid: not healed twice
+        "no JSON here",
+        ProviderError("model down"),
+    ],
+)
 def test_task_that_cannot_be_healed_is_dropped_with_a_warning(reply):
     healer = FakeHealer(reply, json.dumps(task("b")))  # a second reply that must not be asked for
     plan = _validate([task("a"), {"id": "b", "type": "write_poem", "name": "B"}], healer)
@@ -185,10 +198,20 @@ def test_without_a_healer_a_malformed_task_is_dropped_with_a_warning():
     assert len(_warnings(plan, "invalid_task")) == 1
 
 
-@pytest.mark.parametrize("path", [
-    "/etc/passwd", "../outside.txt", "src/../../outside.txt", "src\\App.tsx", "src/a\x00.ts",
-    "a" * 256, "C:/windows/x", "", "./",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd",
+        "../outside.txt",
+        "src/../../outside.txt",
+        "src\\App.tsx",
+        "src/a\x00.ts",
+        "a" * 256,
+        "C:/windows/x",
+        "",
+        "./",
+    ],
+)
 def test_unsafe_target_path_is_refused(path):
     with pytest.raises(UnsafePathError):
         safe_relative_path(path)
@@ -197,10 +220,15 @@ def test_unsafe_target_path_is_refused(path):
     assert len(_warnings(plan, "invalid_task")) == 1
 
 
-@pytest.mark.parametrize(("path", "clean"), [
-    ("src/components/Hero.tsx", "src/components/Hero.tsx"), ("./src//a.ts", "src/a.ts"),
-    ("a" * 255, "a" * 255), (".github/workflows/ci.yml", ".github/workflows/ci.yml"),
-])
+@pytest.mark.parametrize(
+    ("path", "clean"),
+    [
+        ("src/components/Hero.tsx", "src/components/Hero.tsx"),
+        ("./src//a.ts", "src/a.ts"),
+        ("a" * 255, "a" * 255),
+        (".github/workflows/ci.yml", ".github/workflows/ci.yml"),
+    ],
+)
 def test_safe_target_paths_are_kept(path, clean):
     assert safe_relative_path(path) == clean
     plan = _validate([task("a", target=path)])
@@ -208,8 +236,14 @@ def test_safe_target_paths_are_kept(path, clean):
 
 
 def test_tasks_writing_the_same_target_are_serialized_in_plan_order():
-    plan = _validate([task("a", target="src/App.tsx"), task("b", target="src/b.ts"),
-                      task("c", target="src/App.tsx"), task("d", target="./src/App.tsx")])
+    plan = _validate(
+        [
+            task("a", target="src/App.tsx"),
+            task("b", target="src/b.ts"),
+            task("c", target="src/App.tsx"),
+            task("d", target="./src/App.tsx"),
+        ]
+    )
     assert _deps(plan) == {"a": [], "b": [], "c": ["a"], "d": ["c"]}
 
 
@@ -241,22 +275,31 @@ def llm_items(draw: st.DrawFn) -> list:
             items.append(MalformedTask(raw=draw(st.text(max_size=20)), error="broken"))
             continue
         deps = draw(st.lists(st.sampled_from([*IDS, "ghost"]), max_size=4))
-        item = task(draw(st.sampled_from(IDS)), *deps, priority=draw(st.integers(0, 3)),
-                    target=draw(st.sampled_from([None, None, "a.ts", "b.ts", "../x"])))
+        item = task(
+            draw(st.sampled_from(IDS)),
+            *deps,
+            priority=draw(st.integers(0, 3)),
+            target=draw(st.sampled_from([None, None, "a.ts", "b.ts", "../x"])),
+        )
         if kind == 1:
             item["type"] = "nonsense"
         items.append(item)
     return items
 
 
-healers = st.sampled_from([
-    None,
-    lambda p, t, e, x: "garbage",
-    lambda p, t, e, x: (_ for _ in ()).throw(ProviderError("down")),
-    # answers cycles with (possibly still cyclic) dependencies and tasks with a fresh valid task
-    lambda p, t, e, x: (json.dumps({"tasks": [{"id": i, "dependencies": IDS[:3]} for i in IDS]})
-                        if p == "dependencies" else json.dumps(task("t9", "t0"))),
-])
+healers = st.sampled_from(
+    [
+        None,
+        lambda p, t, e, x: "garbage",
+        lambda p, t, e, x: (_ for _ in ()).throw(ProviderError("down")),
+        # answers cycles with (possibly still cyclic) dependencies and tasks with a fresh valid task
+        lambda p, t, e, x: (
+            json.dumps({"tasks": [{"id": i, "dependencies": IDS[:3]} for i in IDS]})
+            if p == "dependencies"
+            else json.dumps(task("t9", "t0"))
+        ),
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -285,5 +328,5 @@ def test_any_plan_ends_failed_blocked_or_acyclic_with_known_references(items, he
 
     for same in by_target.values():  # never two writers of one file at once
         for i, a in enumerate(same):
-            for b in same[i + 1:]:
+            for b in same[i + 1 :]:
                 assert nx.has_path(graph, a, b) or nx.has_path(graph, b, a)

@@ -18,7 +18,7 @@ from shared import scheduler
 from shared.models.plan import Task
 from tests.helpers import task
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- the reference model -------------------------------------------------------------------------
@@ -58,9 +58,16 @@ def plans(draw: st.DrawFn, max_tasks: int = 60) -> tuple[list[Task], int]:
     tasks = []
     for i in range(n):
         parents = draw(st.sets(st.integers(0, i - 1), max_size=min(i, 4))) if i else set()
-        tasks.append(Task.model_validate(task(
-            f"t{i}", *(f"t{p}" for p in sorted(parents)),
-            duration=draw(st.integers(0, 40)), priority=draw(st.integers(0, 4)))))
+        tasks.append(
+            Task.model_validate(
+                task(
+                    f"t{i}",
+                    *(f"t{p}" for p in sorted(parents)),
+                    duration=draw(st.integers(0, 40)),
+                    priority=draw(st.integers(0, 4)),
+                )
+            )
+        )
     tasks = draw(st.permutations(tasks))
     return list(tasks), draw(st.integers(1, 8))
 
@@ -154,8 +161,9 @@ class Sim:
         if not self.halted:
             # nothing ready is forgotten, and the window never idles while work is ready
             for t in self.ref.order:
-                runnable = (t not in self.sent and t not in self.skipped
-                            and all(p in self.done for p in self.ref.deps[t]))
+                runnable = (
+                    t not in self.sent and t not in self.skipped and all(p in self.done for p in self.ref.deps[t])
+                )
                 assert runnable == (t in st_.ready), t
             if len(st_.running) < self.mc:
                 assert not st_.ready
@@ -305,8 +313,9 @@ def test_longest_remaining_path_starts_first():
 
 
 def test_ties_go_to_lower_priority_then_plan_order():
-    spec, state = _spec(task("a", duration=10, priority=3), task("b", duration=10, priority=1),
-                        task("c", duration=10, priority=3))
+    spec, state = _spec(
+        task("a", duration=10, priority=3), task("b", duration=10, priority=1), task("c", duration=10, priority=3)
+    )
     assert scheduler.start(spec, state, 1).sends == [("b", 1)]
     assert scheduler.task_succeeded(spec, state, "b", 1).sends == [("a", 1)]
     assert scheduler.task_succeeded(spec, state, "a", 1).sends == [("c", 1)]
@@ -357,9 +366,19 @@ def test_failure_names_the_failed_dependency_for_every_skipped_task():
 
 
 def test_dispatch_state_json_round_trip():
-    state = scheduler.DispatchState(done={"a"}, failed={"b"}, skipped={"c"}, cancelled={"x"}, ready={"d"},
-                                    running={"e": 2}, attempts={"e": 2, "a": 1}, cost_usd=0.125,
-                                    halted="budget_exceeded", last_sends=[("e", 2)], started=True)
+    state = scheduler.DispatchState(
+        done={"a"},
+        failed={"b"},
+        skipped={"c"},
+        cancelled={"x"},
+        ready={"d"},
+        running={"e": 2},
+        attempts={"e": 2, "a": 1},
+        cost_usd=0.125,
+        halted="budget_exceeded",
+        last_sends=[("e", 2)],
+        started=True,
+    )
     assert scheduler.DispatchState.from_json(state.to_json()) == state
     assert scheduler.DispatchState.from_json(None) == scheduler.DispatchState()
     assert scheduler.DispatchState.from_json("") == scheduler.DispatchState()

@@ -9,12 +9,28 @@ from shared.settings import ConfigurationError, Settings, get_settings, load_set
 
 # CONTRACT §7, copied: every user-facing variable.
 CONTRACT_VARIABLES = [
-    "AI_PROVIDER", "ANTHROPIC_API_KEY", "ANTHROPIC_MODEL", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY",
-    "OPENAI_BASE_URL", "OPENAI_MODEL", "STEPWISE_MOCK_SCRIPT", "REQUIRE_PLAN_APPROVAL",
-    "PLAN_APPROVAL_TIMEOUT_SECONDS", "ALLOW_LINEAR_FALLBACK", "TASK_TIMEOUT_SECONDS", "TASK_MAX_ATTEMPTS",
-    "BUILD_TIMEOUT_SECONDS", "TASK_CACHE_TTL_SECONDS", "WEBHOOK_URL", "WEBHOOK_SECRET",
-    "WEBHOOK_ALLOWED_HOSTS", "WEBHOOK_MAX_ATTEMPTS", "WEBHOOK_BACKOFF_BASE_SECONDS",
-    "WEBHOOK_BACKOFF_MAX_SECONDS", "STEPWISE_LOCAL_TOKENS",
+    "AI_PROVIDER",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_MODEL",
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_MODEL",
+    "STEPWISE_MOCK_SCRIPT",
+    "REQUIRE_PLAN_APPROVAL",
+    "PLAN_APPROVAL_TIMEOUT_SECONDS",
+    "ALLOW_LINEAR_FALLBACK",
+    "TASK_TIMEOUT_SECONDS",
+    "TASK_MAX_ATTEMPTS",
+    "BUILD_TIMEOUT_SECONDS",
+    "TASK_CACHE_TTL_SECONDS",
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
+    "WEBHOOK_ALLOWED_HOSTS",
+    "WEBHOOK_MAX_ATTEMPTS",
+    "WEBHOOK_BACKOFF_BASE_SECONDS",
+    "WEBHOOK_BACKOFF_MAX_SECONDS",
+    "STEPWISE_LOCAL_TOKENS",
 ]
 
 
@@ -51,20 +67,23 @@ def test_every_contract_variable_is_a_named_constant_read_by_the_settings(env):
         assert name in aliases, name
 
 
-@pytest.mark.parametrize(("variable", "value"), [
-    ("TASK_MAX_ATTEMPTS", "zero"),
-    ("TASK_MAX_ATTEMPTS", "0"),
-    ("AI_PROVIDER", "nope"),
-    ("STEPWISE_LOCAL_TOKENS", "bad"),
-    ("STEPWISE_LOCAL_TOKENS", "tok:alice,:bob"),
-    ("TASK_TIMEOUT_SECONDS", "-1"),
-    ("BUILD_TIMEOUT_SECONDS", "0"),
-    ("PLAN_APPROVAL_TIMEOUT_SECONDS", "soon"),
-    ("ALLOW_LINEAR_FALLBACK", "maybe"),
-    ("REQUIRE_PLAN_APPROVAL", "perhaps"),
-    ("TASK_CACHE_TTL_SECONDS", "-5"),
-    ("WEBHOOK_MAX_ATTEMPTS", "0"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TASK_MAX_ATTEMPTS", "zero"),
+        ("TASK_MAX_ATTEMPTS", "0"),
+        ("AI_PROVIDER", "nope"),
+        ("STEPWISE_LOCAL_TOKENS", "bad"),
+        ("STEPWISE_LOCAL_TOKENS", "tok:alice,:bob"),
+        ("TASK_TIMEOUT_SECONDS", "-1"),
+        ("BUILD_TIMEOUT_SECONDS", "0"),
+        ("PLAN_APPROVAL_TIMEOUT_SECONDS", "soon"),
+        ("ALLOW_LINEAR_FALLBACK", "maybe"),
+        ("REQUIRE_PLAN_APPROVAL", "perhaps"),
+        ("TASK_CACHE_TTL_SECONDS", "-5"),
+        ("WEBHOOK_MAX_ATTEMPTS", "0"),
+    ],
+)
 def test_an_invalid_value_fails_naming_the_variable(env, variable, value):
     env.setenv(variable, value)
     with pytest.raises(ConfigurationError) as info:

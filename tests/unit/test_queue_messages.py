@@ -1,0 +1,55 @@
+"""Queue message shapes (shared.dal.queues): what SQS accepts and what FIFO deduplication keys on."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from shared.dal.queues import finished_message, task_message
+
+SQS_DEDUP_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def _finished(build_id: str, task_id: str, attempt: int, outcome: str) -> dict:
+    body = {"kind": "finished", "buildId": build_id, "taskId": task_id, "attempt": attempt, "outcome": outcome}
+    return finished_message(body, f"{task_id}:{attempt}:{outcome}")
+
+
+def test_finished_message_is_grouped_by_build_and_carries_its_body():
+    m = _finished("bld_1", "setup", 1, "completed")
+    assert m["MessageGroupId"] == "bld_1"
+    assert json.loads(m["MessageBody"])["taskId"] == "setup"
+    assert SQS_DEDUP_ID.fullmatch(m["MessageDeduplicationId"])
+
+
+def test_same_task_in_two_builds_is_not_a_duplicate():
+    # a FIFO queue deduplicating queue-wide would otherwise drop the second build's notice
+    a = _finished("bld_A", "setup", 1, "completed")["MessageDeduplicationId"]
+    b = _finished("bld_B", "setup", 1, "completed")["MessageDeduplicationId"]
+    assert a != b
+
+
+def test_the_same_notice_twice_is_a_duplicate():
+    assert (
+        _finished("bld_A", "setup", 1, "completed")["MessageDeduplicationId"]
+        == _finished("bld_A", "setup", 1, "completed")["MessageDeduplicationId"]
+    )
+
+
+def test_long_or_unusual_task_ids_still_give_distinct_valid_dedup_ids():
+    long_id = "t" * 128  # the longest id a plan may use
+    ids = {
+        _finished("bld_01M8914NMM2CFN1PF6WFMDHRXS", long_id, attempt, outcome)["MessageDeduplicationId"]
+        for attempt, outcome in [(3, "failed"), (4, "completed"), (4, "failed")]
+    }
+    assert len(ids) == 3
+    odd = _finished("bld_1", "hero section ✨", 1, "completed")["MessageDeduplicationId"]
+    for dedup in [*ids, odd]:
+        assert SQS_DEDUP_ID.fullmatch(dedup), dedup
+
+
+def test_task_message_delay_is_capped_at_the_sqs_maximum():
+    assert "DelaySeconds" not in task_message("bld_1", "a", 1)
+    assert task_message("bld_1", "a", 2, delay_s=5)["DelaySeconds"] == 5
+    assert task_message("bld_1", "a", 9, delay_s=10_000)["DelaySeconds"] == 900
+    assert json.loads(task_message("bld_1", "a", 2)["MessageBody"]) == {"buildId": "bld_1", "taskId": "a", "attempt": 2}
