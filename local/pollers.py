@@ -17,6 +17,7 @@ from typing import Any
 
 from local.context import LocalContext
 from shared.dal.aws import client
+from shared.dal.events import outbox_wants
 from shared.observability import logger
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -90,12 +91,16 @@ class SqsPoller:
 
     def _run(self) -> None:
         sqs = client("sqs")
+        # moto's long poll returns at once while any message is visible, so on a FIFO queue whose
+        # visible messages wait behind an in-flight one of their group it would spin a core: poll
+        # FIFO queues briefly and nap instead (SQS itself long-polls both kinds the same way).
+        fifo = self.queue_url.endswith(".fifo")
         while not self.stop_event.is_set():
             try:
                 resp = sqs.receive_message(
                     QueueUrl=self.queue_url,
                     MaxNumberOfMessages=self.batch_size,
-                    WaitTimeSeconds=1,
+                    WaitTimeSeconds=0 if fifo else 1,
                     AttributeNames=["All"],
                     MessageAttributeNames=["All"],
                     MessageSystemAttributeNames=["All"],
@@ -109,6 +114,8 @@ class SqsPoller:
             messages = resp.get("Messages") or []
             if messages:
                 self._invoke(sqs, messages)
+            elif fifo:
+                self.stop_event.wait(0.003)
 
     def _invoke(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -177,7 +184,7 @@ class StreamRelay:
                         continue
                     resp = streams.get_records(ShardIterator=it, Limit=1000)
                     iterators[sid] = resp.get("NextShardIterator")
-                    inserts = [r for r in resp.get("Records") or [] if r.get("eventName") == "INSERT"]
+                    inserts = [r for r in resp.get("Records") or [] if outbox_wants(r)]
                     for start in range(0, len(inserts), 10):
                         sqs.send_message_batch(
                             QueueUrl=self.queue_url,

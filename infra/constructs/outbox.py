@@ -19,6 +19,8 @@ from aws_cdk import aws_pipes as pipes
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from shared.dal.events import OUTBOX_FILTER
+
 # Records the pipe retries before parking them on the outbox DLQ (the stream keeps them 24 h).
 MAX_RETRY_ATTEMPTS = 185
 
@@ -93,7 +95,7 @@ class Outbox(Construct):
                 ),
                 filter_criteria=pipes.CfnPipe.FilterCriteriaProperty(
                     filters=[
-                        pipes.CfnPipe.FilterProperty(pattern=json.dumps({"eventName": ["INSERT"]})),
+                        pipes.CfnPipe.FilterProperty(pattern=json.dumps(OUTBOX_FILTER)),
                     ]
                 ),
             ),

@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,10 +26,27 @@ from shared.models.events import Event, EventType, event_data
 
 _MAX_TRIES = 100
 
+# Delivery state written with each event: only events of a build with a webhook endpoint travel
+# the outbox. The EventBridge Pipe filters the stream with this pattern; the local relay applies
+# the same one (`outbox_wants`), so both runtimes forward exactly the same records.
+DELIVERY_PENDING, DELIVERY_NONE = "pending", "none"
+OUTBOX_FILTER: dict[str, Any] = {
+    "eventName": ["INSERT"],
+    "dynamodb": {"NewImage": {"delivery": {"S": [DELIVERY_PENDING]}}},
+}
+
+
+def outbox_wants(record: dict[str, Any]) -> bool:
+    image = (record.get("dynamodb") or {}).get("NewImage") or {}
+    return record.get("eventName") == "INSERT" and image.get("delivery", {}).get("S") == DELIVERY_PENDING
+
 
 class EventLog:
-    def __init__(self, table: str) -> None:
+    """`notify(build_id)` says whether the build's events are to be delivered as webhooks."""
+
+    def __init__(self, table: str, notify: Callable[[str], bool] | None = None) -> None:
         self.table = table
+        self._notify = notify
         self._last: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -40,21 +58,26 @@ class EventLog:
         data: BaseModel | dict[str, Any],
         *,
         also: list[dict[str, Any]] | None = None,
+        notify: bool | None = None,
     ) -> Event:
         """Append one event. `also`: TransactWriteItems entries that must commit with it.
 
         Raises StateConflict when a condition in `also` fails (nothing is written then).
         """
         payload = event_data(event_type, data)
+        if notify is None:
+            notify = self._notify(build_id) if self._notify else True
+        delivery = DELIVERY_PENDING if notify else DELIVERY_NONE
         ddb = client("dynamodb")
-        for attempt in range(_MAX_TRIES):
-            seq = self._next_seq(build_id, refresh=attempt > 0)
+        seq = self._next_seq(build_id, refresh=False)
+        probes = 0
+        for _ in range(_MAX_TRIES):
             event = Event(
                 id=new_event_id(), type=event_type, buildId=build_id, seq=seq, timestamp=now_ms(), data=payload
             )
             put = {
                 "TableName": self.table,
-                "Item": to_item(event.model_dump(mode="json")),
+                "Item": to_item({**event.model_dump(mode="json"), "delivery": delivery}),
                 "ConditionExpression": "attribute_not_exists(seq)",
             }
             try:
@@ -64,15 +87,19 @@ class EventLog:
                     ddb.put_item(**put)
             except Exception as exc:
                 code = error_code(exc)
-                if code == "ConditionalCheckFailedException":
-                    continue  # seq taken: refresh and try the next one
+                codes = cancellation_codes(exc) if code == "TransactionCanceledException" else []
+                if code == "ConditionalCheckFailedException" or codes[:1] == ["ConditionalCheckFailed"]:
+                    # seq is taken, so it exists: seq + 1 is still gap-free. After a few lost races
+                    # (another process ran ahead) read the real end of the log instead of probing.
+                    self._remember(build_id, seq)
+                    probes += 1
+                    seq = self._next_seq(build_id, refresh=probes % 4 == 0)
+                    continue
+                if "ConditionalCheckFailed" in codes[1:]:
+                    raise StateConflict(f"{event_type} not recorded: state changed") from None
                 if code == "TransactionCanceledException":
-                    codes = cancellation_codes(exc)
-                    if codes and codes[0] == "ConditionalCheckFailed":
-                        continue
-                    if "ConditionalCheckFailed" in codes[1:]:
-                        raise StateConflict(f"{event_type} not recorded: state changed") from None
                     time.sleep(random.uniform(0.002, 0.02))  # TransactionConflict: back off
+                    seq = self._next_seq(build_id, refresh=True)
                     continue
                 raise
             self._remember(build_id, seq)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 from shared.dal.builds import BuildStore
@@ -17,6 +18,8 @@ from shared.settings import Settings, get_settings
 @dataclass
 class Services:
     settings: Settings
+    _endpoints: dict[str, bool] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def builds(self) -> BuildStore:
@@ -28,7 +31,22 @@ class Services:
 
     @cached_property
     def events(self) -> EventLog:
-        return EventLog(self.settings.events_table)
+        return EventLog(self.settings.events_table, notify=self.has_webhook)
+
+    def has_webhook(self, build_id: str) -> bool:
+        """Whether the build's events go out as webhooks (its own URL, or the deployment default).
+        A build's URL never changes, so the answer is kept for the life of the process."""
+        if self.settings.webhook_url:
+            return True
+        with self._lock:
+            known = self._endpoints.get(build_id)
+        if known is None:
+            known = bool((self.builds.get(build_id, attributes=["webhookUrl"]) or {}).get("webhookUrl"))
+            with self._lock:
+                if len(self._endpoints) > 10_000:
+                    self._endpoints.clear()
+                self._endpoints[build_id] = known
+        return known
 
     @cached_property
     def files(self) -> FileStore:

@@ -428,7 +428,10 @@ def test_outbox_pipe_moves_inserts_to_the_webhook_queue(synth: Synthesized) -> N
     assert refs(stream["DeadLetterConfig"]) == {ids(synth, s.queues.outbox_dlq)}
     assert stream["StartingPosition"] == "TRIM_HORIZON"
     (flt,) = props["SourceParameters"]["FilterCriteria"]["Filters"]
-    assert json.loads(flt["Pattern"]) == {"eventName": ["INSERT"]}
+    assert json.loads(flt["Pattern"]) == {  # only events of builds with a webhook travel the outbox
+        "eventName": ["INSERT"],
+        "dynamodb": {"NewImage": {"delivery": {"S": ["pending"]}}},
+    }
     role_id = props["RoleArn"]["Fn::GetAtt"][0]
     actions = {a for st in statements_of(synth, role_id) for a in as_list(st["Action"])}
     assert actions == {
