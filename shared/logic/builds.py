@@ -65,7 +65,11 @@ def create_build(owner: str, req: CreateBuildRequest, svc: Services | None = Non
         }
     }
     svc.events.record(
-        build_id, EventType.build_started, {"prompt": req.prompt[:200], "framework": req.framework}, also=[put]
+        build_id,
+        EventType.build_started,
+        {"prompt": req.prompt[:200], "framework": req.framework},
+        also=[put],
+        notify=bool(req.webhookUrl or svc.settings.webhook_url),  # the build item is written in this same call
     )
     try:
         svc.workflow.start(
@@ -327,6 +331,8 @@ def retry_task(owner: str, build_id: str, task_id: str, svc: Services | None = N
     status = build["status"]
     if status in (BuildStatus.cancelled, BuildStatus.planning, BuildStatus.awaiting_approval):
         raise Conflict(f"build is {status}; a task can be retried while it executes or once it has ended")
+    if not dispatching.reopenable(svc, build, task_id):
+        raise Conflict(f"task {task_id} cannot run again while a task it depends on stays failed; retry that one")
     reopen_run = status in TERMINAL_BUILD_STATUSES
     if reopen_run:
         try:
@@ -335,6 +341,7 @@ def retry_task(owner: str, build_id: str, task_id: str, svc: Services | None = N
                 Update()
                 .set(
                     status=BuildStatus.executing.value,
+                    runStartedAt=now_ms(),  # the re-opened run gets its own BUILD_TIMEOUT_SECONDS
                     executeStartedAt=None,
                     deadlineAt=None,
                     finishedAt=None,
