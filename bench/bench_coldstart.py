@@ -68,9 +68,16 @@ def _time_import(module: str, env: dict[str, str]) -> float:
     return float(out.stdout.strip().splitlines()[-1]) * 1000
 
 
-def _median_ms(module: str, env: dict[str, str], runs: int) -> float:
-    _time_import(module, env)  # warm the byte-code cache and the OS page cache
-    return statistics.median(_time_import(module, env) for _ in range(runs))
+def medians_ms(modules: list[str], env: dict[str, str], runs: int) -> dict[str, float]:
+    """Median import time per module; rounds interleave the modules so that load on the machine
+    drifting during the run hits the baseline and the handlers alike."""
+    for module in modules:
+        _time_import(module, env)  # warm the byte-code cache and the OS page cache
+    samples: dict[str, list[float]] = {m: [] for m in modules}
+    for _ in range(runs):
+        for module in modules:
+            samples[module].append(_time_import(module, env))
+    return {m: statistics.median(v) for m, v in samples.items()}
 
 
 def _parse_importtime(stderr: str) -> list[tuple[str, int, int]]:
@@ -79,7 +86,8 @@ def _parse_importtime(stderr: str) -> list[tuple[str, int, int]]:
         if not line.startswith("import time:") or "self [us]" in line:
             continue
         head, cumulative, name = line.split("|", 2)
-        rows.append((name.rstrip(), int(head.split(":", 1)[1]), int(cumulative)))
+        name = name.rstrip()
+        rows.append((name[1:] if name.startswith(" ") else name, int(head.split(":", 1)[1]), int(cumulative)))
     return rows
 
 
@@ -101,7 +109,7 @@ def _package(dotted: str) -> str:
     return ".".join(parts[:2]) if parts[0] in ("shared", "functions") else parts[0]
 
 
-def offenders(stderr: str, top: int = TOP_OFFENDERS) -> list[tuple[str, str, float]]:
+def offenders(stderr: str, module: str, top: int = TOP_OFFENDERS) -> list[tuple[str, str, float]]:
     """The heaviest imports that cross a package boundary: (imported, importer, share of the total).
 
     `-X importtime` prints a tree, children before their parent (one more indentation level). An
@@ -116,14 +124,14 @@ def offenders(stderr: str, top: int = TOP_OFFENDERS) -> list[tuple[str, str, flo
         while stack and len(rows[stack[-1]][0]) - len(rows[stack[-1]][0].lstrip()) > depth:
             parent[stack.pop()] = i
         stack.append(i)
-    total = sum(cum for name, _, cum in rows if name == name.lstrip()) or 1
+    total = max((cum for name, _, cum in rows if name == module), default=0) or 1
     best: dict[str, tuple[int, str]] = {}
     for i, (name, _, cum) in enumerate(rows):
         if i not in parent:
             continue
         imported, importer = _package(name.strip()), _package(rows[parent[i]][0].strip())
-        if imported == importer or imported.startswith("functions"):
-            continue
+        if imported == importer or imported.startswith(("functions", "shared")):
+            continue  # third-party packages only; the importer names the first-party module to fix
         if imported not in best or cum > best[imported][0]:
             best[imported] = (cum, rows[parent[i]][0].strip())
     ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:top]
@@ -136,15 +144,16 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     _details.clear()
     with tempfile.TemporaryDirectory(prefix="stepwise-bench-pyc-") as cache:
         env = _env(cache)
-        baseline = _median_ms("boto3", env, runs)
+        handlers = [dotted.rpartition(".")[0] for dotted in FUNCTION_HANDLERS.values()]
+        medians = medians_ms(["boto3", *handlers], env, runs)
+        baseline = medians["boto3"]
         missed: list[str] = []
-        for dotted in FUNCTION_HANDLERS.values():
-            module = dotted.rpartition(".")[0]
-            ours = _median_ms(module, env, runs)
+        for module in handlers:
+            ours = medians[module]
             ratio = ours / baseline
             met = ratio <= TARGET_RATIO
             note = None
-            top = offenders(_importtime(module, env))
+            top = offenders(_importtime(module, env), module)
             if not met:
                 missed.append(module)
                 heavy = ", ".join(f"{pkg} ({share:.0%})" for pkg, _, share in top[:3])
