@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 from shared.signing import sign_headers
 from shared.ssrf import (
@@ -278,6 +279,8 @@ def _post(
     client: httpx.Client | None,
     timeout_s: float,
 ) -> DeliveryResult:
+    import httpx  # imported on first delivery: it weighs a quarter of the handler's import
+
     headers = {**signed, "Host": target.host_header, "Connection": "close", "User-Agent": USER_AGENT}
     extensions: dict[str, object] = {}
     if target.scheme == "https" and target.host != target.ip:
