@@ -115,7 +115,7 @@ def task_succeeded(
     spec: DagSpec, state: DispatchState, task_id: str, max_concurrency: int, cost_usd: float = 0.0
 ) -> Decision:
     if task_id in state.terminal() or task_id not in spec.deps:
-        return _duplicate(spec, state)
+        return duplicate(spec, state)
     state.running.pop(task_id, None)
     state.ready.discard(task_id)
     state.done.add(task_id)
@@ -133,7 +133,7 @@ def task_failed(
 ) -> Decision:
     """A task failed for good: its transitive dependents are skipped, other branches go on."""
     if task_id in state.terminal() or task_id not in spec.deps:
-        return _duplicate(spec, state)
+        return duplicate(spec, state)
     state.running.pop(task_id, None)
     state.ready.discard(task_id)
     state.failed.add(task_id)
@@ -208,7 +208,8 @@ def _fill(spec: DagSpec, state: DispatchState, max_concurrency: int, decision: D
     return decision
 
 
-def _duplicate(spec: DagSpec, state: DispatchState) -> Decision:
+def duplicate(spec: DagSpec, state: DispatchState) -> Decision:
+    """Nothing changes: a message already applied (or one about an attempt no longer in flight)."""
     return Decision(sends=list(state.last_sends), duplicate=True, all_terminal=_all_terminal(spec, state))
 
 

@@ -89,6 +89,7 @@ def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, 
                 .set(
                     dispatch=cur.state.to_json(),
                     dispatchVersion=cur.version + 1,
+                    haltedBy=cur.state.halted,  # None removes it; a task claim checks it is absent
                     updatedAt=now_ms(),
                 )
                 .when("attribute_not_exists({dispatchVersion}) OR {dispatchVersion} = :ver", ver=cur.version),
@@ -98,10 +99,20 @@ def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, 
         break
     else:  # pragma: no cover - 50 lost races in a row
         raise RuntimeError(f"dispatch of {build_id} ({label}) kept losing races")
-    _send(svc, build_id, decision.sends)
+    committed = cur.version if decision.duplicate else cur.version + 1
+    if decision.duplicate and int(cur.build.get("sentVersion") or 0) >= committed:
+        decision.sends = []  # a replayed step whose tasks were sent already: each is enqueued once
+    if decision.sends:
+        _send(svc, build_id, decision.sends)
+        _confirm_sent(svc, build_id, committed)
     if decision.all_terminal:
         _finish_execution(svc, cur)
     return cur, decision
+
+
+def run_started_at(build: dict[str, Any]) -> int:
+    """When the build's current run began: its creation, or the last retry-task that re-opened it."""
+    return int(build.get("runStartedAt") or build["createdAt"])
 
 
 def _past_deadline(build: dict[str, Any]) -> bool:
@@ -146,6 +157,17 @@ def _send(svc: Services, build_id: str, sends: list[tuple[str, int]]) -> None:
         )
 
 
+def _confirm_sent(svc: Services, build_id: str, version: int) -> None:
+    """Record that the tasks decided at `version` are on the queue, so a replay does not resend them."""
+    with contextlib.suppress(StateConflict):  # a later step confirmed its own sends already
+        svc.builds.update(
+            build_id,
+            Update()
+            .set(sentVersion=version)
+            .when("attribute_not_exists({sentVersion}) OR {sentVersion} < :v", v=version),
+        )
+
+
 def _finish_execution(svc: Services, cur: Loaded) -> None:
     token = cur.build.get("executeToken")
     if not token:
@@ -157,8 +179,10 @@ def _finish_execution(svc: Services, cur: Loaded) -> None:
             f"Recorded cost ${cur.state.cost_usd:.4f} reached the budget of "
             f"${float(cur.build['budgetUsd']):.4f}; no new task was started.",
         )
-    elif cur.state.halted in (None, "timed_out"):
-        svc.workflow.succeed(token, {"halted": cur.state.halted})
+    elif cur.state.halted == "timed_out":  # the dispatcher saw the deadline pass before Step Functions did
+        svc.workflow.fail(token, "BuildTimedOut", "The build ran past its time limit.")
+    elif cur.state.halted is None:
+        svc.workflow.succeed(token, {"halted": None})
 
 
 # --- entry points ---------------------------------------------------------------------------------
@@ -178,6 +202,7 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
                     .set(
                         status=BuildStatus.awaiting_approval.value,
                         approvalToken=token,
+                        approvalRequestedAt=now_ms(),
                         approvalExpiresAt=expires,
                         updatedAt=now_ms(),
                     )
@@ -196,18 +221,13 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
     if build["status"] in TERMINAL_BUILD_STATUSES:
         svc.workflow.fail(token, "BuildCancelled", f"build is {build['status']}")
         return {"started": False}
-    remaining = svc.settings.build_timeout_seconds - (now_ms() - int(build["createdAt"])) / 1000
     if build.get("executeStartedAt") is None:
+        run_started = run_started_at(build)  # a retried run has its own time limit
+        remaining = svc.settings.build_timeout_seconds - (now_ms() - run_started) / 1000
+        approved = int(build.get("approvedAt") or 0)
+        if approved >= run_started:  # time spent waiting for a human does not count
+            remaining += (approved - int(build.get("approvalRequestedAt") or approved)) / 1000
         deadline = now_ms() + int(max(1.0, remaining) * 1000)
-        if build.get("approvedAt"):  # time spent waiting for a human does not count
-            deadline = now_ms() + int(
-                max(
-                    1.0,
-                    remaining
-                    + (int(build["approvedAt"]) - int(build.get("approvalRequestedAt", build["approvedAt"]))) / 1000,
-                )
-                * 1000
-            )
     else:
         deadline = int(build.get("deadlineAt") or now_ms())
     try:
@@ -249,6 +269,11 @@ def on_finished(message: dict[str, Any], svc: Services | None = None) -> None:
             attempt = int(message.get("attempt", 1))
 
             def op(spec: scheduler.DagSpec, st: scheduler.DispatchState, m: int) -> scheduler.Decision:
+                in_flight = st.running.get(task_id)
+                if in_flight is None or attempt < in_flight:
+                    # settled already, or a stale report from an attempt older than the one now in
+                    # flight (a retried task must not be failed again by its previous run's message)
+                    return scheduler.duplicate(spec, st)
                 st.attempts[task_id] = max(st.attempts.get(task_id, 0), attempt)
                 if outcome == "completed":
                     return scheduler.task_succeeded(spec, st, task_id, m, cost)
@@ -270,21 +295,25 @@ def on_finished(message: dict[str, Any], svc: Services | None = None) -> None:
         logger.warning("dispatch message for a missing build dropped", extra={"buildId": build_id})
 
 
-def retry_task(build_id: str, task_id: str, svc: Services) -> None:
-    """Re-open a task and its skipped dependents (items first, so a re-opened child can be claimed),
-    then let the scheduler start it."""
-    from shared import dag
+def reopenable(svc: Services, build: dict[str, Any], task_id: str) -> list[str]:
+    """What a retry of `task_id` would re-open: the task and those of its skipped dependents that can
+    run again (one that also waits on another failed task stays skipped). Empty: nothing can run."""
+    state = scheduler.DispatchState.from_json(build.get("dispatch"))
+    return scheduler.retry(dag_spec(svc, build), state, task_id, int(build.get("maxConcurrency", 5)))
 
-    spec = dag_spec(svc, svc.builds.require(build_id))
-    svc.tasks.update(build_id, task_id, Update().set(status=TaskStatus.pending.value, error=None, updatedAt=now_ms()))
-    for t in dag.descendants(spec.children, task_id):
+
+def retry_task(build_id: str, task_id: str, svc: Services) -> list[str]:
+    """Re-open a task and its skipped dependents that can run (items first, so a re-opened child can
+    be claimed), then let the scheduler start it. Returns the re-opened ids."""
+    reopened = reopenable(svc, svc.builds.require(build_id), task_id)
+    for t in reopened:
         with contextlib.suppress(StateConflict):
             svc.tasks.update(
                 build_id,
                 t,
                 Update()
-                .set(status=TaskStatus.pending.value, updatedAt=now_ms())
-                .when("{status} IN (:s, :c)", s="skipped", c="cancelled"),
+                .set(status=TaskStatus.pending.value, error=None, updatedAt=now_ms())
+                .when("{status} IN (:f, :t, :s, :c)", f="failed", t="timeout", s="skipped", c="cancelled"),
             )
 
     def op(spec: scheduler.DagSpec, st: scheduler.DispatchState, m: int) -> scheduler.Decision:
@@ -292,6 +321,7 @@ def retry_task(build_id: str, task_id: str, svc: Services) -> None:
         return scheduler.fill(spec, st, m)
 
     apply(svc, build_id, op, label=f"retry {task_id}")
+    return reopened
 
 
 def parse_cause(error: dict[str, Any]) -> str:

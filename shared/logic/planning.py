@@ -14,6 +14,7 @@ from shared import dag
 from shared.dal.table import Update
 from shared.errors import CircularDependencies, PlanningFailed
 from shared.ids import new_plan_id, now_ms
+from shared.logic.dispatching import run_started_at
 from shared.logic.services import Services, services
 from shared.models.build import BuildStatus
 from shared.models.events import EventType, PlanGeneratedData, PlannedTask
@@ -119,7 +120,7 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
 
 
 def _result(svc: Services, build: dict[str, Any]) -> dict[str, Any]:
-    elapsed = (now_ms() - int(build["createdAt"])) / 1000
+    elapsed = (now_ms() - run_started_at(build)) / 1000
     remaining = max(1, int(svc.settings.build_timeout_seconds - elapsed))
     first_run = build["status"] == BuildStatus.planning
     wants = bool(build.get("requireApproval")) or bool(build.get("blocked"))

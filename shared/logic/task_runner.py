@@ -26,7 +26,7 @@ from shared.dal.table import Update
 from shared.errors import StateConflict
 from shared.ids import now_ms
 from shared.logic.services import Services, services
-from shared.models.build import TERMINAL_BUILD_STATUSES
+from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
 from shared.models.events import EventType
 from shared.models.plan import (
     FileInfo,
@@ -68,7 +68,7 @@ def run_task(msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | 
         logger.warning("task message for a missing build or task dropped", extra=msg.model_dump())
         return
     task = Task.model_validate(item["task"])
-    if build["status"] in TERMINAL_BUILD_STATUSES:
+    if _stopped(build):
         _cancel(svc, msg, item)
         return
     started = now_ms()
@@ -100,11 +100,16 @@ def run_task(msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | 
                         s="skipped",
                         x="cancelled",
                     ),
-                )
+                ),
+                _build_still_running(svc, msg.buildId),
             ],
         )
     except StateConflict:
-        _replay(svc, msg, item, task)
+        fresh = svc.builds.get(msg.buildId)
+        if fresh is None or _stopped(fresh):  # it ended or halted since it was read: start nothing
+            _cancel(svc, msg, item)
+        else:
+            _replay(svc, msg, item, task)
         return
 
     settings = svc.settings
@@ -165,6 +170,25 @@ def run_task(msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | 
         _cache_put(svc, cache_key, result)
     count("task.cached" if cached else "task.completed")
     _tell_dispatcher(svc, msg, "completed", usage.costUsd or 0.0)
+
+
+def _stopped(build: dict[str, Any]) -> bool:
+    """The build ended, or its dispatcher halted it (cancel, time limit, budget): no task may start."""
+    return build["status"] in TERMINAL_BUILD_STATUSES or bool(build.get("haltedBy"))
+
+
+def _build_still_running(svc: Services, build_id: str) -> dict[str, Any]:
+    """A transaction item: the claim commits only while the build executes and is not halted, so
+    no `task_started` can follow `build_cancelled`, `build_failed` or the halt that precedes it."""
+    return {
+        "ConditionCheck": {
+            "TableName": svc.builds.table,
+            "Key": to_item({"buildId": build_id}),
+            "ConditionExpression": "#status = :executing AND attribute_not_exists(#haltedBy)",
+            "ExpressionAttributeNames": {"#status": "status", "#haltedBy": "haltedBy"},
+            "ExpressionAttributeValues": {":executing": {"S": BuildStatus.executing.value}},
+        }
+    }
 
 
 def _call_with_timeout(svc: Services, task: Task, context: TaskContext, budget_s: float) -> TransformResult:
