@@ -16,8 +16,18 @@ import threading
 from typing import Any
 
 _lock = threading.RLock()
+_sqs_lock = threading.RLock()
 _installed = False
 _LOCKED_METHODS = ("put_item", "get_item", "query", "scan", "update_item", "delete_item")
+_SQS_LOCKED_METHODS = (
+    "send_message",
+    "send_message_batch",
+    "delete_message",
+    "delete_message_batch",
+    "change_message_visibility",
+    "change_message_visibility_batch",
+    "purge_queue",
+)
 
 
 def install() -> None:
@@ -30,13 +40,51 @@ def install() -> None:
         original = getattr(DynamoDBBackend, name)
         setattr(DynamoDBBackend, name, _locked(original))
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    _install_sqs()
     _installed = True
 
 
-def _locked(fn: Any) -> Any:
+def _install_sqs() -> None:
+    """moto's SQS walks and mutates a queue's message list from every caller's thread without a
+    lock ("Set changed size during iteration"): a message can be marked in flight with no receiver
+    holding it, so it reappears only after its visibility timeout. One lock around the operations;
+    a long poll waits outside it, in short slices, so it never blocks senders."""
+    import time
+
+    from moto.sqs.models import SQSBackend
+
+    for name in _SQS_LOCKED_METHODS:
+        setattr(SQSBackend, name, _locked(getattr(SQSBackend, name), _sqs_lock))
+    original = SQSBackend.receive_message
+
+    def receive_message(
+        self: Any,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> Any:
+        deadline = time.monotonic() + (wait_seconds_timeout or 0)
+        while True:
+            with _sqs_lock:
+                got = original(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+            left = deadline - time.monotonic()
+            if got or left <= 0:
+                return got
+            queue = self.get_queue(queue_name)
+            if queue.messages:  # visible but not deliverable now (a FIFO group in flight): nap
+                time.sleep(min(left, 0.003))
+            else:  # nothing visible: block until a send wakes the queue
+                queue.wait_for_messages(min(left, 0.5))
+
+    SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+
+
+def _locked(fn: Any, lock: Any = _lock) -> Any:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _lock:
+        with lock:
             return fn(*args, **kwargs)
 
     return wrapper

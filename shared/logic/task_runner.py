@@ -48,6 +48,8 @@ from shared.providers.base import (
 )
 
 _SAFETY_MARGIN_S = 2.0
+# What a task needs of its build: never the dispatch state, which grows with the build's size.
+_BUILD_FIELDS = ["buildId", "status", "haltedBy", "prompt", "framework", "inputFiles"]
 _pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="provider")
 
 
@@ -62,7 +64,7 @@ _KIND = {TaskType.modify_file: TransformKind.refactor}
 
 def run_task(msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | None = None) -> None:
     svc = svc or services()
-    build = svc.builds.get(msg.buildId)
+    build = svc.builds.get(msg.buildId, attributes=_BUILD_FIELDS)
     item = svc.tasks.get(msg.buildId, msg.taskId)
     if build is None or item is None:
         logger.warning("task message for a missing build or task dropped", extra=msg.model_dump())
@@ -105,7 +107,7 @@ def run_task(msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | 
             ],
         )
     except StateConflict:
-        fresh = svc.builds.get(msg.buildId)
+        fresh = svc.builds.get(msg.buildId, attributes=_BUILD_FIELDS)
         if fresh is None or _stopped(fresh):  # it ended or halted since it was read: start nothing
             _cancel(svc, msg, item)
         else:
