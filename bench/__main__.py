@@ -38,6 +38,7 @@ MODULES: dict[str, str] = {
     "schedule": "bench.bench_schedule",
     "coldstart": "bench.bench_coldstart",
     "runtime": "bench.bench_runtime",
+    "webhooks": "bench.bench_webhooks",
     "infra": "bench.bench_infra",
 }
 # Issue 7's numbering, for the reader of BENCHMARKS.md.

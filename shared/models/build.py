@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.models.plan import Recovery, Task, TaskStatus, safe_relative_path
 
@@ -69,12 +69,13 @@ class CreateBuildRequest(BaseModel):
     budgetUsd: float | None = Field(default=None, gt=0, allow_inf_nan=False)  # 1e999 parses as inf
     maxConcurrency: int = Field(default=5, ge=1, le=20)
 
-    @model_validator(mode="after")
-    def _files_size(self) -> CreateBuildRequest:
-        total = sum(len(f.content.encode()) for f in self.files)
+    @field_validator("files")
+    @classmethod
+    def _files_size(cls, files: list[InputFile]) -> list[InputFile]:
+        total = sum(len(f.content.encode()) for f in files)
         if total > MAX_INPUT_BYTES:
-            raise ValueError(f"files: {total} bytes in all, more than {MAX_INPUT_BYTES}")
-        return self
+            raise ValueError(f"{total} bytes in all, more than {MAX_INPUT_BYTES}")
+        return files
 
 
 class ApprovalRequest(BaseModel):
