@@ -57,6 +57,15 @@ class Update:
         self.condition = expr if self.condition is None else f"({self.condition}) AND ({expr})"
         return self
 
+    def when_not_in(self, attr: str, values: Iterable[str]) -> Update:
+        """Condition: `attr` holds none of `values`."""
+        keys = []
+        for v in sorted(values):
+            self._n += 1
+            keys.append(f":n{self._n}")
+            self.values[keys[-1]] = to_ddb(v)
+        return self.when("NOT {" + attr + "} IN (" + ", ".join(keys) + ")")
+
     def expression(self) -> str:
         parts = []
         if self._set:

@@ -281,14 +281,7 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
                         finishedAt=now_ms(),
                         updatedAt=now_ms(),
                     )
-                    .when(
-                        "NOT {status} IN (:c, :cwe, :f, :x, :t)",
-                        c="completed",
-                        cwe="completed_with_errors",
-                        f="failed",
-                        x="cancelled",
-                        t="timed_out",
-                    ),
+                    .when_not_in("status", TERMINAL_BUILD_STATUSES),
                 )
             ],
         )

@@ -241,14 +241,7 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
                 executeStartedAt=build.get("executeStartedAt") or now_ms(),
                 updatedAt=now_ms(),
             )
-            .when(
-                "NOT {status} IN (:c, :cwe, :f, :x, :t)",
-                c="completed",
-                cwe="completed_with_errors",
-                f="failed",
-                x="cancelled",
-                t="timed_out",
-            ),
+            .when_not_in("status", TERMINAL_BUILD_STATUSES),
         )
     except StateConflict:
         svc.workflow.fail(token, "BuildCancelled", "build ended before execution")

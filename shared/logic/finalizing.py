@@ -64,14 +64,7 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
     tasks = svc.tasks.list(build_id)
     metrics = metrics_of(build, tasks)
     error = state.get("error")
-    not_terminal = Update().when(
-        "NOT {status} IN (:c, :cwe, :f, :x, :t)",
-        c="completed",
-        cwe="completed_with_errors",
-        f="failed",
-        x="cancelled",
-        t="timed_out",
-    )
+    not_terminal = Update().when_not_in("status", TERMINAL_BUILD_STATUSES)
     if not error:
         status = (
             BuildStatus.completed if metrics.completedTasks == metrics.totalTasks else BuildStatus.completed_with_errors
