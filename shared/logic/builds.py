@@ -18,6 +18,7 @@ from shared.models.build import (
     BuildStatus,
     BuildView,
     CreateBuildRequest,
+    PlanView,
     TaskView,
 )
 from shared.models.events import EventType
@@ -157,10 +158,15 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
         framework=build.get("framework"),
         createdAt=build["createdAt"],
         updatedAt=build.get("updatedAt", build["createdAt"]),
-        planId=build.get("planId"),
+        plan=PlanView(
+            planId=build["planId"],
+            estimatedDuration=build.get("estimatedDuration"),
+            recovery=build.get("recovery"),
+            tasks=views,
+        )
+        if build.get("planId")
+        else None,
         recovery=build.get("recovery"),
-        estimatedDuration=build.get("estimatedDuration"),
-        tasks=views,
         metrics=metrics,
         failureReason=build.get("failureReason"),
         message=build.get("message"),

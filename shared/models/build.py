@@ -116,17 +116,26 @@ class TaskView(BaseModel):
     files: list[str] = Field(default_factory=list)
 
 
+class PlanView(BaseModel):
+    """The build's plan, each task with its run state."""
+
+    planId: str
+    estimatedDuration: float | None = None
+    recovery: Recovery | None = None
+    tasks: list[TaskView] = Field(default_factory=list)
+
+
 class BuildView(BaseModel):
+    """`GET /builds/{buildId}`: status, the plan with per-task status (null until planned), metrics, recovery."""
+
     buildId: str
     status: BuildStatus
     prompt: str
     framework: str | None = None
     createdAt: int
     updatedAt: int
-    planId: str | None = None
+    plan: PlanView | None = None
     recovery: Recovery | None = None
-    estimatedDuration: float | None = None
-    tasks: list[TaskView] = Field(default_factory=list)
     metrics: BuildMetrics = Field(default_factory=BuildMetrics)
     failureReason: str | None = None
     message: str | None = None

@@ -185,7 +185,7 @@ def started_order(events: list[dict[str, Any]]) -> list[str]:
 
 
 def task_status(view: dict[str, Any]) -> dict[str, str]:
-    return {t["id"]: t["status"] for t in view["tasks"]}
+    return {t["id"]: t["status"] for t in view["plan"]["tasks"]}
 
 
 def cyclic_pair(**extra_a: Any) -> list[dict[str, Any]]:
@@ -260,7 +260,7 @@ class TestEngine:
         assert [e["data"]["attempt"] for e in of(events, "task_started")] == [1, 2, 3]
         assert seq_of(events, "task_completed", "flaky") > max(e["seq"] for e in of(events, "task_started"))
         assert end_of(events)["data"]["status"] == "completed"
-        flaky = engine.view(bid)["tasks"][0]
+        flaky = engine.view(bid)["plan"]["tasks"][0]
         assert (flaky["status"], flaky["attempt"]) == ("completed", 3)
 
     def test_a_task_failing_for_good_skips_its_dependents_only(self, engine: Engine) -> None:
@@ -445,7 +445,7 @@ class TestEngine:
         assert end_of(events)["data"]["status"] == "completed"
         assert end_of(events)["data"]["metrics"]["totalTasks"] == 2
         view = engine.view(bid)
-        assert [t["id"] for t in view["tasks"]] == ["x", "y"]
+        assert [t["id"] for t in view["plan"]["tasks"]] == ["x", "y"]
         status, files = engine.api("GET", f"/builds/{bid}/files")
         assert status == 200 and "x.txt" in {f["path"] for f in files}
         status, content = engine.rt.invoke_api("GET", f"/builds/{bid}/files/x.txt", user=USER, raw=True)

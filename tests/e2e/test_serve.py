@@ -112,8 +112,8 @@ def test_build_over_http_owner_scoping_and_files(server: tuple[str, float]) -> N
 
     view = httpx.get(f"{base}/builds/{build_id}", headers=_auth(ALICE)).json()
     assert view["status"] == "completed"
-    assert all(t["status"] == "completed" for t in view["tasks"])
-    assert view["metrics"]["completedTasks"] == len(view["tasks"])
+    assert all(t["status"] == "completed" for t in view["plan"]["tasks"])
+    assert view["metrics"]["completedTasks"] == len(view["plan"]["tasks"])
 
     # another user's build answers exactly like a missing one
     other = httpx.get(f"{base}/builds/{build_id}", headers=_auth(BOB))

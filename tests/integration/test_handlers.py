@@ -274,7 +274,7 @@ class TestApi:
         user, build_id, events = done_build
         status, view = rt.invoke_api("GET", f"/builds/{build_id}", user=user)
         assert status == 200 and view["status"] == "completed" and view["recovery"] is None
-        assert view["tasks"] and {t["status"] for t in view["tasks"]} == {"completed"}
+        assert view["plan"]["tasks"] and {t["status"] for t in view["plan"]["tasks"]} == {"completed"}
         metrics = view["metrics"]
         assert set(metrics) == {
             "totalTasks",
@@ -287,10 +287,10 @@ class TestApi:
             "costUsd",
             "durationMs",
         }
-        assert metrics["totalTasks"] == metrics["completedTasks"] == len(view["tasks"])
+        assert metrics["totalTasks"] == metrics["completedTasks"] == len(view["plan"]["tasks"])
         assert metrics["failedTasks"] == metrics["skippedTasks"] == 0
         generated = next(e for e in events if e["type"] == "plan_generated")
-        assert [t["id"] for t in view["tasks"]] == [t["id"] for t in generated["data"]["tasks"]]
+        assert [t["id"] for t in view["plan"]["tasks"]] == [t["id"] for t in generated["data"]["tasks"]]
         listed = rt.invoke_api("GET", f"/builds/{build_id}/files", user=user)[1]
         assert events[-1]["data"]["files"] == sorted(f["path"] for f in listed)
         # every task started after all of its dependencies completed
@@ -730,7 +730,7 @@ class TestWorkers:
         build_id, owner = self._retry_scenario(quiet)
         status, view = quiet.invoke_api("GET", f"/builds/{build_id}", user=owner)
         assert status == 200
-        assert {t["id"]: t["status"] for t in view["tasks"]} == {
+        assert {t["id"]: t["status"] for t in view["plan"]["tasks"]} == {
             "fails-twice": "completed",
             "broken": "failed",
             "joined": "skipped",
