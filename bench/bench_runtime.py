@@ -959,7 +959,7 @@ def throughput_rows() -> list[dict[str, Any]]:
     rate_big = done_big / t_big
     cpu_ms = cpu.total / max(1, done_big) * 1000
     pollers = cpu.by_category.get(next(iter(CpuProfile.CATEGORIES)), 0.0) / cpu.total if cpu.total else 0.0
-    finished_share = cpu.receive_by_queue.get("finished", 0.0) / cpu.total if cpu.total else 0.0
+    finished_share = cpu.receive_by_queue.get("task-finished.fifo", 0.0) / cpu.total if cpu.total else 0.0
     why_slow = (f"CPU-bound: ~{cpu_ms:.0f} ms of CPU per task in one process (GIL); {pollers:.0%} of it is moto "
                 f"ReceiveMessage in the local pollers, {finished_share:.0%} the task-finished FIFO poller spinning "
                 "while the build's message group is in flight")

@@ -331,47 +331,24 @@ class LocalRuntime:
         def fn(name: str) -> Callable[[], Handler]:
             return lambda: load_handler(name)
 
+        def poller(queue: str, function: str, batch_size: int, workers: int) -> SqsPoller:
+            """An event source mapping: `queue` feeds `function` with batches of `batch_size`."""
+            return SqsPoller(
+                queue,
+                q[queue],
+                arns[queue],
+                fn(function),
+                function_name=f"{PREFIX}-{function}",
+                timeout_s=FUNCTION_TIMEOUTS[function],
+                batch_size=batch_size,
+                workers=workers,
+            )
+
         self.pollers = [
-            SqsPoller(
-                "tasks",
-                q["tasks"],
-                arns["tasks"],
-                fn("task"),
-                function_name=f"{PREFIX}-task",
-                timeout_s=FUNCTION_TIMEOUTS["task"],
-                batch_size=1,
-                workers=self.task_workers,
-            ),
-            SqsPoller(
-                "finished",
-                q["task-finished.fifo"],
-                arns["task-finished.fifo"],
-                fn("dispatch"),
-                function_name=f"{PREFIX}-dispatch",
-                timeout_s=FUNCTION_TIMEOUTS["dispatch"],
-                batch_size=10,
-                workers=2,
-            ),
-            SqsPoller(
-                "tasks-dlq",
-                q["tasks-dlq"],
-                arns["tasks-dlq"],
-                fn("dispatch"),
-                function_name=f"{PREFIX}-dispatch",
-                timeout_s=FUNCTION_TIMEOUTS["dispatch"],
-                batch_size=10,
-                workers=1,
-            ),
-            SqsPoller(
-                "webhooks",
-                q["webhooks"],
-                arns["webhooks"],
-                fn("webhook"),
-                function_name=f"{PREFIX}-webhook",
-                timeout_s=FUNCTION_TIMEOUTS["webhook"],
-                batch_size=5,
-                workers=self.webhook_workers,
-            ),
+            poller("tasks", "task", batch_size=1, workers=self.task_workers),
+            poller("task-finished.fifo", "dispatch", batch_size=10, workers=2),
+            poller("tasks-dlq", "dispatch", batch_size=10, workers=1),
+            poller("webhooks", "webhook", batch_size=5, workers=self.webhook_workers),
         ]
         for p in self.pollers:
             p.start()

@@ -305,14 +305,6 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
     return {"buildId": build_id, "status": BuildStatus.cancelled.value}
 
 
-def require_build(owner: str, build_id: str, svc: Services | None = None) -> dict[str, Any]:
-    svc = svc or services()
-    try:
-        return svc.builds.get_owned(build_id, owner)
-    except NotFound:
-        raise
-
-
 RETRYABLE_TASK_STATUSES = (TaskStatus.failed, TaskStatus.timeout, TaskStatus.skipped)
 
 

@@ -18,7 +18,7 @@ from shared.settings import Settings, get_settings
 @dataclass
 class Services:
     settings: Settings
-    _endpoints: dict[str, bool] = field(default_factory=dict, repr=False)
+    _webhook_urls: dict[str, str | None] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
@@ -33,20 +33,23 @@ class Services:
     def events(self) -> EventLog:
         return EventLog(self.settings.events_table, notify=self.has_webhook)
 
-    def has_webhook(self, build_id: str) -> bool:
-        """Whether the build's events go out as webhooks (its own URL, or the deployment default).
-        A build's URL never changes, so the answer is kept for the life of the process."""
-        if self.settings.webhook_url:
-            return True
+    def webhook_url(self, build_id: str) -> str | None:
+        """Where the build's events are delivered: its own URL, else the deployment default, else
+        nowhere. A build's URL never changes, so the answer is kept for the life of the process."""
         with self._lock:
-            known = self._endpoints.get(build_id)
-        if known is None:
-            known = bool((self.builds.get(build_id, attributes=["webhookUrl"]) or {}).get("webhookUrl"))
-            with self._lock:
-                if len(self._endpoints) > 10_000:
-                    self._endpoints.clear()
-                self._endpoints[build_id] = known
-        return known
+            if build_id in self._webhook_urls:
+                return self._webhook_urls[build_id]
+        own = (self.builds.get(build_id, attributes=["webhookUrl"]) or {}).get("webhookUrl")
+        url = own or self.settings.webhook_url
+        with self._lock:
+            if len(self._webhook_urls) > 10_000:
+                self._webhook_urls.clear()
+            self._webhook_urls[build_id] = url
+        return url
+
+    def has_webhook(self, build_id: str) -> bool:
+        """Whether the build's events go out as webhooks (its own URL, or the deployment default)."""
+        return bool(self.settings.webhook_url) or bool(self.webhook_url(build_id))
 
     @cached_property
     def files(self) -> FileStore:

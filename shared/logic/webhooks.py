@@ -10,7 +10,6 @@ guard is dead-lettered at once with the reason.
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +24,6 @@ from shared.signing import parse_secret_list
 from shared.webhooks.delivery import DeliveryOutcome, EndpointRateLimiter, backoff_seconds, deliver
 
 _limiter = EndpointRateLimiter(rate_per_s=20)
-_urls: dict[str, str | None] = {}
-_urls_lock = threading.Lock()
 
 
 class RetryLater(Exception):
@@ -62,19 +59,6 @@ def webhook_secrets(svc: Services) -> list[str]:
     return parse_secret_list(str(raw))
 
 
-def _url_for(svc: Services, build_id: str) -> str | None:
-    with _urls_lock:
-        if build_id in _urls:
-            return _urls[build_id]
-    build = svc.builds.get(build_id, attributes=["webhookUrl"]) or {}
-    url = build.get("webhookUrl") or svc.settings.webhook_url
-    with _urls_lock:
-        if len(_urls) > 4096:
-            _urls.clear()
-        _urls[build_id] = url
-    return url
-
-
 def _mark(svc: Services, event: Event, state: str, reason: str | None = None) -> None:
     client("dynamodb").update_item(
         **Update()
@@ -89,7 +73,7 @@ def handle(msg: Received, dlq_url: str | None = None, svc: Services | None = Non
     event = event_from_stream_record(msg.body)
     if event is None:
         return
-    url = _url_for(svc, event.buildId)
+    url = svc.webhook_url(event.buildId)
     if not url:
         _mark(svc, event, "no_endpoint")
         return
