@@ -204,6 +204,16 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     ]
 
 
+def details() -> str:
+    return (
+        "Why local delivery latency is seconds: the webhook consumer shares one Python process (one GIL)\n"
+        "with the build's own work in the local runtime; it delivers ~7/s while a zero-latency 30-task build\n"
+        "emits ~9 events/s, so deliveries queue until the build ends (a 10-task build measured p50 0.37 s).\n"
+        "Lifting the per-endpoint 20/s limit does not change it (checked: p50 3.2 s). On AWS the webhook\n"
+        "function scales on its own. What matters here is the last row: every event delivered, none lost."
+    )
+
+
 if __name__ == "__main__":
     for row in run():
         print(row)
