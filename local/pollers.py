@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from local.context import LocalContext
+from local.moto_fixes import stream_written
 from shared.dal.aws import client
 from shared.dal.events import outbox_wants
 from shared.observability import logger
@@ -91,16 +92,13 @@ class SqsPoller:
 
     def _run(self) -> None:
         sqs = client("sqs")
-        # moto's long poll returns at once while any message is visible, so on a FIFO queue whose
-        # visible messages wait behind an in-flight one of their group it would spin a core: poll
-        # FIFO queues briefly and nap instead (SQS itself long-polls both kinds the same way).
-        fifo = self.queue_url.endswith(".fifo")
         while not self.stop_event.is_set():
             try:
+                # A long poll, as Lambda's pollers do: it waits without spinning (local.moto_fixes).
                 resp = sqs.receive_message(
                     QueueUrl=self.queue_url,
                     MaxNumberOfMessages=self.batch_size,
-                    WaitTimeSeconds=0 if fifo else 1,
+                    WaitTimeSeconds=1,
                     AttributeNames=["All"],
                     MessageAttributeNames=["All"],
                     MessageSystemAttributeNames=["All"],
@@ -114,8 +112,6 @@ class SqsPoller:
             messages = resp.get("Messages") or []
             if messages:
                 self._invoke(sqs, messages)
-            elif fifo:
-                self.stop_event.wait(0.003)
 
     def _invoke(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -144,12 +140,15 @@ class SqsPoller:
 
 
 class StreamRelay:
-    """Plays the EventBridge Pipe: events-table stream INSERTs → webhook queue."""
+    """Plays the EventBridge Pipe: events-table stream INSERTs → webhook queue.
 
-    def __init__(self, stream_arn: str, queue_url: str, *, interval_s: float = 0.01) -> None:
+    It sleeps until the stream is written (`moto_fixes.stream_written`), then waits `batch_s` so one
+    read takes a burst of records (the Pipe batches too), and reads until the stream is drained."""
+
+    def __init__(self, stream_arn: str, queue_url: str, *, batch_s: float = 0.02) -> None:
         self.stream_arn = stream_arn
         self.queue_url = queue_url
-        self.interval_s = interval_s
+        self.batch_s = batch_s
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="stream-relay", daemon=True)
         self.relayed = 0
@@ -159,6 +158,7 @@ class StreamRelay:
 
     def stop(self) -> None:
         self.stop_event.set()
+        stream_written.set()
 
     def join(self, timeout: float = 5.0) -> None:
         self.thread.join(timeout)
@@ -167,24 +167,29 @@ class StreamRelay:
         streams = client("dynamodbstreams")
         sqs = client("sqs")
         iterators: dict[str, str | None] = {}
+        described = 0.0
         while not self.stop_event.is_set():
             try:
-                shards = streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
-                for shard in shards:
-                    sid = shard["ShardId"]
-                    if sid not in iterators:
-                        iterators[sid] = streams.get_shard_iterator(
-                            StreamArn=self.stream_arn,
-                            ShardId=sid,
-                            ShardIteratorType="TRIM_HORIZON",
-                        )["ShardIterator"]
-                moved = 0
+                if time.monotonic() - described > 1.0:  # shards change rarely: look now and then
+                    described = time.monotonic()
+                    shards = streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
+                    for shard in shards:
+                        sid = shard["ShardId"]
+                        if sid not in iterators:
+                            iterators[sid] = streams.get_shard_iterator(
+                                StreamArn=self.stream_arn,
+                                ShardId=sid,
+                                ShardIteratorType="TRIM_HORIZON",
+                            )["ShardIterator"]
+                read = 0
                 for sid, it in list(iterators.items()):
                     if not it:
                         continue
                     resp = streams.get_records(ShardIterator=it, Limit=1000)
                     iterators[sid] = resp.get("NextShardIterator")
-                    inserts = [r for r in resp.get("Records") or [] if outbox_wants(r)]
+                    records = resp.get("Records") or []
+                    read += len(records)
+                    inserts = [r for r in records if outbox_wants(r)]
                     for start in range(0, len(inserts), 10):
                         sqs.send_message_batch(
                             QueueUrl=self.queue_url,
@@ -193,10 +198,12 @@ class StreamRelay:
                                 for i, r in enumerate(inserts[start : start + 10])
                             ],
                         )
-                    moved += len(inserts)
-                self.relayed += moved
-                if not moved:
-                    self.stop_event.wait(self.interval_s)
+                    self.relayed += len(inserts)
+                if read:
+                    continue  # there may be more: read again before sleeping
+                stream_written.wait(1.0)
+                stream_written.clear()
+                self.stop_event.wait(self.batch_s)
             except Exception:
                 if self.stop_event.is_set():
                     return

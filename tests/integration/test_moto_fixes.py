@@ -24,6 +24,11 @@ def test_the_hooked_signatures_are_still_there() -> None:
         "self", "queue_name", "count", "wait_seconds_timeout", "visibility_timeout"]
     for name in ("put_item", "get_item", "query", "update_item", "delete_item", "transact_write_items"):
         assert callable(getattr(DynamoDBBackend, name))
+    from moto.dynamodb.models.table import StreamShard
+    from moto.dynamodb.responses import DynamoResult
+
+    assert list(inspect.signature(StreamShard.add).parameters) == ["self", "old", "new"]
+    assert list(inspect.signature(DynamoResult.execute_result).parameters) == ["self", "context"]
 
 
 @pytest.fixture
@@ -66,3 +71,52 @@ def test_a_cancelled_transaction_writes_nothing_and_erases_nothing(table) -> Non
     keys = {i["k"]["S"] for i in table.scan(TableName="t")["Items"]}
     assert not any(k.startswith("tx") for k in keys)  # all or nothing
     assert set(written) <= keys  # other writers' items survive (moto alone restores a stale copy)
+
+
+def test_plain_dynamodb_results_are_the_responses_moto_would_write(table) -> None:  # type: ignore[no-untyped-def]
+    """The fast path writes DynamoDB results with json.dumps; moto's own serializer must agree."""
+    import json
+
+    from moto.dynamodb.responses import DynamoResult
+
+    compared: dict[str, int] = {}
+    fast = DynamoResult.execute_result
+
+    def both(self, context):  # type: ignore[no-untyped-def]
+        ours = fast(self, context)
+        theirs = DynamoResult._moto_execute_result(self, context)  # type: ignore[attr-defined]
+        assert ours[0] == theirs[0] and ours[1]["Content-Type"] == theirs[1]["Content-Type"]
+        assert json.loads(ours[2]) == json.loads(theirs[2])
+        compared[context.operation_model.name] = compared.get(context.operation_model.name, 0) + 1
+        return ours
+
+    DynamoResult.execute_result = both  # type: ignore[method-assign]
+    try:
+        item = {"k": {"S": "a"}, "n": {"N": "1.5"}, "b": {"BOOL": True}, "z": {"NULL": True},
+                "l": {"L": [{"S": "x"}, {"M": {"y": {"N": "2"}}}]}, "ss": {"SS": ["p", "q"]}}
+        table.put_item(TableName="t", Item=item, ReturnValues="ALL_OLD")
+        table.put_item(TableName="t", Item={**item, "n": {"N": "2"}}, ReturnValues="ALL_OLD")
+        assert table.get_item(TableName="t", Key={"k": {"S": "a"}}, ConsistentRead=True)["Item"]["n"] == {"N": "2"}
+        table.get_item(TableName="t", Key={"k": {"S": "missing"}})
+        table.get_item(TableName="t", Key={"k": {"S": "a"}}, ProjectionExpression="#l", ExpressionAttributeNames={"#l": "l"})
+        table.update_item(TableName="t", Key={"k": {"S": "a"}}, UpdateExpression="SET n = :v REMOVE z",
+                          ExpressionAttributeValues={":v": {"N": "3"}}, ReturnValues="ALL_NEW")
+        table.query(TableName="t", KeyConditionExpression="k = :k", ExpressionAttributeValues={":k": {"S": "a"}})
+        table.scan(TableName="t")
+        table.delete_item(TableName="t", Key={"k": {"S": "a"}}, ReturnValues="ALL_OLD")
+    finally:
+        DynamoResult.execute_result = fast  # type: ignore[method-assign]
+    assert set(compared) >= {"PutItem", "GetItem", "UpdateItem", "Query", "Scan", "DeleteItem"}
+
+
+def test_a_stream_write_wakes_the_relay() -> None:
+    with mock_aws():
+        moto_fixes.install()
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        ddb.create_table(TableName="s", BillingMode="PAY_PER_REQUEST",
+                         KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"})
+        moto_fixes.stream_written.clear()
+        ddb.put_item(TableName="s", Item={"k": {"S": "a"}})
+        assert moto_fixes.stream_written.is_set()
