@@ -9,11 +9,12 @@ recorded event reaches the webhook queue without a second write here.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pydantic import BaseModel
@@ -49,6 +50,7 @@ class EventLog:
         self._notify = notify
         self._last: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
+        self._turns: OrderedDict[str, threading.RLock] = OrderedDict()
 
     # --- writing ---------------------------------------------------------------------------------
     def record(
@@ -64,47 +66,87 @@ class EventLog:
 
         Raises StateConflict when a condition in `also` fails (nothing is written then).
         """
-        payload = event_data(event_type, data)
+        return self.record_many(build_id, [(event_type, data)], also=also, notify=notify)[0]
+
+    def record_many(
+        self,
+        build_id: str,
+        entries: list[tuple[EventType, BaseModel | dict[str, Any]]],
+        *,
+        also: list[dict[str, Any]] | None = None,
+        notify: bool | None = None,
+    ) -> list[Event]:
+        """Append consecutive events in one transaction with `also` (a step and what it reports).
+
+        Raises StateConflict, whose `details` lists the indexes into `also` whose condition failed,
+        when a condition in `also` fails (nothing is written then).
+        """
+        payloads = [(event_type, event_data(event_type, data)) for event_type, data in entries]
         if notify is None:
             notify = self._notify(build_id) if self._notify else True
         delivery = DELIVERY_PENDING if notify else DELIVERY_NONE
         ddb = client("dynamodb")
-        seq = self._next_seq(build_id, refresh=False)
-        probes = 0
-        for _ in range(_MAX_TRIES):
-            event = Event(
-                id=new_event_id(), type=event_type, buildId=build_id, seq=seq, timestamp=now_ms(), data=payload
-            )
-            put = {
-                "TableName": self.table,
-                "Item": to_item({**event.model_dump(mode="json"), "delivery": delivery}),
-                "ConditionExpression": "attribute_not_exists(seq)",
-            }
-            try:
-                if also:
-                    ddb.transact_write_items(TransactItems=[{"Put": put}, *also])
-                else:
-                    ddb.put_item(**put)
-            except Exception as exc:
-                code = error_code(exc)
-                codes = cancellation_codes(exc) if code == "TransactionCanceledException" else []
-                if code == "ConditionalCheckFailedException" or codes[:1] == ["ConditionalCheckFailed"]:
-                    # seq is taken, so it exists: seq + 1 is still gap-free. After a few lost races
-                    # (another process ran ahead) read the real end of the log instead of probing.
-                    self._remember(build_id, seq)
-                    probes += 1
-                    seq = self._next_seq(build_id, refresh=probes % 4 == 0)
-                    continue
-                if "ConditionalCheckFailed" in codes[1:]:
-                    raise StateConflict(f"{event_type} not recorded: state changed") from None
-                if code == "TransactionCanceledException":
-                    time.sleep(random.uniform(0.002, 0.02))  # TransactionConflict: back off
-                    seq = self._next_seq(build_id, refresh=True)
-                    continue
-                raise
-            self._remember(build_id, seq)
-            return event
-        raise RuntimeError(f"could not record {event_type} for {build_id}: too much contention")
+        count = len(payloads)
+        with self.serial(build_id):  # writers in one process take turns instead of racing for seq
+            seq = self._next_seq(build_id, refresh=False)
+            probes = 0
+            for _ in range(_MAX_TRIES):
+                now = now_ms()
+                events = [
+                    Event(id=new_event_id(), type=t, buildId=build_id, seq=seq + i, timestamp=now, data=payload)
+                    for i, (t, payload) in enumerate(payloads)
+                ]
+                puts = [
+                    {
+                        "TableName": self.table,
+                        "Item": to_item({**event.model_dump(mode="json"), "delivery": delivery}),
+                        "ConditionExpression": "attribute_not_exists(seq)",
+                    }
+                    for event in events
+                ]
+                try:
+                    if also or count > 1:
+                        ddb.transact_write_items(TransactItems=[*({"Put": put} for put in puts), *(also or [])])
+                    else:
+                        ddb.put_item(**puts[0])
+                except Exception as exc:
+                    code = error_code(exc)
+                    codes = cancellation_codes(exc) if code == "TransactionCanceledException" else []
+                    if code == "ConditionalCheckFailedException" or "ConditionalCheckFailed" in codes[:count]:
+                        # seq is taken, so it exists: seq + 1 is still gap-free. After a few lost races
+                        # (another process ran ahead) read the real end of the log instead of probing.
+                        self._remember(build_id, seq)
+                        probes += 1
+                        seq = self._next_seq(build_id, refresh=probes % 4 == 0)
+                        continue
+                    failed = [i for i, c in enumerate(codes[count:]) if c == "ConditionalCheckFailed"]
+                    if failed:
+                        raise StateConflict(
+                            f"{payloads[0][0]} not recorded: state changed", details={"failed": failed}
+                        ) from None
+                    if code == "TransactionCanceledException":
+                        time.sleep(random.uniform(0.002, 0.02))  # TransactionConflict: back off
+                        seq = self._next_seq(build_id, refresh=True)
+                        continue
+                    raise
+                self._remember(build_id, seq + count - 1)
+                return events
+        raise RuntimeError(f"could not record {payloads[0][0]} for {build_id}: too much contention")
+
+    @contextlib.contextmanager
+    def serial(self, build_id: str) -> Iterator[None]:
+        """Hold the build's in-process turn: its event writes (and a step that reads state before
+        writing with them) do not race other threads of this process. Across processes, the
+        conditions on seq and on state still decide."""
+        with self._lock:
+            turn = self._turns.get(build_id)
+            if turn is None:
+                turn = self._turns[build_id] = threading.RLock()
+                while len(self._turns) > 2048:
+                    self._turns.popitem(last=False)
+            self._turns.move_to_end(build_id)
+        with turn:
+            yield
 
     def _next_seq(self, build_id: str, *, refresh: bool) -> int:
         with self._lock:

@@ -26,7 +26,7 @@ from shared.models.events import EventType
 from shared.models.plan import Task, TaskStatus
 from shared.observability import count, logger
 
-_spec_cache: dict[tuple[str, str], scheduler.DagSpec] = {}
+_plans: dict[tuple[str, str], tuple[scheduler.DagSpec, dict[str, Task]]] = {}
 
 Op = Callable[[scheduler.DagSpec, scheduler.DispatchState, int], scheduler.Decision]
 
@@ -39,20 +39,25 @@ class Loaded:
     version: int
 
 
-def dag_spec(svc: Services, build: dict[str, Any]) -> scheduler.DagSpec:
+def plan(svc: Services, build: dict[str, Any]) -> tuple[scheduler.DagSpec, dict[str, Task]]:
+    """The build's current plan: its shape for the scheduler and each task's definition, read once
+    per process and plan version (an approval edit makes a new version)."""
     key = (build["buildId"], f"{build.get('planId')}:{build.get('planVersion', 0)}")
-    spec = _spec_cache.get(key)
-    if spec is None:
-        items = svc.tasks.list(build["buildId"])
-        spec = scheduler.DagSpec.from_tasks([Task.model_validate(i["task"]) for i in items])
-        if len(_spec_cache) > 256:
-            _spec_cache.clear()
-        _spec_cache[key] = spec
-    return spec
+    cached = _plans.get(key)
+    if cached is None:
+        tasks = [Task.model_validate(i["task"]) for i in svc.tasks.list(build["buildId"])]
+        cached = (scheduler.DagSpec.from_tasks(tasks), {t.id: t for t in tasks})
+        if len(_plans) > 256:
+            _plans.clear()
+        _plans[key] = cached
+    return cached
 
 
-def _load(svc: Services, build_id: str) -> Loaded:
-    build = svc.builds.require(build_id)
+def dag_spec(svc: Services, build: dict[str, Any]) -> scheduler.DagSpec:
+    return plan(svc, build)[0]
+
+
+def loaded(svc: Services, build: dict[str, Any]) -> Loaded:
     return Loaded(
         build,
         dag_spec(svc, build),
@@ -61,53 +66,87 @@ def _load(svc: Services, build_id: str) -> Loaded:
     )
 
 
+def _load(svc: Services, build_id: str) -> Loaded:
+    return loaded(svc, svc.builds.require(build_id))
+
+
+def decide(cur: Loaded, op: Op) -> scheduler.Decision:
+    """`op` on the loaded state, then what every step also checks: the build's time limit and
+    budget. Mutates `cur.state`; nothing is written."""
+    max_conc = int(cur.build.get("maxConcurrency", 5))
+    if _past_deadline(cur.build) and cur.state.halted is None:
+        scheduler.halt(cur.spec, cur.state, "timed_out")
+    decision = op(cur.spec, cur.state, max_conc)
+    budget = cur.build.get("budgetUsd")
+    if budget is not None and cur.state.cost_usd >= float(budget) and cur.state.halted is None:
+        count("build.budget_exceeded")
+        for t, _ in decision.sends:  # decided but not sent: take them back
+            cur.state.running.pop(t, None)
+            cur.state.attempts[t] = max(0, cur.state.attempts.get(t, 1) - 1)
+        scheduler.halt(cur.spec, cur.state, "budget_exceeded")
+        decision.sends = []
+        decision.all_terminal = scheduler.fill(cur.spec, cur.state, 0).all_terminal
+    return decision
+
+
+def state_update(cur: Loaded) -> Update:
+    """The write of a step: the new dispatch state, if the version read is still the latest."""
+    return (
+        Update()
+        .set(
+            dispatch=cur.state.to_json(),
+            dispatchVersion=cur.version + 1,
+            haltedBy=cur.state.halted,  # None removes it; a task claim checks it is absent
+            updatedAt=now_ms(),
+        )
+        .when("attribute_not_exists({dispatchVersion}) OR {dispatchVersion} = :ver", ver=cur.version)
+    )
+
+
 def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, scheduler.Decision]:
     """Run `op` against the build's dispatch state until its commit wins; then act on the decision."""
     for _ in range(50):
         cur = _load(svc, build_id)
-        max_conc = int(cur.build.get("maxConcurrency", 5))
-        if _past_deadline(cur.build) and cur.state.halted is None:
-            scheduler.halt(cur.spec, cur.state, "timed_out")
-        decision = op(cur.spec, cur.state, max_conc)
-        budget = cur.build.get("budgetUsd")
-        if budget is not None and cur.state.cost_usd >= float(budget) and cur.state.halted is None:
-            count("build.budget_exceeded")
-            for t, _ in decision.sends:  # decided but not sent: take them back
-                cur.state.running.pop(t, None)
-                cur.state.attempts[t] = max(0, cur.state.attempts.get(t, 1) - 1)
-            scheduler.halt(cur.spec, cur.state, "budget_exceeded")
-            decision.sends = []
-            decision.all_terminal = scheduler.fill(cur.spec, cur.state, 0).all_terminal
+        decision = decide(cur, op)
         if decision.duplicate:
             break
         _record_skips(svc, build_id, decision)
         _cancel_unstarted(svc, build_id, cur)
+        update = state_update(cur)
+        if decision.sends:
+            update.set(stepVersion=cur.version + 1)  # confirmed by sentVersion once they are sent
         try:
-            svc.builds.update(
-                build_id,
-                Update()
-                .set(
-                    dispatch=cur.state.to_json(),
-                    dispatchVersion=cur.version + 1,
-                    haltedBy=cur.state.halted,  # None removes it; a task claim checks it is absent
-                    updatedAt=now_ms(),
-                )
-                .when("attribute_not_exists({dispatchVersion}) OR {dispatchVersion} = :ver", ver=cur.version),
-            )
+            svc.builds.update(build_id, update)
         except StateConflict:
             continue
         break
     else:  # pragma: no cover - 50 lost races in a row
         raise RuntimeError(f"dispatch of {build_id} ({label}) kept losing races")
-    committed = cur.version if decision.duplicate else cur.version + 1
-    if decision.duplicate and int(cur.build.get("sentVersion") or 0) >= committed:
-        decision.sends = []  # a replayed step whose tasks were sent already: each is enqueued once
-    if decision.sends:
-        _send(svc, build_id, decision.sends)
-        _confirm_sent(svc, build_id, committed)
+    if decision.duplicate:
+        # A replayed step, or a report already applied. If the last step that decided sends died
+        # before confirming them, they may never have reached the queue: re-send what is in flight
+        # but unclaimed (a copy of a message that did arrive is dropped by the task's claim).
+        # Otherwise nothing is sent: each task is enqueued once per attempt.
+        step = int(cur.build.get("stepVersion") or 0)
+        if int(cur.build.get("sentVersion") or 0) < step:
+            send_tasks(svc, build_id, unclaimed(svc, build_id, cur.state))
+            _confirm_sent(svc, build_id, step)
+    elif decision.sends:
+        send_tasks(svc, build_id, decision.sends, plan(svc, cur.build)[1])
+        _confirm_sent(svc, build_id, cur.version + 1)
     if decision.all_terminal:
-        _finish_execution(svc, cur)
+        finish_execution(svc, cur)
     return cur, decision
+
+
+def unclaimed(svc: Services, build_id: str, state: scheduler.DispatchState) -> list[tuple[str, int]]:
+    """The (task, attempt) pairs the state has in flight that no worker has claimed yet."""
+    out = []
+    for task_id, attempt in sorted(state.running.items()):
+        item = svc.tasks.get(build_id, task_id) or {}
+        if int(item.get("attempt") or 0) < attempt and item.get("status") in (None, "pending", "queued"):
+            out.append((task_id, attempt))
+    return out
 
 
 def run_started_at(build: dict[str, Any]) -> int:
@@ -150,15 +189,23 @@ def _cancel_unstarted(svc: Services, build_id: str, cur: Loaded) -> None:
             )
 
 
-def _send(svc: Services, build_id: str, sends: list[tuple[str, int]]) -> None:
+def send_tasks(
+    svc: Services, build_id: str, sends: list[tuple[str, int]], definitions: dict[str, Task] | None = None
+) -> None:
+    """Enqueue (task, attempt) pairs, each with its definition when known."""
     if sends:
+        defs = definitions or {}
         send_batch(
-            svc.settings.tasks_queue_url, [task_message(build_id, t, a, idx=i) for i, (t, a) in enumerate(sends)]
+            svc.settings.tasks_queue_url,
+            [
+                task_message(build_id, t, a, idx=i, task=defs[t].model_dump(mode="json") if t in defs else None)
+                for i, (t, a) in enumerate(sends)
+            ],
         )
 
 
 def _confirm_sent(svc: Services, build_id: str, version: int) -> None:
-    """Record that the tasks decided at `version` are on the queue, so a replay does not resend them."""
+    """Record that the tasks decided by the step committed at `version` are on the queue."""
     with contextlib.suppress(StateConflict):  # a later step confirmed its own sends already
         svc.builds.update(
             build_id,
@@ -168,7 +215,7 @@ def _confirm_sent(svc: Services, build_id: str, version: int) -> None:
         )
 
 
-def _finish_execution(svc: Services, cur: Loaded) -> None:
+def finish_execution(svc: Services, cur: Loaded) -> None:
     token = cur.build.get("executeToken")
     if not token:
         return
@@ -250,6 +297,27 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
     return {"started": True}
 
 
+def finished_op(task_id: str, outcome: str, attempt: int, cost: float) -> Op:
+    """The step for "attempt `attempt` of `task_id` ended with `outcome`"."""
+
+    def op(spec: scheduler.DagSpec, st: scheduler.DispatchState, m: int) -> scheduler.Decision:
+        in_flight = st.running.get(task_id)
+        if in_flight is None or attempt < in_flight:
+            # settled already, or a stale report from an attempt older than the one now in
+            # flight (a retried task must not be failed again by its previous run's message)
+            return scheduler.duplicate(spec, st)
+        st.attempts[task_id] = max(st.attempts.get(task_id, 0), attempt)
+        if outcome == "completed":
+            return scheduler.task_succeeded(spec, st, task_id, m, cost)
+        if outcome == "cancelled":
+            st.running.pop(task_id, None)
+            st.cancelled.add(task_id)
+            return scheduler.fill(spec, st, m)
+        return scheduler.task_failed(spec, st, task_id, m, cost)
+
+    return op
+
+
 def on_finished(message: dict[str, Any], svc: Services | None = None) -> None:
     """A message from the task-finished FIFO queue (one group per build)."""
     svc = svc or services()
@@ -261,22 +329,7 @@ def on_finished(message: dict[str, Any], svc: Services | None = None) -> None:
             cost = float(message.get("costUsd") or 0.0)
             attempt = int(message.get("attempt", 1))
 
-            def op(spec: scheduler.DagSpec, st: scheduler.DispatchState, m: int) -> scheduler.Decision:
-                in_flight = st.running.get(task_id)
-                if in_flight is None or attempt < in_flight:
-                    # settled already, or a stale report from an attempt older than the one now in
-                    # flight (a retried task must not be failed again by its previous run's message)
-                    return scheduler.duplicate(spec, st)
-                st.attempts[task_id] = max(st.attempts.get(task_id, 0), attempt)
-                if outcome == "completed":
-                    return scheduler.task_succeeded(spec, st, task_id, m, cost)
-                if outcome == "cancelled":
-                    st.running.pop(task_id, None)
-                    st.cancelled.add(task_id)
-                    return scheduler.fill(spec, st, m)
-                return scheduler.task_failed(spec, st, task_id, m, cost)
-
-            apply(svc, build_id, op, label=f"finished {task_id}")
+            apply(svc, build_id, finished_op(task_id, outcome, attempt, cost), label=f"finished {task_id}")
         elif kind == "halt":
             reason = message["reason"]
             apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, reason), label="halt")
@@ -339,6 +392,12 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
         return
     item = svc.tasks.get(build_id, task_id)
     if item is None:
+        return
+    handed = item.get("handedTo")
+    if item.get("status") == TaskStatus.completed and handed:
+        # The message outlived a dependent its completion handed to the same worker (handoff): that
+        # dependent is what kept the message coming back.
+        on_dead_task({"buildId": build_id, "taskId": handed[0], "attempt": int(handed[1])}, svc)
         return
     name = (item.get("task") or {}).get("name", task_id)
     attempt = int(message.get("attempt", item.get("attempt", 1)))

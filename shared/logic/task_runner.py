@@ -8,14 +8,16 @@ what the settled state implies (the dispatcher and this consumer both ignore dup
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,6 +27,7 @@ from shared.dal.queues import finished_message, send_batch, task_message
 from shared.dal.table import Update
 from shared.errors import StateConflict
 from shared.ids import now_ms
+from shared.logic import dispatching, handoff
 from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
 from shared.models.events import EventType
@@ -50,6 +53,9 @@ from shared.providers.base import (
 _SAFETY_MARGIN_S = 2.0
 # What a task needs of its build: never the dispatch state, which grows with the build's size.
 _BUILD_FIELDS = ["buildId", "status", "haltedBy", "prompt", "framework", "inputFiles"]
+_STATIC_BUILD_FIELDS = ("buildId", "prompt", "framework", "inputFiles")
+_static_fields: dict[str, dict[str, Any]] = {}  # per process: buildId -> its _STATIC_BUILD_FIELDS
+_static_lock = threading.Lock()
 _pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="provider")
 
 
@@ -57,63 +63,116 @@ class TaskMessage(BaseModel):
     buildId: str
     taskId: str
     attempt: int
+    task: dict[str, Any] | None = None  # the task's definition, when the sender had it at hand
 
 
 _KIND = {TaskType.modify_file: TransformKind.refactor}
 
 
+@dataclass
+class Claimed:
+    """An attempt this consumer holds: its claim committed with `task_started`."""
+
+    msg: TaskMessage
+    build: dict[str, Any]  # _BUILD_FIELDS
+    task: Task
+    started: int
+
+
+class ClaimsFirst:
+    """Where one process runs many task consumers (the local runtime), a consumer that holds its
+    claim lets the claims in progress beside it commit before it starts its work: starting a ready
+    task comes before advancing a started one. With one consumer per process (Lambda) nobody
+    else is ever claiming and nothing waits."""
+
+    def __init__(self, max_wait_s: float = 0.05) -> None:
+        self.max_wait_s = max_wait_s
+        self._cond = threading.Condition()
+        self._claiming = 0
+
+    @contextlib.contextmanager
+    def claiming(self) -> Iterator[None]:
+        with self._cond:
+            self._claiming += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._claiming -= 1
+                if not self._claiming:
+                    self._cond.notify_all()
+
+    def wait(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._claiming == 0, timeout=self.max_wait_s)
+
+
+_claims_first = ClaimsFirst()
+
+
 def run_task(msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | None = None) -> None:
+    """Run the attempt `msg` names, then each dependent its completion hands to this consumer."""
     svc = svc or services()
-    build = svc.builds.get(msg.buildId, attributes=_BUILD_FIELDS)
-    item = svc.tasks.get(msg.buildId, msg.taskId)
-    if build is None or item is None:
-        logger.warning("task message for a missing build or task dropped", extra=msg.model_dump())
-        return
-    task = Task.model_validate(item["task"])
-    if _stopped(build):
-        _cancel(svc, msg, item)
-        return
+    with _claims_first.claiming():
+        claimed = _claim(svc, msg)
+    while claimed is not None:
+        _claims_first.wait()
+        claimed = _run(svc, claimed, remaining_ms)
+
+
+def _claim(svc: Services, msg: TaskMessage) -> Claimed | None:
+    """Take the attempt: `in_progress` and `task_started` in one commit, only while the build runs.
+
+    A message that carries its task's definition, for a build this process has seen, goes straight
+    to that commit; its conditions decide what a read would have."""
+    build = _static_fields.get(msg.buildId)
+    task = Task.model_validate(msg.task) if msg.task else None
+    if build is None or task is None:
+        fresh = svc.builds.get(msg.buildId, attributes=_BUILD_FIELDS)
+        item = svc.tasks.get(msg.buildId, msg.taskId)
+        if fresh is None or item is None:
+            logger.warning("task message for a missing build or task dropped", extra=msg.model_dump(exclude={"task"}))
+            return None
+        task = Task.model_validate(item["task"])
+        if _stopped(fresh):
+            _cancel(svc, msg)
+            return None
+        build = _remember_build(fresh)
     started = now_ms()
     try:
         svc.events.record(
             msg.buildId,
             EventType.task_started,
-            {
-                "taskId": task.id,
-                "taskName": task.name,
-                "description": task.description,
-                "attempt": msg.attempt,
-            },
+            handoff.started_data(task, msg.attempt),
             also=[
-                svc.tasks.tx_update(
-                    msg.buildId,
-                    task.id,
-                    Update()
-                    .set(
-                        status=TaskStatus.in_progress.value,
-                        attempt=msg.attempt,
-                        startedAt=started,
-                        updatedAt=started,
-                    )
-                    .when(
-                        "(attribute_not_exists({attempt}) OR {attempt} < :a) AND NOT {status} IN (:c, :s, :x)",
-                        a=msg.attempt,
-                        c="completed",
-                        s="skipped",
-                        x="cancelled",
-                    ),
-                ),
+                svc.tasks.tx_update(msg.buildId, task.id, handoff.claim_update(msg.attempt, started)),
                 _build_still_running(svc, msg.buildId),
             ],
         )
     except StateConflict:
         fresh = svc.builds.get(msg.buildId, attributes=_BUILD_FIELDS)
         if fresh is None or _stopped(fresh):  # it ended or halted since it was read: start nothing
-            _cancel(svc, msg, item)
+            _cancel(svc, msg)
         else:
-            _replay(svc, msg, item, task)
-        return
+            _replay(svc, msg, {}, task)
+        return None
+    return Claimed(msg, build, task, started)
 
+
+def _remember_build(build: dict[str, Any]) -> dict[str, Any]:
+    """Keep what a task needs of its build and never changes (not its status)."""
+    static = {k: build.get(k) for k in _STATIC_BUILD_FIELDS}
+    with _static_lock:
+        if len(_static_fields) > 1024:
+            _static_fields.clear()
+        _static_fields[str(build["buildId"])] = static
+    return static
+
+
+def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> Claimed | None:
+    """Call the provider within the time left, store the files, settle the attempt. Returns the
+    dependent the completion handed to this consumer, if any."""
+    msg, build, task, started = claimed.msg, claimed.build, claimed.task, claimed.started
     settings = svc.settings
     budget_s = min(settings.task_timeout_seconds, max(0.1, remaining_ms() / 1000 - _SAFETY_MARGIN_S))
     try:
@@ -126,52 +185,68 @@ def run_task(msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | 
         infos = _store_files(svc, msg.buildId, task, result.files)
     except ProviderTimeout as exc:
         _settle_failure(svc, msg, task, str(exc) or "timed out", timed_out=True, started=started)
-        return
+        return None
     except (ProviderError, UnsafePathError, ValueError) as exc:
         _settle_failure(svc, msg, task, str(exc)[:2000] or type(exc).__name__, timed_out=False, started=started)
-        return
+        return None
 
     usage = Usage() if cached else result.usage
     duration = now_ms() - started
-    try:
-        svc.events.record(
-            msg.buildId,
-            EventType.task_completed,
-            {
-                "taskId": task.id,
-                "taskName": task.name,
-                "filesCreated": len(infos),
-                "files": [f.path for f in infos],
-                "cached": cached,
-                "durationMs": duration,
-                "usage": usage.public(),
-            },
-            also=[
-                svc.tasks.tx_update(
-                    msg.buildId,
-                    task.id,
-                    Update()
-                    .set(
-                        status=TaskStatus.completed.value,
-                        files=[f.model_dump() for f in infos],
-                        cached=cached,
-                        usage=usage.model_dump(),
-                        durationMs=duration,
-                        completedAt=now_ms(),
-                        updatedAt=now_ms(),
-                        error=None,
-                    )
-                    .when("{status} = :ip AND {attempt} = :a", ip=TaskStatus.in_progress.value, a=msg.attempt),
-                )
-            ],
+    completed = {
+        "taskId": task.id,
+        "taskName": task.name,
+        "filesCreated": len(infos),
+        "files": [f.path for f in infos],
+        "cached": cached,
+        "durationMs": duration,
+        "usage": usage.public(),
+    }
+
+    def completion() -> Update:
+        return (
+            Update()
+            .set(
+                status=TaskStatus.completed.value,
+                files=[f.model_dump() for f in infos],
+                cached=cached,
+                usage=usage.model_dump(),
+                durationMs=duration,
+                completedAt=now_ms(),
+                updatedAt=now_ms(),
+                error=None,
+            )
+            .when("{status} = :ip AND {attempt} = :a", ip=TaskStatus.in_progress.value, a=msg.attempt)
         )
+
+    cost = usage.costUsd or 0.0
+    # Run a dependent here only if a whole task attempt still fits in this invocation.
+    may_run_next = remaining_ms() / 1000 - _SAFETY_MARGIN_S >= settings.task_timeout_seconds
+    try:
+        outcome = handoff.complete(
+            svc, msg.buildId, task.id, msg.attempt, cost, completed, completion, may_run_next=may_run_next
+        )
+        if outcome is None:  # the dispatcher's step to take: the completion alone, then tell it
+            svc.events.record(
+                msg.buildId,
+                EventType.task_completed,
+                completed,
+                also=[svc.tasks.tx_update(msg.buildId, task.id, completion())],
+            )
     except StateConflict:
         logger.info("task result discarded: the attempt was settled elsewhere", extra=msg.model_dump())
-        return
+        return None
     if not cached and cache_key:
         _cache_put(svc, cache_key, result)
     count("task.cached" if cached else "task.completed")
-    _tell_dispatcher(svc, msg, "completed", usage.costUsd or 0.0)
+    if outcome is None:
+        _tell_dispatcher(svc, msg, "completed", cost)
+        return None
+    if outcome.handed is None:
+        return None
+    nxt = outcome.handed
+    return Claimed(
+        TaskMessage(buildId=msg.buildId, taskId=nxt.task.id, attempt=nxt.attempt), build, nxt.task, nxt.started
+    )
 
 
 def _stopped(build: dict[str, Any]) -> bool:
@@ -270,7 +345,8 @@ def _follow_failure(svc: Services, msg: TaskMessage, will_retry: bool) -> None:
     if will_retry:
         delay = backoff_seconds(msg.attempt, svc.settings.task_retry_base_seconds)
         send_batch(
-            svc.settings.tasks_queue_url, [task_message(msg.buildId, msg.taskId, msg.attempt + 1, delay_s=round(delay))]
+            svc.settings.tasks_queue_url,
+            [task_message(msg.buildId, msg.taskId, msg.attempt + 1, delay_s=round(delay), task=msg.task)],
         )
     else:
         _tell_dispatcher(svc, msg, "failed", 0.0)
@@ -293,7 +369,7 @@ def _tell_dispatcher(svc: Services, msg: TaskMessage, outcome: str, cost: float)
     send_batch(svc.settings.task_finished_queue_url, [finished_message(body, f"{msg.taskId}:{msg.attempt}:{outcome}")])
 
 
-def _cancel(svc: Services, msg: TaskMessage, item: dict[str, Any]) -> None:
+def _cancel(svc: Services, msg: TaskMessage) -> None:
     try:
         svc.tasks.update(
             msg.buildId,
@@ -307,15 +383,26 @@ def _cancel(svc: Services, msg: TaskMessage, item: dict[str, Any]) -> None:
     _tell_dispatcher(svc, msg, "cancelled", 0.0)
 
 
-def _replay(svc: Services, msg: TaskMessage, item: dict[str, Any], task: Task) -> None:
-    """The claim lost: this attempt was already taken. Re-send whatever its settled state implies."""
+class TaskStillRunning(Exception):
+    """A redelivered message whose work another invocation may still be doing: it comes back later."""
+
+
+def _replay(svc: Services, msg: TaskMessage, item: dict[str, Any], task: Task, *, handed: bool = False) -> None:
+    """The claim lost: this attempt was already taken. Re-send whatever its settled state implies.
+
+    `handed`: the attempt was claimed by the completion of a task whose message this is (handoff);
+    no message of its own watches it, so while it may still run, this message must come back.
+    """
     current = svc.tasks.get(msg.buildId, msg.taskId) or item
     status, attempt = current.get("status"), int(current.get("attempt", 0))
     if attempt > msg.attempt:
         return  # a later attempt exists: this message is stale
     if status == TaskStatus.completed:
-        cost = float((current.get("usage") or {}).get("costUsd") or 0.0)
-        _tell_dispatcher(svc, msg, "completed", cost)
+        if "released" in current:  # its completion took the dispatcher's step itself
+            _replay_handoff(svc, msg, current)
+        else:
+            cost = float((current.get("usage") or {}).get("costUsd") or 0.0)
+            _tell_dispatcher(svc, msg, "completed", cost)
     elif status in (TaskStatus.failed, TaskStatus.timeout):
         _tell_dispatcher(svc, msg, "failed", 0.0)
     elif status == TaskStatus.queued and attempt == msg.attempt:
@@ -327,6 +414,25 @@ def _replay(svc: Services, msg: TaskMessage, item: dict[str, Any], task: Task) -
             _settle_failure(
                 svc, msg, task, "the worker stopped before the task finished", timed_out=False, started=started
             )
+        elif handed:
+            raise TaskStillRunning(f"{msg.taskId} attempt {msg.attempt} may still be running; checking later")
+
+
+def _replay_handoff(svc: Services, msg: TaskMessage, current: dict[str, Any]) -> None:
+    """Redo what a completion that took the dispatcher's step may not have finished: send the
+    released tasks nobody claimed, and look after the dependent it handed to its own consumer."""
+    handed = tuple(current.get("handedTo") or ())
+    resend = []
+    for task_id, attempt in current.get("released") or []:
+        child = svc.tasks.get(msg.buildId, task_id)
+        if child is None:
+            continue
+        if (task_id, attempt) == handed:
+            child_msg = TaskMessage(buildId=msg.buildId, taskId=task_id, attempt=int(attempt))
+            _replay(svc, child_msg, child, Task.model_validate(child["task"]), handed=True)
+        elif int(child.get("attempt") or 0) < int(attempt) and child.get("status") in ("pending", "queued"):
+            resend.append((task_id, int(attempt)))
+    dispatching.send_tasks(svc, msg.buildId, resend)
 
 
 # --- cache --------------------------------------------------------------------------------------

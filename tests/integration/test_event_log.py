@@ -234,3 +234,31 @@ def test_read_pages_in_order(events_table):
     assert [e.seq for e in tail] == [21, 22, 23, 24, 25] and nxt is None
     assert log.read("bld_pages", after=25, limit=10) == ([], None)
     assert log.read("bld_nothing", after=0, limit=10) == ([], None)
+
+
+def test_record_many_takes_consecutive_seqs_in_one_commit(events_table, state_table):
+    log = EventLog(events_table)
+    log.record("bld_many", EventType.task_started, _started(0))
+    _put_state("bld_many", "a")
+    events = log.record_many(
+        "bld_many",
+        [(EventType.task_started, _started(1)), (EventType.task_started, _started(2))],
+        also=[_transition("bld_many", "a", "b")],
+    )
+    assert [e.seq for e in events] == [2, 3] and events[0].timestamp == events[1].timestamp
+    assert _status("bld_many") == "b"
+    _assert_gap_free(_all(log, "bld_many"), 3)
+
+
+def test_record_many_names_which_condition_failed_and_writes_nothing(events_table, state_table):
+    log = EventLog(events_table)
+    _put_state("bld_which", "a")
+    with pytest.raises(StateConflict) as caught:
+        log.record_many(
+            "bld_which",
+            [(EventType.task_started, _started(1)), (EventType.task_started, _started(2))],
+            also=[_transition("bld_which", "a", "b"), _transition("bld_which_other", "x", "y")],
+        )
+    assert caught.value.details == {"failed": [1]}
+    assert _all(log, "bld_which") == [] and _status("bld_which") == "a"
+    assert log.record("bld_which", EventType.task_started, _started(3)).seq == 1  # no seq was taken

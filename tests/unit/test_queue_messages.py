@@ -53,3 +53,12 @@ def test_task_message_delay_is_capped_at_the_sqs_maximum():
     assert task_message("bld_1", "a", 2, delay_s=5)["DelaySeconds"] == 5
     assert task_message("bld_1", "a", 9, delay_s=10_000)["DelaySeconds"] == 900
     assert json.loads(task_message("bld_1", "a", 2)["MessageBody"]) == {"buildId": "bld_1", "taskId": "a", "attempt": 2}
+
+
+def test_task_message_carries_its_definition_unless_too_big():
+    small = {"id": "a", "name": "A", "input": {"prompt": "write a"}}
+    body = json.loads(task_message("bld_1", "a", 1, task=small)["MessageBody"])
+    assert body == {"buildId": "bld_1", "taskId": "a", "attempt": 1, "task": small}
+    huge = {"id": "a", "name": "A", "input": {"prompt": "x" * 70_000}}
+    body = json.loads(task_message("bld_1", "a", 1, task=huge)["MessageBody"])
+    assert body == {"buildId": "bld_1", "taskId": "a", "attempt": 1}  # the consumer reads it instead

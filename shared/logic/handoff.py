@@ -1,0 +1,134 @@
+"""The fast path from a finished task to its dependents: one commit, no queue hop.
+
+When a task attempt succeeds, its consumer takes the dispatcher's step itself. It reads the build's
+dispatch state, decides with the same pure scheduler (`dispatching.decide`), and commits in ONE
+transaction:
+
+- the task's completion: `task_completed` and the task item (`completed`, only if this attempt
+  still holds it), with `released` — what this step decided to start — recorded on the item;
+- the new dispatch state, only if its version is still the one read, the build still executes and
+  nothing halted it;
+- when the step releases a dependent and the invocation has time for it, that dependent's claim:
+  `task_started` and its item (`in_progress`, attempt N), with `handedTo` on the finished task.
+
+The consumer then runs that dependent itself; the other released tasks go to the tasks queue. So a
+dependent starts in the commit that completes its last parent. Anything unusual — a race it keeps
+losing, a halt, the budget or the time limit, the build's last task — is left to the dispatcher:
+the completion commits alone and a message goes to the task-finished queue, as before.
+
+Nothing is lost if the consumer dies: the finished task's queue message stays in flight until the
+invocation returns, and its redelivery finds the task completed with `released` recorded, re-sends
+what nobody claimed, and treats a dependent it was running like a task whose worker died
+(`task_runner._replay`). Temporal's eager activity dispatch is the same idea.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shared.dal.table import Update
+from shared.errors import StateConflict
+from shared.ids import now_ms
+from shared.logic import dispatching
+from shared.logic.services import Services
+from shared.models.build import BuildStatus
+from shared.models.events import EventType
+from shared.models.plan import Task, TaskStatus
+from shared.observability import count
+
+_TRIES = 3  # lost races on the dispatch state before leaving the step to the dispatcher
+
+
+@dataclass
+class Handed:
+    """A dependent this consumer claimed in the completing commit and now runs itself."""
+
+    task: Task
+    attempt: int
+    started: int
+
+
+@dataclass
+class Outcome:
+    handed: Handed | None  # what to run next in this invocation, if anything
+
+
+def claim_update(attempt: int, started: int) -> Update:
+    """A task item's claim for `attempt`: only a newer attempt of a task that is not settled."""
+    return (
+        Update()
+        .set(status=TaskStatus.in_progress.value, attempt=attempt, startedAt=started, updatedAt=started)
+        .when(
+            "(attribute_not_exists({attempt}) OR {attempt} < :a) AND NOT {status} IN (:c, :s, :x)",
+            a=attempt,
+            c=TaskStatus.completed.value,
+            s=TaskStatus.skipped.value,
+            x=TaskStatus.cancelled.value,
+        )
+    )
+
+
+def started_data(task: Task, attempt: int) -> dict[str, Any]:
+    return {"taskId": task.id, "taskName": task.name, "description": task.description, "attempt": attempt}
+
+
+def complete(
+    svc: Services,
+    build_id: str,
+    task_id: str,
+    attempt: int,
+    cost: float,
+    completed: dict[str, Any],
+    completion: Callable[[], Update],
+    *,
+    may_run_next: bool,
+) -> Outcome | None:
+    """Commit a successful attempt with the dispatcher's step. None: not taken, use the queue path.
+
+    `completion()` builds the finished task's item update (with its condition). Raises
+    StateConflict when that condition fails: the attempt was settled elsewhere.
+    """
+    op = dispatching.finished_op(task_id, "completed", attempt, cost)
+    with svc.events.serial(build_id):  # this process's writers of the build take turns: no lost races
+        for _ in range(_TRIES):
+            build = svc.builds.get(build_id)
+            if not build or build.get("status") != BuildStatus.executing or build.get("haltedBy"):
+                return None
+            cur = dispatching.loaded(svc, build)
+            decision = dispatching.decide(cur, op)
+            if decision.duplicate or decision.all_terminal or decision.skipped or cur.state.halted:
+                return None  # the dispatcher's to handle: nothing new, the end, or a halt
+            sends = decision.sends
+            tasks = dispatching.plan(svc, build)[1]
+            nxt = sends[0] if may_run_next and sends and sends[0][0] in tasks else None
+            started = now_ms()
+            done = completion().set(released=[[t, a] for t, a in sends], handedTo=list(nxt) if nxt else None)
+            entries: list[tuple[EventType, Any]] = [(EventType.task_completed, completed)]
+            also = [
+                svc.tasks.tx_update(build_id, task_id, done),
+                svc.builds.tx_update(
+                    build_id,
+                    dispatching.state_update(cur).when(
+                        "{status} = :executing AND attribute_not_exists({haltedBy})",
+                        executing=BuildStatus.executing.value,
+                    ),
+                ),
+            ]
+            if nxt:
+                entries.append((EventType.task_started, started_data(tasks[nxt[0]], nxt[1])))
+                also.append(svc.tasks.tx_update(build_id, nxt[0], claim_update(nxt[1], started)))
+            try:
+                svc.events.record_many(build_id, entries, also=also)
+            except StateConflict as exc:
+                if 0 in ((exc.details or {}).get("failed") or []):
+                    raise  # the finished task's own condition: its attempt was settled elsewhere
+                continue  # the dispatch state moved on: read it again
+            break
+        else:
+            count("task.handoff_contended")
+            return None
+    dispatching.send_tasks(svc, build_id, [s for s in sends if s != nxt], tasks)
+    count("task.handoff")
+    return Outcome(Handed(tasks[nxt[0]], nxt[1], started) if nxt else None)

@@ -1,0 +1,258 @@
+"""The handoff (shared.logic.handoff) on moto: a task's completion takes the dispatcher's step and
+starts a released dependent in the same commit; nothing is lost when its consumer dies.
+
+The handlers are fed by hand (no pollers), so each test sees exactly what was committed and queued.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+from local.context import LocalContext
+from local.runtime import FUNCTION_TIMEOUTS, PREFIX, LocalRuntime, load_handler
+from shared.dal.aws import client
+from shared.dal.table import Update
+from shared.ids import new_build_id, new_plan_id, now_ms
+from shared.logic import dispatching, task_runner
+from shared.logic.services import services
+from shared.models.plan import Task
+from tests.helpers import drain_queue, sqs_event, sqs_record, task
+
+
+class QuietRuntime(LocalRuntime):
+    def _start_workers(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuietRuntime]:
+    script = tmp_path_factory.mktemp("script") / "mock.json"
+    script.write_text(json.dumps({"default_task": {"delay_ms": 0}}))
+    env = {"STEPWISE_MOCK_SCRIPT": str(script), "TASK_MAX_ATTEMPTS": "2", "TASK_RETRY_BASE_SECONDS": "0"}
+    with QuietRuntime(env=env) as runtime:
+        yield runtime
+
+
+def _context(name: str, timeout_s: float | None = None) -> LocalContext:
+    return LocalContext(f"{PREFIX}-{name}", timeout_s or FUNCTION_TIMEOUTS[name])
+
+
+def _executing(quiet: QuietRuntime, tasks: list[dict[str, Any]], max_concurrency: int = 5) -> str:
+    """A build whose plan is stored and whose dispatcher has started it (roots on the tasks queue)."""
+    svc = services()
+    drain_queue(client("sqs"), quiet.resources.queues["tasks"])
+    build_id = new_build_id()
+    plan_id = new_plan_id()
+    svc.tasks.put_plan(build_id, plan_id, [Task.model_validate(t) for t in tasks])
+    svc.builds.create(
+        {
+            "buildId": build_id,
+            "ownerId": f"user-{uuid.uuid4().hex[:8]}",
+            "status": "executing",
+            "prompt": f"handoff test {build_id}",
+            "requireApproval": False,
+            "maxConcurrency": max_concurrency,
+            "planId": plan_id,
+            "taskCount": len(tasks),
+            "createdAt": now_ms(),
+            "updatedAt": now_ms(),
+        }
+    )
+    answer = load_handler("dispatch")({"action": "execute", "buildId": build_id, "taskToken": "t"}, _context("dispatch"))
+    assert answer == {"started": True}
+    return build_id
+
+
+def _queued(quiet: QuietRuntime) -> list[dict[str, Any]]:
+    return sorted(drain_queue(client("sqs"), quiet.resources.queues["tasks"]), key=lambda m: m["taskId"])
+
+
+def _finished(quiet: QuietRuntime) -> list[dict[str, Any]]:
+    return drain_queue(client("sqs"), quiet.resources.queues["task-finished.fifo"])
+
+
+def _run(quiet: QuietRuntime, body: dict[str, Any], *, receive_count: int = 1, timeout_s: float | None = None) -> dict:
+    record = sqs_record(body, quiet.resources.queue_arns["tasks"], receive_count=receive_count)
+    return load_handler("task")(sqs_event([record]), _context("task", timeout_s))  # type: ignore[no-any-return]
+
+
+def _comes_back(quiet: QuietRuntime, body: dict[str, Any], *, receive_count: int = 1) -> None:
+    """The invocation fails its only record: Lambda leaves the message on the queue for later."""
+    with pytest.raises(BatchProcessingError):
+        _run(quiet, body, receive_count=receive_count)
+
+
+def _events(build_id: str) -> list[Any]:
+    return services().events.read(build_id, after=0, limit=1000)[0]
+
+
+def _status(build_id: str) -> dict[str, str]:
+    return {t["taskId"]: t["status"] for t in services().tasks.list(build_id)}
+
+
+def test_a_dependent_starts_in_the_commit_that_completes_its_last_parent(quiet: QuietRuntime) -> None:
+    build_id = _executing(quiet, [task("a"), task("b", "a"), task("c", "b")])
+    [root] = _queued(quiet)
+    _finished(quiet)
+    assert _run(quiet, root) == {"batchItemFailures": []}
+    events = [(e.seq, e.type.value, e.data.get("taskId"), e.timestamp) for e in _events(build_id)]
+    assert [(t, i) for _, t, i, _ in events] == [
+        ("task_started", "a"), ("task_completed", "a"),
+        ("task_started", "b"), ("task_completed", "b"),
+        ("task_started", "c"), ("task_completed", "c"),
+    ]
+    # each dependent's start is the next event after its parent's completion, in the same commit
+    assert events[2][0] == events[1][0] + 1 and events[2][3] == events[1][3]
+    assert events[4][0] == events[3][0] + 1 and events[4][3] == events[3][3]
+    assert _status(build_id) == {"a": "completed", "b": "completed", "c": "completed"}
+    assert _queued(quiet) == []  # no queue hop
+    # only the build's last task goes through the dispatcher, which ends the execution
+    assert [m["taskId"] for m in _finished(quiet)] == ["c"]
+    state = json.loads(services().builds.get(build_id)["dispatch"])
+    assert state["done"] == ["a", "b"] and state["running"] == {"c": 1}
+
+
+def test_the_other_released_tasks_are_queued_with_their_definitions(quiet: QuietRuntime) -> None:
+    plan = [task("a"), task("b", "a", duration=30), task("c", "a"), task("d", "a")]
+    build_id = _executing(quiet, plan)
+    [root] = _queued(quiet)
+    assert _run(quiet, root) == {"batchItemFailures": []}
+    started = [e.data["taskId"] for e in _events(build_id) if e.type.value == "task_started"]
+    assert started == ["a", "b"]  # the longest remaining path runs here; the others wait for a worker
+    queued = _queued(quiet)
+    assert [(m["taskId"], m["attempt"]) for m in queued] == [("c", 1), ("d", 1)]
+    by_id = {t["id"]: Task.model_validate(t).model_dump(mode="json") for t in plan}
+    assert all(m["task"] == by_id[m["taskId"]] for m in queued)
+    for m in queued:  # a consumer given the definition needs no read of it, and runs it once
+        assert _run(quiet, m) == {"batchItemFailures": []}
+        assert _run(quiet, m, receive_count=2) == {"batchItemFailures": []}
+    counts = [e.data["taskId"] for e in _events(build_id) if e.type.value == "task_started"]
+    assert sorted(counts) == ["a", "b", "c", "d"]
+
+
+def test_a_redelivered_parent_resends_what_it_released_and_nobody_claimed(quiet: QuietRuntime) -> None:
+    build_id = _executing(quiet, [task("a"), task("b", "a", duration=30), task("c", "a"), task("d", "a")])
+    [root] = _queued(quiet)
+    assert _run(quiet, root) == {"batchItemFailures": []}
+    _queued(quiet)  # the sends are lost (say the consumer died right after its commit)
+    assert _run(quiet, root, receive_count=2) == {"batchItemFailures": []}
+    assert [(m["taskId"], m["attempt"]) for m in _queued(quiet)] == [("c", 1), ("d", 1)]
+    assert sum(e.type.value == "task_started" for e in _events(build_id)) == 2  # a, b: nothing ran twice
+
+
+def test_a_handed_dependent_whose_worker_died_is_watched_by_its_parents_message(
+    quiet: QuietRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_id = _executing(quiet, [task("a"), task("b", "a")])
+    [root] = _queued(quiet)
+    original = task_runner._call_with_timeout
+
+    def dies_on_b(svc: Any, t: Task, *args: Any) -> Any:
+        if t.id == "b":
+            raise RuntimeError("the worker died")
+        return original(svc, t, *args)
+
+    monkeypatch.setattr(task_runner, "_call_with_timeout", dies_on_b)
+    _comes_back(quiet, root)  # a's message stays on the queue: it now watches b
+    assert _status(build_id) == {"a": "completed", "b": "in_progress"}
+    monkeypatch.undo()
+
+    # redelivered while b may still be running: the message comes back later, nothing changes
+    _comes_back(quiet, root, receive_count=2)
+    assert _status(build_id)["b"] == "in_progress"
+
+    # redelivered once b's attempt is older than a task may run: that attempt failed, b retries
+    stale = now_ms() - (services().settings.task_timeout_seconds + 31) * 1000
+    services().tasks.update(build_id, "b", Update().set(startedAt=stale))
+    assert _run(quiet, root, receive_count=3) == {"batchItemFailures": []}
+    failed = [e.data for e in _events(build_id) if e.type.value == "task_failed"]
+    assert [(f["taskId"], f["attempt"], f["willRetry"]) for f in failed] == [("b", 1, True)]
+    [retry] = _queued(quiet)
+    assert (retry["taskId"], retry["attempt"]) == ("b", 2)
+    assert _run(quiet, retry) == {"batchItemFailures": []}
+    assert _status(build_id) == {"a": "completed", "b": "completed"}
+
+
+def test_a_dead_lettered_parent_message_fails_the_dependent_it_was_watching(
+    quiet: QuietRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_id = _executing(quiet, [task("a"), task("b", "a"), task("c", "b"), task("x")])
+    root = next(m for m in _queued(quiet) if m["taskId"] == "a")
+    original = task_runner._call_with_timeout
+
+    def dies_on_b(svc: Any, t: Task, *args: Any) -> Any:
+        if t.id == "b":
+            raise RuntimeError("the worker died")
+        return original(svc, t, *args)
+
+    monkeypatch.setattr(task_runner, "_call_with_timeout", dies_on_b)
+    _comes_back(quiet, root)
+    monkeypatch.undo()
+    assert _status(build_id)["b"] == "in_progress"
+    dispatching.on_dead_task(root, services())  # a's message ran out of receives while b never ended
+    assert _status(build_id) == {"a": "completed", "b": "failed", "c": "skipped", "x": "pending"}
+    skipped = [e.data for e in _events(build_id) if e.type.value == "task_skipped"]
+    assert [(s["taskId"], s["dependency"]) for s in skipped] == [("c", "b")]
+
+
+def test_no_dependent_runs_here_when_a_whole_attempt_would_not_fit(quiet: QuietRuntime) -> None:
+    build_id = _executing(quiet, [task("a"), task("b", "a")])
+    [root] = _queued(quiet)
+    short = services().settings.task_timeout_seconds / 2  # less time left than one task may take
+    assert _run(quiet, root, timeout_s=short) == {"batchItemFailures": []}
+    assert [e.data["taskId"] for e in _events(build_id) if e.type.value == "task_started"] == ["a"]
+    assert [(m["taskId"], m["attempt"]) for m in _queued(quiet)] == [("b", 1)]
+
+
+def test_a_halted_build_leaves_the_step_to_the_dispatcher(quiet: QuietRuntime) -> None:
+    build_id = _executing(quiet, [task("a"), task("b", "a")])
+    [root] = _queued(quiet)
+    _finished(quiet)
+    original = task_runner._store_files
+
+    def halt_then_store(svc: Any, bid: str, t: Task, files: Any) -> Any:
+        svc.builds.update(bid, Update().set(haltedBy="cancelled"))
+        return original(svc, bid, t, files)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(task_runner, "_store_files", halt_then_store)
+        assert _run(quiet, root) == {"batchItemFailures": []}
+    assert [e.type.value for e in _events(build_id)] == ["task_started", "task_completed"]
+    assert [(m["taskId"], m["outcome"]) for m in _finished(quiet)] == [("a", "completed")]
+    assert _queued(quiet) == []
+
+
+def test_a_replayed_dispatcher_step_resends_what_it_decided_but_never_sent(
+    quiet: QuietRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    original = dispatching.send_batch
+
+    def lost_once(url: str, entries: list[dict[str, Any]]) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("the dispatcher died before sending")
+        original(url, entries)
+
+    monkeypatch.setattr(dispatching, "send_batch", lost_once)
+    with pytest.raises(RuntimeError):
+        _executing(quiet, [task("a"), task("b")])
+    build_id = max((b for b in _all_builds()), key=lambda b: b["createdAt"])["buildId"]
+    assert _queued(quiet) == []
+    event = {"action": "execute", "buildId": build_id, "taskToken": "t"}  # Step Functions retries
+    assert load_handler("dispatch")(event, _context("dispatch")) == {"started": True}
+    assert [(m["taskId"], m["attempt"]) for m in _queued(quiet)] == [("a", 1), ("b", 1)]
+    # and a further replay sends nothing more: each task is enqueued once per attempt
+    assert load_handler("dispatch")(event, _context("dispatch")) == {"started": True}
+    assert _queued(quiet) == []
+
+
+def _all_builds() -> list[dict[str, Any]]:
+    items = client("dynamodb").scan(TableName=services().builds.table)["Items"]
+    return [{"buildId": i["buildId"]["S"], "createdAt": int(i["createdAt"]["N"])} for i in items]
