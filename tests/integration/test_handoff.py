@@ -88,6 +88,18 @@ def _comes_back(quiet: QuietRuntime, body: dict[str, Any], *, receive_count: int
         _run(quiet, body, receive_count=receive_count)
 
 
+def _worker_dies_on(monkeypatch: pytest.MonkeyPatch, task_id: str) -> None:
+    """Running `task_id` kills its consumer (an error no step catches), until `monkeypatch.undo()`."""
+    original = task_runner._call_with_timeout
+
+    def dies(svc: Any, t: Task, *args: Any) -> Any:
+        if t.id == task_id:
+            raise RuntimeError("the worker died")
+        return original(svc, t, *args)
+
+    monkeypatch.setattr(task_runner, "_call_with_timeout", dies)
+
+
 def _events(build_id: str) -> list[Any]:
     return services().events.read(build_id, after=0, limit=1000)[0]
 
@@ -151,14 +163,7 @@ def test_a_handed_dependent_whose_worker_died_is_watched_by_its_parents_message(
 ) -> None:
     build_id = _executing(quiet, [task("a"), task("b", "a")])
     [root] = _queued(quiet)
-    original = task_runner._call_with_timeout
-
-    def dies_on_b(svc: Any, t: Task, *args: Any) -> Any:
-        if t.id == "b":
-            raise RuntimeError("the worker died")
-        return original(svc, t, *args)
-
-    monkeypatch.setattr(task_runner, "_call_with_timeout", dies_on_b)
+    _worker_dies_on(monkeypatch, "b")
     _comes_back(quiet, root)  # a's message stays on the queue: it now watches b
     assert _status(build_id) == {"a": "completed", "b": "in_progress"}
     monkeypatch.undo()
@@ -184,14 +189,7 @@ def test_a_dead_lettered_parent_message_fails_the_dependent_it_was_watching(
 ) -> None:
     build_id = _executing(quiet, [task("a"), task("b", "a"), task("c", "b"), task("x")])
     root = next(m for m in _queued(quiet) if m["taskId"] == "a")
-    original = task_runner._call_with_timeout
-
-    def dies_on_b(svc: Any, t: Task, *args: Any) -> Any:
-        if t.id == "b":
-            raise RuntimeError("the worker died")
-        return original(svc, t, *args)
-
-    monkeypatch.setattr(task_runner, "_call_with_timeout", dies_on_b)
+    _worker_dies_on(monkeypatch, "b")
     _comes_back(quiet, root)
     monkeypatch.undo()
     assert _status(build_id)["b"] == "in_progress"
