@@ -395,9 +395,10 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
         return
     handed = item.get("handedTo")
     if item.get("status") == TaskStatus.completed and handed:
-        # The message outlived a dependent its completion handed to the same worker (handoff): that
-        # dependent is what kept the message coming back.
-        on_dead_task({"buildId": build_id, "taskId": handed[0], "attempt": int(handed[1])}, svc)
+        # The message outlived the dependents its completion handed to the same worker (handoff):
+        # what kept it coming back is among them; those that did settle keep their outcome.
+        for child, child_attempt in handed:
+            on_dead_task({"buildId": build_id, "taskId": child, "attempt": int(child_attempt)}, svc)
         return
     name = (item.get("task") or {}).get("name", task_id)
     attempt = int(message.get("attempt", item.get("attempt", 1)))

@@ -8,17 +8,19 @@ transaction:
   still holds it), with `released` — what this step decided to start — recorded on the item;
 - the new dispatch state, only if its version is still the one read, the build still executes and
   nothing halted it;
-- when the step releases a dependent and the invocation has time for it, that dependent's claim:
-  `task_started` and its item (`in_progress`, attempt N), with `handedTo` on the finished task.
+- when the step releases dependents and the invocation has time for a whole attempt, their claims
+  (up to HANDOFF_LIMIT): `task_started` and each item (`in_progress`, attempt N), with `handedTo`
+  on the finished task.
 
-The consumer then runs that dependent itself; the other released tasks go to the tasks queue. So a
-dependent starts in the commit that completes its last parent. Anything unusual — a race it keeps
+The consumer then runs those dependents itself, side by side (the first in its own thread); any
+other released task goes to the tasks queue. So a dependent starts in the commit that completes its
+last parent. Anything unusual — a race it keeps
 losing, a halt, the budget or the time limit, the build's last task — is left to the dispatcher:
 the completion commits alone and a message goes to the task-finished queue, as before.
 
 Nothing is lost if the consumer dies: the finished task's queue message stays in flight until the
 invocation returns, and its redelivery finds the task completed with `released` recorded, re-sends
-what nobody claimed, and treats a dependent it was running like a task whose worker died
+what nobody claimed, and treats the dependents it was running like tasks whose worker died
 (`task_runner._replay`). Temporal's eager activity dispatch is the same idea.
 """
 
@@ -39,6 +41,9 @@ from shared.models.plan import Task, TaskStatus
 from shared.observability import count
 
 _TRIES = 3  # lost races on the dispatch state before leaving the step to the dispatcher
+# At most this many released tasks start in one completing commit and run in its invocation, side
+# by side (an LLM call waits on the network, so one invocation runs several); more go to the queue.
+HANDOFF_LIMIT = 8
 
 
 @dataclass
@@ -52,7 +57,7 @@ class Handed:
 
 @dataclass
 class Outcome:
-    handed: Handed | None  # what to run next in this invocation, if anything
+    handed: list[Handed]  # what this invocation runs next, in the scheduler's order
 
 
 def claim_update(attempt: int, started: int) -> Update:
@@ -102,9 +107,9 @@ def complete(
                 return None  # the dispatcher's to handle: nothing new, the end, or a halt
             sends = decision.sends
             tasks = dispatching.plan(svc, build)[1]
-            nxt = sends[0] if may_run_next and sends and sends[0][0] in tasks else None
+            nxt = [(t, a) for t, a in sends if t in tasks][:HANDOFF_LIMIT] if may_run_next else []
             started = now_ms()
-            done = completion().set(released=[[t, a] for t, a in sends], handedTo=list(nxt) if nxt else None)
+            done = completion().set(released=[[t, a] for t, a in sends], handedTo=[[t, a] for t, a in nxt] or None)
             entries: list[tuple[EventType, Any]] = [(EventType.task_completed, completed)]
             also = [
                 svc.tasks.tx_update(build_id, task_id, done),
@@ -116,9 +121,9 @@ def complete(
                     ),
                 ),
             ]
-            if nxt:
-                entries.append((EventType.task_started, started_data(tasks[nxt[0]], nxt[1])))
-                also.append(svc.tasks.tx_update(build_id, nxt[0], claim_update(nxt[1], started)))
+            for t, a in nxt:
+                entries.append((EventType.task_started, started_data(tasks[t], a)))
+                also.append(svc.tasks.tx_update(build_id, t, claim_update(a, started)))
             try:
                 svc.events.record_many(build_id, entries, also=also)
             except StateConflict as exc:
@@ -129,6 +134,6 @@ def complete(
         else:
             count("task.handoff_contended")
             return None
-    dispatching.send_tasks(svc, build_id, [s for s in sends if s != nxt], tasks)
+    dispatching.send_tasks(svc, build_id, [s for s in sends if s not in nxt], tasks)
     count("task.handoff")
-    return Outcome(Handed(tasks[nxt[0]], nxt[1], started) if nxt else None)
+    return Outcome([Handed(tasks[t], a, started) for t, a in nxt])

@@ -115,9 +115,38 @@ def run_task(msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | 
     svc = svc or services()
     with _claims_first.claiming():
         claimed = _claim(svc, msg)
-    while claimed is not None:
-        _claims_first.wait()
-        claimed = _run(svc, claimed, remaining_ms)
+    if claimed is not None:
+        _run_handed(svc, claimed, remaining_ms)
+
+
+def _run_handed(svc: Services, first: Claimed, remaining_ms: Callable[[], int]) -> None:
+    """Run an attempt, then what its completion hands over: the first in this thread, the others
+    beside it in threads of this invocation. Returns once all have ended, so the message that
+    brought the first stays in flight (and watches them) until then; the first error is raised."""
+    threads: list[threading.Thread] = []
+    errors: list[BaseException] = []
+
+    def beside(claimed: Claimed) -> None:
+        try:
+            _run_handed(svc, claimed, remaining_ms)
+        except BaseException as exc:  # carried to the invocation: raised below, once all have ended
+            errors.append(exc)
+
+    try:
+        current: Claimed | None = first
+        while current is not None:
+            _claims_first.wait()
+            handed = _run(svc, current, remaining_ms)
+            current = handed[0] if handed else None
+            for claimed in handed[1:]:
+                thread = threading.Thread(target=beside, args=(claimed,), name=f"task-{claimed.task.id}", daemon=True)
+                thread.start()
+                threads.append(thread)
+    finally:
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _claim(svc: Services, msg: TaskMessage) -> Claimed | None:
@@ -169,9 +198,9 @@ def _remember_build(build: dict[str, Any]) -> dict[str, Any]:
     return static
 
 
-def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> Claimed | None:
+def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> list[Claimed]:
     """Call the provider within the time left, store the files, settle the attempt. Returns the
-    dependent the completion handed to this consumer, if any."""
+    dependents the completion handed to this consumer, if any."""
     msg, build, task, started = claimed.msg, claimed.build, claimed.task, claimed.started
     settings = svc.settings
     budget_s = min(settings.task_timeout_seconds, max(0.1, remaining_ms() / 1000 - _SAFETY_MARGIN_S))
@@ -185,10 +214,10 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> Cl
         infos = _store_files(svc, msg.buildId, task, result.files)
     except ProviderTimeout as exc:
         _settle_failure(svc, msg, task, str(exc) or "timed out", timed_out=True, started=started)
-        return None
+        return []
     except (ProviderError, UnsafePathError, ValueError) as exc:
         _settle_failure(svc, msg, task, str(exc)[:2000] or type(exc).__name__, timed_out=False, started=started)
-        return None
+        return []
 
     usage = Usage() if cached else result.usage
     duration = now_ms() - started
@@ -234,19 +263,17 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> Cl
             )
     except StateConflict:
         logger.info("task result discarded: the attempt was settled elsewhere", extra=msg.model_dump())
-        return None
+        return []
     if not cached and cache_key:
         _cache_put(svc, cache_key, result)
     count("task.cached" if cached else "task.completed")
     if outcome is None:
         _tell_dispatcher(svc, msg, "completed", cost)
-        return None
-    if outcome.handed is None:
-        return None
-    nxt = outcome.handed
-    return Claimed(
-        TaskMessage(buildId=msg.buildId, taskId=nxt.task.id, attempt=nxt.attempt), build, nxt.task, nxt.started
-    )
+        return []
+    return [
+        Claimed(TaskMessage(buildId=msg.buildId, taskId=h.task.id, attempt=h.attempt), build, h.task, h.started)
+        for h in outcome.handed
+    ]
 
 
 def _stopped(build: dict[str, Any]) -> bool:
@@ -420,14 +447,14 @@ def _replay(svc: Services, msg: TaskMessage, item: dict[str, Any], task: Task, *
 
 def _replay_handoff(svc: Services, msg: TaskMessage, current: dict[str, Any]) -> None:
     """Redo what a completion that took the dispatcher's step may not have finished: send the
-    released tasks nobody claimed, and look after the dependent it handed to its own consumer."""
-    handed = tuple(current.get("handedTo") or ())
+    released tasks nobody claimed, and look after the dependents it handed to its own consumer."""
+    handed = {(t, int(a)) for t, a in current.get("handedTo") or []}
     resend = []
     for task_id, attempt in current.get("released") or []:
         child = svc.tasks.get(msg.buildId, task_id)
         if child is None:
             continue
-        if (task_id, attempt) == handed:
+        if (task_id, int(attempt)) in handed:
             child_msg = TaskMessage(buildId=msg.buildId, taskId=task_id, attempt=int(attempt))
             _replay(svc, child_msg, child, Task.model_validate(child["task"]), handed=True)
         elif int(child.get("attempt") or 0) < int(attempt) and child.get("status") in ("pending", "queued"):

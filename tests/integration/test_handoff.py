@@ -19,7 +19,7 @@ from local.runtime import FUNCTION_TIMEOUTS, PREFIX, LocalRuntime, load_handler
 from shared.dal.aws import client
 from shared.dal.table import Update
 from shared.ids import new_build_id, new_plan_id, now_ms
-from shared.logic import dispatching, task_runner
+from shared.logic import dispatching, handoff, task_runner
 from shared.logic.services import services
 from shared.models.plan import Task
 from tests.helpers import drain_queue, sqs_event, sqs_record, task
@@ -130,13 +130,35 @@ def test_a_dependent_starts_in_the_commit_that_completes_its_last_parent(quiet: 
     assert state["done"] == ["a", "b"] and state["running"] == {"c": 1}
 
 
-def test_the_other_released_tasks_are_queued_with_their_definitions(quiet: QuietRuntime) -> None:
+def test_a_fan_out_starts_in_the_completing_commit_and_runs_side_by_side(quiet: QuietRuntime) -> None:
+    build_id = _executing(quiet, [task("a"), task("b", "a", duration=30), task("c", "a"), task("d", "a"),
+                                  task("e", "b", "c", "d")])
+    [root] = _queued(quiet)
+    assert _run(quiet, root) == {"batchItemFailures": []}
+    events = _events(build_id)
+    done_a = next(e for e in events if e.type.value == "task_completed" and e.data["taskId"] == "a")
+    fan = [e for e in events if e.type.value == "task_started" and e.data["taskId"] in "bcd"]
+    # b (longest remaining path) first, then plan order; all in a's commit: the next seqs, same time
+    assert [e.data["taskId"] for e in fan] == ["b", "c", "d"]
+    assert [e.seq for e in fan] == [done_a.seq + 1, done_a.seq + 2, done_a.seq + 3]
+    assert {e.timestamp for e in fan} == {done_a.timestamp}
+    # they ran in this invocation, side by side, and the last of them handed over the fan-in
+    assert _status(build_id) == dict.fromkeys("abcde", "completed")
+    started = [e.data["taskId"] for e in events if e.type.value == "task_started"]
+    assert sorted(started) == ["a", "b", "c", "d", "e"]
+    assert _queued(quiet) == []
+
+
+def test_past_the_handoff_limit_released_tasks_are_queued_with_their_definitions(
+    quiet: QuietRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handoff, "HANDOFF_LIMIT", 1)
     plan = [task("a"), task("b", "a", duration=30), task("c", "a"), task("d", "a")]
     build_id = _executing(quiet, plan)
     [root] = _queued(quiet)
     assert _run(quiet, root) == {"batchItemFailures": []}
     started = [e.data["taskId"] for e in _events(build_id) if e.type.value == "task_started"]
-    assert started == ["a", "b"]  # the longest remaining path runs here; the others wait for a worker
+    assert started == ["a", "b"]
     queued = _queued(quiet)
     assert [(m["taskId"], m["attempt"]) for m in queued] == [("c", 1), ("d", 1)]
     by_id = {t["id"]: Task.model_validate(t).model_dump(mode="json") for t in plan}
@@ -149,23 +171,25 @@ def test_the_other_released_tasks_are_queued_with_their_definitions(quiet: Quiet
 
 
 def test_a_redelivered_parent_resends_what_it_released_and_nobody_claimed(quiet: QuietRuntime) -> None:
-    build_id = _executing(quiet, [task("a"), task("b", "a", duration=30), task("c", "a"), task("d", "a")])
+    build_id = _executing(quiet, [task("a"), task("b", "a"), task("c", "a")])
     [root] = _queued(quiet)
-    assert _run(quiet, root) == {"batchItemFailures": []}
+    short = services().settings.task_timeout_seconds / 2  # too little time left to run them here
+    assert _run(quiet, root, timeout_s=short) == {"batchItemFailures": []}
     _queued(quiet)  # the sends are lost (say the consumer died right after its commit)
     assert _run(quiet, root, receive_count=2) == {"batchItemFailures": []}
-    assert [(m["taskId"], m["attempt"]) for m in _queued(quiet)] == [("c", 1), ("d", 1)]
-    assert sum(e.type.value == "task_started" for e in _events(build_id)) == 2  # a, b: nothing ran twice
+    assert [(m["taskId"], m["attempt"]) for m in _queued(quiet)] == [("b", 1), ("c", 1)]
+    assert sum(e.type.value == "task_started" for e in _events(build_id)) == 1  # nothing ran twice
 
 
 def test_a_handed_dependent_whose_worker_died_is_watched_by_its_parents_message(
     quiet: QuietRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    build_id = _executing(quiet, [task("a"), task("b", "a")])
+    build_id = _executing(quiet, [task("a"), task("b", "a"), task("c", "a")])
     [root] = _queued(quiet)
     _worker_dies_on(monkeypatch, "b")
     _comes_back(quiet, root)  # a's message stays on the queue: it now watches b
-    assert _status(build_id) == {"a": "completed", "b": "in_progress"}
+    # the invocation ended once c, run beside b, had ended
+    assert _status(build_id) == {"a": "completed", "b": "in_progress", "c": "completed"}
     monkeypatch.undo()
 
     # redelivered while b may still be running: the message comes back later, nothing changes
@@ -181,7 +205,7 @@ def test_a_handed_dependent_whose_worker_died_is_watched_by_its_parents_message(
     [retry] = _queued(quiet)
     assert (retry["taskId"], retry["attempt"]) == ("b", 2)
     assert _run(quiet, retry) == {"batchItemFailures": []}
-    assert _status(build_id) == {"a": "completed", "b": "completed"}
+    assert _status(build_id) == {"a": "completed", "b": "completed", "c": "completed"}
 
 
 def test_a_dead_lettered_parent_message_fails_the_dependent_it_was_watching(
@@ -197,15 +221,6 @@ def test_a_dead_lettered_parent_message_fails_the_dependent_it_was_watching(
     assert _status(build_id) == {"a": "completed", "b": "failed", "c": "skipped", "x": "pending"}
     skipped = [e.data for e in _events(build_id) if e.type.value == "task_skipped"]
     assert [(s["taskId"], s["dependency"]) for s in skipped] == [("c", "b")]
-
-
-def test_no_dependent_runs_here_when_a_whole_attempt_would_not_fit(quiet: QuietRuntime) -> None:
-    build_id = _executing(quiet, [task("a"), task("b", "a")])
-    [root] = _queued(quiet)
-    short = services().settings.task_timeout_seconds / 2  # less time left than one task may take
-    assert _run(quiet, root, timeout_s=short) == {"batchItemFailures": []}
-    assert [e.data["taskId"] for e in _events(build_id) if e.type.value == "task_started"] == ["a"]
-    assert [(m["taskId"], m["attempt"]) for m in _queued(quiet)] == [("b", 1)]
 
 
 def test_a_halted_build_leaves_the_step_to_the_dispatcher(quiet: QuietRuntime) -> None:
