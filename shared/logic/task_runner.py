@@ -56,7 +56,9 @@ _BUILD_FIELDS = ["buildId", "status", "haltedBy", "prompt", "framework", "inputF
 _STATIC_BUILD_FIELDS = ("buildId", "prompt", "framework", "inputFiles")
 _static_fields: dict[str, dict[str, Any]] = {}  # per process: buildId -> its _STATIC_BUILD_FIELDS
 _static_lock = threading.Lock()
-_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="provider")
+# One thread per provider call in flight (made as needed): handed tasks run side by side, and a call
+# waiting for a free thread would spend its own time limit waiting.
+_pool = ThreadPoolExecutor(max_workers=256, thread_name_prefix="provider")
 
 
 class TaskMessage(BaseModel):
