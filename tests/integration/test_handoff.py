@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from local.context import LocalContext
 from local.runtime import FUNCTION_TIMEOUTS, PREFIX, LocalRuntime, load_handler
@@ -33,7 +35,8 @@ class QuietRuntime(LocalRuntime):
 @pytest.fixture(scope="module")
 def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuietRuntime]:
     script = tmp_path_factory.mktemp("script") / "mock.json"
-    script.write_text(json.dumps({"default_task": {"delay_ms": 0}}))
+    flaky = {"fail_attempts": 1}  # the property test's t0 (a root), t2 and t5 fail once, then succeed
+    script.write_text(json.dumps({"default_task": {"delay_ms": 0}, "tasks": {"t0": flaky, "t2": flaky, "t5": flaky}}))
     env = {"STEPWISE_MOCK_SCRIPT": str(script), "TASK_MAX_ATTEMPTS": "2", "TASK_RETRY_BASE_SECONDS": "0"}
     with QuietRuntime(env=env) as runtime:
         yield runtime
@@ -269,3 +272,46 @@ def test_a_replayed_dispatcher_step_resends_what_it_decided_but_never_sent(
 def _all_builds() -> list[dict[str, Any]]:
     items = client("dynamodb").scan(TableName=services().builds.table)["Items"]
     return [{"buildId": i["buildId"]["S"], "createdAt": int(i["createdAt"]["N"])} for i in items]
+
+
+@st.composite
+def _dags(draw: st.DrawFn) -> list[dict[str, Any]]:
+    n = draw(st.integers(2, 9))
+    plan = []
+    for i in range(n):
+        deps = draw(st.sets(st.integers(0, i - 1), max_size=3)) if i else set()
+        plan.append(task(f"t{i}", *(f"t{d}" for d in sorted(deps)), duration=draw(st.integers(1, 40))))
+    return plan
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(plan=_dags(), window=st.integers(1, 4), rnd=st.randoms(use_true_random=False))
+def test_any_dag_under_duplicated_and_reordered_messages_runs_each_task_once_after_its_parents(
+    quiet: QuietRuntime, plan: list[dict[str, Any]], window: int, rnd: Any
+) -> None:
+    build_id = _executing(quiet, plan, max_concurrency=window)
+    fifo_arn = quiet.resources.queue_arns["task-finished.fifo"]
+    inbox: list[tuple[str, dict[str, Any], int]] = []  # (queue, body, receive count)
+    for _ in range(500):
+        inbox += [("tasks", m, 1) for m in _queued(quiet)] + [("finished", m, 1) for m in _finished(quiet)]
+        if not inbox:
+            break
+        queue, body, count = inbox.pop(rnd.randrange(len(inbox)))  # any order
+        if rnd.random() < 0.3:
+            inbox.append((queue, body, count + 1))  # delivered again later
+        if queue == "tasks":
+            assert _run(quiet, body, receive_count=count) == {"batchItemFailures": []}
+        else:
+            record = sqs_record(body, fifo_arn, receive_count=count, group_id=build_id)
+            assert load_handler("dispatch")(sqs_event([record]), _context("dispatch")) == {"batchItemFailures": []}
+    assert _status(build_id) == {t["id"]: "completed" for t in plan}
+    events = _events(build_id)
+    started = [(e.data["taskId"], e.data["attempt"]) for e in events if e.type.value == "task_started"]
+    expected = [(t["id"], 1) for t in plan] + [(t["id"], 2) for t in plan if t["id"] in ("t0", "t2", "t5")]
+    assert sorted(started) == sorted(expected)  # each attempt once; the flaky ones a second time
+    seq_started = {e.data["taskId"]: e.seq for e in events if e.type.value == "task_started"}  # the last
+    seq_done = {e.data["taskId"]: e.seq for e in events if e.type.value == "task_completed"}
+    for t in plan:
+        for dep in t["input"]["dependencies"]:
+            assert seq_done[dep] < seq_started[t["id"]]  # never before its parents
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
