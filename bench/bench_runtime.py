@@ -7,7 +7,9 @@ Issue 7, figures 1, 3, 5, 7, 8 and 9, each beside a baseline measured in the sam
    (`EventLog.record` returned), median over a few plans. Baseline: the stream's own chunk interval,
    measured in the same plans.
 3. dependency-done → dependent-started latency: `task_completed` timestamp of a task's last parent to
-   its `task_started` timestamp, over a ~100-task chain + fan-out/fan-in DAG of zero-latency tasks.
+   its `task_started` timestamp, over a ~100-task chain + fan-out/fan-in DAG of zero-latency tasks;
+   with how many dependents started in their parent's commit (the handoff), and the same DAG again
+   with the handoff off, so the queue path's latency is shown beside it.
    Baseline: an SQS round trip (send + receive one message) in the same moto, same run.
 5. a 1000-task DAG of zero-latency tasks (maxConcurrency 20): tasks/s end to end (POST to the
    terminal event's timestamp), and t(1000) ÷ t(100). The 1000-task build is time-boxed so that the
