@@ -107,3 +107,54 @@ def drain_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
         for m in messages:
             bodies.append(json.loads(m["Body"]))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+# --- fakes for the vendors' HTTP clients ------------------------------------------------------------
+class FakeClock:
+    """Time that only moves when the provider sleeps: retries are instant and deterministic."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class ReplayServer:
+    """A mock transport's handler: replays one reply (a response, or a function of the request)
+    per request and records what the client sent. Works for httpx and httpx2 alike."""
+
+    def __init__(self, *replies: Any) -> None:
+        self.replies = list(replies)
+        self.requests: list[Any] = []
+
+    def __call__(self, request: Any) -> Any:
+        self.requests.append(request)
+        reply = self.replies.pop(0)
+        return reply(request) if callable(reply) else reply
+
+    def body(self, i: int = 0) -> dict[str, Any]:
+        return json.loads(self.requests[i].content)  # type: ignore[no-any-return]
+
+
+def chunks(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def task_context(**kw: Any) -> Any:
+    """A provider TaskContext for the "hero" task, with any field overridden."""
+    from shared.providers.base import TaskContext
+
+    base: dict[str, Any] = {
+        "build_id": "b1",
+        "task_id": "hero",
+        "task_type": "create_component",
+        "task_name": "Hero",
+        "deadline_s": 60.0,
+    }
+    return TaskContext(**{**base, **kw})

@@ -8,7 +8,7 @@ real HTTP server on 127.0.0.1 through the base-URL setting.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -21,10 +21,10 @@ from shared.providers.base import (
     PlanContext,
     ProviderError,
     ProviderTimeout,
-    TaskContext,
     TransformKind,
 )
 from shared.providers.retry import RetryPolicy
+from tests.helpers import FakeClock, ReplayServer, chunks, task_context
 
 MODEL_ID = "claude-sonnet-4-5-20250929"
 TASKS = [
@@ -37,21 +37,6 @@ TASKS = [
      "input": {"targetPath": "src/App.tsx", "dependencies": ["hero"]}},
 ]
 PLAN_TEXT = "Here is the plan:\n```json\n" + json.dumps({"tasks": TASKS}) + "\n```"
-
-
-class FakeClock:
-    """Time that only moves when the provider sleeps: retries are instant and deterministic."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 # -- the wire format ---------------------------------------------------------------------------
@@ -85,10 +70,6 @@ def message_events(deltas: list[str], *, input_tokens: int = 1200, output_tokens
     return events
 
 
-def chunks(text: str, size: int) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)]
-
-
 def ok(events: list[dict[str, Any]]) -> httpx2.Response:
     return httpx2.Response(200, headers={"content-type": "text/event-stream", "request-id": "req_1"},
                            content=sse(events))
@@ -101,26 +82,7 @@ def error(status: int, error_type: str, message: str,
                            json=body)
 
 
-Reply = httpx2.Response | Callable[[httpx2.Request], httpx2.Response]
-
-
-class Server:
-    """Replays one reply per request and records what the SDK sent."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self.replies = list(replies)
-        self.requests: list[httpx2.Request] = []
-
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        self.requests.append(request)
-        reply = self.replies.pop(0)
-        return reply(request) if callable(reply) else reply
-
-    def body(self, i: int = 0) -> dict[str, Any]:
-        return json.loads(self.requests[i].content)
-
-
-def make_provider(server: Server, clock: FakeClock | None = None, **retry: Any) -> AnthropicProvider:
+def make_provider(server: ReplayServer, clock: FakeClock | None = None, **retry: Any) -> AnthropicProvider:
     clock = clock or FakeClock()
     policy = RetryPolicy(sleep=clock.sleep, clock=clock.clock, jitter=False, base_s=0.5, **retry)
     client = httpx2.Client(transport=httpx2.MockTransport(server))
@@ -132,17 +94,11 @@ def plan(provider: AnthropicProvider) -> tuple[list[Any], Any]:
     return list(stream), stream
 
 
-def task_context(**kw: Any) -> TaskContext:
-    base: dict[str, Any] = {"build_id": "b1", "task_id": "hero", "task_type": "create_component",
-                            "task_name": "Hero", "deadline_s": 60.0}
-    return TaskContext(**{**base, **kw})
-
-
 # -- plan streaming ----------------------------------------------------------------------------
 
 
 def test_plan_streams_tasks_in_order_with_usage_cost_and_a_cached_system_prompt() -> None:
-    server = Server(ok(message_events(chunks(PLAN_TEXT, 16))))
+    server = ReplayServer(ok(message_events(chunks(PLAN_TEXT, 16))))
     items, stream = plan(make_provider(server))
 
     assert items == TASKS
@@ -173,7 +129,7 @@ def test_tasks_are_yielded_before_the_stream_ends() -> None:
             yield sse([event])
 
     received: list[Any] = []
-    server = Server(lambda _r: httpx2.Response(200, headers={"content-type": "text/event-stream"},
+    server = ReplayServer(lambda _r: httpx2.Response(200, headers={"content-type": "text/event-stream"},
                                                content=body()))
     for item in make_provider(server).plan_stream("x", PlanContext(build_id="b1")):
         received.append(item)
@@ -188,7 +144,7 @@ def test_deltas_and_http_chunks_split_mid_token_mid_escape_and_mid_utf8() -> Non
         for i in range(0, len(raw), 7):  # byte boundaries fall inside UTF-8 sequences and SSE lines
             yield raw[i:i + 7]
 
-    server = Server(lambda _r: httpx2.Response(200, headers={"content-type": "text/event-stream"},
+    server = ReplayServer(lambda _r: httpx2.Response(200, headers={"content-type": "text/event-stream"},
                                                content=odd_chunks()))
     items, _ = plan(make_provider(server))
     assert items == TASKS
@@ -198,7 +154,7 @@ def test_malformed_task_in_the_middle_is_reported_and_the_others_survive() -> No
     text = ('{"tasks": [{"id": "a", "type": "create_file", "name": "A"},\n'
             ' {"id": "b", "type": create_file, "name": "B",},\n'
             ' {"id": "c", "type": "create_file", "name": "C"}]}')
-    items, stream = plan(make_provider(Server(ok(message_events(chunks(text, 11))))))
+    items, stream = plan(make_provider(ReplayServer(ok(message_events(chunks(text, 11))))))
     assert [i["id"] if isinstance(i, dict) else "malformed" for i in items] == ["a", "malformed", "c"]
     assert items[1].raw == '{"id": "b", "type": create_file, "name": "B",}'
     assert stream.attempts == 1
@@ -208,7 +164,7 @@ def test_truncated_stream_gives_the_tasks_so_far_and_the_fragment() -> None:
     text = json.dumps({"tasks": TASKS})
     cut = text.index('"id": "page"') + 20
     events = message_events(chunks(text[:cut], 10), complete=False)  # the connection just ends
-    items, stream = plan(make_provider(Server(ok(events))))
+    items, stream = plan(make_provider(ReplayServer(ok(events))))
     assert items[:2] == TASKS[:2]
     assert isinstance(items[2], MalformedTask)
     assert items[2].raw == text[text.index('{"id": "page"'):cut]
@@ -218,7 +174,7 @@ def test_truncated_stream_gives_the_tasks_so_far_and_the_fragment() -> None:
 
 def test_max_tokens_stop_gives_a_healable_fragment() -> None:
     text = json.dumps({"tasks": TASKS})[:-40]
-    items, stream = plan(make_provider(Server(ok(message_events([text], stop_reason="max_tokens")))))
+    items, stream = plan(make_provider(ReplayServer(ok(message_events([text], stop_reason="max_tokens")))))
     assert items[:2] == TASKS[:2]
     assert isinstance(items[-1], MalformedTask)
     assert stream.usage.completionTokens == 480
@@ -226,7 +182,7 @@ def test_max_tokens_stop_gives_a_healable_fragment() -> None:
 
 def test_429_with_retry_after_then_success() -> None:
     clock = FakeClock()
-    server = Server(error(429, "rate_limit_error", "Number of request tokens has exceeded your rate limit",
+    server = ReplayServer(error(429, "rate_limit_error", "Number of request tokens has exceeded your rate limit",
                           {"retry-after": "7"}),
                     ok(message_events(chunks(PLAN_TEXT, 50))))
     items, stream = plan(make_provider(server, clock))
@@ -239,7 +195,7 @@ def test_429_with_retry_after_then_success() -> None:
 def test_529_overloaded_is_retried_with_backoff() -> None:
     clock = FakeClock()
     overloaded = error(529, "overloaded_error", "Overloaded")
-    server = Server(overloaded, overloaded, ok(message_events([PLAN_TEXT])))
+    server = ReplayServer(overloaded, overloaded, ok(message_events([PLAN_TEXT])))
     items, stream = plan(make_provider(server, clock))
     assert items == TASKS
     assert stream.attempts == 3
@@ -249,7 +205,7 @@ def test_529_overloaded_is_retried_with_backoff() -> None:
 def test_overloaded_error_event_before_any_text_is_retried() -> None:
     mid_stream_error = [*message_events([], complete=False)[:1],
                         {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}]
-    server = Server(ok(mid_stream_error), ok(message_events([PLAN_TEXT], input_tokens=10, cache_read=0)))
+    server = ReplayServer(ok(mid_stream_error), ok(message_events([PLAN_TEXT], input_tokens=10, cache_read=0)))
     items, stream = plan(make_provider(server))
     assert items == TASKS
     assert stream.attempts == 2
@@ -265,7 +221,7 @@ def test_failure_after_tasks_were_yielded_is_raised_not_retried() -> None:
         yield sse(events)
         raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
 
-    server = Server(lambda _r: httpx2.Response(200, headers={"content-type": "text/event-stream"},
+    server = ReplayServer(lambda _r: httpx2.Response(200, headers={"content-type": "text/event-stream"},
                                                content=dies()),
                     ok(message_events([PLAN_TEXT])))
     received: list[Any] = []
@@ -282,7 +238,7 @@ def test_timeouts_are_retried_then_raise_provider_timeout() -> None:
     def times_out(request: httpx2.Request) -> httpx2.Response:
         raise httpx2.ReadTimeout("timed out", request=request)
 
-    server = Server(times_out, times_out)
+    server = ReplayServer(times_out, times_out)
     with pytest.raises(ProviderTimeout):
         plan(make_provider(server, max_attempts=2))
     assert len(server.requests) == 2
@@ -290,7 +246,7 @@ def test_timeouts_are_retried_then_raise_provider_timeout() -> None:
 
 def test_retry_after_beyond_the_deadline_is_not_waited_for() -> None:
     clock = FakeClock()
-    server = Server(error(429, "rate_limit_error", "slow down", {"retry-after": "30"}))
+    server = ReplayServer(error(429, "rate_limit_error", "slow down", {"retry-after": "30"}))
     provider = make_provider(server, clock)
     with pytest.raises(ProviderError) as info:
         provider.transform(TransformKind.code_gen, {"prompt": "x"}, task_context(deadline_s=10))
@@ -300,7 +256,7 @@ def test_retry_after_beyond_the_deadline_is_not_waited_for() -> None:
 
 
 def test_authentication_error_is_not_retried() -> None:
-    server = Server(error(401, "authentication_error", "invalid x-api-key"))
+    server = ReplayServer(error(401, "authentication_error", "invalid x-api-key"))
     with pytest.raises(ProviderError) as info:
         plan(make_provider(server))
     assert info.value.retryable is False
@@ -316,7 +272,7 @@ def test_deadline_is_enforced_between_events() -> None:
             clock.now += 1.0  # each event arrives a second later
             yield sse([event])
 
-    server = Server(lambda _r: httpx2.Response(200, headers={"content-type": "text/event-stream"},
+    server = ReplayServer(lambda _r: httpx2.Response(200, headers={"content-type": "text/event-stream"},
                                                content=slow_body()))
     with pytest.raises(ProviderTimeout):
         make_provider(server, clock).transform(TransformKind.code_gen, {}, task_context(deadline_s=5))
@@ -330,7 +286,7 @@ def test_code_gen_returns_the_parsed_files_and_drops_unsafe_paths() -> None:
     reply = ('<file path="src/Hero.tsx">\n'
              'export default function Hero() {\n  return <h1>Hi</h1>;\n}\n</file>\n'
              '<file path="../../etc/passwd">\nroot\n</file>\n')
-    server = Server(ok(message_events(chunks(reply, 13), input_tokens=300, cache_read=0, output_tokens=60)))
+    server = ReplayServer(ok(message_events(chunks(reply, 13), input_tokens=300, cache_read=0, output_tokens=60)))
     result = make_provider(server).transform(
         TransformKind.code_gen, {"prompt": "Write the hero", "targetPath": "src/Hero.tsx", "name": "Hero"},
         task_context(target_path="src/Hero.tsx", files={"src/App.tsx": "export {}\n"}))
@@ -345,7 +301,7 @@ def test_code_gen_returns_the_parsed_files_and_drops_unsafe_paths() -> None:
 
 
 def test_a_reply_without_files_is_a_retryable_error() -> None:
-    server = Server(ok(message_events(["Sure, I can help with that."])))
+    server = ReplayServer(ok(message_events(["Sure, I can help with that."])))
     with pytest.raises(ProviderError) as info:
         make_provider(server).transform(TransformKind.code_gen, {}, task_context())
     assert info.value.retryable is True
@@ -353,7 +309,7 @@ def test_a_reply_without_files_is_a_retryable_error() -> None:
 
 def test_heal_json_returns_the_text() -> None:
     healed = '{"id": "b", "type": "create_file", "name": "B"}'
-    server = Server(ok(message_events(chunks(healed, 5))))
+    server = ReplayServer(ok(message_events(chunks(healed, 5))))
     result = make_provider(server).transform(
         TransformKind.heal_json, {"text": '{"id": "b", type: create_file', "error": "bad", "purpose": "task"},
         task_context(task_type="heal_json"))
@@ -364,7 +320,7 @@ def test_heal_json_returns_the_text() -> None:
 def test_cancelled_call_stops_without_retrying() -> None:
     ctx = task_context()
     ctx.cancel.set()
-    server = Server(ok(message_events(["<file path='a'>x</file>"])))
+    server = ReplayServer(ok(message_events(["<file path='a'>x</file>"])))
     with pytest.raises(ProviderError) as info:
         make_provider(server).transform(TransformKind.code_gen, {}, ctx)
     assert info.value.retryable is False

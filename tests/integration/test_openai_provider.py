@@ -8,7 +8,7 @@ talks to a real HTTP server on 127.0.0.1 through OPENAI_BASE_URL.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,11 +20,11 @@ from shared.providers.base import (
     PlanContext,
     ProviderError,
     ProviderTimeout,
-    TaskContext,
     TransformKind,
 )
 from shared.providers.openai_provider import OpenAICompatibleProvider
 from shared.providers.retry import RetryPolicy
+from tests.helpers import FakeClock, ReplayServer, chunks, task_context
 
 MODEL_ID = "gpt-4o-mini-2024-07-18"
 TASKS = [
@@ -37,19 +37,6 @@ TASKS = [
      "input": {"targetPath": "src/App.tsx", "dependencies": ["hero"]}},
 ]
 PLAN_JSON = json.dumps({"tasks": TASKS})
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 # -- the wire format ---------------------------------------------------------------------------
@@ -88,10 +75,6 @@ def completion_stream(deltas: list[str], *, prompt_tokens: int = 900, completion
     return text.encode()
 
 
-def split(text: str, size: int) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)]
-
-
 def ok(body: bytes | Iterator[bytes]) -> httpx.Response:
     return httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"}, content=body)
 
@@ -101,24 +84,7 @@ def error(status: int, message: str, code: str, headers: dict[str, str] | None =
         "error": {"message": message, "type": "requests", "param": None, "code": code}})
 
 
-Reply = httpx.Response | Callable[[httpx.Request], httpx.Response]
-
-
-class Server:
-    def __init__(self, *replies: Reply) -> None:
-        self.replies = list(replies)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        reply = self.replies.pop(0)
-        return reply(request) if callable(reply) else reply
-
-    def body(self, i: int = 0) -> dict[str, Any]:
-        return json.loads(self.requests[i].content)
-
-
-def make_provider(server: Server, clock: FakeClock | None = None, *, model: str = "gpt-4o-mini",
+def make_provider(server: ReplayServer, clock: FakeClock | None = None, *, model: str = "gpt-4o-mini",
                   **retry: Any) -> OpenAICompatibleProvider:
     clock = clock or FakeClock()
     policy = RetryPolicy(sleep=clock.sleep, clock=clock.clock, jitter=False, base_s=0.25, **retry)
@@ -131,17 +97,11 @@ def plan(provider: OpenAICompatibleProvider) -> tuple[list[Any], Any]:
     return list(stream), stream
 
 
-def task_context(**kw: Any) -> TaskContext:
-    base: dict[str, Any] = {"build_id": "b1", "task_id": "hero", "task_type": "create_component",
-                            "task_name": "Hero", "deadline_s": 60.0}
-    return TaskContext(**{**base, **kw})
-
-
 # -- plan streaming ----------------------------------------------------------------------------
 
 
 def test_plan_streams_tasks_with_usage_and_cost() -> None:
-    server = Server(ok(completion_stream(split(PLAN_JSON, 12), prompt_tokens=2000, cached=1024)))
+    server = ReplayServer(ok(completion_stream(chunks(PLAN_JSON, 12), prompt_tokens=2000, cached=1024)))
     items, stream = plan(make_provider(server))
 
     assert items == TASKS
@@ -167,32 +127,32 @@ def test_tasks_are_yielded_as_they_close() -> None:
     seen_at_done: list[int] = []
 
     def body() -> Iterator[bytes]:
-        raw = completion_stream(split(PLAN_JSON, 10)).decode()
+        raw = completion_stream(chunks(PLAN_JSON, 10)).decode()
         for event in raw.split("\n\n"):
             if event.startswith("data: [DONE]"):
                 seen_at_done.append(len(received))
             yield (event + "\n\n").encode()
 
-    for item in make_provider(Server(ok(body()))).plan_stream("x", PlanContext(build_id="b1")):
+    for item in make_provider(ReplayServer(ok(body()))).plan_stream("x", PlanContext(build_id="b1")):
         received.append(item)
     assert seen_at_done == [len(TASKS)]
 
 
 def test_byte_chunks_split_mid_line_and_mid_utf8() -> None:
-    raw = completion_stream(split(json.dumps({"tasks": TASKS}, ensure_ascii=False), 5))
+    raw = completion_stream(chunks(json.dumps({"tasks": TASKS}, ensure_ascii=False), 5))
 
     def odd() -> Iterator[bytes]:
         for i in range(0, len(raw), 11):
             yield raw[i:i + 11]
 
-    items, _ = plan(make_provider(Server(ok(odd()))))
+    items, _ = plan(make_provider(ReplayServer(ok(odd()))))
     assert items == TASKS
 
 
 def test_malformed_task_is_reported_and_the_others_survive() -> None:
     text = ('[{"id": "a", "type": "create_file", "name": "A"}, {"id": "b", "name": "B" "type": "x"},'
             ' {"id": "c", "type": "create_file", "name": "C"}]')
-    items, _ = plan(make_provider(Server(ok(completion_stream(split(text, 7))))))
+    items, _ = plan(make_provider(ReplayServer(ok(completion_stream(chunks(text, 7))))))
     assert items[0]["id"] == "a" and items[2]["id"] == "c"
     assert isinstance(items[1], MalformedTask)
     assert items[1].raw == '{"id": "b", "name": "B" "type": "x"}'
@@ -200,21 +160,21 @@ def test_malformed_task_is_reported_and_the_others_survive() -> None:
 
 def test_truncated_stream_without_done_gives_the_tasks_so_far_and_the_fragment() -> None:
     cut = PLAN_JSON.index('{"id": "page"') + 15
-    items, stream = plan(make_provider(Server(ok(completion_stream(split(PLAN_JSON[:cut], 9), done=False)))))
+    items, stream = plan(make_provider(ReplayServer(ok(completion_stream(chunks(PLAN_JSON[:cut], 9), done=False)))))
     assert items[:2] == TASKS[:2]
     assert isinstance(items[2], MalformedTask) and items[2].raw == PLAN_JSON[cut - 15:cut]
     assert stream.usage.promptTokens == 0 and stream.usage.costUsd is None  # no usage chunk arrived
 
 
 def test_server_without_usage_reports_zero_tokens_and_unknown_cost() -> None:
-    items, stream = plan(make_provider(Server(ok(completion_stream([PLAN_JSON], send_usage=False)))))
+    items, stream = plan(make_provider(ReplayServer(ok(completion_stream([PLAN_JSON], send_usage=False)))))
     assert items == TASKS
     assert (stream.usage.promptTokens, stream.usage.completionTokens) == (0, 0)
     assert stream.usage.costUsd is None
 
 
 def test_unknown_model_is_not_priced() -> None:
-    server = Server(ok(completion_stream([PLAN_JSON]).replace(MODEL_ID.encode(), b"llama-3.1-70b")))
+    server = ReplayServer(ok(completion_stream([PLAN_JSON]).replace(MODEL_ID.encode(), b"llama-3.1-70b")))
     _, stream = plan(make_provider(server, model="llama-3.1-70b"))
     assert stream.usage.promptTokens == 900
     assert stream.usage.costUsd is None
@@ -223,7 +183,7 @@ def test_unknown_model_is_not_priced() -> None:
 def test_429_with_retry_after_then_success() -> None:
     clock = FakeClock()
     limited = error(429, "Rate limit reached for gpt-4o-mini", "rate_limit_exceeded", {"Retry-After": "3"})
-    server = Server(limited, ok(completion_stream([PLAN_JSON])))
+    server = ReplayServer(limited, ok(completion_stream([PLAN_JSON])))
     items, stream = plan(make_provider(server, clock))
     assert items == TASKS
     assert stream.attempts == 2 and len(server.requests) == 2
@@ -232,7 +192,7 @@ def test_429_with_retry_after_then_success() -> None:
 
 def test_5xx_is_retried_with_exponential_backoff() -> None:
     clock = FakeClock()
-    server = Server(error(500, "The server had an error", "server_error"),
+    server = ReplayServer(error(500, "The server had an error", "server_error"),
                     error(503, "The engine is currently overloaded", "overloaded"),
                     ok(completion_stream([PLAN_JSON])))
     items, stream = plan(make_provider(server, clock))
@@ -242,7 +202,7 @@ def test_5xx_is_retried_with_exponential_backoff() -> None:
 
 
 def test_retries_are_bounded_by_max_attempts() -> None:
-    server = Server(*[error(503, "overloaded", "overloaded") for _ in range(3)])
+    server = ReplayServer(*[error(503, "overloaded", "overloaded") for _ in range(3)])
     with pytest.raises(ProviderError) as info:
         plan(make_provider(server, max_attempts=3))
     assert len(server.requests) == 3
@@ -250,7 +210,7 @@ def test_retries_are_bounded_by_max_attempts() -> None:
 
 
 def test_bad_request_is_not_retried() -> None:
-    server = Server(error(400, "Invalid 'max_tokens'", "invalid_value"))
+    server = ReplayServer(error(400, "Invalid 'max_tokens'", "invalid_value"))
     with pytest.raises(ProviderError) as info:
         plan(make_provider(server))
     assert info.value.retryable is False and "Invalid 'max_tokens'" in str(info.value)
@@ -261,7 +221,7 @@ def test_timeout_raises_provider_timeout_after_retrying() -> None:
     def times_out(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)
 
-    server = Server(times_out, times_out)
+    server = ReplayServer(times_out, times_out)
     with pytest.raises(ProviderTimeout):
         plan(make_provider(server, max_attempts=2))
     assert len(server.requests) == 2
@@ -269,7 +229,7 @@ def test_timeout_raises_provider_timeout_after_retrying() -> None:
 
 def test_error_chunk_mid_stream_before_text_is_retried() -> None:
     first = b'data: {"error": {"message": "upstream overloaded", "type": "server_error"}}\n\n'
-    server = Server(ok(first), ok(completion_stream([PLAN_JSON])))
+    server = ReplayServer(ok(first), ok(completion_stream([PLAN_JSON])))
     items, stream = plan(make_provider(server))
     assert items == TASKS and stream.attempts == 2
 
@@ -278,13 +238,13 @@ def test_cancellation_mid_stream_stops_the_call() -> None:
     ctx = task_context()
 
     def body() -> Iterator[bytes]:
-        raw = completion_stream(split('<file path="a.ts">\nx\n</file>\n', 4)).decode()
+        raw = completion_stream(chunks('<file path="a.ts">\nx\n</file>\n', 4)).decode()
         for n, event in enumerate(raw.split("\n\n")):
             if n == 3:
                 ctx.cancel.set()
             yield (event + "\n\n").encode()
 
-    server = Server(ok(body()))
+    server = ReplayServer(ok(body()))
     with pytest.raises(ProviderError) as info:
         make_provider(server).transform(TransformKind.code_gen, {}, ctx)
     assert info.value.retryable is False and "cancelled" in str(info.value)
@@ -296,7 +256,7 @@ def test_cancellation_mid_stream_stops_the_call() -> None:
 
 def test_refactor_returns_files_and_sends_the_existing_file() -> None:
     reply = '<file path="src/App.tsx">\nexport const App = () => null;\n</file>'
-    server = Server(ok(completion_stream(split(reply, 6), prompt_tokens=400, completion_tokens=30)))
+    server = ReplayServer(ok(completion_stream(chunks(reply, 6), prompt_tokens=400, completion_tokens=30)))
     result = make_provider(server).transform(
         TransformKind.refactor, {"prompt": "simplify", "targetPath": "src/App.tsx"},
         task_context(task_type="modify_file", target_path="src/App.tsx",
@@ -309,7 +269,7 @@ def test_refactor_returns_files_and_sends_the_existing_file() -> None:
 
 def test_heal_dependencies_returns_the_text() -> None:
     reply = '{"tasks": [{"id": "a", "dependencies": []}, {"id": "b", "dependencies": ["a"]}]}'
-    server = Server(ok(completion_stream(split(reply, 8))))
+    server = ReplayServer(ok(completion_stream(chunks(reply, 8))))
     result = make_provider(server).transform(
         TransformKind.heal_json,
         {"text": "{}", "error": "cycle", "purpose": "dependencies", "cycles": ["a -> b -> a"]},
@@ -323,7 +283,7 @@ def test_heal_dependencies_returns_the_text() -> None:
 
 def test_end_to_end_against_a_local_http_server(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_data(
-        completion_stream(split(PLAN_JSON, 25)), content_type="text/event-stream")
+        completion_stream(chunks(PLAN_JSON, 25)), content_type="text/event-stream")
     provider = OpenAICompatibleProvider("sk-local", "gpt-4o-mini", base_url=httpserver.url_for("/v1"),
                                         retry=RetryPolicy(max_attempts=1))
     stream = provider.plan_stream("a landing page", PlanContext(build_id="b1"))
