@@ -20,15 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from local.context import LocalContext
 from local.pollers import sqs_record as poller_record
-from local.runtime import PREFIX, LocalRuntime
+from local.runtime import LocalRuntime
 from shared.dal.aws import client
 from shared.dal.queues import finished_message, send_batch
-from shared.ids import new_build_id, new_plan_id, now_ms
 from shared.logic.services import services
-from shared.models.plan import Task
 from tests.helpers import REGION, drain_queue, sqs_event, sqs_record, task, wait_for
+from tests.integration.quiet import QuietRuntime, executing, lambda_context, new_build
 
 TERMINAL = {"build_completed", "build_failed", "build_cancelled"}
 
@@ -344,13 +342,6 @@ class TestApi:
 # =================================================================================================
 # The worker handlers, fed by hand
 # =================================================================================================
-class QuietRuntime(LocalRuntime):
-    """The local runtime's resources and environment, with no pollers: the test is the event source."""
-
-    def _start_workers(self) -> None:
-        pass
-
-
 PLAN = [
     task("setup", priority=1, target="package.json", duration=5),
     task("hero", "setup", target="src/components/Hero.tsx", type="create_component", duration=20),
@@ -384,41 +375,10 @@ def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuietRuntime]:
         yield runtime
 
 
-def _context(name: str) -> LocalContext:
-    from local.runtime import FUNCTION_TIMEOUTS
-
-    return LocalContext(f"{PREFIX}-{name}", FUNCTION_TIMEOUTS[name])
-
-
 def _handler(name: str):
     from local.runtime import load_handler
 
     return load_handler(name)
-
-
-def _new_build(
-    tasks: list[dict] | None = None, *, status: str = "executing", max_concurrency: int = 5, prompt: str | None = None
-) -> str:
-    """A build item as the API and the plan step leave it (with its plan stored when given).
-    Its prompt is its own unless given, so no test is served another test's cached task result."""
-    svc = services()
-    build_id = new_build_id()
-    item: dict[str, Any] = {
-        "buildId": build_id,
-        "ownerId": _user(),
-        "status": status,
-        "prompt": prompt or f"Create a landing page with a hero section ({build_id})",
-        "requireApproval": False,
-        "maxConcurrency": max_concurrency,
-        "createdAt": now_ms(),
-        "updatedAt": now_ms(),
-    }
-    if tasks is not None:
-        plan_id = new_plan_id()
-        svc.tasks.put_plan(build_id, plan_id, [Task.model_validate(t) for t in tasks])
-        item.update(planId=plan_id, taskCount=len(tasks))
-    svc.builds.create(item)
-    return build_id
 
 
 def _events(build_id: str) -> list:
@@ -432,8 +392,8 @@ def _types(build_id: str) -> list[str]:
 class TestWorkers:
     # --- plan ----------------------------------------------------------------------------------------
     def test_plan_handler_streams_each_task_then_the_plan(self, quiet):
-        build_id = _new_build(status="planning")
-        result = _handler("plan")({"action": "plan", "buildId": build_id}, _context("plan"))
+        build_id = new_build(status="planning")
+        result = _handler("plan")({"action": "plan", "buildId": build_id}, lambda_context("plan"))
         assert result["requireApproval"] is False and result["taskCount"] == 4
         assert result["remainingSeconds"] > 0
         events = _events(build_id)
@@ -456,7 +416,7 @@ class TestWorkers:
         assert [(t["taskId"], t["status"]) for t in stored] == [(t["id"], "pending") for t in PLAN]
 
         # Step Functions retries the invocation: the same answer, nothing recorded twice
-        again = _handler("plan")({"action": "plan", "buildId": build_id}, _context("plan"))
+        again = _handler("plan")({"action": "plan", "buildId": build_id}, lambda_context("plan"))
         assert again["taskCount"] == 4
         assert len(_events(build_id)) == 5
 
@@ -493,24 +453,15 @@ class TestWorkers:
         return poller_record(messages[0], quiet.resources.queue_arns["task-finished.fifo"], REGION)
 
     def _dispatch(self, records: list[dict]) -> dict:
-        result = _handler("dispatch")(sqs_event(records), _context("dispatch"))
+        result = _handler("dispatch")(sqs_event(records), lambda_context("dispatch"))
         assert result == {"batchItemFailures": []}
         return result
 
     def _queued(self, quiet) -> list[tuple[str, int]]:
         return sorted((m["taskId"], m["attempt"]) for m in drain_queue(client("sqs"), quiet.resources.queues["tasks"]))
 
-    def _executing(self, quiet, tasks: list[dict], **kw: Any) -> str:
-        drain_queue(client("sqs"), quiet.resources.queues["tasks"])
-        build_id = _new_build(tasks, **kw)
-        answer = _handler("dispatch")(
-            {"action": "execute", "buildId": build_id, "taskToken": "token-1"}, _context("dispatch")
-        )
-        assert answer == {"started": True}
-        return build_id
-
     def test_dispatch_starts_roots_and_then_children_as_parents_finish(self, quiet):
-        build_id = self._executing(quiet, PLAN)
+        build_id = executing(quiet, PLAN)
         assert self._queued(quiet) == [("setup", 1)]
         self._dispatch([self._finished_record(quiet, build_id, "setup")])
         assert self._queued(quiet) == [("hero", 1), ("styles", 1)]
@@ -521,13 +472,13 @@ class TestWorkers:
 
     def test_dispatch_keeps_at_most_max_concurrency_in_flight(self, quiet):
         wide = [task(f"w{i}", duration=i) for i in range(5)]
-        build_id = self._executing(quiet, wide, max_concurrency=2)
+        build_id = executing(quiet, wide, max_concurrency=2)
         assert self._queued(quiet) == [("w3", 1), ("w4", 1)]  # longest first
         self._dispatch([self._finished_record(quiet, build_id, "w4")])
         assert self._queued(quiet) == [("w2", 1)]
 
     def test_duplicate_finished_changes_nothing_and_runs_no_task_twice(self, quiet):
-        build_id = self._executing(quiet, PLAN)
+        build_id = executing(quiet, PLAN)
         self._queued(quiet)
         record = self._finished_record(quiet, build_id, "setup")
         self._dispatch([record])
@@ -553,7 +504,7 @@ class TestWorkers:
         assert sorted(started) == ["app", "hero", "styles"]
 
     def test_duplicate_finished_enqueues_nothing_twice(self, quiet):
-        build_id = self._executing(quiet, PLAN)
+        build_id = executing(quiet, PLAN)
         self._queued(quiet)
         record = self._finished_record(quiet, build_id, "setup")
         self._dispatch([record])
@@ -561,7 +512,7 @@ class TestWorkers:
         assert self._queued(quiet) == [("hero", 1), ("styles", 1)]
 
     def test_failed_task_skips_its_dependents_once(self, quiet):
-        build_id = self._executing(quiet, PLAN)
+        build_id = executing(quiet, PLAN)
         self._queued(quiet)
         record = self._finished_record(quiet, build_id, "setup", outcome="failed", attempt=2)
         self._dispatch([record])
@@ -574,7 +525,7 @@ class TestWorkers:
 
     def test_stale_failure_after_a_retry_does_not_undo_the_retry(self, quiet):
         tasks = [task("a"), task("b", "a"), task("x", duration=50)]
-        build_id = self._executing(quiet, tasks)
+        build_id = executing(quiet, tasks)
         self._queued(quiet)
         stale = self._finished_record(quiet, build_id, "a", outcome="failed", attempt=2)
         self._dispatch([stale])
@@ -593,7 +544,7 @@ class TestWorkers:
 
     def _run_task(self, quiet, build_id: str, task_id: str, attempt: int = 1, receive_count: int = 1) -> None:
         result = _handler("task")(
-            sqs_event([self._task_record(quiet, build_id, task_id, attempt, receive_count)]), _context("task")
+            sqs_event([self._task_record(quiet, build_id, task_id, attempt, receive_count)]), lambda_context("task")
         )
         assert result == {"batchItemFailures": []}
 
@@ -620,7 +571,7 @@ class TestWorkers:
                 client("sqs").delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
     def test_task_handler_runs_the_task_stores_its_files_and_reports(self, quiet):
-        build_id = _new_build([task("hero", target="src/components/Hero.tsx", type="create_component")])
+        build_id = new_build([task("hero", target="src/components/Hero.tsx", type="create_component")])
         self._finished_messages(quiet)
         self._run_task(quiet, build_id, "hero")
         events = _events(build_id)
@@ -652,7 +603,7 @@ class TestWorkers:
             assert again["body"] == finished["body"]
 
     def test_failed_attempt_is_retried_then_succeeds(self, quiet):
-        build_id = _new_build([task("flaky", target="flaky.txt")])
+        build_id = new_build([task("flaky", target="flaky.txt")])
         drain_queue(client("sqs"), quiet.resources.queues["tasks"])
         self._finished_messages(quiet)
         self._run_task(quiet, build_id, "flaky")
@@ -666,7 +617,7 @@ class TestWorkers:
         assert finished["body"]["outcome"] == "completed" and finished["body"]["attempt"] == 2
 
     def test_task_that_keeps_failing_reports_failure_after_the_last_attempt(self, quiet):
-        build_id = _new_build([task("broken", target="broken.txt")])
+        build_id = new_build([task("broken", target="broken.txt")])
         drain_queue(client("sqs"), quiet.resources.queues["tasks"])
         self._finished_messages(quiet)
         self._run_task(quiet, build_id, "broken")
@@ -688,7 +639,7 @@ class TestWorkers:
             task("joined", "fails-twice", "broken", target="c.txt"),
             task("solo", target="d.txt"),
         ]
-        build_id = self._executing(quiet, plan)
+        build_id = executing(quiet, plan)
         owner = services().builds.get(build_id)["ownerId"]
         self._finished_messages(quiet)
         assert self._queued(quiet) == [("broken", 1), ("fails-twice", 1), ("solo", 1)]
@@ -741,7 +692,7 @@ class TestWorkers:
     def test_identical_task_is_served_from_the_cache(self, quiet):
         prompt = f"A cached landing page {uuid.uuid4()}"
         plan = [task("hero", target="src/components/Hero.tsx", type="create_component")]
-        first, second = _new_build(plan, prompt=prompt), _new_build(plan, prompt=prompt)
+        first, second = new_build(plan, prompt=prompt), new_build(plan, prompt=prompt)
         self._run_task(quiet, first, "hero")
         self._run_task(quiet, second, "hero")
         [fresh] = [e.data for e in _events(first) if e.type.value == "task_completed"]
@@ -751,12 +702,12 @@ class TestWorkers:
         assert cached["files"] == fresh["files"]
         assert services().files.get_text(second, "src/components/Hero.tsx") == HERO
         # a different build prompt is a different task: no cache hit
-        third = _new_build(plan)
+        third = new_build(plan)
         self._run_task(quiet, third, "hero")
         assert [e.data["cached"] for e in _events(third) if e.type.value == "task_completed"] == [False]
 
     def test_task_message_for_a_cancelled_build_runs_nothing(self, quiet):
-        build_id = _new_build([task("hero")], status="cancelled")
+        build_id = new_build([task("hero")], status="cancelled")
         self._finished_messages(quiet)
         self._run_task(quiet, build_id, "hero")
         assert _types(build_id) == []

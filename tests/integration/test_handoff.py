@@ -7,7 +7,6 @@ The handlers are fed by hand (no pollers), so each test sees exactly what was co
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,20 +15,15 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from local.context import LocalContext
-from local.runtime import FUNCTION_TIMEOUTS, PREFIX, LocalRuntime, load_handler
+from local.runtime import load_handler
 from shared.dal.aws import client
 from shared.dal.table import Update
-from shared.ids import new_build_id, new_plan_id, now_ms
+from shared.ids import now_ms
 from shared.logic import dispatching, handoff, task_runner
 from shared.logic.services import services
 from shared.models.plan import Task
 from tests.helpers import drain_queue, sqs_event, sqs_record, task
-
-
-class QuietRuntime(LocalRuntime):
-    def _start_workers(self) -> None:
-        pass
+from tests.integration.quiet import QuietRuntime, execute, executing, lambda_context, new_build
 
 
 @pytest.fixture(scope="module")
@@ -42,36 +36,6 @@ def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuietRuntime]:
         yield runtime
 
 
-def _context(name: str, timeout_s: float | None = None) -> LocalContext:
-    return LocalContext(f"{PREFIX}-{name}", timeout_s or FUNCTION_TIMEOUTS[name])
-
-
-def _executing(quiet: QuietRuntime, tasks: list[dict[str, Any]], max_concurrency: int = 5) -> str:
-    """A build whose plan is stored and whose dispatcher has started it (roots on the tasks queue)."""
-    svc = services()
-    drain_queue(client("sqs"), quiet.resources.queues["tasks"])
-    build_id = new_build_id()
-    plan_id = new_plan_id()
-    svc.tasks.put_plan(build_id, plan_id, [Task.model_validate(t) for t in tasks])
-    svc.builds.create(
-        {
-            "buildId": build_id,
-            "ownerId": f"user-{uuid.uuid4().hex[:8]}",
-            "status": "executing",
-            "prompt": f"handoff test {build_id}",
-            "requireApproval": False,
-            "maxConcurrency": max_concurrency,
-            "planId": plan_id,
-            "taskCount": len(tasks),
-            "createdAt": now_ms(),
-            "updatedAt": now_ms(),
-        }
-    )
-    answer = load_handler("dispatch")({"action": "execute", "buildId": build_id, "taskToken": "t"}, _context("dispatch"))
-    assert answer == {"started": True}
-    return build_id
-
-
 def _queued(quiet: QuietRuntime) -> list[dict[str, Any]]:
     return sorted(drain_queue(client("sqs"), quiet.resources.queues["tasks"]), key=lambda m: m["taskId"])
 
@@ -82,7 +46,7 @@ def _finished(quiet: QuietRuntime) -> list[dict[str, Any]]:
 
 def _run(quiet: QuietRuntime, body: dict[str, Any], *, receive_count: int = 1, timeout_s: float | None = None) -> dict:
     record = sqs_record(body, quiet.resources.queue_arns["tasks"], receive_count=receive_count)
-    return load_handler("task")(sqs_event([record]), _context("task", timeout_s))  # type: ignore[no-any-return]
+    return load_handler("task")(sqs_event([record]), lambda_context("task", timeout_s))  # type: ignore[no-any-return]
 
 
 def _comes_back(quiet: QuietRuntime, body: dict[str, Any], *, receive_count: int = 1) -> None:
@@ -112,7 +76,7 @@ def _status(build_id: str) -> dict[str, str]:
 
 
 def test_a_dependent_starts_in_the_commit_that_completes_its_last_parent(quiet: QuietRuntime) -> None:
-    build_id = _executing(quiet, [task("a"), task("b", "a"), task("c", "b")])
+    build_id = executing(quiet, [task("a"), task("b", "a"), task("c", "b")])
     [root] = _queued(quiet)
     _finished(quiet)
     assert _run(quiet, root) == {"batchItemFailures": []}
@@ -134,7 +98,7 @@ def test_a_dependent_starts_in_the_commit_that_completes_its_last_parent(quiet: 
 
 
 def test_a_fan_out_starts_in_the_completing_commit_and_runs_side_by_side(quiet: QuietRuntime) -> None:
-    build_id = _executing(quiet, [task("a"), task("b", "a", duration=30), task("c", "a"), task("d", "a"),
+    build_id = executing(quiet, [task("a"), task("b", "a", duration=30), task("c", "a"), task("d", "a"),
                                   task("e", "b", "c", "d")])
     [root] = _queued(quiet)
     assert _run(quiet, root) == {"batchItemFailures": []}
@@ -157,7 +121,7 @@ def test_past_the_handoff_limit_released_tasks_are_queued_with_their_definitions
 ) -> None:
     monkeypatch.setattr(handoff, "HANDOFF_LIMIT", 1)
     plan = [task("a"), task("b", "a", duration=30), task("c", "a"), task("d", "a")]
-    build_id = _executing(quiet, plan)
+    build_id = executing(quiet, plan)
     [root] = _queued(quiet)
     assert _run(quiet, root) == {"batchItemFailures": []}
     started = [e.data["taskId"] for e in _events(build_id) if e.type.value == "task_started"]
@@ -174,7 +138,7 @@ def test_past_the_handoff_limit_released_tasks_are_queued_with_their_definitions
 
 
 def test_a_redelivered_parent_resends_what_it_released_and_nobody_claimed(quiet: QuietRuntime) -> None:
-    build_id = _executing(quiet, [task("a"), task("b", "a"), task("c", "a")])
+    build_id = executing(quiet, [task("a"), task("b", "a"), task("c", "a")])
     [root] = _queued(quiet)
     short = services().settings.task_timeout_seconds / 2  # too little time left to run them here
     assert _run(quiet, root, timeout_s=short) == {"batchItemFailures": []}
@@ -187,7 +151,7 @@ def test_a_redelivered_parent_resends_what_it_released_and_nobody_claimed(quiet:
 def test_a_handed_dependent_whose_worker_died_is_watched_by_its_parents_message(
     quiet: QuietRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    build_id = _executing(quiet, [task("a"), task("b", "a"), task("c", "a")])
+    build_id = executing(quiet, [task("a"), task("b", "a"), task("c", "a")])
     [root] = _queued(quiet)
     _worker_dies_on(monkeypatch, "b")
     _comes_back(quiet, root)  # a's message stays on the queue: it now watches b
@@ -214,7 +178,7 @@ def test_a_handed_dependent_whose_worker_died_is_watched_by_its_parents_message(
 def test_a_dead_lettered_parent_message_fails_the_dependent_it_was_watching(
     quiet: QuietRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    build_id = _executing(quiet, [task("a"), task("b", "a"), task("c", "b"), task("x")])
+    build_id = executing(quiet, [task("a"), task("b", "a"), task("c", "b"), task("x")])
     root = next(m for m in _queued(quiet) if m["taskId"] == "a")
     _worker_dies_on(monkeypatch, "b")
     _comes_back(quiet, root)
@@ -227,7 +191,7 @@ def test_a_dead_lettered_parent_message_fails_the_dependent_it_was_watching(
 
 
 def test_a_halted_build_leaves_the_step_to_the_dispatcher(quiet: QuietRuntime) -> None:
-    build_id = _executing(quiet, [task("a"), task("b", "a")])
+    build_id = executing(quiet, [task("a"), task("b", "a")])
     [root] = _queued(quiet)
     _finished(quiet)
     original = task_runner._store_files
@@ -257,21 +221,16 @@ def test_a_replayed_dispatcher_step_resends_what_it_decided_but_never_sent(
         original(url, entries)
 
     monkeypatch.setattr(dispatching, "send_batch", lost_once)
+    build_id = new_build([task("a"), task("b")])
     with pytest.raises(RuntimeError):
-        _executing(quiet, [task("a"), task("b")])
-    build_id = max((b for b in _all_builds()), key=lambda b: b["createdAt"])["buildId"]
+        execute(quiet, build_id)
     assert _queued(quiet) == []
     event = {"action": "execute", "buildId": build_id, "taskToken": "t"}  # Step Functions retries
-    assert load_handler("dispatch")(event, _context("dispatch")) == {"started": True}
+    assert load_handler("dispatch")(event, lambda_context("dispatch")) == {"started": True}
     assert [(m["taskId"], m["attempt"]) for m in _queued(quiet)] == [("a", 1), ("b", 1)]
     # and a further replay sends nothing more: each task is enqueued once per attempt
-    assert load_handler("dispatch")(event, _context("dispatch")) == {"started": True}
+    assert load_handler("dispatch")(event, lambda_context("dispatch")) == {"started": True}
     assert _queued(quiet) == []
-
-
-def _all_builds() -> list[dict[str, Any]]:
-    items = client("dynamodb").scan(TableName=services().builds.table)["Items"]
-    return [{"buildId": i["buildId"]["S"], "createdAt": int(i["createdAt"]["N"])} for i in items]
 
 
 @st.composite
@@ -289,7 +248,7 @@ def _dags(draw: st.DrawFn) -> list[dict[str, Any]]:
 def test_any_dag_under_duplicated_and_reordered_messages_runs_each_task_once_after_its_parents(
     quiet: QuietRuntime, plan: list[dict[str, Any]], window: int, rnd: Any
 ) -> None:
-    build_id = _executing(quiet, plan, max_concurrency=window)
+    build_id = executing(quiet, plan, max_concurrency=window)
     fifo_arn = quiet.resources.queue_arns["task-finished.fifo"]
     inbox: list[tuple[str, dict[str, Any], int]] = []  # (queue, body, receive count)
     for _ in range(500):
@@ -303,7 +262,7 @@ def test_any_dag_under_duplicated_and_reordered_messages_runs_each_task_once_aft
             assert _run(quiet, body, receive_count=count) == {"batchItemFailures": []}
         else:
             record = sqs_record(body, fifo_arn, receive_count=count, group_id=build_id)
-            assert load_handler("dispatch")(sqs_event([record]), _context("dispatch")) == {"batchItemFailures": []}
+            assert load_handler("dispatch")(sqs_event([record]), lambda_context("dispatch")) == {"batchItemFailures": []}
     assert _status(build_id) == {t["id"]: "completed" for t in plan}
     events = _events(build_id)
     started = [(e.data["taskId"], e.data["attempt"]) for e in events if e.type.value == "task_started"]
