@@ -1,11 +1,14 @@
-"""Where moto cannot play AWS faithfully under concurrency, and the shim that makes it.
+"""Where moto cannot play AWS faithfully under concurrency (or fast enough to share one process
+with the whole pipeline), and the shims that make it.
 
 moto's DynamoDB backend takes no lock, and its `transact_write_items` deep-copies every table it
 touches and, when any condition fails, puts those copies back: writes that other threads made in
 the meantime vanish, stream records of the cancelled writes remain, and each transaction costs
 O(table size). DynamoDB guarantees none of that. The shim below serializes the backend's item
 operations behind one lock and runs a transaction as AWS does: check every condition, then apply
-all writes or none. It touches moto internals, so moto is pinned and
+all writes or none. Two more keep the local runtime's one GIL for real work: plain DynamoDB results
+are written with `json.dumps` instead of moto's shape walker, and a stream write wakes the relay
+that plays the EventBridge Pipe instead of it polling. They touch moto internals, so moto is pinned and
 `tests/integration/test_moto_fixes.py` fails loudly if they move.
 """
 
@@ -86,7 +89,7 @@ def _install_plain_dynamodb_results() -> None:
 
 def _plain(value: Any) -> bool:
     """Only dicts with str keys, lists, str, int and bool: JSON that any serializer writes alike."""
-    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, bool):
+    if isinstance(value, (str, int)):  # bool is an int; float is not
         return True
     if isinstance(value, dict):
         return all(isinstance(k, str) and _plain(v) for k, v in value.items())

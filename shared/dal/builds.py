@@ -9,6 +9,7 @@ from typing import Any
 from shared.dal.aws import client, error_code, from_item, to_item
 from shared.dal.table import Update
 from shared.errors import NotFound, StateConflict
+from shared.models.build import BuildStatus
 
 
 class BuildStore:
@@ -51,6 +52,14 @@ class BuildStore:
 
     def tx_update(self, build_id: str, update: Update) -> dict[str, Any]:
         return update.tx(self.table, {"buildId": build_id})
+
+    def tx_still_running(self, build_id: str, update: Update | None = None) -> dict[str, Any]:
+        """A transaction item that commits only while the build executes and nothing halted it:
+        `update` with that condition added, or the bare check."""
+        running = (update or Update()).when(
+            "{status} = :executing AND attribute_not_exists({haltedBy})", executing=BuildStatus.executing.value
+        )
+        return self.tx_update(build_id, running) if update else running.tx_check(self.table, {"buildId": build_id})
 
     def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         kwargs: dict[str, Any] = {

@@ -89,6 +89,12 @@ class Update:
     def tx(self, table: str, key: Mapping[str, Any]) -> dict[str, Any]:
         return {"Update": self.kwargs(table, key)}
 
+    def tx_check(self, table: str, key: Mapping[str, Any]) -> dict[str, Any]:
+        """A transaction item that only checks this update's condition (it writes nothing)."""
+        check = self.kwargs(table, key)
+        del check["UpdateExpression"]
+        return {"ConditionCheck": check}
+
 
 def _names_in(expression: str) -> Iterable[str]:
     import string

@@ -79,7 +79,6 @@ def decide(cur: Loaded, op: Op) -> scheduler.Decision:
     decision = op(cur.spec, cur.state, max_conc)
     budget = cur.build.get("budgetUsd")
     if budget is not None and cur.state.cost_usd >= float(budget) and cur.state.halted is None:
-        count("build.budget_exceeded")
         for t, _ in decision.sends:  # decided but not sent: take them back
             cur.state.running.pop(t, None)
             cur.state.attempts[t] = max(0, cur.state.attempts.get(t, 1) - 1)
@@ -119,6 +118,8 @@ def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, 
             svc.builds.update(build_id, update)
         except StateConflict:
             continue
+        if cur.state.halted == "budget_exceeded" and not cur.build.get("haltedBy"):
+            count("build.budget_exceeded")  # once, by the step that committed the halt
         break
     else:  # pragma: no cover - 50 lost races in a row
         raise RuntimeError(f"dispatch of {build_id} ({label}) kept losing races")
@@ -129,7 +130,7 @@ def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, 
         # Otherwise nothing is sent: each task is enqueued once per attempt.
         step = int(cur.build.get("stepVersion") or 0)
         if int(cur.build.get("sentVersion") or 0) < step:
-            send_tasks(svc, build_id, unclaimed(svc, build_id, cur.state))
+            send_tasks(svc, build_id, unclaimed(svc, build_id, cur.state), plan(svc, cur.build)[1])
             _confirm_sent(svc, build_id, step)
     elif decision.sends:
         send_tasks(svc, build_id, decision.sends, plan(svc, cur.build)[1])

@@ -55,11 +55,6 @@ class Handed:
     started: int
 
 
-@dataclass
-class Outcome:
-    handed: list[Handed]  # what this invocation runs next, in the scheduler's order
-
-
 def claim_update(attempt: int, started: int) -> Update:
     """A task item's claim for `attempt`: only a newer attempt of a task that is not settled."""
     return (
@@ -89,8 +84,9 @@ def complete(
     completion: Callable[[], Update],
     *,
     may_run_next: bool,
-) -> Outcome | None:
-    """Commit a successful attempt with the dispatcher's step. None: not taken, use the queue path.
+) -> list[Handed] | None:
+    """Commit a successful attempt with the dispatcher's step; return the dependents it claimed for
+    this consumer to run, in the scheduler's order. None: not taken, use the queue path.
 
     `completion()` builds the finished task's item update (with its condition). Raises
     StateConflict when that condition fails: the attempt was settled elsewhere.
@@ -113,13 +109,7 @@ def complete(
             entries: list[tuple[EventType, Any]] = [(EventType.task_completed, completed)]
             also = [
                 svc.tasks.tx_update(build_id, task_id, done),
-                svc.builds.tx_update(
-                    build_id,
-                    dispatching.state_update(cur).when(
-                        "{status} = :executing AND attribute_not_exists({haltedBy})",
-                        executing=BuildStatus.executing.value,
-                    ),
-                ),
+                svc.builds.tx_still_running(build_id, dispatching.state_update(cur)),
             ]
             for t, a in nxt:
                 entries.append((EventType.task_started, started_data(tasks[t], a)))
@@ -136,4 +126,4 @@ def complete(
             return None
     dispatching.send_tasks(svc, build_id, [s for s in sends if s not in nxt], tasks)
     count("task.handoff")
-    return Outcome([Handed(tasks[t], a, started) for t, a in nxt])
+    return [Handed(tasks[t], a, started) for t, a in nxt]

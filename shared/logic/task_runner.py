@@ -29,7 +29,7 @@ from shared.errors import StateConflict
 from shared.ids import now_ms
 from shared.logic import dispatching, handoff
 from shared.logic.services import Services, services
-from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
+from shared.models.build import TERMINAL_BUILD_STATUSES
 from shared.models.events import EventType
 from shared.models.plan import (
     FileInfo,
@@ -76,7 +76,7 @@ class Claimed:
     """An attempt this consumer holds: its claim committed with `task_started`."""
 
     msg: TaskMessage
-    build: dict[str, Any]  # _BUILD_FIELDS
+    build: dict[str, Any]  # _STATIC_BUILD_FIELDS
     task: Task
     started: int
 
@@ -177,7 +177,7 @@ def _claim(svc: Services, msg: TaskMessage) -> Claimed | None:
             handoff.started_data(task, msg.attempt),
             also=[
                 svc.tasks.tx_update(msg.buildId, task.id, handoff.claim_update(msg.attempt, started)),
-                _build_still_running(svc, msg.buildId),
+                svc.builds.tx_still_running(msg.buildId),  # no task_started after a halt or the end
             ],
         )
     except StateConflict:
@@ -185,7 +185,7 @@ def _claim(svc: Services, msg: TaskMessage) -> Claimed | None:
         if fresh is None or _stopped(fresh):  # it ended or halted since it was read: start nothing
             _cancel(svc, msg)
         else:
-            _replay(svc, msg, {}, task)
+            _replay(svc, msg, task)
         return None
     return Claimed(msg, build, task, started)
 
@@ -253,10 +253,10 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> li
     # Run a dependent here only if a whole task attempt still fits in this invocation.
     may_run_next = remaining_ms() / 1000 - _SAFETY_MARGIN_S >= settings.task_timeout_seconds
     try:
-        outcome = handoff.complete(
+        handed = handoff.complete(
             svc, msg.buildId, task.id, msg.attempt, cost, completed, completion, may_run_next=may_run_next
         )
-        if outcome is None:  # the dispatcher's step to take: the completion alone, then tell it
+        if handed is None:  # the dispatcher's step to take: the completion alone, then tell it
             svc.events.record(
                 msg.buildId,
                 EventType.task_completed,
@@ -269,32 +269,18 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> li
     if not cached and cache_key:
         _cache_put(svc, cache_key, result)
     count("task.cached" if cached else "task.completed")
-    if outcome is None:
+    if handed is None:
         _tell_dispatcher(svc, msg, "completed", cost)
         return []
     return [
         Claimed(TaskMessage(buildId=msg.buildId, taskId=h.task.id, attempt=h.attempt), build, h.task, h.started)
-        for h in outcome.handed
+        for h in handed
     ]
 
 
 def _stopped(build: dict[str, Any]) -> bool:
     """The build ended, or its dispatcher halted it (cancel, time limit, budget): no task may start."""
     return build["status"] in TERMINAL_BUILD_STATUSES or bool(build.get("haltedBy"))
-
-
-def _build_still_running(svc: Services, build_id: str) -> dict[str, Any]:
-    """A transaction item: the claim commits only while the build executes and is not halted, so
-    no `task_started` can follow `build_cancelled`, `build_failed` or the halt that precedes it."""
-    return {
-        "ConditionCheck": {
-            "TableName": svc.builds.table,
-            "Key": to_item({"buildId": build_id}),
-            "ConditionExpression": "#status = :executing AND attribute_not_exists(#haltedBy)",
-            "ExpressionAttributeNames": {"#status": "status", "#haltedBy": "haltedBy"},
-            "ExpressionAttributeValues": {":executing": {"S": BuildStatus.executing.value}},
-        }
-    }
 
 
 def _call_with_timeout(svc: Services, task: Task, context: TaskContext, budget_s: float) -> TransformResult:
@@ -416,13 +402,16 @@ class TaskStillRunning(Exception):
     """A redelivered message whose work another invocation may still be doing: it comes back later."""
 
 
-def _replay(svc: Services, msg: TaskMessage, item: dict[str, Any], task: Task, *, handed: bool = False) -> None:
+def _replay(
+    svc: Services, msg: TaskMessage, task: Task, *, current: dict[str, Any] | None = None, handed: bool = False
+) -> None:
     """The claim lost: this attempt was already taken. Re-send whatever its settled state implies.
 
-    `handed`: the attempt was claimed by the completion of a task whose message this is (handoff);
-    no message of its own watches it, so while it may still run, this message must come back.
+    `current`: the task's item, if just read. `handed`: the attempt was claimed by the completion of
+    a task whose message this is (handoff); no message of its own watches it, so while it may still
+    run, this message must come back.
     """
-    current = svc.tasks.get(msg.buildId, msg.taskId) or item
+    current = current or svc.tasks.get(msg.buildId, msg.taskId) or {}
     status, attempt = current.get("status"), int(current.get("attempt", 0))
     if attempt > msg.attempt:
         return  # a later attempt exists: this message is stale
@@ -458,7 +447,7 @@ def _replay_handoff(svc: Services, msg: TaskMessage, current: dict[str, Any]) ->
             continue
         if (task_id, int(attempt)) in handed:
             child_msg = TaskMessage(buildId=msg.buildId, taskId=task_id, attempt=int(attempt))
-            _replay(svc, child_msg, child, Task.model_validate(child["task"]), handed=True)
+            _replay(svc, child_msg, Task.model_validate(child["task"]), current=child, handed=True)
         elif int(child.get("attempt") or 0) < int(attempt) and child.get("status") in ("pending", "queued"):
             resend.append((task_id, int(attempt)))
     dispatching.send_tasks(svc, msg.buildId, resend)
