@@ -4,7 +4,8 @@ An SQS poller long-polls a queue, hands the handler a real SQS event, deletes wh
 leaves the `batchItemFailures` (or the whole batch, if the handler raised) to come back after their
 visibility timeout; SQS itself moves a message to its DLQ after `maxReceiveCount` receives. The
 stream relay plays the EventBridge Pipe: INSERTs on the events table's stream go to the webhook
-queue as the record itself.
+queue as the record itself, and every record read goes to `on_records` (the live feed of WebSocket
+subscribers) first.
 """
 
 from __future__ import annotations
@@ -145,10 +146,18 @@ class StreamRelay:
     It sleeps until the stream is written (`moto_fixes.stream_written`), then waits `batch_s` so one
     read takes a burst of records (the Pipe batches too), and reads until the stream is drained."""
 
-    def __init__(self, stream_arn: str, queue_url: str, *, batch_s: float = 0.02) -> None:
+    def __init__(
+        self,
+        stream_arn: str,
+        queue_url: str,
+        *,
+        batch_s: float = 0.02,
+        on_records: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
         self.stream_arn = stream_arn
         self.queue_url = queue_url
         self.batch_s = batch_s
+        self.on_records = on_records
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="stream-relay", daemon=True)
         self.relayed = 0
@@ -189,6 +198,11 @@ class StreamRelay:
                     iterators[sid] = resp.get("NextShardIterator")
                     records = resp.get("Records") or []
                     read += len(records)
+                    if records and self.on_records is not None:
+                        try:
+                            self.on_records(records)
+                        except Exception:
+                            logger.exception("local stream listener failed")
                     inserts = [r for r in records if outbox_wants(r)]
                     for start in range(0, len(inserts), 10):
                         sqs.send_message_batch(

@@ -352,7 +352,9 @@ class LocalRuntime:
         ]
         for p in self.pollers:
             p.start()
-        self.relay = StreamRelay(self.resources.events_stream_arn, q["webhooks"])
+        from local.live import feed
+
+        self.relay = StreamRelay(self.resources.events_stream_arn, q["webhooks"], on_records=feed.publish_records)
         self.relay.start()
 
     # --- the API, as API Gateway would call it --------------------------------------------------

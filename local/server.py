@@ -61,6 +61,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        from local.ws import websocket_app
+
+        await websocket_app(scope, receive, send)
+        return
     if scope["type"] != "http":
         return
     body = b""
