@@ -104,7 +104,11 @@ class Connection:
     async def _follow(self, build_id: str, after: int) -> None:
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[Event] = asyncio.Queue()
-        stop = feed.listen(build_id, lambda event: loop.call_soon_threadsafe(inbox.put_nowait, event))
+
+        def deliver(event: Event) -> None:  # called on the relay's thread
+            loop.call_soon_threadsafe(inbox.put_nowait, event)
+
+        stop = feed.listen(build_id, deliver)
         try:  # listening before reading the log: an event is in the read, in the feed, or in both
             last_seq = await asyncio.to_thread(_owned_last_seq, self.user, build_id)
             if last_seq is None:

@@ -47,7 +47,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     script.write_text(json.dumps(_script()))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPWISE_", "AI_PROVIDER", "TASK_", "WEBHOOK_"))}
     env.update(
-        {"PYTHONPATH": str(ROOT), "STEPWISE_LOCAL_TOKENS": f"{ALICE}:alice,{BOB}:bob", "STEPWISE_MOCK_SCRIPT": str(script)}
+        {
+            "PYTHONPATH": str(ROOT),
+            "STEPWISE_LOCAL_TOKENS": f"{ALICE}:alice,{BOB}:bob",
+            "STEPWISE_MOCK_SCRIPT": str(script),
+        }
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "local", "serve", "--port", str(port)],
