@@ -39,6 +39,7 @@ MODULES: dict[str, str] = {
     "coldstart": "bench.bench_coldstart",
     "runtime": "bench.bench_runtime",
     "webhooks": "bench.bench_webhooks",
+    "live": "bench.bench_live",
     "infra": "bench.bench_infra",
 }
 # Issue 7's numbering, for the reader of BENCHMARKS.md.

@@ -49,6 +49,10 @@ STATE_MACHINE_ARN: Final = "STATE_MACHINE_ARN"
 CORS_ALLOW_ORIGIN: Final = "CORS_ALLOW_ORIGIN"  # the frontend origin allowed to call the API from a browser
 WEBHOOK_SECRET_ARN: Final = "WEBHOOK_SECRET_ARN"  # Secrets Manager secret holding WEBHOOK_SECRET
 PROVIDER_SECRET_ARN: Final = "PROVIDER_SECRET_ARN"  # Secrets Manager secret holding provider keys
+CONNECTIONS_TABLE: Final = "CONNECTIONS_TABLE"  # WebSocket connections and their subscriptions
+WEBSOCKET_CALLBACK_URL: Final = "WEBSOCKET_CALLBACK_URL"  # https://{api}.execute-api.{region}.amazonaws.com/{stage}
+COGNITO_ISSUER: Final = "COGNITO_ISSUER"  # https://cognito-idp.{region}.amazonaws.com/{userPoolId}
+COGNITO_CLIENT_ID: Final = "COGNITO_CLIENT_ID"  # the app client whose tokens open a WebSocket
 
 # Powertools
 POWERTOOLS_SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"
@@ -62,6 +66,13 @@ FUNCTION_HANDLERS: Final[dict[str, str]] = {
     "dispatch": "functions.dispatch.handler.handler",
     "task": "functions.task.handler.handler",
     "webhook": "functions.webhook.handler.handler",
+}
+
+# The WebSocket API's functions (AWS only; `stepwise serve` answers /ws itself).
+WEBSOCKET_FUNCTION_HANDLERS: Final[dict[str, str]] = {
+    "ws_authorizer": "functions.ws_authorizer.handler.handler",
+    "ws_connection": "functions.ws_connection.handler.handler",
+    "ws_broadcast": "functions.ws_broadcast.handler.handler",
 }
 
 # Substitution keys in the ASL file (`${...}`), filled by CDK and by the local runtime.

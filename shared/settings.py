@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     state_machine_arn: str = Field("", alias=c.STATE_MACHINE_ARN)
     webhook_secret_arn: str | None = Field(None, alias=c.WEBHOOK_SECRET_ARN)
     provider_secret_arn: str | None = Field(None, alias=c.PROVIDER_SECRET_ARN)
+    connections_table: str = Field("stepwise-connections", alias=c.CONNECTIONS_TABLE)
+    websocket_callback_url: str = Field("", alias=c.WEBSOCKET_CALLBACK_URL)
+    cognito_issuer: str = Field("", alias=c.COGNITO_ISSUER)
+    cognito_client_id: str = Field("", alias=c.COGNITO_CLIENT_ID)
 
     @field_validator("webhook_allowed_hosts")
     @classmethod
