@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_cloudwatch_actions as cw_actions
 from constructs import Construct
 
 from infra.config import StackConfig
@@ -15,6 +16,7 @@ from infra.constructs.outbox import Outbox
 from infra.constructs.queues import Queues
 from infra.constructs.secrets import Secrets
 from infra.constructs.storage import Storage
+from infra.constructs.websocket import WebSocket
 from infra.constructs.workflow import Workflow
 from shared import constants as c
 
@@ -68,12 +70,29 @@ class StepwiseStack(Stack):
             log_retention=retention,
             cloudwatch_role=config.api_cloudwatch_role,
         )
+        self.websocket = WebSocket(
+            self,
+            "WebSocket",
+            functions=self.functions,
+            builds_table=self.storage.builds,
+            events_table=self.storage.events,
+            user_pool=self.api.user_pool,
+            user_pool_client=self.api.client,
+            log_retention=retention,
+            rate_limit=config.api_rate_limit,
+            burst_limit=config.api_burst_limit,
+            service_name=SERVICE_NAME,
+        )
+        # Stage access logs need the account's API Gateway logging role, which the REST API sets.
+        account = self.api.rest_api.node.try_find_child("Account")
+        if account is not None:
+            self.websocket.stage.node.add_dependency(account)
         self.monitoring = Monitoring(
             self,
             "Monitoring",
             service_name=SERVICE_NAME,
-            functions=dict(fns),
-            dead_letter_queues=dict(self.queues.dead_letter_queues),
+            functions={**fns, **self.websocket.functions},
+            dead_letter_queues={**self.queues.dead_letter_queues, "broadcast": self.websocket.broadcast_dlq},
             work_queues={
                 "tasks": self.queues.tasks,
                 "task-finished": self.queues.task_finished,
@@ -102,6 +121,12 @@ class StepwiseStack(Stack):
             "WebhookDlqUrl": (self.queues.webhooks_dlq.queue_url, "Dead webhook deliveries (redrive)"),
             "AlarmTopicArn": (self.monitoring.topic.topic_arn, "SNS topic every alarm notifies"),
             "DashboardName": (self.monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
+            "WebSocketUrl": (
+                self.websocket.url,
+                "Live events: connect to this URL with ?token=<Cognito JWT> (docs/websocket.md)",
+            ),
         }
+        self.websocket.broadcaster_errors.add_alarm_action(cw_actions.SnsAction(self.monitoring.topic))
+        self.websocket.broadcaster_errors.add_ok_action(cw_actions.SnsAction(self.monitoring.topic))
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)

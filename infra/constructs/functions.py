@@ -232,8 +232,14 @@ class Functions(Construct):
         secrets.webhook.grant_read(webhook)
 
     # ----------------------------------------------------------------------------------------------
-    def _function(self, name: str, spec: FunctionSpec, wiring: dict[str, str]) -> lambda_.Function:
-        title = name.capitalize()
+    def add_function(self, name: str, spec: FunctionSpec, wiring: dict[str, str], *, handler: str) -> lambda_.Function:
+        """One more function built like the five (its code is `functions/<name>/`)."""
+        return self._function(name, spec, wiring, handler=handler)
+
+    def _function(
+        self, name: str, spec: FunctionSpec, wiring: dict[str, str], *, handler: str | None = None
+    ) -> lambda_.Function:
+        title = "".join(part.capitalize() for part in name.split("_"))
         role = iam.Role(
             self,
             f"{title}Role",
@@ -247,7 +253,7 @@ class Functions(Construct):
             title,
             runtime=lambda_.Runtime.PYTHON_3_12,
             architecture=lambda_.Architecture.ARM_64,
-            handler=c.FUNCTION_HANDLERS[name],
+            handler=handler or c.FUNCTION_HANDLERS[name],
             code=function_code(name),
             layers=[self.layer],
             role=role,

@@ -27,7 +27,9 @@ from shared.errors import InvalidInput, NotFound
 from shared.live import encode_frame, event_frame
 from shared.models import live as frames
 from shared.models.events import Event
-from shared.observability import logger
+from shared.observability import count, logger
+
+BROADCAST_FAILED_METRIC = "live.broadcast_failed"
 from shared.settings import Settings, get_settings
 
 LEASE_MS = 90_000  # longer than any function that holds one may run: a live holder never loses it
@@ -165,6 +167,7 @@ def broadcast(records: list[dict[str, Any]], svc: LiveServices | None = None) ->
                     svc.connections.forget(connection_id)
         except Exception:
             logger.exception("live broadcast failed; the records will be retried", extra={"buildId": build_id})
+            count(BROADCAST_FAILED_METRIC)
             failed.append(items[0][0])
     return failed
 

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_stack_function_set_is_function_handlers(synth: Synthesized) -> None:
     functions = synth.of_type("AWS::Lambda::Function")
     handlers = {fid: f["Properties"]["Handler"] for fid, f in functions.items()}
-    assert sorted(handlers.values()) == sorted(c.FUNCTION_HANDLERS.values())
+    assert sorted(handlers.values()) == sorted([*c.FUNCTION_HANDLERS.values(), *c.WEBSOCKET_FUNCTION_HANDLERS.values()])
     assert {name: handlers[fid] for name, fid in synth.logical_ids.items()} == c.FUNCTION_HANDLERS
 
 

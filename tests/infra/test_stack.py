@@ -151,7 +151,7 @@ def test_task_finished_is_fifo_with_explicit_dedup_and_fifo_dlq(synth: Synthesiz
 
 def test_every_queue_is_encrypted_and_tls_only(synth: Synthesized) -> None:
     queues = synth.of_type("AWS::SQS::Queue")
-    assert len(queues) == 7
+    assert len(queues) == 8  # 7 + the WebSocket broadcaster's failure destination
     for qid, queue in queues.items():
         assert queue["Properties"].get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue["Properties"]
         assert _denies_insecure_transport(synth, "AWS::SQS::QueuePolicy", "Queues", qid), qid
@@ -169,6 +169,8 @@ def test_event_sources_report_partial_failures_and_visibility_covers_six_timeout
     seen = {}
     for mapping in synth.of_type("AWS::Lambda::EventSourceMapping").values():
         props = mapping["Properties"]
+        if "StartingPosition" in props:
+            continue  # the WebSocket broadcaster's stream (tests/infra/test_websocket_stack.py)
         fn = functions[props["FunctionName"]["Ref"]]
         (queue_id,) = refs(props["EventSourceArn"])
         seen[(fn, queue_id)] = (props["BatchSize"], props.get("ScalingConfig", {}).get("MaximumConcurrency"))
@@ -539,7 +541,7 @@ def test_alarms(synth: Synthesized) -> None:
 
     dlq_alarms = by_metric("ApproximateNumberOfMessagesVisible")
     assert {next(iter(refs(a["Dimensions"]))) for a in dlq_alarms} == {
-        ids(synth, q) for q in synth.stack.queues.dead_letter_queues.values()
+        ids(synth, q) for q in [*synth.stack.queues.dead_letter_queues.values(), synth.stack.websocket.broadcast_dlq]
     }
     assert all(a["Threshold"] == 0 and a["ComparisonOperator"] == "GreaterThanThreshold" for a in dlq_alarms)
     (blocked,) = by_metric("plan.hard_blocked")
@@ -556,7 +558,8 @@ def test_alarms(synth: Synthesized) -> None:
     assert refs(failed["Dimensions"]) == {ids(synth, synth.stack.workflow.state_machine)}
     rates = [a for a in alarms if "Metrics" in a["Properties"]]
     rate_functions = {fid for a in rates for fid in refs(a["Properties"]["Metrics"])}
-    assert rate_functions == set(synth.logical_ids.values())
+    websocket = {ids(synth, fn) for fn in synth.stack.websocket.functions.values()}
+    assert rate_functions == set(synth.logical_ids.values()) | websocket
     (topic,) = synth.of_type("AWS::SNS::Topic").values()
     assert "KmsMasterKeyId" in topic["Properties"]
     (subscription,) = synth.of_type("AWS::SNS::Subscription").values()
