@@ -29,7 +29,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra.constructs.functions import DDB_READ, FunctionSpec, Functions
+from infra.constructs.functions import DDB_READ, Functions, FunctionSpec
 from infra.nag import acknowledge
 from shared import constants as c
 from shared.dal.connections import BY_CONNECTION_INDEX, TTL_ATTRIBUTE

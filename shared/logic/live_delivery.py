@@ -28,10 +28,9 @@ from shared.live import encode_frame, event_frame
 from shared.models import live as frames
 from shared.models.events import Event
 from shared.observability import count, logger
-
-BROADCAST_FAILED_METRIC = "live.broadcast_failed"
 from shared.settings import Settings, get_settings
 
+BROADCAST_FAILED_METRIC = "live.broadcast_failed"
 LEASE_MS = 90_000  # longer than any function that holds one may run: a live holder never loses it
 REPLAY_PAGE = 100
 SUBSCRIBE_WAIT_S = 2.0  # how long a resubscribe waits for a broadcast in progress to finish
