@@ -20,6 +20,7 @@ from shared.live import Sequencer, encode_frame, event_frame
 from shared.logic.services import services
 from shared.models import live as frames
 from shared.models.events import Event
+from shared.observability import logger
 from shared.settings import get_settings
 
 Scope = dict[str, Any]
@@ -126,6 +127,11 @@ class Connection:
                 self._push_events(order.offer(batch))
                 if order.waiting:  # the feed skipped something: the log has it
                     await self._read_log(build_id, order)
+        except Exception:
+            logger.exception("live subscription failed", extra={"buildId": build_id})
+            if self._subscriptions.get(build_id) is asyncio.current_task():
+                del self._subscriptions[build_id]
+            self._push(frames.internal_error(build_id))
         finally:
             stop()
 

@@ -110,6 +110,17 @@ def _receive(svc: LiveServices, connection_id: str, owner: str | None, body: str
     ):
         post(connection_id, encode_frame(frames.too_many_subscriptions(msg.buildId)))
         return
+    try:
+        _subscribe(svc, connection_id, owner, msg)
+    except ConnectionGone:
+        raise
+    except Exception:
+        logger.exception("live subscription failed", extra={"buildId": msg.buildId})
+        post(connection_id, encode_frame(frames.internal_error(msg.buildId)))
+
+
+def _subscribe(svc: LiveServices, connection_id: str, owner: str, msg: frames.Subscribe) -> None:
+    post = svc.poster.post
     holder = f"sub-{uuid.uuid4().hex}"
     deadline = time.monotonic() + SUBSCRIBE_WAIT_S
     while not svc.connections.subscribe(

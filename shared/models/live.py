@@ -95,6 +95,16 @@ def too_many_subscriptions(build_id: str) -> dict[str, Any]:
     }
 
 
+def internal_error(build_id: str) -> dict[str, Any]:
+    """The subscription failed on our side; subscribing again (with `after`) resumes it."""
+    return {
+        "type": "error",
+        "code": "internal_error",
+        "buildId": build_id,
+        "message": "the subscription stopped; subscribe again with after = the highest seq you have",
+    }
+
+
 def too_large(build_id: str, seq: int) -> dict[str, Any]:
     """An event whose frame would exceed the message limit: the client reads it from the log."""
     return {

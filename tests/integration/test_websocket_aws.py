@@ -321,3 +321,19 @@ def test_a_broadcast_that_fails_names_its_first_record_for_the_retry(
     monkeypatch.setenv("CONNECTIONS_TABLE", "t-connections")
     handler({"Records": records}, lambda_context("ws_broadcast", 60))  # the retry delivers, from where it stopped
     assert _seqs("c1") == [1, 2, 3]
+
+
+def test_a_replay_that_fails_tells_the_client_to_resubscribe_and_a_resubscribe_resumes(
+    tables: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = EventLog("t-events")
+    _build("bld_a", ALICE)
+    _record(log, "bld_a", 3)
+    _route("$connect", "c1", ALICE)
+    original = EventLog.read
+    monkeypatch.setattr(EventLog, "read", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("throttled")))
+    _send("c1", ALICE, action="subscribe", buildId="bld_a", after=0)
+    assert frames("c1")[-1]["code"] == "internal_error" and frames("c1")[-1]["buildId"] == "bld_a"
+    monkeypatch.setattr(EventLog, "read", original)
+    _send("c1", ALICE, action="subscribe", buildId="bld_a", after=0)
+    assert _seqs("c1") == [1, 2, 3]
