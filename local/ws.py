@@ -131,7 +131,7 @@ class Connection:
             logger.exception("live subscription failed", extra={"buildId": build_id})
             if self._subscriptions.get(build_id) is asyncio.current_task():
                 del self._subscriptions[build_id]
-            self._push(frames.internal_error(build_id))
+            self._push(frames.subscription_stopped(build_id))
         finally:
             stop()
 

@@ -15,5 +15,5 @@ from shared.observability import lambda_handler
 
 @lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    failed = broadcast(event.get("Records") or [])
+    failed = broadcast(event.get("Records") or [], time_left_ms=context.get_remaining_time_in_millis())
     return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed]}

@@ -31,5 +31,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     elif route == "$disconnect":
         live.disconnect(connection_id)
     else:
-        live.receive(connection_id, _owner(request), event.get("body") or "")
+        live.receive(
+            connection_id, _owner(request), event.get("body") or "", time_left_ms=context.get_remaining_time_in_millis()
+        )
     return OK

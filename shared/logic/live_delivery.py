@@ -34,6 +34,18 @@ BROADCAST_FAILED_METRIC = "live.broadcast_failed"
 LEASE_MS = 90_000  # longer than any function that holds one may run: a live holder never loses it
 REPLAY_PAGE = 100
 SUBSCRIBE_WAIT_S = 2.0  # how long a resubscribe waits for a broadcast in progress to finish
+TIME_MARGIN_S = 5.0  # stop pushing this long before the function's time runs out (progress is saved)
+
+
+class OutOfTime(Exception):
+    """The function must stop pushing now; what was pushed is recorded when the lease is released."""
+
+
+clock = time.monotonic  # what deadlines are measured with (tests advance it)
+
+
+def deadline_of(time_left_ms: int | None) -> float:
+    return clock() + (time_left_ms / 1000 - TIME_MARGIN_S if time_left_ms is not None else 1e9)
 
 
 @dataclass
@@ -74,16 +86,24 @@ def disconnect(connection_id: str, svc: LiveServices | None = None) -> None:
 
 
 # --- client messages -----------------------------------------------------------------------------
-def receive(connection_id: str, owner: str | None, body: str, svc: LiveServices | None = None) -> None:
-    """One client frame: answer it on the connection (a gone client is forgotten)."""
+def receive(
+    connection_id: str,
+    owner: str | None,
+    body: str,
+    svc: LiveServices | None = None,
+    *,
+    time_left_ms: int | None = None,
+) -> None:
+    """One client frame: answer it on the connection (a gone client is forgotten). A replay longer
+    than the function's time stops early and asks the client to subscribe again from where it is."""
     svc = svc or live_services()
     try:
-        _receive(svc, connection_id, owner, body)
+        _receive(svc, connection_id, owner, body, deadline_of(time_left_ms))
     except ConnectionGone:
         svc.connections.forget(connection_id)
 
 
-def _receive(svc: LiveServices, connection_id: str, owner: str | None, body: str) -> None:
+def _receive(svc: LiveServices, connection_id: str, owner: str | None, body: str, deadline: float) -> None:
     post = svc.poster.post
     try:
         msg = frames.parse_client_message(body)
@@ -111,18 +131,20 @@ def _receive(svc: LiveServices, connection_id: str, owner: str | None, body: str
         post(connection_id, encode_frame(frames.too_many_subscriptions(msg.buildId)))
         return
     try:
-        _subscribe(svc, connection_id, owner, msg)
+        _subscribe(svc, connection_id, owner, msg, deadline)
     except ConnectionGone:
         raise
+    except OutOfTime:
+        post(connection_id, encode_frame(frames.subscription_stopped(msg.buildId)))
     except Exception:
         logger.exception("live subscription failed", extra={"buildId": msg.buildId})
-        post(connection_id, encode_frame(frames.internal_error(msg.buildId)))
+        post(connection_id, encode_frame(frames.subscription_stopped(msg.buildId)))
 
 
-def _subscribe(svc: LiveServices, connection_id: str, owner: str, msg: frames.Subscribe) -> None:
+def _subscribe(svc: LiveServices, connection_id: str, owner: str, msg: frames.Subscribe, deadline: float) -> None:
     post = svc.poster.post
     holder = f"sub-{uuid.uuid4().hex}"
-    deadline = time.monotonic() + SUBSCRIBE_WAIT_S
+    wait_until = time.monotonic() + SUBSCRIBE_WAIT_S
     while not svc.connections.subscribe(
         connection_id,
         msg.buildId,
@@ -131,12 +153,12 @@ def _subscribe(svc: LiveServices, connection_id: str, owner: str, msg: frames.Su
         holder=holder,
         now_ms=svc.clock_ms(),
         lease_ms=LEASE_MS,
-        force=time.monotonic() > deadline,  # a broadcast still pushing the old subscription loses it
+        force=time.monotonic() > wait_until,  # a broadcast still pushing the old subscription loses it
     ):
         time.sleep(0.05)
     last_seq = svc.events.last_seq(msg.buildId)
     post(connection_id, encode_frame(frames.subscribed(msg.buildId, last_seq)))
-    _pump(svc, connection_id, msg.buildId, holder, msg.after, {})
+    _pump(svc, connection_id, msg.buildId, holder, msg.after, {}, deadline)
 
 
 # --- the broadcaster -----------------------------------------------------------------------------
@@ -154,13 +176,18 @@ def events_of(records: list[dict[str, Any]]) -> dict[str, list[tuple[str, Event]
     return by_build
 
 
-def broadcast(records: list[dict[str, Any]], svc: LiveServices | None = None) -> list[str]:
+def broadcast(
+    records: list[dict[str, Any]], svc: LiveServices | None = None, *, time_left_ms: int | None = None
+) -> list[str]:
     """Push the records' events to every subscribed connection. Returns the sequence numbers of the
     records to retry (the first record of each build whose push failed for a reason other than a
-    gone client): a retry is harmless, each subscription starts after what it already got."""
+    gone client, and of every build not reached in time): a retry is harmless, each subscription
+    starts after what it already got."""
     svc = svc or live_services()
+    deadline = deadline_of(time_left_ms)
     failed: list[str] = []
-    for build_id, items in events_of(records).items():
+    builds = list(events_of(records).items())
+    for index, (build_id, items) in enumerate(builds):
         known = {event.seq: event for _, event in items}
         try:
             for connection_id in svc.connections.subscribers(build_id):
@@ -171,10 +198,13 @@ def broadcast(records: list[dict[str, Any]], svc: LiveServices | None = None) ->
                 if delivered is None:
                     continue  # gone, or its holder is pushing and will look again after releasing
                 try:
-                    _pump(svc, connection_id, build_id, holder, delivered, known)
+                    _pump(svc, connection_id, build_id, holder, delivered, known, deadline)
                 except ConnectionGone:
                     svc.connections.drop(connection_id, build_id)
                     svc.connections.forget(connection_id)
+        except OutOfTime:
+            failed += [later[0][0] for _, later in builds[index:]]
+            break
         except Exception:
             logger.exception("live broadcast failed; the records will be retried", extra={"buildId": build_id})
             count(BROADCAST_FAILED_METRIC)
@@ -184,12 +214,18 @@ def broadcast(records: list[dict[str, Any]], svc: LiveServices | None = None) ->
 
 # --- pushing one subscription, lease held ----------------------------------------------------------
 def _pump(
-    svc: LiveServices, connection_id: str, build_id: str, holder: str, delivered: int, known: dict[int, Event]
+    svc: LiveServices,
+    connection_id: str,
+    build_id: str,
+    holder: str,
+    delivered: int,
+    known: dict[int, Event],
+    deadline: float,
 ) -> None:
     while True:
         progress = [delivered]
         try:
-            _push_after(svc, connection_id, build_id, progress, known)
+            _push_after(svc, connection_id, build_id, progress, known, deadline)
         finally:
             released = svc.connections.release(connection_id, build_id, holder=holder, delivered=progress[0])
         if not released:
@@ -206,7 +242,12 @@ def _pump(
 
 
 def _push_after(
-    svc: LiveServices, connection_id: str, build_id: str, progress: list[int], known: dict[int, Event]
+    svc: LiveServices,
+    connection_id: str,
+    build_id: str,
+    progress: list[int],
+    known: dict[int, Event],
+    deadline: float,
 ) -> None:
     """Push every event after progress[0]: from `known` when it holds the next ones (the broadcast's
     own records; anything newer is found by the look after release), else from the log, page by
@@ -221,6 +262,8 @@ def _push_after(
             while progress[0] + 1 + len(batch) in known:
                 batch.append(known[progress[0] + 1 + len(batch)])
         for event in batch:
+            if clock() > deadline:
+                raise OutOfTime
             svc.poster.post(connection_id, event_frame(event))
             progress[0] = event.seq
         if not batch or not from_log or more is None:

@@ -95,11 +95,12 @@ def too_many_subscriptions(build_id: str) -> dict[str, Any]:
     }
 
 
-def internal_error(build_id: str) -> dict[str, Any]:
-    """The subscription failed on our side; subscribing again (with `after`) resumes it."""
+def subscription_stopped(build_id: str) -> dict[str, Any]:
+    """The subscription stopped on the server's side (a failure, or a replay longer than one
+    function may run); subscribing again with `after` resumes it."""
     return {
         "type": "error",
-        "code": "internal_error",
+        "code": "subscription_stopped",
         "buildId": build_id,
         "message": "the subscription stopped; subscribe again with after = the highest seq you have",
     }

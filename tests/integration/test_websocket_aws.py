@@ -333,7 +333,51 @@ def test_a_replay_that_fails_tells_the_client_to_resubscribe_and_a_resubscribe_r
     original = EventLog.read
     monkeypatch.setattr(EventLog, "read", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("throttled")))
     _send("c1", ALICE, action="subscribe", buildId="bld_a", after=0)
-    assert frames("c1")[-1]["code"] == "internal_error" and frames("c1")[-1]["buildId"] == "bld_a"
+    assert frames("c1")[-1]["code"] == "subscription_stopped" and frames("c1")[-1]["buildId"] == "bld_a"
     monkeypatch.setattr(EventLog, "read", original)
     _send("c1", ALICE, action="subscribe", buildId="bld_a", after=0)
     assert _seqs("c1") == [1, 2, 3]
+
+
+@pytest.fixture
+def slow_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each look at the clock is one second later: a function runs out of time after a few pushes."""
+    from shared.logic import live_delivery
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(live_delivery, "clock", lambda: float(next(ticks)))
+
+
+def test_a_replay_longer_than_the_function_may_run_stops_and_resumes_without_repeats(
+    tables: dict[str, str], slow_clock: None
+) -> None:
+    from shared.logic import live_delivery
+
+    log = EventLog("t-events")
+    _build("bld_a", ALICE)
+    _record(log, "bld_a", 12)
+    _route("$connect", "c1", ALICE)
+    live_delivery.receive("c1", ALICE, json.dumps({"action": "subscribe", "buildId": "bld_a"}), time_left_ms=10_000)
+    first = _seqs("c1")
+    assert 0 < len(first) < 12
+    assert frames("c1")[-1] == {**frames("c1")[-1], "type": "error", "code": "subscription_stopped", "buildId": "bld_a"}
+    after = first[-1]
+    _send("c1", ALICE, action="subscribe", buildId="bld_a", after=after)  # what a client does next
+    assert _seqs("c1") == list(range(1, 13))
+
+
+def test_a_broadcast_out_of_time_hands_its_records_back_for_the_retry(tables: dict[str, str], slow_clock: None) -> None:
+    from shared.logic import live_delivery
+
+    log, stream = EventLog("t-events"), Stream(tables["stream"])
+    _build("bld_a", ALICE)
+    _route("$connect", "c1", ALICE)
+    _send("c1", ALICE, action="subscribe", buildId="bld_a")
+    _record(log, "bld_a", 12)
+    records = stream.read()
+    failed = live_delivery.broadcast(records, time_left_ms=10_000)
+    first = min(records, key=lambda r: int(r["dynamodb"]["SequenceNumber"]))["dynamodb"]["SequenceNumber"]
+    assert failed == [first]
+    assert 0 < len(_seqs("c1")) < 12
+    assert live_delivery.broadcast(records) == []  # the stream's retry of the same batch
+    assert _seqs("c1") == list(range(1, 13))
