@@ -140,8 +140,9 @@ def _measure(base: str, hook_url: str, receiver: _Receiver, tasks: int) -> dict[
         build_id = build["id"] = resp.json()["buildId"]
         ws.send(json.dumps({"action": "subscribe", "buildId": build_id, "after": 0}))
 
-        def poll() -> None:
+        def poll() -> None:  # on a fixed 1 s schedule (a slow answer does not push the next tick back)
             after = 0
+            tick = time.monotonic()
             with httpx.Client(headers=headers, timeout=30) as http:
                 while True:
                     page = http.get(f"{base}/builds/{build_id}/events", params={"after": after, "limit": 1000}).json()
@@ -151,7 +152,8 @@ def _measure(base: str, hook_url: str, receiver: _Receiver, tasks: int) -> dict[
                         after = max(after, e["seq"])
                     if done.is_set() and not page["events"]:
                         return
-                    time.sleep(POLL_EVERY_S)
+                    tick += POLL_EVERY_S
+                    time.sleep(max(0.0, tick - time.monotonic()))
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
