@@ -22,7 +22,7 @@ from local.pollers import Handler, SqsPoller, StreamRelay
 from shared import constants as c
 from shared.dal.aws import client, reset_clients
 from shared.logic.services import reset_services
-from shared.settings import get_settings, reset_settings
+from shared.settings import ConfigurationError, get_settings, missing_credentials, reset_settings
 
 ASL_PATH = Path(__file__).resolve().parent.parent / "infra" / "statemachine.asl.json"
 REGION = "us-east-1"
@@ -46,6 +46,23 @@ _ENV_DEFAULTS = {
     "POWERTOOLS_SERVICE_NAME": "stepwise",
     "POWERTOOLS_DEV": "false",
 }
+
+
+def _apply_log_level() -> None:
+    """The functions' log lines go to stderr at LOG_LEVEL (default WARNING), masked like on AWS;
+    so do the lines of the libraries they use (masked by the same rules)."""
+    import logging
+
+    from shared.observability import MaskingFilter, logger
+
+    level = (os.environ.get(c.LOG_LEVEL) or "WARNING").upper()
+    try:
+        logger.setLevel(level)
+    except (ValueError, TypeError):
+        raise ConfigurationError(f"{c.LOG_LEVEL}: expected DEBUG, INFO, WARNING or ERROR (got {level!r})") from None
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+            handler.addFilter(MaskingFilter())
 
 
 def load_handler(name: str) -> Handler:
@@ -112,6 +129,11 @@ class LocalRuntime:
         reset_settings()
         reset_services()
         settings = get_settings()  # fail fast, naming a bad variable, before anything runs
+        missing = missing_credentials(settings)
+        if missing:
+            self.stop()
+            raise ConfigurationError(missing)
+        _apply_log_level()
         self._create_resources(settings.webhook_secret, settings.task_timeout_seconds)
         reset_settings()
         reset_services()
@@ -203,12 +225,29 @@ class LocalRuntime:
             if name == "events":
                 kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
             desc = ddb.create_table(**kwargs)["TableDescription"]
+            if name != "idempotency":  # as on AWS: records expire RECORD_TTL_DAYS after they are written
+                ddb.update_time_to_live(
+                    TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": c.TTL_ATTRIBUTE}
+                )
             if name == "events":
                 r.events_stream_arn = desc["LatestStreamArn"]
             self._set_env(env_name, table)
 
         bucket = f"{PREFIX}-files"
         client("s3").create_bucket(Bucket=bucket)
+        client("s3").put_bucket_lifecycle_configuration(
+            Bucket=bucket,
+            LifecycleConfiguration={
+                "Rules": [
+                    {
+                        "ID": "expire-build-files",
+                        "Filter": {"Prefix": "builds/"},
+                        "Status": "Enabled",
+                        "Expiration": {"Days": get_settings().record_ttl_days},
+                    }
+                ]
+            },
+        )
         self._set_env(c.FILES_BUCKET, bucket)
 
         # As on AWS: the task function may run TASK_TIMEOUT_SECONDS + 60 s; a message comes back only

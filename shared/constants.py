@@ -30,6 +30,10 @@ WEBHOOK_MAX_ATTEMPTS: Final = "WEBHOOK_MAX_ATTEMPTS"
 WEBHOOK_BACKOFF_BASE_SECONDS: Final = "WEBHOOK_BACKOFF_BASE_SECONDS"
 WEBHOOK_BACKOFF_MAX_SECONDS: Final = "WEBHOOK_BACKOFF_MAX_SECONDS"
 STEPWISE_LOCAL_TOKENS: Final = "STEPWISE_LOCAL_TOKENS"
+RECORD_TTL_DAYS: Final = "RECORD_TTL_DAYS"
+LOG_LEVEL: Final = "LOG_LEVEL"
+# The attribute (epoch seconds) after which DynamoDB's TTL deletes a build, task, event or cache entry.
+TTL_ATTRIBUTE: Final = "expiresAt"
 
 # --- extensions beyond CONTRACT §7 (documented in the README) ----------------------------------
 TASK_RETRY_BASE_SECONDS: Final = "TASK_RETRY_BASE_SECONDS"  # task retry backoff base (default 1)

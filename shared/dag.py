@@ -47,6 +47,21 @@ def find_cycles(deps: Mapping[str, Iterable[str]], limit: int = 20) -> list[list
     return sorted(cycles, key=lambda c: [rank[t] for t in c])
 
 
+def cycle_components(deps: Mapping[str, Iterable[str]]) -> tuple[list[list[str]], list[list[str]]]:
+    """The groups of tasks caught in cycles (strongly connected, in plan order) and the edges among
+    them as [dependency, dependent]: what a client draws to let the user cut a cycle."""
+    g = graph(deps)
+    rank = {t: i for i, t in enumerate(deps)}
+    groups = [sorted(c, key=rank.__getitem__) for c in _nx().strongly_connected_components(g) if len(c) > 1]
+    groups.sort(key=lambda c: rank[c[0]])
+    members = {t: i for i, c in enumerate(groups) for t in c}
+    edges = sorted(
+        ([u, v] for u, v in g.edges if u in members and members[u] == members.get(v)),
+        key=lambda e: (rank[e[1]], rank[e[0]]),
+    )
+    return groups, edges
+
+
 def describe_cycle(cycle: Sequence[str]) -> str:
     return " → ".join(cycle)
 

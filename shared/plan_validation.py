@@ -22,12 +22,14 @@ from shared.models.plan import Recovery, Task, Usage
 from shared.providers.base import MalformedTask
 from shared.providers.streaming import parse_plan_text
 
-SEQUENTIAL_MESSAGE = (
-    "We couldn't optimize task order, so steps will run one-by-one. Expect a slightly longer build. Proceed?"
-)
+# The copy of the recovery ladder's visible rungs (the original design's texts). Rung C states what
+# happens and asks nothing: the build goes on, there is no one to answer a question.
+SEQUENTIAL_MESSAGE = "We couldn't optimize task order, so steps will run one-by-one. Expect a slightly longer build."
 BLOCKED_MESSAGE = (
     "We hit a planning snag that we couldn't fix automatically. You can tweak the plan or rewrite your prompt."
 )
+HARD_ERROR_MESSAGE = "Plan couldn't be fixed. Try rephrasing or contact support."
+CYCLES_EXPLAINED = "Cycles happen when Task A says it needs Task B, while Task B depends on Task A."
 
 # heal(purpose, text, error, extra) -> raw reply text (or raises)
 Healer = Callable[[str, str, str, dict[str, Any]], str]
@@ -46,6 +48,8 @@ class ValidatedPlan:
     warnings: list[Warning_] = field(default_factory=list)
     recovery: Recovery | None = None
     cycles: list[str] = field(default_factory=list)
+    cycle_tasks: list[list[str]] = field(default_factory=list)  # the tasks caught in each cycle
+    cycle_edges: list[list[str]] = field(default_factory=list)  # [dependency, dependent] among them
     blocked: bool = False  # rung D: waiting for an edited plan
     failed: bool = False  # rung E
     usage: Usage = field(default_factory=Usage)
@@ -132,6 +136,7 @@ def resolve_cycles(
     if not cycles:
         return plan
     plan.cycles = [dag.describe_cycle(c) for c in cycles]
+    plan.cycle_tasks, plan.cycle_edges = dag.cycle_components(deps)
     priority = {t.id: t.priority for t in tasks}
     order = {t.id: i for i, t in enumerate(tasks)}
 

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     task_retry_base_seconds: float = Field(1.0, ge=0, le=300, alias=c.TASK_RETRY_BASE_SECONDS)
     build_timeout_seconds: int = Field(900, ge=1, le=86_400, alias=c.BUILD_TIMEOUT_SECONDS)
     task_cache_ttl_seconds: int = Field(3600, ge=0, alias=c.TASK_CACHE_TTL_SECONDS)
+    record_ttl_days: int = Field(30, ge=1, le=3650, alias=c.RECORD_TTL_DAYS)
 
     webhook_url: str | None = Field(None, alias=c.WEBHOOK_URL)
     webhook_secret: str | None = Field(None, alias=c.WEBHOOK_SECRET, repr=False)
@@ -84,9 +85,27 @@ class Settings(BaseSettings):
         return frozenset(filter(None, self.webhook_allowed_hosts.split(",")))
 
     @property
+    def record_ttl_seconds(self) -> int:
+        """How long builds, tasks, events, cache entries and files are kept (RECORD_TTL_DAYS)."""
+        return self.record_ttl_days * 86_400
+
+    @property
     def tokens(self) -> dict[str, str]:
         pairs = (p.strip().partition(":") for p in self.local_tokens.split(",") if p.strip())
         return {token: user for token, _, user in pairs}
+
+
+def missing_credentials(settings: Settings) -> str | None:
+    """What the chosen provider lacks to make a single call, naming the variable; None if nothing.
+    (On AWS the keys come from the provider secret, PROVIDER_SECRET_ARN.)"""
+    needs = {"anthropic": (c.ANTHROPIC_API_KEY, settings.anthropic_api_key),
+             "openai": (c.OPENAI_API_KEY, settings.openai_api_key)}
+    if settings.ai_provider not in needs or settings.provider_secret_arn:
+        return None
+    variable, value = needs[settings.ai_provider]
+    if value and value.strip():
+        return None
+    return f"{variable} is not set; it is required when {c.AI_PROVIDER}={settings.ai_provider}"
 
 
 def _alias_of(field_name: str) -> str:

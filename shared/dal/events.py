@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from shared.constants import TTL_ATTRIBUTE
 from shared.dal.aws import client, error_code, from_item, to_item
 from shared.dal.table import cancellation_codes
 from shared.errors import StateConflict
@@ -45,8 +46,9 @@ def outbox_wants(record: dict[str, Any]) -> bool:
 class EventLog:
     """`notify(build_id)` says whether the build's events are to be delivered as webhooks."""
 
-    def __init__(self, table: str, notify: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, table: str, notify: Callable[[str], bool] | None = None, ttl_seconds: int | None = None) -> None:
         self.table = table
+        self.ttl_seconds = ttl_seconds  # each event expires this long after it was recorded
         self._notify = notify
         self._last: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
@@ -85,6 +87,7 @@ class EventLog:
         if notify is None:
             notify = self._notify(build_id) if self._notify else True
         delivery = DELIVERY_PENDING if notify else DELIVERY_NONE
+        kept: dict[str, Any] = {TTL_ATTRIBUTE: int(time.time()) + self.ttl_seconds} if self.ttl_seconds else {}
         ddb = client("dynamodb")
         count = len(payloads)
         with self.serial(build_id):  # writers in one process take turns instead of racing for seq
@@ -99,7 +102,7 @@ class EventLog:
                 puts = [
                     {
                         "TableName": self.table,
-                        "Item": to_item({**event.model_dump(mode="json"), "delivery": delivery}),
+                        "Item": to_item({**event.model_dump(mode="json"), "delivery": delivery, **kept}),
                         "ConditionExpression": "attribute_not_exists(seq)",
                     }
                     for event in events

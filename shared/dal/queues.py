@@ -32,9 +32,13 @@ def task_message(
     delay_s: int = 0,
     idx: int = 0,
     task: dict[str, Any] | None = None,
+    spent: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A tasks-queue message. `task`, the task's definition, spares its consumer two reads."""
+    """A tasks-queue message. `task`, the task's definition, spares its consumer two reads;
+    `spent`, on a retry, is what the earlier attempts of the task's run cost."""
     body: dict[str, Any] = {"buildId": build_id, "taskId": task_id, "attempt": attempt}
+    if spent is not None:
+        body["spent"] = spent
     text = json.dumps(body)
     if task is not None:
         with_task = json.dumps({**body, "task": task}, separators=(",", ":"))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from shared.constants import TTL_ATTRIBUTE
 from shared.dal.aws import client, error_code, from_item, to_item
 from shared.dal.table import Update
 from shared.errors import StateConflict
@@ -11,11 +13,13 @@ from shared.models.plan import Task, TaskStatus
 
 
 class TaskStore:
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, ttl_seconds: int | None = None) -> None:
         self.table = table
+        self.ttl_seconds = ttl_seconds  # a plan's tasks expire this long after they were planned
 
     def put_plan(self, build_id: str, plan_id: str, tasks: list[Task]) -> None:
         ddb = client("dynamodb")
+        kept = {TTL_ATTRIBUTE: int(time.time()) + self.ttl_seconds} if self.ttl_seconds else {}
         items = [
             {
                 "PutRequest": {
@@ -28,6 +32,7 @@ class TaskStore:
                             "task": t.model_dump(mode="json"),
                             "status": TaskStatus.pending.value,
                             "attempt": 0,
+                            **kept,
                         }
                     )
                 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared import scheduler
+from shared.constants import TTL_ATTRIBUTE
 from shared.dal.aws import to_item
 from shared.dal.table import Update
 from shared.errors import Conflict, InvalidInput, NotFound, StateConflict
@@ -57,6 +58,7 @@ def create_build(owner: str, req: CreateBuildRequest, svc: Services | None = Non
         "createdAt": now,
         "updatedAt": now,
         "inputFiles": [f.path for f in req.files] or None,
+        TTL_ATTRIBUTE: now // 1000 + svc.settings.record_ttl_seconds,  # with its tasks, events and files
     }
     put = {
         "Put": {

@@ -78,7 +78,7 @@ def decide(cur: Loaded, op: Op) -> scheduler.Decision:
         scheduler.halt(cur.spec, cur.state, "timed_out")
     decision = op(cur.spec, cur.state, max_conc)
     budget = cur.build.get("budgetUsd")
-    if budget is not None and cur.state.cost_usd >= float(budget) and cur.state.halted is None:
+    if budget is not None and spent_usd(cur) >= float(budget) and cur.state.halted is None:
         for t, _ in decision.sends:  # decided but not sent: take them back
             cur.state.running.pop(t, None)
             cur.state.attempts[t] = max(0, cur.state.attempts.get(t, 1) - 1)
@@ -86,6 +86,11 @@ def decide(cur: Loaded, op: Op) -> scheduler.Decision:
         decision.sends = []
         decision.all_terminal = scheduler.fill(cur.spec, cur.state, 0).all_terminal
     return decision
+
+
+def spent_usd(cur: Loaded) -> float:
+    """What the build has cost so far: its plan (with heal calls) and every task attempt reported."""
+    return cur.state.cost_usd + float((cur.build.get("planUsage") or {}).get("costUsd") or 0.0)
 
 
 def state_update(cur: Loaded) -> Update:
@@ -224,7 +229,7 @@ def finish_execution(svc: Services, cur: Loaded) -> None:
         svc.workflow.fail(
             token,
             "BudgetExceeded",
-            f"Recorded cost ${cur.state.cost_usd:.4f} reached the budget of "
+            f"Recorded cost ${spent_usd(cur):.4f} reached the budget of "
             f"${float(cur.build['budgetUsd']):.4f}; no new task was started.",
         )
     elif cur.state.halted == "timed_out":  # the dispatcher saw the deadline pass before Step Functions did

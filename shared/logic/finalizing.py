@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from shared.dal.table import Update
 from shared.errors import StateConflict
 from shared.ids import now_ms
@@ -12,7 +14,7 @@ from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES, BuildMetrics, BuildStatus, FailureReason
 from shared.models.events import EventType
 from shared.models.plan import TaskStatus
-from shared.observability import count
+from shared.observability import count, logger
 
 _REASONS = {
     "CircularDependencies": FailureReason.circular_dependencies,
@@ -24,12 +26,16 @@ _REASONS = {
 
 
 def metrics_of(build: dict[str, Any], tasks: list[dict[str, Any]]) -> BuildMetrics:
+    """Counts, tokens and cost: the plan (with its heal calls) and every attempt of every task,
+    failed, timed-out and abandoned ones included. Cost is None when some call's price is unknown."""
     plan_usage = build.get("planUsage") or {}
+    plan_cost = plan_usage.get("costUsd", 0.0)
     m = BuildMetrics(
         totalTasks=len(tasks),
         promptTokens=int(plan_usage.get("promptTokens", 0)),
         completionTokens=int(plan_usage.get("completionTokens", 0)),
-        costUsd=plan_usage.get("costUsd", 0.0),
+        costUsd=None if plan_cost is None else float(plan_cost),
+        planCostUsd=None if plan_cost is None else round(float(plan_cost), 8),
     )
     for t in tasks:
         status = t.get("status")
@@ -38,10 +44,15 @@ def metrics_of(build: dict[str, Any], tasks: list[dict[str, Any]]) -> BuildMetri
         m.skippedTasks += status == TaskStatus.skipped
         m.cachedTasks += bool(t.get("cached")) and status == TaskStatus.completed
         usage = t.get("usage") or {}
-        m.promptTokens += int(usage.get("promptTokens", 0))
-        m.completionTokens += int(usage.get("completionTokens", 0))
-        if m.costUsd is not None:
+        if "spentUsd" in t:  # every attempt of every run of the task
+            prompt, completion = t.get("spentPromptTokens", 0), t.get("spentCompletionTokens", 0)
+            cost = None if t.get("spentUnpriced") else t["spentUsd"]
+        else:
+            prompt, completion = usage.get("promptTokens", 0), usage.get("completionTokens", 0)
             cost = usage.get("costUsd", 0.0)
+        m.promptTokens += int(prompt)
+        m.completionTokens += int(completion)
+        if m.costUsd is not None:
             m.costUsd = None if cost is None else round(m.costUsd + float(cost), 8)
     m.durationMs = max(0, int(build.get("finishedAt") or now_ms()) - int(build["createdAt"]))
     return m
@@ -93,8 +104,14 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
     except StateConflict:
         return _outcome(svc.builds.require(build_id)["status"])
     count(f"build.{status.value}")
-    if metrics.costUsd:
-        count("build.cost_usd", metrics.costUsd)
+    count("build.duration_ms", metrics.durationMs, MetricUnit.Milliseconds)
+    count("build.tasks", metrics.totalTasks)
+    count("build.cost_usd", metrics.costUsd or 0.0, MetricUnit.NoUnit)
+    logger.info(
+        "build.end",
+        extra={"status": status.value, "durationMs": metrics.durationMs, "tasks": metrics.totalTasks,
+               "costUsd": metrics.costUsd, "planCostUsd": metrics.planCostUsd},
+    )
     return _outcome(status.value)
 
 

@@ -5,6 +5,7 @@ Called by Step Functions through functions/plan. Returns what the state machine 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -12,16 +13,24 @@ from pydantic import ValidationError
 
 from shared import dag
 from shared.dal.table import Update
-from shared.errors import CircularDependencies, PlanningFailed
+from shared.errors import CircularDependencies, PlanningFailed, StateConflict
 from shared.ids import new_plan_id, now_ms
 from shared.logic.dispatching import run_started_at
 from shared.logic.services import Services, services
 from shared.models.build import BuildStatus
 from shared.models.events import EventType, PlanGeneratedData, PlannedTask
 from shared.models.plan import Task, Usage
-from shared.observability import count, logger
-from shared.plan_validation import BLOCKED_MESSAGE, Healer, validate_plan
-from shared.providers.base import MalformedTask, PlanContext, ProviderError, TaskContext, TransformKind
+from shared.observability import count, fingerprint, logger
+from shared.plan_validation import BLOCKED_MESSAGE, HARD_ERROR_MESSAGE, Healer, validate_plan
+from shared.providers.base import (
+    MalformedTask,
+    PlanContext,
+    PlanStream,
+    ProviderError,
+    Spend,
+    TaskContext,
+    TransformKind,
+)
 
 
 def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
@@ -37,6 +46,11 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
     context = PlanContext(build_id=build_id, framework=build.get("framework"), files=_input_files(svc, build))
     items: list[dict[str, Any] | MalformedTask] = []
     shown = 0
+    logger.info(
+        "plan.start",
+        extra={"prompt": fingerprint(build["prompt"]), "files": len(context.files), "provider": provider.name},
+    )
+    stream: PlanStream | None = None
     try:
         stream = provider.plan_stream(build["prompt"], context)
         for item in stream:
@@ -54,6 +68,7 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
                 )
         usage = stream.usage
     except ProviderError as exc:
+        _keep_plan_cost(svc, build_id, stream.usage if stream is not None else Usage())  # billed all the same
         raise PlanningFailed(f"the AI provider failed while planning: {exc}") from None
 
     heal_usage: list[Usage] = []
@@ -75,11 +90,15 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
         count("plan.cycles_detected")
     if plan.recovery:
         count(f"plan.recovery.{plan.recovery.value}")
-    if plan.failed:
+    if plan.failed:  # rung E: nothing left to try, nobody to ask
         count("plan.hard_blocked")
-        raise CircularDependencies("The plan's tasks depend on each other in a circle: " + "; ".join(plan.cycles))
+        _keep_plan_cost(svc, build_id, usage)
+        raise CircularDependencies(f"{HARD_ERROR_MESSAGE} Cycles: " + "; ".join(plan.cycles))
     if not plan.tasks:
+        _keep_plan_cost(svc, build_id, usage)
         raise PlanningFailed("the AI provider returned no usable task")
+    logger.info("plan.complete", extra={"tasks": len(plan.tasks), "tokens": {"prompt": usage.promptTokens,
+                "completion": usage.completionTokens}, "costUsd": usage.costUsd, "estimated": usage.estimated})
 
     svc.tasks.put_plan(build_id, plan_id, plan.tasks)
     deps = {t.id: t.dependencies for t in plan.tasks}
@@ -98,15 +117,21 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
         )
         .when("{status} = :planning", planning=BuildStatus.planning.value)
     )
-    if plan.blocked:
-        count("plan.hard_blocked")
+    if plan.blocked:  # rung D: the user edits the plan (the approval route); not an alarm
         svc.events.record(
             build_id,
             EventType.plan_blocked,
-            {"planId": plan_id, "reason": "circular_dependencies", "cycles": plan.cycles},
+            {
+                "planId": plan_id,
+                "reason": "circular_dependencies",
+                "message": BLOCKED_MESSAGE,
+                "cycles": plan.cycles,
+                "cycleTasks": plan.cycle_tasks,
+                "edges": plan.cycle_edges,
+            },
             also=[svc.builds.tx_update(build_id, update)],
         )
-        logger.warning("plan blocked on cycles", extra={"cycles": plan.cycles, "userMessage": BLOCKED_MESSAGE})
+        logger.warning("plan blocked on cycles", extra={"cycles": plan.cycles})
     else:
         data = PlanGeneratedData(
             planId=plan_id,
@@ -131,6 +156,17 @@ def _result(svc: Services, build: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _keep_plan_cost(svc: Services, build_id: str, usage: Usage) -> None:
+    """A plan that ends the build was billed too: keep its cost for the build's metrics."""
+    with contextlib.suppress(StateConflict):  # the build moved on: nothing to keep it on
+        svc.builds.update(
+            build_id,
+            Update().set(planUsage=usage.model_dump(), updatedAt=now_ms()).when(
+                "{status} = :planning", planning=BuildStatus.planning.value
+            ),
+        )
+
+
 def _input_files(svc: Services, build: dict[str, Any]) -> dict[str, str]:
     return {p: svc.files.get_text(build["buildId"], p, kind="input") for p in build.get("inputFiles", [])}
 
@@ -143,10 +179,15 @@ def _healer(svc: Services, build_id: str, usage: list[Usage]) -> Healer:
             task_type="heal_json",
             task_name="heal plan",
             deadline_s=svc.settings.task_timeout_seconds,
+            spend=Spend(),
         )
-        result = svc.provider.transform(
-            TransformKind.heal_json, {"text": text, "error": error, "purpose": purpose, **extra}, ctx
-        )
+        try:
+            result = svc.provider.transform(
+                TransformKind.heal_json, {"text": text, "error": error, "purpose": purpose, **extra}, ctx
+            )
+        except ProviderError:
+            usage.append(ctx.spend.usage())  # a failed heal was billed all the same
+            raise
         usage.append(result.usage)
         return result.text or json.dumps({})
 

@@ -27,11 +27,11 @@ class Services:
 
     @cached_property
     def tasks(self) -> TaskStore:
-        return TaskStore(self.settings.tasks_table)
+        return TaskStore(self.settings.tasks_table, self.settings.record_ttl_seconds)
 
     @cached_property
     def events(self) -> EventLog:
-        return EventLog(self.settings.events_table, notify=self.has_webhook)
+        return EventLog(self.settings.events_table, notify=self.has_webhook, ttl_seconds=self.settings.record_ttl_seconds)
 
     def webhook_url(self, build_id: str) -> str | None:
         """Where the build's events are delivered: its own URL, else the deployment default, else

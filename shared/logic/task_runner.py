@@ -20,12 +20,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
 
+from shared.constants import TTL_ATTRIBUTE
 from shared.dal.aws import client, error_code, from_item, to_item
 from shared.dal.queues import finished_message, send_batch, task_message
 from shared.dal.table import Update
-from shared.errors import StateConflict
+from shared.errors import NotFound, StateConflict
 from shared.ids import now_ms
 from shared.logic import dispatching, handoff
 from shared.logic.services import Services, services
@@ -40,15 +42,17 @@ from shared.models.plan import (
     Usage,
     safe_relative_path,
 )
-from shared.observability import count, logger
+from shared.observability import emit, fingerprint, logger
 from shared.providers.base import (
     GeneratedFile,
     ProviderError,
     ProviderTimeout,
+    Spend,
     TaskContext,
     TransformKind,
     TransformResult,
 )
+from shared.providers.prompts import TEMPLATES_VERSION
 
 _SAFETY_MARGIN_S = 2.0
 # What a task needs of its build: never the dispatch state, which grows with the build's size.
@@ -56,6 +60,7 @@ _BUILD_FIELDS = ["buildId", "status", "haltedBy", "prompt", "framework", "inputF
 _STATIC_BUILD_FIELDS = ("buildId", "prompt", "framework", "inputFiles")
 _static_fields: dict[str, dict[str, Any]] = {}  # per process: buildId -> its _STATIC_BUILD_FIELDS
 _static_lock = threading.Lock()
+_uploads: dict[str, dict[str, str]] = {}  # per process: buildId -> its uploaded files (never change)
 # One thread per provider call in flight (made as needed): handed tasks run side by side, and a call
 # waiting for a free thread would spend its own time limit waiting.
 _pool = ThreadPoolExecutor(max_workers=256, thread_name_prefix="provider")
@@ -66,6 +71,7 @@ class TaskMessage(BaseModel):
     taskId: str
     attempt: int
     task: dict[str, Any] | None = None  # the task's definition, when the sender had it at hand
+    spent: Usage | None = None  # what the earlier attempts of this run of the task cost
 
 
 _KIND = {TaskType.modify_file: TransformKind.refactor}
@@ -202,12 +208,20 @@ def _remember_build(build: dict[str, Any]) -> dict[str, Any]:
 
 def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> list[Claimed]:
     """Call the provider within the time left, store the files, settle the attempt. Returns the
-    dependents the completion handed to this consumer, if any."""
+    dependents the completion handed to this consumer, if any.
+
+    Every attempt is billed, however it ends: its usage (what the provider reported, else an
+    estimate) joins what the earlier attempts of this run cost (`msg.spent`), and the run's total
+    is what the task reports, what the dispatcher adds to the build's cost and checks against the
+    budget."""
     msg, build, task, started = claimed.msg, claimed.build, claimed.task, claimed.started
     settings = svc.settings
     budget_s = min(settings.task_timeout_seconds, max(0.1, remaining_ms() / 1000 - _SAFETY_MARGIN_S))
+    spent = msg.spent or Usage()
+    spend = Spend()
+    _log_start(task, msg.attempt)
     try:
-        context = _context(svc, build, task, msg.attempt, budget_s)
+        context = _context(svc, build, task, msg.attempt, budget_s, spend)
         cache_key = _cache_key(svc, task, context)
         result = _cache_get(svc, cache_key)
         cached = result is not None
@@ -215,13 +229,16 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> li
             result = _call_with_timeout(svc, task, context, budget_s)
         infos = _store_files(svc, msg.buildId, task, result.files)
     except ProviderTimeout as exc:
-        _settle_failure(svc, msg, task, str(exc) or "timed out", timed_out=True, started=started)
+        _settle_failure(svc, msg, task, str(exc) or "timed out", timed_out=True, started=started,
+                        usage=spent, attempt_usage=spend.usage())
         return []
-    except (ProviderError, UnsafePathError, ValueError) as exc:
-        _settle_failure(svc, msg, task, str(exc)[:2000] or type(exc).__name__, timed_out=False, started=started)
+    except (ProviderError, UnsafePathError, ValueError, NotFound) as exc:
+        _settle_failure(svc, msg, task, str(exc)[:2000] or type(exc).__name__, timed_out=False, started=started,
+                        usage=spent, attempt_usage=spend.usage())
         return []
 
-    usage = Usage() if cached else result.usage
+    attempt_usage = Usage() if cached else result.usage
+    usage = spent + attempt_usage
     duration = now_ms() - started
     completed = {
         "taskId": task.id,
@@ -235,7 +252,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> li
 
     def completion() -> Update:
         return (
-            Update()
+            _billed(Update(), attempt_usage)
             .set(
                 status=TaskStatus.completed.value,
                 files=[f.model_dump() for f in infos],
@@ -264,11 +281,12 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> li
                 also=[svc.tasks.tx_update(msg.buildId, task.id, completion())],
             )
     except StateConflict:
-        logger.info("task result discarded: the attempt was settled elsewhere", extra=msg.model_dump())
+        logger.info("task result discarded: the attempt was settled elsewhere",
+                    extra={"taskId": msg.taskId, "attempt": msg.attempt})
         return []
     if not cached and cache_key:
         _cache_put(svc, cache_key, result)
-    count("task.cached" if cached else "task.completed")
+    _observe(svc, task, msg.attempt, "task.cached" if cached else "task.completed", duration, attempt_usage, usage)
     if handed is None:
         _tell_dispatcher(svc, msg, "completed", cost)
         return []
@@ -276,6 +294,71 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> li
         Claimed(TaskMessage(buildId=msg.buildId, taskId=h.task.id, attempt=h.attempt), build, h.task, h.started)
         for h in handed
     ]
+
+
+def _billed(update: Update, attempt: Usage) -> Update:
+    """Add one attempt's usage to the task's running totals (every attempt of every run), which the
+    build's metrics sum. Commits with the attempt's settle, whose condition makes it count once."""
+    update.add(
+        spentUsd=attempt.costUsd or 0.0,
+        spentPromptTokens=attempt.promptTokens,
+        spentCompletionTokens=attempt.completionTokens,
+    )
+    if attempt.costUsd is None:
+        update.set(spentUnpriced=True)
+    if attempt.estimated:
+        update.set(spentEstimated=True)
+    return update
+
+
+def _log_start(task: Task, attempt: int) -> None:
+    logger.info("task.start", extra={"taskId": task.id, "taskType": task.type.value, "attempt": attempt})
+    emit([("task.started", 1, MetricUnit.Count)], taskType=task.type.value)
+
+
+def _observe(
+    svc: Services,
+    task: Task,
+    attempt: int,
+    outcome: str,
+    duration_ms: int,
+    attempt_usage: Usage,
+    usage: Usage,
+    error: str | None = None,
+) -> None:
+    """The attempt's log line (`task.complete` / `task.error`) and metrics (per task type, per provider)."""
+    line = {
+        "taskId": task.id,
+        "taskType": task.type.value,
+        "attempt": attempt,
+        "outcome": outcome.removeprefix("task."),
+        "durationMs": duration_ms,
+        "tokens": {"prompt": attempt_usage.promptTokens, "completion": attempt_usage.completionTokens},
+        "costUsd": attempt_usage.costUsd,
+        "estimated": attempt_usage.estimated,
+        "taskCostUsd": usage.costUsd,
+    }
+    if error is None:
+        logger.info("task.complete", extra=line)
+    else:
+        logger.warning("task.error", extra={**line, "error": error})
+    emit(
+        [
+            (outcome, 1, MetricUnit.Count),
+            ("task.duration_ms", duration_ms, MetricUnit.Milliseconds),
+            ("task.cost_usd", attempt_usage.costUsd or 0.0, MetricUnit.NoUnit),
+        ],
+        taskType=task.type.value,
+    )
+    if attempt_usage.promptTokens or attempt_usage.completionTokens or attempt_usage.costUsd:
+        emit(
+            [
+                ("tokens.prompt", attempt_usage.promptTokens, MetricUnit.Count),
+                ("tokens.completion", attempt_usage.completionTokens, MetricUnit.Count),
+                ("cost.usd", attempt_usage.costUsd or 0.0, MetricUnit.NoUnit),
+            ],
+            provider=svc.provider.name,
+        )
 
 
 def _stopped(build: dict[str, Any]) -> bool:
@@ -300,28 +383,63 @@ def _call_with_timeout(svc: Services, task: Task, context: TaskContext, budget_s
         raise ProviderTimeout(f"task did not finish within {budget_s:.1f}s") from None
 
 
-def _context(svc: Services, build: dict[str, Any], task: Task, attempt: int, budget_s: float) -> TaskContext:
-    files: dict[str, str] = {}
+def _context(
+    svc: Services, build: dict[str, Any], task: Task, attempt: int, budget_s: float, spend: Spend
+) -> TaskContext:
+    """What the task sees: every file uploaded with the build, what its dependencies wrote (the
+    current version of each of their files), and the current content of its target if it exists —
+    the last version a task wrote (writers of one path run one after another), else the upload."""
+    build_id = build["buildId"]
+    files = dict(_uploaded(svc, build))
+    from_deps: set[str] = set()
     for dep in task.dependencies:
-        dep_item = svc.tasks.get(build["buildId"], dep)
+        dep_item = svc.tasks.get(build_id, dep)
         for f in (dep_item or {}).get("files") or []:
-            files[f["path"]] = svc.files.get_text(build["buildId"], f["path"])
-    for path in build.get("inputFiles") or []:
-        if task.type == TaskType.modify_file and path == task.input.targetPath:
-            files[path] = svc.files.get_text(build["buildId"], path, kind="input")
+            files[f["path"]] = svc.files.get_text(build_id, f["path"])
+            from_deps.add(f["path"])
+    target = task.input.targetPath
+    if target and target not in from_deps:
+        with contextlib.suppress(NotFound):  # no task wrote it: the upload (if any) is its current content
+            files[target] = svc.files.get_text(build_id, target)
+    logger.debug(
+        "task.context",
+        extra={
+            "taskId": task.id,
+            "attempt": attempt,
+            "prompt": fingerprint(task.input.prompt or task.description),
+            "context": fingerprint(task.input.context),
+            "files": [{"path": p, **fingerprint(c)} for p, c in sorted(files.items())],
+        },
+    )
     return TaskContext(
-        build_id=build["buildId"],
+        build_id=build_id,
         task_id=task.id,
         task_type=task.type.value,
         task_name=task.name,
         attempt=attempt,
         build_prompt=build["prompt"],
         framework=build.get("framework"),
-        target_path=task.input.targetPath,
+        target_path=target,
         files=files,
         deadline_s=budget_s,
         cancel=threading.Event(),
+        spend=spend,
     )
+
+
+def _uploaded(svc: Services, build: dict[str, Any]) -> dict[str, str]:
+    """The build's uploaded files, read once per process (they never change)."""
+    build_id = str(build["buildId"])
+    with _static_lock:
+        known = _uploads.get(build_id)
+    if known is not None:
+        return known
+    files = {p: svc.files.get_text(build_id, p, kind="input") for p in build.get("inputFiles") or []}
+    with _static_lock:
+        if len(_uploads) > 32:  # up to 1 MiB each
+            _uploads.clear()
+        _uploads[build_id] = files
+    return files
 
 
 def _store_files(svc: Services, build_id: str, task: Task, files: list[GeneratedFile]) -> list[FileInfo]:
@@ -330,12 +448,27 @@ def _store_files(svc: Services, build_id: str, task: Task, files: list[Generated
     return [svc.files.put(build_id, safe_relative_path(f.path), f.content, task.id) for f in files]
 
 
-def _settle_failure(svc: Services, msg: TaskMessage, task: Task, error: str, *, timed_out: bool, started: int) -> None:
+def _settle_failure(
+    svc: Services,
+    msg: TaskMessage,
+    task: Task,
+    error: str,
+    *,
+    timed_out: bool,
+    started: int,
+    usage: Usage | None = None,
+    attempt_usage: Usage | None = None,
+) -> None:
+    """Record a failed (or timed-out) attempt and what it cost; retry it, or report the run's end.
+    `usage`: what the earlier attempts of this run cost; `attempt_usage`: this attempt's share."""
     will_retry = msg.attempt < svc.settings.task_max_attempts
     status = TaskStatus.queued if will_retry else TaskStatus.timeout if timed_out else TaskStatus.failed
+    this = attempt_usage or Usage()
+    total = (usage or Usage()) + this
+    duration = now_ms() - started
     update = (
-        Update()
-        .set(status=status.value, error=error, updatedAt=now_ms(), durationMs=now_ms() - started)
+        _billed(Update(), this)
+        .set(status=status.value, error=error, updatedAt=now_ms(), durationMs=duration, usage=total.model_dump())
         .when("{status} = :ip AND {attempt} = :a", ip=TaskStatus.in_progress.value, a=msg.attempt)
     )
     if timed_out:
@@ -352,8 +485,8 @@ def _settle_failure(svc: Services, msg: TaskMessage, task: Task, error: str, *, 
         svc.events.record(msg.buildId, event, data, also=[svc.tasks.tx_update(msg.buildId, task.id, update)])
     except StateConflict:
         return
-    count("task.timeout" if timed_out else "task.failed")
-    _follow_failure(svc, msg, will_retry)
+    _observe(svc, task, msg.attempt, "task.timeout" if timed_out else "task.failed", duration, this, total, error)
+    _follow_failure(svc, msg.model_copy(update={"spent": total}), will_retry)
 
 
 def _follow_failure(svc: Services, msg: TaskMessage, will_retry: bool) -> None:
@@ -361,10 +494,19 @@ def _follow_failure(svc: Services, msg: TaskMessage, will_retry: bool) -> None:
         delay = backoff_seconds(msg.attempt, svc.settings.task_retry_base_seconds)
         send_batch(
             svc.settings.tasks_queue_url,
-            [task_message(msg.buildId, msg.taskId, msg.attempt + 1, delay_s=round(delay), task=msg.task)],
+            [
+                task_message(
+                    msg.buildId,
+                    msg.taskId,
+                    msg.attempt + 1,
+                    delay_s=round(delay),
+                    task=msg.task,
+                    spent=msg.spent.model_dump() if msg.spent else None,
+                )
+            ],
         )
     else:
-        _tell_dispatcher(svc, msg, "failed", 0.0)
+        _tell_dispatcher(svc, msg, "failed", (msg.spent.costUsd or 0.0) if msg.spent else 0.0)
 
 
 def backoff_seconds(attempt: int, base: float) -> float:
@@ -415,22 +557,23 @@ def _replay(
     status, attempt = current.get("status"), int(current.get("attempt", 0))
     if attempt > msg.attempt:
         return  # a later attempt exists: this message is stale
+    recorded = Usage.model_validate(current.get("usage") or {})  # this run's attempts so far
     if status == TaskStatus.completed:
         if "released" in current:  # its completion took the dispatcher's step itself
             _replay_handoff(svc, msg, current)
         else:
-            cost = float((current.get("usage") or {}).get("costUsd") or 0.0)
-            _tell_dispatcher(svc, msg, "completed", cost)
+            _tell_dispatcher(svc, msg, "completed", recorded.costUsd or 0.0)
     elif status in (TaskStatus.failed, TaskStatus.timeout):
-        _tell_dispatcher(svc, msg, "failed", 0.0)
+        _tell_dispatcher(svc, msg, "failed", recorded.costUsd or 0.0)
     elif status == TaskStatus.queued and attempt == msg.attempt:
-        _follow_failure(svc, msg, True)  # the retry may not have been sent
+        _follow_failure(svc, msg.model_copy(update={"spent": recorded}), True)  # the retry may not have been sent
     elif status == TaskStatus.in_progress and attempt == msg.attempt:
         started = int(current.get("startedAt", 0))
         stale_after = (svc.settings.task_timeout_seconds + 30) * 1000
         if now_ms() - started > stale_after:  # its worker died mid-task: that attempt failed
             _settle_failure(
-                svc, msg, task, "the worker stopped before the task finished", timed_out=False, started=started
+                svc, msg, task, "the worker stopped before the task finished", timed_out=False, started=started,
+                usage=msg.spent,
             )
         elif handed:
             raise TaskStillRunning(f"{msg.taskId} attempt {msg.attempt} may still be running; checking later")
@@ -467,6 +610,7 @@ def _cache_key(svc: Services, task: Task, context: TaskContext) -> str | None:
             "prompt": context.build_prompt,
             "files": sorted((p, hashlib.sha256(c.encode()).hexdigest()) for p, c in context.files.items()),
             "provider": svc.provider.identity(),
+            "templates": TEMPLATES_VERSION,  # editing a prompt template must not serve old outputs
         },
         sort_keys=True,
     )
@@ -484,7 +628,7 @@ def _cache_get(svc: Services, key: str | None) -> TransformResult | None:
     if not item:
         return None
     data = from_item(item)
-    if int(data.get("expiresAt", 0)) < time.time():
+    if int(data.get(TTL_ATTRIBUTE, 0)) < time.time():  # DynamoDB's TTL deletes late: check it here
         return None
     return TransformResult(files=[GeneratedFile(**f) for f in data["files"]], usage=Usage())
 
@@ -497,7 +641,12 @@ def _cache_put(svc: Services, key: str, result: TransformResult) -> None:
         client("dynamodb").put_item(
             TableName=svc.settings.cache_table,
             Item=to_item(
-                {"cacheKey": key, "files": body, "expiresAt": int(time.time()) + svc.settings.task_cache_ttl_seconds}
+                {
+                    "cacheKey": key,
+                    "files": body,
+                    TTL_ATTRIBUTE: int(time.time())
+                    + min(svc.settings.task_cache_ttl_seconds, svc.settings.record_ttl_seconds),
+                }
             ),
         )
     except Exception as exc:

@@ -97,6 +97,7 @@ class BuildMetrics(BaseModel):
     promptTokens: int = 0
     completionTokens: int = 0
     costUsd: float | None = 0.0
+    planCostUsd: float | None = 0.0
     durationMs: int = 0
 
 

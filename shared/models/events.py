@@ -56,7 +56,10 @@ class PlanWarningData(BaseModel):
 class PlanBlockedData(BaseModel):
     planId: str
     reason: str = "circular_dependencies"
+    message: str
     cycles: list[str]
+    cycleTasks: list[list[str]] = Field(default_factory=list)
+    edges: list[list[str]] = Field(default_factory=list)
 
 
 class PlannedTask(TaskSummary):

@@ -118,22 +118,27 @@ class Plan(BaseModel):
 
 
 class Usage(BaseModel):
+    """Tokens and cost of one or more provider calls. `estimated`: some call reported no usage, so
+    its tokens were estimated from the characters sent and received (and priced as such)."""
+
     promptTokens: int = 0
     completionTokens: int = 0
     costUsd: float | None = 0.0
     cacheReadTokens: int | None = None
     cacheWriteTokens: int | None = None
+    estimated: bool = False
 
     def __add__(self, other: Usage) -> Usage:
-        cost = None if self.costUsd is None or other.costUsd is None else self.costUsd + other.costUsd
+        cost = None if self.costUsd is None or other.costUsd is None else round(self.costUsd + other.costUsd, 10)
         return Usage(
             promptTokens=self.promptTokens + other.promptTokens,
             completionTokens=self.completionTokens + other.completionTokens,
             costUsd=cost,
+            estimated=self.estimated or other.estimated,
         )
 
     def public(self) -> dict[str, object]:
-        """The `usage` object of CONTRACT §3."""
+        """The `usage` object of a `task_completed` event."""
         return {"promptTokens": self.promptTokens, "completionTokens": self.completionTokens, "costUsd": self.costUsd}
 
 

@@ -58,9 +58,67 @@ class PlanContext:
     files: dict[str, str] = field(default_factory=dict)  # existing project files: path -> content
 
 
+CHARS_PER_TOKEN = 4  # the usual rule of thumb, for estimates only
+
+
+class Spend:
+    """What one provider call has cost so far, as the provider learns it: the usage the vendor
+    reported (summed over the call's own retries), else the characters sent and received.
+
+    The provider writes it while it works; the task runner reads it when the attempt ends, however
+    it ends — a failure, an unusable reply, or a call abandoned at its time limit that may still be
+    running in its thread. So a billed call always counts: what the vendor reported or, when it
+    reported nothing, an estimate marked as such.
+    """
+
+    def __init__(self, model: str = "") -> None:
+        self.model = model
+        self._lock = threading.Lock()
+        self._reported: Usage | None = None
+        self._sent_chars = 0
+        self._received_chars = 0
+        self._requests = 0
+
+    def report(self, usage: Usage) -> None:
+        """The call's usage so far as the vendor reports it (cumulative: replaces the last report)."""
+        with self._lock:
+            self._reported = usage.model_copy()
+
+    def sent(self, chars: int) -> None:
+        """A request the vendor accepted (it started answering), of `chars` characters."""
+        with self._lock:
+            self._requests += 1
+            self._sent_chars += chars
+
+    def received(self, chars: int) -> None:
+        with self._lock:
+            self._received_chars += chars
+
+    def usage(self) -> Usage:
+        """What to bill: the report (its output raised to what was received, for a reply cut short
+        before its final count), else an estimate from characters; nothing if no request got through."""
+        from shared.providers.pricing import cost_usd
+
+        with self._lock:
+            received = -(-self._received_chars // CHARS_PER_TOKEN)
+            if self._reported is not None:
+                usage = self._reported.model_copy()
+                if usage.completionTokens < received:
+                    usage.completionTokens, usage.estimated = received, True
+                    extra = cost_usd(self.model, 0, received - self._reported.completionTokens)
+                    usage.costUsd = None if usage.costUsd is None or extra is None else usage.costUsd + extra
+                return usage
+            if not self._requests:
+                return Usage()
+            prompt = -(-self._sent_chars // CHARS_PER_TOKEN)
+            return Usage(promptTokens=prompt, completionTokens=received,
+                         costUsd=cost_usd(self.model, prompt, received), estimated=True)
+
+
 @dataclass
 class TaskContext:
-    """What a task transform may use. `deadline_s` is the time left for this call, in seconds."""
+    """What a task transform may use. `deadline_s` is the time left for this call, in seconds.
+    `spend`: where the provider records what the call costs as it goes (see `Spend`)."""
 
     build_id: str
     task_id: str
@@ -73,6 +131,7 @@ class TaskContext:
     files: dict[str, str] = field(default_factory=dict)  # files from dependencies + project files
     deadline_s: float = 60.0
     cancel: threading.Event = field(default_factory=threading.Event)
+    spend: Spend = field(default_factory=Spend)
 
 
 @dataclass

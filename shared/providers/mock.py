@@ -435,9 +435,14 @@ class MockProvider(AIProvider):
         if kind is TransformKind.heal_json:
             return self._heal(input)
         behaviour = self.script.behaviour(context.task_id) if self.script else ScriptTask()
+        # Like a vendor, the call is billed once it starts: a failed or abandoned attempt costs too.
+        context.spend.model = self.model
+        context.spend.report(self._task_usage(behaviour, input, context, []))
         self._work(behaviour, input, context)
         files = self._files(kind, behaviour, input, context)
-        return TransformResult(files=files, usage=self._task_usage(behaviour, input, context, files))
+        usage = self._task_usage(behaviour, input, context, files)
+        context.spend.report(usage)
+        return TransformResult(files=files, usage=usage)
 
     def _heal(self, input: Mapping[str, Any]) -> TransformResult:
         if self.script is not None and self.script.heal is not None:

@@ -253,6 +253,18 @@ def heal_prompt(input: dict[str, Any]) -> Prompt:
     return Prompt(system=_HEAL_SYSTEM_PROMPT, user=user, max_tokens=HEAL_MAX_TOKENS)
 
 
+def _templates_version() -> str:
+    """A hash of every prompt template: part of the task cache key, so editing a template stops
+    serving outputs that the old wording produced."""
+    import hashlib
+
+    parts = [PLAN_SYSTEM_PROMPT, _TASK_SYSTEM_PROMPT, _HEAL_SYSTEM_PROMPT, _HEAL_TASK, _HEAL_DEPENDENCIES,
+             json.dumps({str(k): v for k, v in _KIND_INSTRUCTIONS.items()}, sort_keys=True),
+             json.dumps({str(k): v for k, v in _TYPE_INSTRUCTIONS.items()}, sort_keys=True),
+             str(MAX_CONTEXT_FILE_CHARS), str(MAX_CONTEXT_TOTAL_CHARS), str(TASK_MAX_TOKENS)]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+
+
 def _files_block(files: dict[str, str], first: str | None) -> str:
     """Files shown to the model, the target first, each and all bounded so one call stays small."""
     order = sorted(files, key=lambda p: (p != first, p))
@@ -307,8 +319,11 @@ def describe_for_log(prompt: Prompt) -> dict[str, Any]:
     return {"systemChars": len(prompt.system), "userChars": len(prompt.user), "maxTokens": prompt.max_tokens}
 
 
+TEMPLATES_VERSION = _templates_version()
+
 __all__ = [
     "PLAN_SYSTEM_PROMPT",
+    "TEMPLATES_VERSION",
     "Prompt",
     "describe_for_log",
     "heal_prompt",

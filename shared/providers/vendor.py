@@ -26,6 +26,7 @@ from shared.providers.base import (
     PlanStream,
     ProviderError,
     ProviderTimeout,
+    Spend,
     TaskContext,
     TransformKind,
     TransformResult,
@@ -50,6 +51,7 @@ class UsageCounter:
     cache_read: int = 0
     cache_write: int = 0
     reported: bool = False
+    spend: Spend | None = None  # told every report, so a call cut short still counts
     _base: tuple[int, int, int, int] = field(default=(0, 0, 0, 0), repr=False)
 
     def begin_attempt(self) -> None:
@@ -69,6 +71,9 @@ class UsageCounter:
             self.cache_read = b_read + cache_read
         if cache_write is not None:
             self.cache_write = b_write + cache_write
+        if self.spend is not None:
+            self.spend.model = self.model
+            self.spend.report(self.usage())
 
     def usage(self) -> Usage:
         cost = (cost_usd(self.model, self.input, self.output, self.cache_read, self.cache_write)
@@ -124,9 +129,9 @@ class VendorProvider(AIProvider):
             prompt = task_prompt(kind, input, context)  # heal_json gets the heal prompt
         except ValueError as exc:
             raise ProviderError(str(exc), retryable=False) from None
-        call = self.new_call(prompt, context.deadline_s, context.cancel, kind.value)
+        call = self.new_call(prompt, context.deadline_s, context.cancel, kind.value, context.spend)
         text = self.complete(call)
-        usage = call.counter.usage()
+        usage = context.spend.usage()  # what the vendor reported, else an estimate marked as such
         if kind is TransformKind.heal_json:
             return TransformResult(text=text, usage=usage)
         files = parse_files(text)
@@ -137,9 +142,12 @@ class VendorProvider(AIProvider):
 
     # -- the retry loop -------------------------------------------------------------------------
 
-    def new_call(self, prompt: Prompt, budget_s: float, cancel: threading.Event | None, purpose: str) -> Call:
+    def new_call(self, prompt: Prompt, budget_s: float, cancel: threading.Event | None, purpose: str,
+                 spend: Spend | None = None) -> Call:
+        if spend is not None:
+            spend.model = spend.model or self.model
         return Call(prompt=prompt, deadline=self.retry.clock() + budget_s, cancel=cancel,
-                    counter=UsageCounter(model=self.model), purpose=purpose)
+                    counter=UsageCounter(model=self.model, spend=spend), purpose=purpose)
 
     def complete(self, call: Call) -> str:
         """The whole reply text; every failed attempt may be retried since nothing was handed out."""
@@ -161,7 +169,26 @@ class VendorProvider(AIProvider):
         if now >= call.deadline:
             raise AttemptFailed(ProviderTimeout("no time left for the provider call"), retry=False)
         call.check(now)  # cancelled while waiting to retry: do not send another request
-        return self._texts(call)
+        return self._metered(call, self._texts(call))
+
+    @staticmethod
+    def _metered(call: Call, texts: Iterator[str]) -> Iterator[str]:
+        """The attempt's text, counted into the call's Spend: a reply that started is a billed
+        request, whether or not its usage report ever arrives."""
+        spend = call.counter.spend
+        first = True
+        try:
+            for text in texts:
+                if spend is not None:
+                    if first:
+                        spend.sent(len(call.prompt.system) + len(call.prompt.user))
+                        first = False
+                    spend.received(len(text))
+                yield text
+        finally:
+            close = getattr(texts, "close", None)
+            if close is not None:
+                close()
 
     def _after_failure(self, call: Call, failure: AttemptFailed) -> None:
         """Wait and return to retry, or raise the failure's error."""
@@ -185,7 +212,8 @@ class VendorPlanStream(PlanStream):
 
     def __iter__(self) -> Iterator[dict[str, Any] | MalformedTask]:
         provider = self._provider
-        call = provider.new_call(self._prompt, provider.plan_deadline_s, None, "plan")
+        spend = Spend(provider.model)
+        call = provider.new_call(self._prompt, provider.plan_deadline_s, None, "plan", spend)
         try:
             while True:
                 parser = PlanStreamParser()
@@ -215,4 +243,4 @@ class VendorPlanStream(PlanStream):
                 return
         finally:
             self.attempts = call.attempts
-            self.usage = call.counter.usage()
+            self.usage = spend.usage()

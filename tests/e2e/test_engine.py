@@ -28,9 +28,8 @@ TERMINAL = ("build_completed", "build_failed", "build_cancelled")
 # Long enough to outlast one lost SQS receive in the local runtime (the message comes back after its
 # visibility timeout, TASK_TIMEOUT_SECONDS + 30 s); a healthy build here ends within seconds.
 WAIT_S = 75.0
-SEQUENTIAL_COPY = (
-    "We couldn't optimize task order, so steps will run one-by-one. Expect a slightly longer build. Proceed?"
-)
+# The original design's copy, without the "Proceed?" nobody could answer: the build goes on.
+SEQUENTIAL_COPY = "We couldn't optimize task order, so steps will run one-by-one. Expect a slightly longer build."
 
 
 class Engine:

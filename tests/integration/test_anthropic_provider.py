@@ -169,7 +169,9 @@ def test_truncated_stream_gives_the_tasks_so_far_and_the_fragment() -> None:
     assert isinstance(items[2], MalformedTask)
     assert items[2].raw == text[text.index('{"id": "page"'):cut]
     assert stream.usage.promptTokens == 1200 + 2048  # message_start's counts still count
-    assert stream.usage.completionTokens == 1
+    # The final output count never came: what was received is billed, as an estimate.
+    assert stream.usage.completionTokens == -(-cut // 4)
+    assert stream.usage.estimated
 
 
 def test_max_tokens_stop_gives_a_healable_fragment() -> None:

@@ -283,6 +283,7 @@ class TestApi:
             "promptTokens",
             "completionTokens",
             "costUsd",
+            "planCostUsd",
             "durationMs",
         }
         assert metrics["totalTasks"] == metrics["completedTasks"] == len(view["plan"]["tasks"])

@@ -163,14 +163,18 @@ def test_truncated_stream_without_done_gives_the_tasks_so_far_and_the_fragment()
     items, stream = plan(make_provider(ReplayServer(ok(completion_stream(chunks(PLAN_JSON[:cut], 9), done=False)))))
     assert items[:2] == TASKS[:2]
     assert isinstance(items[2], MalformedTask) and items[2].raw == PLAN_JSON[cut - 15:cut]
-    assert stream.usage.promptTokens == 0 and stream.usage.costUsd is None  # no usage chunk arrived
+    # No usage chunk arrived: the call is billed all the same, estimated from what was sent and received.
+    assert stream.usage.estimated
+    assert stream.usage.completionTokens == -(-cut // 4)
+    assert stream.usage.promptTokens > 0 and stream.usage.costUsd is not None and stream.usage.costUsd > 0
 
 
-def test_server_without_usage_reports_zero_tokens_and_unknown_cost() -> None:
+def test_server_without_usage_is_billed_as_an_estimate_marked_as_such() -> None:
     items, stream = plan(make_provider(ReplayServer(ok(completion_stream([PLAN_JSON], send_usage=False)))))
     assert items == TASKS
-    assert (stream.usage.promptTokens, stream.usage.completionTokens) == (0, 0)
-    assert stream.usage.costUsd is None
+    assert stream.usage.estimated
+    assert stream.usage.completionTokens == -(-len(PLAN_JSON) // 4)
+    assert stream.usage.promptTokens > 0 and stream.usage.costUsd is not None and stream.usage.costUsd > 0
 
 
 def test_unknown_model_is_not_priced() -> None:

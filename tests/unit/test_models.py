@@ -17,7 +17,7 @@ CONTRACT_EVENTS = {
     "build_started": {"prompt", "framework"},
     "plan_partial": {"planId", "totalTasksSoFar", "latestTasks"},
     "plan_warning": {"planId", "warning", "message", "cycles"},
-    "plan_blocked": {"planId", "reason", "cycles"},
+    "plan_blocked": {"planId", "reason", "message", "cycles", "cycleTasks", "edges"},
     "plan_generated": {"planId", "taskCount", "estimatedDuration", "recovery", "tasks"},
     "plan_approval_required": {"planId", "expiresAt"},
     "task_started": {"taskId", "taskName", "description", "attempt"},
@@ -43,6 +43,7 @@ CONTRACT_METRICS = {
     "promptTokens",
     "completionTokens",
     "costUsd",
+    "planCostUsd",
     "durationMs",
 }
 CONTRACT_BUILD_STATUSES = {
@@ -87,9 +88,8 @@ def test_fixed_values_in_event_data():
         == "Retry or skip this task"
     )
     assert event_data(EventType.task_skipped, {"taskId": "b", "dependency": "a"})["reason"] == "dependency_failed"
-    assert event_data(EventType.plan_blocked, {"planId": "p", "cycles": ["a → b → a"]})["reason"] == (
-        "circular_dependencies"
-    )
+    blocked = {"planId": "p", "message": "m", "cycles": ["a → b → a"]}
+    assert event_data(EventType.plan_blocked, blocked)["reason"] == "circular_dependencies"
 
 
 def test_event_data_missing_a_field_is_refused():

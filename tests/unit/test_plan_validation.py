@@ -18,9 +18,8 @@ from shared.providers.base import MalformedTask, ProviderError
 from tests.helpers import task
 
 # The seed's copy for rung C, letter for letter (what the user is asked).
-SEQUENTIAL_COPY = (
-    "We couldn't optimize task order, so steps will run one-by-one. Expect a slightly longer build. Proceed?"
-)
+# The original design's copy, without the "Proceed?" nobody could answer: the build goes on.
+SEQUENTIAL_COPY = "We couldn't optimize task order, so steps will run one-by-one. Expect a slightly longer build."
 
 
 class FakeHealer:
