@@ -219,7 +219,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> li
     budget_s = min(settings.task_timeout_seconds, max(0.1, remaining_ms() / 1000 - _SAFETY_MARGIN_S))
     spent = msg.spent or Usage()
     spend = Spend()
-    _log_start(task, msg.attempt)
+    _log_start(msg.buildId, task, msg.attempt)
     try:
         context = _context(svc, build, task, msg.attempt, budget_s, spend)
         cache_key = _cache_key(svc, task, context)
@@ -286,7 +286,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> li
         return []
     if not cached and cache_key:
         _cache_put(svc, cache_key, result)
-    _observe(svc, task, msg.attempt, "task.cached" if cached else "task.completed", duration, attempt_usage, usage)
+    _observe(svc, msg.buildId, task, msg.attempt, "task.cached" if cached else "task.completed", duration, attempt_usage, usage)
     if handed is None:
         _tell_dispatcher(svc, msg, "completed", cost)
         return []
@@ -311,13 +311,16 @@ def _billed(update: Update, attempt: Usage) -> Update:
     return update
 
 
-def _log_start(task: Task, attempt: int) -> None:
-    logger.info("task.start", extra={"taskId": task.id, "taskType": task.type.value, "attempt": attempt})
+def _log_start(build_id: str, task: Task, attempt: int) -> None:
+    # buildId named on the line itself: handed tasks run in threads beside others of the same process.
+    logger.info("task.start", extra={"buildId": build_id, "taskId": task.id, "taskType": task.type.value,
+                                     "attempt": attempt})
     emit([("task.started", 1, MetricUnit.Count)], taskType=task.type.value)
 
 
 def _observe(
     svc: Services,
+    build_id: str,
     task: Task,
     attempt: int,
     outcome: str,
@@ -328,6 +331,7 @@ def _observe(
 ) -> None:
     """The attempt's log line (`task.complete` / `task.error`) and metrics (per task type, per provider)."""
     line = {
+        "buildId": build_id,
         "taskId": task.id,
         "taskType": task.type.value,
         "attempt": attempt,
@@ -404,6 +408,7 @@ def _context(
     logger.debug(
         "task.context",
         extra={
+            "buildId": build_id,
             "taskId": task.id,
             "attempt": attempt,
             "prompt": fingerprint(task.input.prompt or task.description),
@@ -485,7 +490,7 @@ def _settle_failure(
         svc.events.record(msg.buildId, event, data, also=[svc.tasks.tx_update(msg.buildId, task.id, update)])
     except StateConflict:
         return
-    _observe(svc, task, msg.attempt, "task.timeout" if timed_out else "task.failed", duration, this, total, error)
+    _observe(svc, msg.buildId, task, msg.attempt, "task.timeout" if timed_out else "task.failed", duration, this, total, error)
     _follow_failure(svc, msg.model_copy(update={"spent": total}), will_retry)
 
 

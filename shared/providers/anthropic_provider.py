@@ -88,7 +88,7 @@ class AnthropicProvider(VendorProvider):
                         counter.model = getattr(message, "model", None) or counter.model
                         _add_usage(counter, message.usage)
                     elif kind == "message_delta":
-                        _add_usage(counter, event.usage)
+                        _add_usage(counter, event.usage, final=True)
             except AttemptFailed:
                 raise
             except Exception as exc:
@@ -120,7 +120,7 @@ class AnthropicProvider(VendorProvider):
         raise exc
 
 
-def _add_usage(counter: UsageCounter, usage: Any) -> None:
+def _add_usage(counter: UsageCounter, usage: Any, *, final: bool = False) -> None:
     """message_start carries the input and cache counts; message_delta the cumulative output count
     (and, in newer API versions, cumulative input/cache counts too, which then replace the start's)."""
     if usage is None:
@@ -130,4 +130,5 @@ def _add_usage(counter: UsageCounter, usage: Any) -> None:
         output=getattr(usage, "output_tokens", None),
         cache_read=getattr(usage, "cache_read_input_tokens", None),
         cache_write=getattr(usage, "cache_creation_input_tokens", None),
+        final=final,
     )

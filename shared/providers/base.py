@@ -78,6 +78,7 @@ class Spend:
         self._sent_chars = 0
         self._received_chars = 0
         self._requests = 0
+        self._ended = False
 
     def report(self, usage: Usage) -> None:
         """The call's usage so far as the vendor reports it (cumulative: replaces the last report)."""
@@ -94,16 +95,22 @@ class Spend:
         with self._lock:
             self._received_chars += chars
 
+    def ended(self) -> None:
+        """The reply ended normally: its usage report is final."""
+        with self._lock:
+            self._ended = True
+
     def usage(self) -> Usage:
-        """What to bill: the report (its output raised to what was received, for a reply cut short
-        before its final count), else an estimate from characters; nothing if no request got through."""
+        """What to bill: the report (for a reply cut short before its final count, its output
+        raised to what was received), else an estimate from characters; nothing if no request got
+        through."""
         from shared.providers.pricing import cost_usd
 
         with self._lock:
             received = -(-self._received_chars // CHARS_PER_TOKEN)
             if self._reported is not None:
                 usage = self._reported.model_copy()
-                if usage.completionTokens < received:
+                if not self._ended and usage.completionTokens < received:
                     usage.completionTokens, usage.estimated = received, True
                     extra = cost_usd(self.model, 0, received - self._reported.completionTokens)
                     usage.costUsd = None if usage.costUsd is None or extra is None else usage.costUsd + extra

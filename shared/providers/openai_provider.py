@@ -3,7 +3,8 @@
 Why no SDK: the wire format is small and stable, httpx is already in the Lambda bundle, and "any
 OpenAI-compatible server" (vLLM, Ollama, gateways) is better served by speaking the protocol than by
 one vendor's client. Usage comes from the final chunk when the server honours
-`stream_options.include_usage`; servers that send none give zero tokens and an unknown cost.
+`stream_options.include_usage`; for servers that send none, tokens are estimated from the text sent
+and received (the usage is marked `estimated`).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def _chunk_text(data: str, counter: UsageCounter) -> str:
         details = usage.get("prompt_tokens_details") or {}
         cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
         counter.set_attempt(input=max(0, prompt - cached), output=int(usage.get("completion_tokens") or 0),
-                            cache_read=cached, cache_write=0)
+                            cache_read=cached, cache_write=0, final=True)
     parts: list[str] = []
     for choice in chunk.get("choices") or []:
         delta = choice.get("delta") if isinstance(choice, dict) else None

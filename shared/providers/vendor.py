@@ -59,8 +59,9 @@ class UsageCounter:
         self._base = (self.input, self.output, self.cache_read, self.cache_write)
 
     def set_attempt(self, *, input: int | None = None, output: int | None = None,
-                    cache_read: int | None = None, cache_write: int | None = None) -> None:
-        """This attempt's cumulative counts as the vendor reports them (None: not reported)."""
+                    cache_read: int | None = None, cache_write: int | None = None, final: bool = False) -> None:
+        """This attempt's cumulative counts as the vendor reports them (None: not reported);
+        `final`: the vendor's closing count, not a running one."""
         self.reported = True
         b_in, b_out, b_read, b_write = self._base
         if input is not None:
@@ -74,6 +75,8 @@ class UsageCounter:
         if self.spend is not None:
             self.spend.model = self.model
             self.spend.report(self.usage())
+            if final:
+                self.spend.ended()
 
     def usage(self) -> Usage:
         cost = (cost_usd(self.model, self.input, self.output, self.cache_read, self.cache_write)
