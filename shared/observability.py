@@ -49,8 +49,9 @@ _MASKS: list[tuple[re.Pattern[str], str]] = [
     ),
     (re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"), "[email]"),
 ]
-# 13 to 19 digits, optionally in groups separated by a space or a dash; masked when Luhn-valid.
-_CARD = re.compile(r"(?<![\d.])\d(?:[ \-]?\d){12,18}(?![\d.])")
+# Runs of 13 or more digits, optionally in groups separated by a space or a dash; masked when some
+# 13 to 19 of them in a row pass the Luhn check (as every card number does).
+_CARD = re.compile(r"(?<!\d)\d(?:[ \-]?\d){12,}(?!\d)")
 # Keys whose value is a secret whatever it looks like.
 _SECRET_KEYS = re.compile(r"(?i)(password|passwd|secret|api[_-]?key|apikey|authorization|token|credential)")
 MAX_LOGGED_TEXT = 500  # longer strings are logged as their length and hash
@@ -70,7 +71,10 @@ def _luhn(digits: str) -> bool:
 
 def _card(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group(0))
-    return "[card]" if _luhn(digits) else match.group(0)
+    for size in range(13, min(19, len(digits)) + 1):
+        if any(_luhn(digits[i : i + size]) for i in range(len(digits) - size + 1)):
+            return "[card]"
+    return match.group(0)
 
 
 def redact(text: str) -> str:
