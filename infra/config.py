@@ -36,6 +36,7 @@ APP_SETTING_VARS: tuple[str, ...] = (
     c.TASK_RETRY_BASE_SECONDS,
     c.BUILD_TIMEOUT_SECONDS,
     c.TASK_CACHE_TTL_SECONDS,
+    c.RECORD_TTL_DAYS,
     c.WEBHOOK_URL,
     c.WEBHOOK_ALLOWED_HOSTS,
     c.WEBHOOK_MAX_ATTEMPTS,
@@ -55,7 +56,6 @@ _DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "taskMaxConcurrency": 20,
     "webhookMaxConcurrency": 5,
     "logRetentionDays": 30,
-    "filesExpireDays": 30,
     "apiCloudWatchRole": True,
 }
 
@@ -114,8 +114,12 @@ class StackConfig:
     task_max_concurrency: int
     webhook_max_concurrency: int
     log_retention_days: int
-    files_expire_days: int
     api_cloudwatch_role: bool
+
+    @property
+    def record_ttl_days(self) -> int:
+        """RECORD_TTL_DAYS: builds, tasks, events, cache entries and files expire together."""
+        return self.settings.record_ttl_days
 
     @property
     def task_function_timeout_seconds(self) -> int:
@@ -172,7 +176,6 @@ class StackConfig:
             task_max_concurrency=int(num("taskMaxConcurrency", 2, True)),
             webhook_max_concurrency=int(num("webhookMaxConcurrency", 2, True)),
             log_retention_days=int(num("logRetentionDays", 1, True)),
-            files_expire_days=int(num("filesExpireDays", 1, True)),
             api_cloudwatch_role=_as_bool("apiCloudWatchRole", values["apiCloudWatchRole"]),
         )
 

@@ -27,7 +27,7 @@ class StepwiseStack(Stack):
         self.config = config
         retention = log_retention(config.log_retention_days)
 
-        self.storage = Storage(self, "Storage", files_expire_days=config.files_expire_days)
+        self.storage = Storage(self, "Storage", record_ttl_days=config.record_ttl_days)
         self.secrets = Secrets(self, "Secrets")
         # Function timeouts decide the queues' visibility timeouts, so they are known first.
         specs = function_specs(config)

@@ -17,6 +17,8 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from shared.constants import TTL_ATTRIBUTE
+
 S = dynamodb.AttributeType.STRING
 N = dynamodb.AttributeType.NUMBER
 
@@ -27,22 +29,29 @@ GENERATED_FILES = "files"  # builds/{buildId}/files/{path}: files the tasks wrot
 
 
 class Storage(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, files_expire_days: int) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, record_ttl_days: int) -> None:
         super().__init__(scope, construct_id)
 
-        self.builds = self._table("Builds", partition=("buildId", S))
+        # Retention (RECORD_TTL_DAYS): each build, task, event and cache entry carries its expiry in
+        # TTL_ATTRIBUTE, and files expire by the bucket's lifecycle after the same number of days, so
+        # a build never lists files that are gone.
+        self.builds = self._table("Builds", partition=("buildId", S), ttl=TTL_ATTRIBUTE)
         self.builds.add_global_secondary_index(
             index_name=BUILDS_BY_OWNER_INDEX,
             partition_key=dynamodb.Attribute(name="ownerId", type=S),
             sort_key=dynamodb.Attribute(name="createdAt", type=N),
             projection_type=dynamodb.ProjectionType.ALL,
         )
-        self.tasks = self._table("Tasks", partition=("buildId", S), sort=("taskId", S))
+        self.tasks = self._table("Tasks", partition=("buildId", S), sort=("taskId", S), ttl=TTL_ATTRIBUTE)
         # The event log is also the outbox: its stream (new images) feeds the webhook queue.
         self.events = self._table(
-            "Events", partition=("buildId", S), sort=("seq", N), stream=dynamodb.StreamViewType.NEW_IMAGE
+            "Events",
+            partition=("buildId", S),
+            sort=("seq", N),
+            stream=dynamodb.StreamViewType.NEW_IMAGE,
+            ttl=TTL_ATTRIBUTE,
         )
-        self.cache = self._table("Cache", partition=("cacheKey", S), ttl="expiresAt")
+        self.cache = self._table("Cache", partition=("cacheKey", S), ttl=TTL_ATTRIBUTE)
         # Powertools idempotency layout: partition key `id`, TTL attribute `expiration`.
         self.idempotency = self._table("Idempotency", partition=("id", S), ttl="expiration")
 
@@ -71,12 +80,12 @@ class Storage(Construct):
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="files/",
             # Generated files are reproducible by re-running the build, so no versioning; they
-            # expire after the retention the operator chose.
+            # expire with the build's records (RECORD_TTL_DAYS).
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-build-files",
                     prefix=FILES_PREFIX,
-                    expiration=Duration.days(files_expire_days),
+                    expiration=Duration.days(record_ttl_days),
                 ),
                 s3.LifecycleRule(id="abort-multipart", abort_incomplete_multipart_upload_after=Duration.days(1)),
             ],

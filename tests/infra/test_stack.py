@@ -76,7 +76,8 @@ def test_table_schema_billing_pitr_encryption(synth: Synthesized, name: str) -> 
 def test_table_ttl_stream_and_index(synth: Synthesized) -> None:
     storage = synth.stack.storage
     props = {n: synth.resources[ids(synth, t)]["Properties"] for n, t in storage.tables.items()}
-    assert props["cache"]["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
+    for name in ("builds", "tasks", "events", "cache"):  # RECORD_TTL_DAYS: they expire together
+        assert props[name]["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}, name
     assert props["idempotency"]["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
     assert props["events"]["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
     assert all("StreamSpecification" not in p for n, p in props.items() if n != "events")
@@ -101,7 +102,12 @@ def test_files_bucket_is_private_encrypted_tls_only_and_expires(synth: Synthesiz
     }
     rules = {r.get("Id"): r for r in bucket["LifecycleConfiguration"]["Rules"]}
     assert rules["expire-build-files"]["Prefix"] == "builds/"
+    # Files expire with the records that list them: the functions' RECORD_TTL_DAYS.
     assert rules["expire-build-files"]["ExpirationInDays"] == 30
+    for fn in synth.of_type("AWS::Lambda::Function").values():
+        variables = fn["Properties"].get("Environment", {}).get("Variables", {})
+        if "BUILDS_TABLE" in variables:
+            assert variables["RECORD_TTL_DAYS"] == "30"
     assert rules["abort-multipart"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
     assert refs(bucket["LoggingConfiguration"]) == {ids(synth, synth.stack.storage.access_logs)}
     for bid in (bucket_id, ids(synth, synth.stack.storage.access_logs)):

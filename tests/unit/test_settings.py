@@ -31,6 +31,7 @@ CONTRACT_VARIABLES = [
     "WEBHOOK_BACKOFF_BASE_SECONDS",
     "WEBHOOK_BACKOFF_MAX_SECONDS",
     "STEPWISE_LOCAL_TOKENS",
+    "RECORD_TTL_DAYS",
 ]
 
 
@@ -134,3 +135,23 @@ def test_settings_are_read_once_until_reset(env):
     assert get_settings() is first and first.task_max_attempts == 4
     reset_settings()
     assert get_settings().task_max_attempts == 6
+
+
+def test_missing_credentials_names_the_variable_the_chosen_provider_needs():
+    from shared.settings import Settings, missing_credentials
+
+    assert missing_credentials(Settings(AI_PROVIDER="mock")) is None
+    assert "ANTHROPIC_API_KEY" in (missing_credentials(Settings(AI_PROVIDER="anthropic")) or "")
+    assert "OPENAI_API_KEY" in (missing_credentials(Settings(AI_PROVIDER="openai", OPENAI_API_KEY="  ")) or "")
+    assert missing_credentials(Settings(AI_PROVIDER="anthropic", ANTHROPIC_API_KEY="sk-ant-x")) is None
+    # On AWS the key comes from the provider secret, read when the provider is first used.
+    assert missing_credentials(Settings(AI_PROVIDER="openai", PROVIDER_SECRET_ARN="arn:aws:secretsmanager:x")) is None
+
+
+def test_record_ttl_days_defaults_to_30_and_is_validated(env):
+    from shared.settings import ConfigurationError, load_settings
+
+    assert load_settings().record_ttl_seconds == 30 * 86_400
+    env.setenv("RECORD_TTL_DAYS", "0")
+    with pytest.raises(ConfigurationError, match="RECORD_TTL_DAYS"):
+        load_settings()
