@@ -90,7 +90,8 @@ class BuildView:
         elif t == "plan_warning":
             self._say(f"[yellow]⚠ {d['message']}[/]")
         elif t == "plan_blocked":
-            self._say(f"[red]Plan blocked by circular dependencies:[/] {'; '.join(d['cycles'])}")
+            self._say(f"[red]{d.get('message') or 'Plan blocked by circular dependencies.'}[/]")
+            self._say(f"  cycles: {'; '.join(d['cycles'])}")
         elif t == "plan_generated":
             rec = f", recovery: {d['recovery']}" if d.get("recovery") else ""
             self._say(
