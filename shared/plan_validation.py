@@ -222,4 +222,8 @@ def validate_edited(tasks: list[Task]) -> list[Task]:
     cycles = dag.find_cycles({t.id: t.dependencies for t in tasks})
     if cycles:
         raise ValueError("tasks: the edited plan still has cycles: " + "; ".join(dag.describe_cycle(c) for c in cycles))
-    return tasks
+    # As in a planned plan: tasks writing one path run one after another, so each sees the last one's file.
+    serialized = dag.serialize_shared_targets(
+        [t.id for t in tasks], {t.id: t.dependencies for t in tasks}, {t.id: t.input.targetPath for t in tasks}
+    )
+    return apply_deps(tasks, serialized)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import random
 import threading
 import time
@@ -405,17 +406,18 @@ def _context(
     if target and target not in from_deps:
         with contextlib.suppress(NotFound):  # no task wrote it: the upload (if any) is its current content
             files[target] = svc.files.get_text(build_id, target)
-    logger.debug(
-        "task.context",
-        extra={
-            "buildId": build_id,
-            "taskId": task.id,
-            "attempt": attempt,
-            "prompt": fingerprint(task.input.prompt or task.description),
-            "context": fingerprint(task.input.context),
-            "files": [{"path": p, **fingerprint(c)} for p, c in sorted(files.items())],
-        },
-    )
+    if logger.log_level <= logging.DEBUG:  # hashing every file costs a little: only when it is logged
+        logger.debug(
+            "task.context",
+            extra={
+                "buildId": build_id,
+                "taskId": task.id,
+                "attempt": attempt,
+                "prompt": fingerprint(task.input.prompt or task.description),
+                "context": fingerprint(task.input.context),
+                "files": [{"path": p, **fingerprint(c)} for p, c in sorted(files.items())],
+            },
+        )
     return TaskContext(
         build_id=build_id,
         task_id=task.id,

@@ -151,3 +151,15 @@ def test_every_pair_of_writers_of_one_target_is_ordered():
     for i, u in enumerate(ids):
         for v in ids[i + 1 :]:
             assert nx.has_path(g, u, v) or nx.has_path(g, v, u), (u, v)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.dictionaries(st.sampled_from("abcdef"), st.lists(st.sampled_from("abcdef"), max_size=3), min_size=1))
+def test_cycle_components_hold_exactly_the_tasks_on_some_cycle(deps):
+    deps = {t: [d for d in ds if d in deps] for t, ds in deps.items()}
+    groups, edges = dag.cycle_components(deps)
+    on_cycles = {t for cycle in nx.simple_cycles(dag.graph(deps)) for t in cycle if len(cycle) > 1}
+    assert {t for g in groups for t in g} == on_cycles
+    members = {t: i for i, g in enumerate(groups) for t in g}
+    for dependency, dependent in edges:
+        assert dependency in deps[dependent] and members[dependency] == members[dependent]

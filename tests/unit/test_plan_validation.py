@@ -329,3 +329,16 @@ def test_any_plan_ends_failed_blocked_or_acyclic_with_known_references(items, he
         for i, a in enumerate(same):
             for b in same[i + 1 :]:
                 assert nx.has_path(graph, a, b) or nx.has_path(graph, b, a)
+
+
+def test_an_edited_plan_runs_writers_of_one_path_one_after_another():
+    edited = [Task.model_validate(task(t, type="modify_file", target="src/app.txt")) for t in ("e1", "e2")]
+    assert [t.dependencies for t in validate_edited(edited)] == [[], ["e1"]]
+
+
+def test_rung_d_reports_the_tasks_and_edges_caught_in_cycles():
+    tasks = [task("a", "b"), task("b", "a"), task("c", "a"), task("d", "e"), task("e", "d")]
+    plan = validate_plan(tasks, None, allow_linear=False, approval_required=True)
+    assert plan.blocked
+    assert plan.cycle_tasks == [["a", "b"], ["d", "e"]]
+    assert plan.cycle_edges == [["b", "a"], ["a", "b"], ["e", "d"], ["d", "e"]]  # [dependency, dependent]
