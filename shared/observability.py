@@ -156,7 +156,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def count(name: str, value: float = 1, unit: MetricUnit = MetricUnit.Count) -> None:
-    """Record a metric without dimensions; never lets metrics break the pipeline."""
+    """Record a metric without dimensions; never lets metrics break the pipeline. Nothing is kept
+    while metrics are off (locally): Powertools would hold them, and print a full set on its own."""
+    from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
+    if is_metrics_disabled():
+        return
     try:
         metrics.add_metric(name=name, unit=unit, value=value)
     except Exception:  # pragma: no cover - metrics are best effort

@@ -23,8 +23,11 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     script.write_text("{}")
     env = {"TASK_RETRY_BASE_SECONDS": "0", "ALLOW_LINEAR_FALLBACK": "false", "STEPWISE_MOCK_SCRIPT": str(script)}
     with LocalRuntime(env=env) as rt:
+        from shared.observability import metrics
+
         saved = os.environ.get("POWERTOOLS_METRICS_DISABLED")
         os.environ["POWERTOOLS_METRICS_DISABLED"] = "false"  # the runtime turns EMF off; these tests read it
+        metrics.clear_metrics()
         try:
             yield Engine(rt, script)
         finally:
