@@ -38,6 +38,8 @@ PLAN = [
     task("deps", type="install_deps", target="package.json", name="Add deps"),
     task("flaky", target="flaky.txt", name="Flaky"),
 ]
+BROKEN = {"id": "extra", "type": "a kind of file", "name": "Extra", "input": {"targetPath": "extra.txt"}}
+HEALED = task("extra", target="extra.txt", name="Extra")
 
 
 def sse(text: str) -> bytes:
@@ -72,8 +74,10 @@ class FakeAnthropic:
         system, user = body["system"][0]["text"], body["messages"][0]["content"]
         with self._lock:
             self.requests.append(body)
-            if system.startswith("You are the planner"):
-                return Response(sse(json.dumps({"tasks": PLAN})), content_type="text/event-stream")
+            if system.startswith("You are the planner"):  # one task written wrong: healed by a second call
+                return Response(sse(json.dumps({"tasks": [*PLAN, BROKEN]})), content_type="text/event-stream")
+            if system.startswith("You repair JSON"):
+                return Response(sse(json.dumps(HEALED)), content_type="text/event-stream")
             name = re.search(r"^Task: (.+?) \(", user, re.M).group(1)  # type: ignore[union-attr]
             self.calls[name] += 1
             attempt = self.calls[name]
@@ -167,7 +171,7 @@ def test_an_install_deps_task_is_given_the_uploaded_package_json(built) -> None:
 
 def test_every_task_is_given_every_uploaded_file(built) -> None:
     handler, *_ = built
-    for name in ("First edit", "Notes", "Second edit", "Add deps", "Flaky"):
+    for name in ("First edit", "Notes", "Second edit", "Add deps", "Flaky", "Extra"):
         shown = shown_files(handler.task_requests(name)[-1])
         assert {"src/app.txt", "package.json"} <= set(shown), name
     # and its dependencies' outputs
@@ -183,12 +187,12 @@ def test_every_billed_call_is_counted_failed_attempts_and_the_plan_included(buil
     failed = [e for e in events if e["type"] == "task_failed" and e["data"]["taskId"] == "flaky"]
     assert [e["data"]["willRetry"] for e in failed] == [True, True]
 
-    calls = len(handler.requests)  # the plan, one call per task, and the flaky task's two extra
-    assert calls == 1 + len(PLAN) + 2
+    calls = len(handler.requests)  # the plan and its heal, one call per task, and the flaky task's two extra
+    assert calls == 2 + len(PLAN) + 1 + 2
     view = rt.invoke_api("GET", f"/builds/{build_id}", user=USER)[1]
     metrics = events[-1]["data"]["metrics"]
     for m in (view["metrics"], metrics):
-        assert m["planCostUsd"] == pytest.approx(CALL_COST)
+        assert m["planCostUsd"] == pytest.approx(2 * CALL_COST)  # the plan and the heal call
         assert m["costUsd"] == pytest.approx(calls * CALL_COST)
         assert m["promptTokens"] == calls * INPUT_TOKENS
         assert m["completionTokens"] == calls * OUTPUT_TOKENS
