@@ -2,7 +2,9 @@
 
 A real HTTP server on 127.0.0.1 plays Anthropic: it speaks the Messages API's SSE wire format, is
 reached by the real anthropic SDK through ANTHROPIC_BASE_URL, and records every request. A build runs
-through the whole local runtime against it, so the test reads exactly what the model was sent.
+through the whole local runtime against it, so the test reads exactly what the model was sent, and
+checks the build's cost against every call the server answered: the plan, a heal, replies with no
+usable file, and a reply abandoned at the task's time limit.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -37,12 +40,20 @@ PLAN = [
     task("edit2", "notes", type="modify_file", target="src/app.txt", name="Second edit"),
     task("deps", type="install_deps", target="package.json", name="Add deps"),
     task("flaky", target="flaky.txt", name="Flaky"),
+    task("slow", target="slow.txt", name="Slow"),
 ]
+TASK_TIMEOUT_S = 4  # roomy: only the stalled reply may exceed it, even on a loaded machine
+SLOW_START = "Working on it: this reply will take longer than the task may."
 BROKEN = {"id": "extra", "type": "a kind of file", "name": "Extra", "input": {"targetPath": "extra.txt"}}
 HEALED = task("extra", target="extra.txt", name="Extra")
 
 
 def sse(text: str) -> bytes:
+    return b"".join(sse_parts(text))
+
+
+def sse_parts(text: str) -> list[bytes]:
+    """The reply's SSE events, one encoded block each."""
     events: list[dict[str, Any]] = [
         {"type": "message_start", "message": {
             "id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": MODEL,
@@ -57,7 +68,16 @@ def sse(text: str) -> bytes:
          "usage": {"output_tokens": OUTPUT_TOKENS}},
         {"type": "message_stop"},
     ]
-    return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
+    return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events]
+
+
+def stalled(text: str) -> Iterator[bytes]:
+    """A reply that starts (usage reported, some text streamed) and then stalls past the task's time
+    limit: the call is abandoned while the vendor is still answering — and billed."""
+    parts = sse_parts(text)
+    yield from parts[:3]  # message_start, content_block_start, the first delta
+    time.sleep(TASK_TIMEOUT_S + 2)
+    yield from parts[3:]
 
 
 class FakeAnthropic:
@@ -82,6 +102,8 @@ class FakeAnthropic:
             self.calls[name] += 1
             attempt = self.calls[name]
         target = re.search(r"^Target file: (.+)$", user, re.M).group(1)  # type: ignore[union-attr]
+        if name == "Slow" and attempt == 1:
+            return Response(stalled(SLOW_START), content_type="text/event-stream")
         if name == "Flaky" and attempt <= 2:
             return Response(sse("Sure! I would write the file like this, but in prose."),
                             content_type="text/event-stream")
@@ -102,7 +124,7 @@ def shown_files(user: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[tuple[FakeAnthropic, str]]:
-    server = HTTPServer(host="127.0.0.1", port=0)
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
     server.start()
     handler = FakeAnthropic()
     server.expect_request("/v1/messages", method="POST").respond_with_handler(handler)
@@ -123,6 +145,7 @@ def built(fake: tuple[FakeAnthropic, str]) -> Iterator[tuple[FakeAnthropic, Loca
         "ANTHROPIC_MODEL": "claude-sonnet-4-5",
         "TASK_RETRY_BASE_SECONDS": "0",
         "TASK_MAX_ATTEMPTS": "3",
+        "TASK_TIMEOUT_SECONDS": str(TASK_TIMEOUT_S),
     }
     with LocalRuntime(env=env) as rt:
         files = [{"path": "src/app.txt", "content": APP}, {"path": "package.json", "content": PACKAGE}]
@@ -171,7 +194,7 @@ def test_an_install_deps_task_is_given_the_uploaded_package_json(built) -> None:
 
 def test_every_task_is_given_every_uploaded_file(built) -> None:
     handler, *_ = built
-    for name in ("First edit", "Notes", "Second edit", "Add deps", "Flaky", "Extra"):
+    for name in ("First edit", "Notes", "Second edit", "Add deps", "Flaky", "Extra", "Slow"):
         shown = shown_files(handler.task_requests(name)[-1])
         assert {"src/app.txt", "package.json"} <= set(shown), name
     # and its dependencies' outputs
@@ -187,12 +210,22 @@ def test_every_billed_call_is_counted_failed_attempts_and_the_plan_included(buil
     failed = [e for e in events if e["type"] == "task_failed" and e["data"]["taskId"] == "flaky"]
     assert [e["data"]["willRetry"] for e in failed] == [True, True]
 
-    calls = len(handler.requests)  # the plan and its heal, one call per task, and the flaky task's two extra
-    assert calls == 2 + len(PLAN) + 1 + 2
+    # The abandoned call: its input as reported, its output estimated from what had arrived.
+    [timeout] = [e for e in events if e["type"] == "task_timeout" and e["data"]["taskId"] == "slow"]
+    assert timeout["data"]["willRetry"]
+    partial = SLOW_START[:40]  # the first delta
+    abandoned = (INPUT_TOKENS * 3.0 + -(-len(partial) // 4) * 15.0) / 1_000_000
+    slow = next(e for e in events if e["type"] == "task_completed" and e["data"]["taskId"] == "slow")
+    assert slow["data"]["usage"]["costUsd"] == pytest.approx(abandoned + CALL_COST)
+    from shared.logic.services import services
+
+    assert services().tasks.get(build_id, "slow")["usage"]["estimated"] is True  # and marked as such
+
+    calls = len(handler.requests)  # the plan and its heal, one call per task, 2 + 1 more attempts
+    assert calls == 2 + len(PLAN) + 1 + 3
     view = rt.invoke_api("GET", f"/builds/{build_id}", user=USER)[1]
     metrics = events[-1]["data"]["metrics"]
     for m in (view["metrics"], metrics):
         assert m["planCostUsd"] == pytest.approx(2 * CALL_COST)  # the plan and the heal call
-        assert m["costUsd"] == pytest.approx(calls * CALL_COST)
+        assert m["costUsd"] == pytest.approx((calls - 1) * CALL_COST + abandoned)
         assert m["promptTokens"] == calls * INPUT_TOKENS
-        assert m["completionTokens"] == calls * OUTPUT_TOKENS
