@@ -129,11 +129,14 @@ class LocalRuntime:
         reset_settings()
         reset_services()
         settings = get_settings()  # fail fast, naming a bad variable, before anything runs
-        missing = missing_credentials(settings)
-        if missing:
+        try:
+            missing = missing_credentials(settings)
+            if missing:
+                raise ConfigurationError(missing)
+            _apply_log_level()
+        except ConfigurationError:
             self.stop()
-            raise ConfigurationError(missing)
-        _apply_log_level()
+            raise
         self._create_resources(settings.webhook_secret, settings.task_timeout_seconds)
         reset_settings()
         reset_services()
