@@ -109,7 +109,7 @@ def build(
         build_id = created["buildId"]
         if webhook:
             err.print(f"[dim]webhooks signed with secret {runtime.webhook_secret}[/]")
-        view = BuildView(human, build_id, prompt, show=not json_out)
+        view = BuildView(human, build_id, prompt, show=not json_out, plan_loader=lambda: _plan(runtime, user, build_id))
         try:
             status = _follow(runtime, user, build_id, view, json_out=json_out, auto_approve=auto_approve, err=err)
         except KeyboardInterrupt:
@@ -153,6 +153,12 @@ def _follow(
             if not batch:
                 view.tick()
                 time.sleep(0.02)
+
+
+def _plan(runtime: Any, user: str, build_id: str) -> list[dict[str, Any]]:
+    """The whole plan's tasks, for a `plan_generated` that carries only a prefix (`truncated`)."""
+    code, build = runtime.invoke_api("GET", f"/builds/{build_id}", user=user)
+    return list(((build or {}).get("plan") or {}).get("tasks") or []) if code == 200 else []
 
 
 def _approve(runtime: Any, user: str, build_id: str, auto: bool, view: Any, err: Console) -> None:

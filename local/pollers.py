@@ -24,6 +24,22 @@ from shared.observability import logger
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
+MAX_MESSAGE_BYTES = 256 * 1024  # an SQS message, and an EventBridge Pipes event
+
+
+def batches(bodies: list[str]) -> list[list[str]]:
+    """SendMessageBatch groups: at most 10 messages and MAX_MESSAGE_BYTES in all, in order."""
+    out: list[list[str]] = []
+    size = 0
+    for body in bodies:
+        n = len(body.encode())
+        if not out or len(out[-1]) == 10 or size + n > MAX_MESSAGE_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(body)
+        size += n
+    return out
+
 
 def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
     attrs = dict(message.get("Attributes") or {})
@@ -203,14 +219,11 @@ class StreamRelay:
                             self.on_records(records)
                         except Exception:
                             logger.exception("local stream listener failed")
-                    inserts = [r for r in records if outbox_wants(r)]
-                    for start in range(0, len(inserts), 10):
+                    inserts = [json.dumps(r, default=str) for r in records if outbox_wants(r)]
+                    for batch in batches(inserts):
                         sqs.send_message_batch(
                             QueueUrl=self.queue_url,
-                            Entries=[
-                                {"Id": str(i), "MessageBody": json.dumps(r, default=str)}
-                                for i, r in enumerate(inserts[start : start + 10])
-                            ],
+                            Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(batch)],
                         )
                     self.relayed += len(inserts)
                 if read:

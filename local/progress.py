@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,20 @@ _ICONS = {
 
 
 class BuildView:
-    def __init__(self, console: Console, build_id: str, prompt: str, *, show: bool = True) -> None:
+    """`plan_loader` returns the whole plan's tasks (`GET /builds/{id}`): a big plan's `plan_generated`
+    carries only a prefix of them (`truncated: true`)."""
+
+    def __init__(
+        self,
+        console: Console,
+        build_id: str,
+        prompt: str,
+        *,
+        show: bool = True,
+        plan_loader: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
         self.console = console
+        self.plan_loader = plan_loader
         self.show = show
         self.build_id = build_id
         self.progress = Progress(
@@ -98,7 +110,10 @@ class BuildView:
                 f"[bold]Plan:[/] {d['taskCount']} tasks, estimated {d['estimatedDuration']:.0f}s "
                 f"on the critical path{rec}"
             )
-            for task in d["tasks"]:
+            tasks = d["tasks"]
+            if d.get("truncated") and self.plan_loader is not None:
+                tasks = self.plan_loader()
+            for task in tasks:
                 self._row(task["id"], task["name"])
         elif t == "plan_approval_required":
             self._say("[yellow]The plan needs approval.[/]")

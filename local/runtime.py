@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from local.context import LocalContext
-from local.pollers import Handler, SqsPoller, StreamRelay
+from local.pollers import MAX_MESSAGE_BYTES, Handler, SqsPoller, StreamRelay
 from shared import constants as c
 from shared.dal.aws import client, reset_clients
 from shared.logic.services import reset_services
@@ -323,7 +323,7 @@ class LocalRuntime:
 
     def _queue(self, name: str, attrs: dict[str, str], *, dlq: str | None = None, max_receive: int = 3) -> None:
         sqs = client("sqs")
-        attributes = dict(attrs)
+        attributes = {"MaximumMessageSize": str(MAX_MESSAGE_BYTES), **attrs}  # the outbox's Pipes limit: oversize fails here
         if dlq:
             attributes["RedrivePolicy"] = json.dumps(
                 {"deadLetterTargetArn": self.resources.queue_arns[dlq], "maxReceiveCount": max_receive}

@@ -37,6 +37,7 @@ TTL_ATTRIBUTE: Final = "expiresAt"
 
 # --- extensions beyond CONTRACT §7 (documented in the README) ----------------------------------
 TASK_RETRY_BASE_SECONDS: Final = "TASK_RETRY_BASE_SECONDS"  # task retry backoff base (default 1)
+MAX_PLAN_TASKS: Final = "MAX_PLAN_TASKS"  # tasks a plan may have (default and ceiling 1,000)
 
 # --- wiring: where the resources are (set by CDK on AWS, by local/ on the laptop) -------------
 BUILDS_TABLE: Final = "BUILDS_TABLE"

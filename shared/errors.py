@@ -52,8 +52,16 @@ class PlanningFailed(StepwiseError):
     pass
 
 
+class PlanTooLarge(StepwiseError):
+    """The plan has more tasks than MAX_PLAN_TASKS allows."""
+
+
 class CircularDependencies(StepwiseError):
     pass
+
+
+class EventTooLarge(StepwiseError):
+    """An event whose JSON would exceed the size every event is bounded by: refused, never written."""
 
 
 class ApprovalRejected(StepwiseError):

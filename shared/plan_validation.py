@@ -1,5 +1,7 @@
 """From what the LLM wrote to a plan that can run: validate, heal, repair, and break cycles.
 
+Fields longer than their limit are shortened (one warning lists the tasks): a cut description is
+better than a dropped task, and an over-long id is shortened with every reference to it.
 Malformed tasks are healed once through the provider's `heal_json` transform, else dropped with a
 warning; duplicate ids are renamed; unknown and self dependencies dropped; tasks writing the same
 targetPath serialized. Cycles go down the recovery ladder of CONTRACT §5:
@@ -18,7 +20,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared import dag
-from shared.models.plan import Recovery, Task, Usage
+from shared.models.plan import (
+    MAX_PLAN_TASKS,
+    MAX_TASK_DESCRIPTION_LENGTH,
+    MAX_TASK_ID_LENGTH,
+    MAX_TASK_NAME_LENGTH,
+    MAX_TASK_PROMPT_LENGTH,
+    Recovery,
+    Task,
+    Usage,
+)
 from shared.providers.base import MalformedTask
 from shared.providers.streaming import parse_plan_text
 
@@ -56,12 +67,134 @@ class ValidatedPlan:
     recovery_steps: list[str] = field(default_factory=list)  # metrics: every rung tried
 
 
+def plan_too_large_message(limit: int) -> str:
+    return (
+        f"The plan has more than {limit:,} tasks, the most a build may have (MAX_PLAN_TASKS={limit}). "
+        "Ask for a smaller project, or split it into several builds."
+    )
+
+
+# A cycle is shown with at most this many of its tasks (a cycle through a whole big plan would
+# otherwise make one string of every id), and a plan reports at most this many characters of cycles.
+_CYCLE_SHOWN = 12
+_CYCLES_CHARS = 16_000
+_ELLIPSIS = "…"
+
+
+def describe_cycles(cycles: list[list[str]]) -> list[str]:
+    """Each cycle as "a → b → a", long ones elided in the middle, the whole list bounded."""
+    out: list[str] = []
+    used = 0
+    for c in cycles:
+        nodes = c[:-1]  # the cycle repeats its first task at the end
+        if len(nodes) > _CYCLE_SHOWN:
+            head, tail = nodes[: _CYCLE_SHOWN - 2], nodes[-1:]
+            hidden = len(nodes) - len(head) - len(tail)
+            text = dag.describe_cycle([*head, f"{_ELLIPSIS} ({hidden} more)", *tail, c[0]])
+        else:
+            text = dag.describe_cycle(c)
+        if used + len(text) > _CYCLES_CHARS:
+            break
+        out.append(text)
+        used += len(text)
+    return out
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + _ELLIPSIS
+
+
+class FieldClipper:
+    """Brings each task the LLM wrote within the field limits, as it arrives.
+
+    Ids, names, descriptions, prompts and contexts longer than their limit are cut (an id is cut to
+    a prefix kept unique, and `remap` points every dependency on it to the new id); a dependency list
+    longer than a plan can be loses its repeats, then its tail. The same instance sees the stream in
+    order, so what a `plan_partial` showed is what the plan keeps."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}  # over-long id -> the id it became
+        self._short: set[str] = set()
+        self.clipped: list[str] = []  # ids of the tasks something was cut from
+
+    def clip(self, item: dict[str, Any] | MalformedTask) -> dict[str, Any] | MalformedTask:
+        return self.clip_task(item) if isinstance(item, dict) else item
+
+    def clip_task(self, item: dict[str, Any]) -> dict[str, Any]:
+        out = dict(item)
+        cut = False
+        task_id = out.get("id")
+        if isinstance(task_id, str) and len(task_id) > MAX_TASK_ID_LENGTH:
+            out["id"] = self._shorten(task_id)
+            cut = True
+        for key, limit in (("name", MAX_TASK_NAME_LENGTH), ("description", MAX_TASK_DESCRIPTION_LENGTH)):
+            value = out.get(key)
+            if isinstance(value, str) and len(value) > limit:
+                out[key], cut = _cut(value, limit), True
+        raw_input = out.get("input")
+        if isinstance(raw_input, dict):
+            inp = dict(raw_input)
+            for key in ("prompt", "context"):
+                value = inp.get(key)
+                if isinstance(value, str) and len(value) > MAX_TASK_PROMPT_LENGTH:
+                    inp[key], cut = _cut(value, MAX_TASK_PROMPT_LENGTH), True
+            deps = inp.get("dependencies")
+            if isinstance(deps, list) and len(deps) > MAX_PLAN_TASKS:
+                unique = list(dict.fromkeys(d for d in deps if isinstance(d, str)))
+                inp["dependencies"], cut = unique[:MAX_PLAN_TASKS], True
+            out["input"] = inp
+        if cut:
+            self.clipped.append(str(out.get("id", "?")))
+        return out
+
+    def _shorten(self, task_id: str) -> str:
+        known = self.ids.get(task_id)
+        if known is not None:
+            return known
+        short, n = task_id[:MAX_TASK_ID_LENGTH], 1
+        while short in self._short:
+            n += 1
+            suffix = f"-{n}"
+            short = task_id[: MAX_TASK_ID_LENGTH - len(suffix)] + suffix
+        self.ids[task_id] = short
+        self._short.add(short)
+        return short
+
+    def remap(self, tasks: list[Task]) -> list[Task]:
+        """Point dependencies written with an over-long id to the id it became."""
+        if not self.ids:
+            return tasks
+        return [
+            _with_deps(t, [self.ids.get(d, d) for d in t.dependencies]) if any(d in self.ids for d in t.dependencies)
+            else t
+            for t in tasks
+        ]
+
+    def warning(self) -> Warning_ | None:
+        if not self.clipped:
+            return None
+        shown = ", ".join(self.clipped[:5]) + (f" and {len(self.clipped) - 5} more" if len(self.clipped) > 5 else "")
+        return Warning_(
+            "fields_truncated",
+            f"{len(self.clipped)} task(s) had fields over the limits (ids {MAX_TASK_ID_LENGTH} characters, names "
+            f"{MAX_TASK_NAME_LENGTH}, descriptions {MAX_TASK_DESCRIPTION_LENGTH:,}, prompt and context "
+            f"{MAX_TASK_PROMPT_LENGTH:,} each); they were shortened: {shown}",
+        )
+
+
 def _error_text(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'task'}: {e['msg']}" for e in exc.errors()[:5])
 
 
-def parse_task(item: dict[str, Any] | MalformedTask, heal: Healer | None, warnings: list[Warning_]) -> Task | None:
+def parse_task(
+    item: dict[str, Any] | MalformedTask,
+    heal: Healer | None,
+    warnings: list[Warning_],
+    clipper: FieldClipper | None = None,
+) -> Task | None:
     """Validate one task; heal it once if it is malformed; else drop it with a warning."""
+    clipper = clipper or FieldClipper()
+    item = clipper.clip(item)
     raw_text = item.raw if isinstance(item, MalformedTask) else json.dumps(item)
     if isinstance(item, dict):
         try:
@@ -82,7 +215,7 @@ def parse_task(item: dict[str, Any] | MalformedTask, heal: Healer | None, warnin
                 except ValueError:
                     healed = []
             if healed:
-                return Task.model_validate(healed[0])
+                return Task.model_validate(clipper.clip_task(healed[0]))
         except (ValidationError, ValueError, RuntimeError) as exc:
             error = f"{error}; healing failed: {exc}"[:500]
     warnings.append(Warning_("invalid_task", f"Dropped task {label}: {error}"[:1000]))
@@ -96,9 +229,9 @@ def repair_references(tasks: list[Task], warnings: list[Warning_]) -> list[Task]
     for t in tasks:
         if t.id in seen:
             n = 2
-            while f"{t.id}-{n}" in seen:
+            while _renamed(t.id, n) in seen:
                 n += 1
-            new_id = f"{t.id}-{n}"
+            new_id = _renamed(t.id, n)
             warnings.append(Warning_("duplicate_id", f"Task id {t.id} used twice; the second is now {new_id}"))
             t = t.model_copy(update={"id": new_id})
         seen.add(t.id)
@@ -119,6 +252,11 @@ def repair_references(tasks: list[Task], warnings: list[Warning_]) -> list[Task]
     return fixed
 
 
+def _renamed(task_id: str, n: int) -> str:
+    suffix = f"-{n}"
+    return task_id[: MAX_TASK_ID_LENGTH - len(suffix)] + suffix
+
+
 def _with_deps(task: Task, deps: list[str]) -> Task:
     return task.model_copy(update={"input": task.input.model_copy(update={"dependencies": deps})})
 
@@ -135,7 +273,7 @@ def resolve_cycles(
     cycles = dag.find_cycles(deps)
     if not cycles:
         return plan
-    plan.cycles = [dag.describe_cycle(c) for c in cycles]
+    plan.cycles = describe_cycles(cycles)
     plan.cycle_tasks, plan.cycle_edges = dag.cycle_components(deps)
     priority = {t.id: t.priority for t in tasks}
     order = {t.id: i for i, t in enumerate(tasks)}
@@ -191,10 +329,16 @@ def validate_plan(
     *,
     allow_linear: bool,
     approval_required: bool,
+    clipper: FieldClipper | None = None,
 ) -> ValidatedPlan:
+    """`clipper`: the one that already clipped `items` as they streamed (else a new one does)."""
     warnings: list[Warning_] = []
-    tasks = [t for t in (parse_task(i, heal, warnings) for i in items) if t is not None]
-    tasks = repair_references(tasks, warnings)
+    clipper = clipper or FieldClipper()
+    tasks = [t for t in (parse_task(i, heal, warnings, clipper) for i in items) if t is not None]
+    clipped = clipper.warning()
+    if clipped is not None:
+        warnings.insert(0, clipped)
+    tasks = repair_references(clipper.remap(tasks), warnings)
     plan = ValidatedPlan(tasks=tasks, warnings=warnings)
     plan = resolve_cycles(plan, heal, allow_linear=allow_linear, approval_required=approval_required)
     if not plan.blocked and not plan.failed:
@@ -207,11 +351,18 @@ def validate_plan(
     return plan
 
 
-def validate_edited(tasks: list[Task]) -> list[Task]:
-    """An edited plan from the approval route: ids unique, references known, acyclic — or ValueError."""
+def validate_edited(tasks: list[Task], max_tasks: int | None = None) -> list[Task]:
+    """An edited plan from the approval route: ids unique, references known, acyclic, at most
+    `max_tasks` (default: the MAX_PLAN_TASKS setting) — or ValueError."""
+    if max_tasks is None:
+        from shared.settings import get_settings
+
+        max_tasks = get_settings().max_plan_tasks
     ids = [t.id for t in tasks]
     if not tasks:
         raise ValueError("tasks: the edited plan has no tasks")
+    if len(tasks) > max_tasks:
+        raise ValueError(f"tasks: {len(tasks):,} tasks; a plan may have at most {max_tasks:,} (MAX_PLAN_TASKS)")
     if len(set(ids)) != len(ids):
         raise ValueError("tasks: task ids must be unique")
     known = set(ids)
@@ -221,7 +372,7 @@ def validate_edited(tasks: list[Task]) -> list[Task]:
             raise ValueError(f"tasks: task {t.id} depends on unknown or itself: {', '.join(bad)}")
     cycles = dag.find_cycles({t.id: t.dependencies for t in tasks})
     if cycles:
-        raise ValueError("tasks: the edited plan still has cycles: " + "; ".join(dag.describe_cycle(c) for c in cycles))
+        raise ValueError("tasks: the edited plan still has cycles: " + "; ".join(describe_cycles(cycles)))
     # As in a planned plan: tasks writing one path run one after another, so each sees the last one's file.
     serialized = dag.serialize_shared_targets(
         [t.id for t in tasks], {t.id: t.dependencies for t in tasks}, {t.id: t.input.targetPath for t in tasks}

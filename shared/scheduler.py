@@ -9,6 +9,7 @@ estimatedDuration, then lower `priority`, then plan order) starts first. Applyin
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,9 @@ class DagSpec:
         return cls(tuple(ids), deps, {k: tuple(v) for k, v in children.items()}, key)
 
 
+_FORMAT = 2  # tasks written as indexes into the plan order (1: by id)
+
+
 @dataclass
 class DispatchState:
     done: set[str] = field(default_factory=set)
@@ -56,29 +60,69 @@ class DispatchState:
     def terminal(self) -> set[str]:
         return self.done | self.failed | self.skipped | self.cancelled
 
-    def to_json(self) -> str:
+    def to_json(self, order: Sequence[str]) -> str:
+        """The stored form. Each task is written as its index in the plan's order (`DagSpec.order`),
+        not its id: the state of a plan at MAX_PLAN_TASKS stays a few KB whatever its ids' length,
+        so it fits the build item beside everything else and commits in one conditional write."""
+        index = {t: i for i, t in enumerate(order)}
+
+        def ids(tasks: set[str]) -> list[int]:
+            return sorted(index[t] for t in tasks)
+
+        attempts = [0] * len(order)
+        for t, a in self.attempts.items():
+            attempts[index[t]] = a
+        while attempts and not attempts[-1]:
+            attempts.pop()
         return json.dumps(
             {
-                "done": sorted(self.done),
-                "failed": sorted(self.failed),
-                "skipped": sorted(self.skipped),
-                "cancelled": sorted(self.cancelled),
-                "ready": sorted(self.ready),
-                "running": self.running,
-                "attempts": self.attempts,
+                "v": _FORMAT,
+                "n": len(order),
+                "done": ids(self.done),
+                "failed": ids(self.failed),
+                "skipped": ids(self.skipped),
+                "cancelled": ids(self.cancelled),
+                "ready": ids(self.ready),
+                "running": sorted([index[t], a] for t, a in self.running.items()),
+                "attempts": attempts,
                 "cost": self.cost_usd,
                 "halted": self.halted,
-                "lastSends": self.last_sends,
+                "lastSends": [[index[t], a] for t, a in self.last_sends],
                 "started": self.started,
             },
             separators=(",", ":"),
         )
 
     @classmethod
-    def from_json(cls, raw: str | None) -> DispatchState:
+    def from_json(cls, raw: str | None, order: Sequence[str]) -> DispatchState:
+        """Read what `to_json` wrote for the same plan order (or the older form, keyed by task id)."""
         if not raw:
             return cls()
         d: dict[str, Any] = json.loads(raw)
+        if d.get("v") != _FORMAT:
+            return cls._from_ids(d)
+        if d["n"] != len(order):
+            raise ValueError(f"dispatch state written for a plan of {d['n']} tasks, read with {len(order)}")
+
+        def ids(indexes: list[int]) -> set[str]:
+            return {order[i] for i in indexes}
+
+        return cls(
+            done=ids(d["done"]),
+            failed=ids(d["failed"]),
+            skipped=ids(d["skipped"]),
+            cancelled=ids(d["cancelled"]),
+            ready=ids(d["ready"]),
+            running={order[i]: int(a) for i, a in d["running"]},
+            attempts={order[i]: int(a) for i, a in enumerate(d["attempts"]) if a},
+            cost_usd=float(d.get("cost", 0.0)),
+            halted=d.get("halted"),
+            last_sends=[(order[i], int(a)) for i, a in d.get("lastSends", [])],
+            started=bool(d.get("started")),
+        )
+
+    @classmethod
+    def _from_ids(cls, d: dict[str, Any]) -> DispatchState:
         return cls(
             done=set(d["done"]),
             failed=set(d["failed"]),

@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import constants as c
+from shared.models.plan import MAX_PLAN_TASKS
 
 
 class ConfigurationError(RuntimeError):
@@ -39,6 +40,8 @@ class Settings(BaseSettings):
     build_timeout_seconds: int = Field(900, ge=1, le=86_400, alias=c.BUILD_TIMEOUT_SECONDS)
     task_cache_ttl_seconds: int = Field(3600, ge=0, alias=c.TASK_CACHE_TTL_SECONDS)
     record_ttl_days: int = Field(30, ge=1, le=3650, alias=c.RECORD_TTL_DAYS)
+    # Lower it to keep plans small; it cannot go above the size every record's bound is designed for.
+    max_plan_tasks: int = Field(MAX_PLAN_TASKS, ge=1, le=MAX_PLAN_TASKS, alias=c.MAX_PLAN_TASKS)
 
     webhook_url: str | None = Field(None, alias=c.WEBHOOK_URL)
     webhook_secret: str | None = Field(None, alias=c.WEBHOOK_SECRET, repr=False)

@@ -22,9 +22,9 @@ from pydantic import BaseModel
 from shared.constants import TTL_ATTRIBUTE
 from shared.dal.aws import client, error_code, from_item, to_item
 from shared.dal.table import cancellation_codes
-from shared.errors import StateConflict
+from shared.errors import EventTooLarge, StateConflict
 from shared.ids import new_event_id, now_ms
-from shared.models.events import Event, EventType, event_data
+from shared.models.events import MAX_EVENT_BYTES, Event, EventType, event_data, json_size
 
 _MAX_TRIES = 100
 
@@ -84,6 +84,8 @@ class EventLog:
         when a condition in `also` fails (nothing is written then).
         """
         payloads = [(event_type, event_data(event_type, data)) for event_type, data in entries]
+        for event_type, payload in payloads:
+            check_size(build_id, event_type, payload)
         if notify is None:
             notify = self._notify(build_id) if self._notify else True
         delivery = DELIVERY_PENDING if notify else DELIVERY_NONE
@@ -192,8 +194,23 @@ class EventLog:
             ConsistentRead=True,
         )
         events = [event_from_item(from_item(i)) for i in resp.get("Items") or []]
-        more = bool(resp.get("LastEvaluatedKey")) and len(events) == limit
+        # A page ends early at DynamoDB's 1 MB per query as well as at `limit`: either way, more may follow.
+        more = bool(resp.get("LastEvaluatedKey"))
         return events, (events[-1].seq if more and events else None)
+
+
+def check_size(build_id: str, event_type: EventType, payload: dict[str, Any]) -> None:
+    """Refuse an event whose JSON would exceed MAX_EVENT_BYTES: nothing that big is ever written."""
+    widest = Event(
+        id=new_event_id(), type=event_type, buildId=build_id, seq=10**15, timestamp=10**15, data=payload
+    )
+    size = json_size(widest.model_dump(mode="json"))
+    if size > MAX_EVENT_BYTES:
+        raise EventTooLarge(
+            f"{event_type} event of build {build_id} not recorded: its JSON is {size:,} bytes, over the "
+            f"{MAX_EVENT_BYTES:,}-byte limit of every event",
+            details={"type": str(event_type), "bytes": size, "limit": MAX_EVENT_BYTES},
+        )
 
 
 def event_from_item(item: dict[str, Any]) -> Event:

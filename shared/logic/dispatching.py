@@ -58,10 +58,11 @@ def dag_spec(svc: Services, build: dict[str, Any]) -> scheduler.DagSpec:
 
 
 def loaded(svc: Services, build: dict[str, Any]) -> Loaded:
+    spec = dag_spec(svc, build)
     return Loaded(
         build,
-        dag_spec(svc, build),
-        scheduler.DispatchState.from_json(build.get("dispatch")),
+        spec,
+        scheduler.DispatchState.from_json(build.get("dispatch"), spec.order),
         int(build.get("dispatchVersion", 0)),
     )
 
@@ -98,7 +99,7 @@ def state_update(cur: Loaded) -> Update:
     return (
         Update()
         .set(
-            dispatch=cur.state.to_json(),
+            dispatch=cur.state.to_json(cur.spec.order),
             dispatchVersion=cur.version + 1,
             haltedBy=cur.state.halted,  # None removes it; a task claim checks it is absent
             updatedAt=now_ms(),
@@ -350,8 +351,9 @@ def on_finished(message: dict[str, Any], svc: Services | None = None) -> None:
 def reopenable(svc: Services, build: dict[str, Any], task_id: str) -> list[str]:
     """What a retry of `task_id` would re-open: the task and those of its skipped dependents that can
     run again (one that also waits on another failed task stays skipped). Empty: nothing can run."""
-    state = scheduler.DispatchState.from_json(build.get("dispatch"))
-    return scheduler.retry(dag_spec(svc, build), state, task_id, int(build.get("maxConcurrency", 5)))
+    spec = dag_spec(svc, build)
+    state = scheduler.DispatchState.from_json(build.get("dispatch"), spec.order)
+    return scheduler.retry(spec, state, task_id, int(build.get("maxConcurrency", 5)))
 
 
 def retry_task(build_id: str, task_id: str, svc: Services) -> list[str]:

@@ -18,11 +18,14 @@ from shared.observability import count, logger
 
 _REASONS = {
     "CircularDependencies": FailureReason.circular_dependencies,
+    "PlanTooLarge": FailureReason.plan_too_large,
     "ApprovalRejected": FailureReason.approval_rejected,
     "ApprovalTimeout": FailureReason.approval_timeout,
     "BuildTimedOut": FailureReason.timed_out,
     "BudgetExceeded": FailureReason.budget_exceeded,
 }
+
+_MAX_MESSAGE = 2000  # characters of a failure's message kept (in its event and on the build)
 
 
 def metrics_of(build: dict[str, Any], tasks: list[dict[str, Any]]) -> BuildMetrics:
@@ -87,6 +90,8 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
         reason = _REASONS.get(name) or FailureReason.planning_failed
         status = BuildStatus.timed_out if reason == FailureReason.timed_out else BuildStatus.failed
         message = parse_cause(error)
+        if len(message) > _MAX_MESSAGE:
+            message = message[: _MAX_MESSAGE - 1] + "…"
         data = {"reason": reason.value, "message": message}
         event = EventType.build_failed
         if reason == FailureReason.timed_out:

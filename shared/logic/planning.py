@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from shared import dag
 from shared.dal.table import Update
-from shared.errors import CircularDependencies, PlanningFailed, StateConflict
+from shared.errors import CircularDependencies, PlanningFailed, PlanTooLarge, StateConflict
 from shared.ids import new_plan_id, now_ms
 from shared.logic.dispatching import run_started_at
 from shared.logic.services import Services, services
@@ -21,7 +21,14 @@ from shared.models.build import BuildStatus
 from shared.models.events import EventType, PlanGeneratedData, PlannedTask
 from shared.models.plan import Task, Usage
 from shared.observability import count, fingerprint, logger
-from shared.plan_validation import BLOCKED_MESSAGE, HARD_ERROR_MESSAGE, Healer, validate_plan
+from shared.plan_validation import (
+    BLOCKED_MESSAGE,
+    HARD_ERROR_MESSAGE,
+    FieldClipper,
+    Healer,
+    plan_too_large_message,
+    validate_plan,
+)
 from shared.providers.base import (
     MalformedTask,
     PlanContext,
@@ -43,8 +50,12 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
 
     provider = svc.provider
     plan_id = new_plan_id()
-    context = PlanContext(build_id=build_id, framework=build.get("framework"), files=_input_files(svc, build))
+    limit = svc.settings.max_plan_tasks
+    context = PlanContext(
+        build_id=build_id, framework=build.get("framework"), files=_input_files(svc, build), max_tasks=limit
+    )
     items: list[dict[str, Any] | MalformedTask] = []
+    clipper = FieldClipper()
     shown = 0
     logger.info(
         "plan.start",
@@ -53,7 +64,16 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
     stream: PlanStream | None = None
     try:
         stream = provider.plan_stream(build["prompt"], context)
-        for item in stream:
+        tasks_in = iter(stream)
+        for raw in tasks_in:
+            if len(items) >= limit:  # one task too many: stop reading (and paying for) the stream
+                close = getattr(tasks_in, "close", None)
+                if close is not None:
+                    close()
+                count("plan.too_large")
+                _keep_plan_cost(svc, build_id, stream.usage)  # what was read is billed all the same
+                raise PlanTooLarge(plan_too_large_message(limit))
+            item = clipper.clip(raw)
             items.append(item)
             if isinstance(item, dict):
                 try:
@@ -77,6 +97,7 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
         _healer(svc, build_id, heal_usage),
         allow_linear=svc.settings.allow_linear_fallback,
         approval_required=bool(build.get("requireApproval")),
+        clipper=clipper,
     )
     for extra in heal_usage:
         usage = usage + extra

@@ -642,8 +642,8 @@ def _cache_get(svc: Services, key: str | None) -> TransformResult | None:
 
 def _cache_put(svc: Services, key: str, result: TransformResult) -> None:
     body = [{"path": f.path, "content": f.content} for f in result.files]
-    if len(json.dumps(body)) > 350_000:
-        return  # too big for one item; not worth caching
+    if len(json.dumps(body)) > 96 * 1024:
+        return  # kept well under DynamoDB's item limit: a bigger result is simply not cached
     try:
         client("dynamodb").put_item(
             TableName=svc.settings.cache_table,

@@ -37,6 +37,7 @@ TERMINAL_BUILD_STATUSES = frozenset(
 
 class FailureReason(StrEnum):
     planning_failed = "planning_failed"
+    plan_too_large = "plan_too_large"
     circular_dependencies = "circular_dependencies"
     approval_rejected = "approval_rejected"
     approval_timeout = "approval_timeout"

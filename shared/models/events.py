@@ -1,7 +1,18 @@
-"""Event envelope and the data of each event type (CONTRACT §3)."""
+"""Event envelope and the data of each event type (CONTRACT §3), and the size every event keeps to.
+
+No event's JSON exceeds MAX_EVENT_BYTES, so each fits a DynamoDB item, an SQS message, an
+EventBridge Pipes event and an API Gateway WebSocket message with room to spare. The lists that grow
+with a plan (a plan's tasks, a build's files, cycles and edges) are cut to the prefix that fits
+MAX_DATA_BYTES: the data then says `truncated: true` and how many were left out (`tasksOmitted`,
+`filesOmitted`, ...), and the client reads the whole from the API (`GET /builds/{id}`, `/files`).
+Sizes are measured
+as `json.dumps` writes them by default (ASCII escapes, spaces after separators), the largest of the
+usual encodings, so the bound holds whichever a consumer uses.
+"""
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Any
 
@@ -168,8 +179,59 @@ class Event(BaseModel):
     data: dict[str, Any]
 
 
+MAX_EVENT_BYTES = 96 * 1024  # the event writer refuses anything bigger
+# Lists are cut so that the data stays under this: with its envelope an event is then well under
+# MAX_EVENT_BYTES, and even written as DynamoDB JSON (the outbox's SQS message, where one short
+# string can take three times its JSON size) it stays under SQS's and Pipes' 256 KB.
+MAX_DATA_BYTES = 64 * 1024
+
+# Per event type, the lists in its data that grow with a plan, in the order they are cut, each with
+# the key that then says how many of its items were left out.
+BOUNDED_LISTS: dict[str, tuple[tuple[str, str], ...]] = {
+    EventType.plan_generated: (("tasks", "tasksOmitted"),),
+    EventType.plan_partial: (("latestTasks", "tasksOmitted"),),
+    EventType.build_completed: (("files", "filesOmitted"),),
+    EventType.task_completed: (("files", "filesOmitted"),),
+    EventType.plan_warning: (("cycles", "cyclesOmitted"),),
+    EventType.plan_blocked: (("edges", "edgesOmitted"), ("cycleTasks", "cycleTasksOmitted"), ("cycles", "cyclesOmitted")),
+    "build_resumed": (("taskIds", "taskIdsOmitted"),),
+}
+
+
+def json_size(value: Any) -> int:
+    """Bytes of `value` as JSON, measured the largest usual way (see the module docstring)."""
+    return len(json.dumps(value))
+
+
+def bounded(event_type: str, data: dict[str, Any], budget: int = MAX_DATA_BYTES) -> dict[str, Any]:
+    """`data` itself if its JSON fits `budget`; else a copy whose growing lists are cut to the
+    longest prefix that fits, with `truncated: true` and the count each one left out."""
+    if json_size(data) <= budget:
+        return data
+    out = dict(data)
+    for key, omitted_key in BOUNDED_LISTS.get(event_type, ()):
+        items = out.get(key)
+        if not isinstance(items, list) or not items:
+            continue
+        # The data without the list, with the markers at their largest: what every prefix adds to.
+        base = json_size({**out, key: [], "truncated": True, omitted_key: len(items)})
+        used, keep = base, 0
+        for item in items:
+            used += json_size(item) + (2 if keep else 0)  # ", " between items
+            if used > budget:
+                break
+            keep += 1
+        out[key] = items[:keep]
+        out["truncated"] = True
+        out[omitted_key] = len(items) - keep
+        if json_size(out) <= budget:
+            break
+    return out
+
+
 def event_data(event_type: EventType, data: BaseModel | dict[str, Any]) -> dict[str, Any]:
-    """Validate `data` against its type's model and return the plain dict that is stored and sent."""
+    """Validate `data` against its type's model and return the plain dict that is stored and sent,
+    its growing lists cut to fit the event size bound."""
     model = EVENT_DATA[event_type]
     parsed = data if isinstance(data, model) else model.model_validate(data)
-    return parsed.model_dump(mode="json")
+    return bounded(event_type, parsed.model_dump(mode="json"))

@@ -9,6 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_PATH_LENGTH = 255
 
+# The size of a plan, by design: every record and event that grows with a plan is bounded for a plan
+# this big with fields this long (MAX_PLAN_TASKS may be lowered in the settings, never raised).
+MAX_PLAN_TASKS = 1000
+MAX_TASK_ID_LENGTH = 64
+MAX_TASK_NAME_LENGTH = 200
+MAX_TASK_DESCRIPTION_LENGTH = 2000
+MAX_TASK_PROMPT_LENGTH = 8000  # input.prompt and input.context, each
+
 
 class TaskType(StrEnum):
     create_file = "create_file"
@@ -66,10 +74,10 @@ def safe_relative_path(path: str) -> str:
 class TaskInput(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    prompt: str | None = None
-    context: str | None = None
+    prompt: str | None = Field(default=None, max_length=MAX_TASK_PROMPT_LENGTH)
+    context: str | None = Field(default=None, max_length=MAX_TASK_PROMPT_LENGTH)
     targetPath: str | None = None
-    dependencies: list[str] = Field(default_factory=list)
+    dependencies: list[str] = Field(default_factory=list, max_length=MAX_PLAN_TASKS)
 
     @field_validator("targetPath")
     @classmethod
@@ -87,10 +95,10 @@ class Task(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str = Field(min_length=1, max_length=128)
+    id: str = Field(min_length=1, max_length=MAX_TASK_ID_LENGTH)
     type: TaskType
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=4000)
+    name: str = Field(min_length=1, max_length=MAX_TASK_NAME_LENGTH)
+    description: str = Field(default="", max_length=MAX_TASK_DESCRIPTION_LENGTH)
     estimatedDuration: float = Field(default=10.0, ge=0, le=3600)
     priority: int = Field(default=5, ge=0, le=1000)
     input: TaskInput = Field(default_factory=TaskInput)

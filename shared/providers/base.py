@@ -56,6 +56,7 @@ class PlanContext:
     build_id: str
     framework: str | None = None
     files: dict[str, str] = field(default_factory=dict)  # existing project files: path -> content
+    max_tasks: int | None = None  # the most tasks the plan may have (MAX_PLAN_TASKS)
 
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb, for estimates only

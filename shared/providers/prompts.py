@@ -16,7 +16,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from shared.models.plan import MAX_PATH_LENGTH, TaskType, UnsafePathError, safe_relative_path
+from shared.models.plan import (
+    MAX_PATH_LENGTH,
+    MAX_TASK_DESCRIPTION_LENGTH,
+    MAX_TASK_ID_LENGTH,
+    MAX_TASK_PROMPT_LENGTH,
+    TaskType,
+    UnsafePathError,
+    safe_relative_path,
+)
 from shared.providers.base import GeneratedFile, PlanContext, TaskContext, TransformKind
 
 MAX_CONTEXT_FILE_CHARS = 24_000  # per file shown to the model
@@ -95,15 +103,16 @@ Reply with exactly one JSON object and nothing else: no prose, no Markdown fence
 Its shape:
 {{"tasks": [
   {{
-    "id": "short-kebab-case-id, unique in the plan",
+    "id": "short-kebab-case-id, unique in the plan, at most {MAX_TASK_ID_LENGTH} characters",
     "type": one of {_TASK_TYPES},
     "name": "imperative title, at most 80 characters",
-    "description": "one or two sentences: what this task produces and why",
+    "description": "one or two sentences: what this task produces and why (at most {MAX_TASK_DESCRIPTION_LENGTH:,} characters)",
     "estimatedDuration": seconds as a number (typically 10-60),
     "priority": integer 0-1000, lower runs first among tasks that are ready at the same time,
     "input": {{
       "prompt": "precise instructions for the executing model: contents, exports, behaviour",
       "context": "facts the executor needs that it cannot see otherwise (names, props, routes)",
+      (prompt and context: at most {MAX_TASK_PROMPT_LENGTH:,} characters each)
       "targetPath": "relative/posix/path.ext inside the project",
       "dependencies": ["ids of tasks whose output this task needs"]
     }}
@@ -111,7 +120,8 @@ Its shape:
 ]}}
 
 Rules:
-- 3 to 12 tasks. Each task writes or changes one file (or one small group of config files).
+- 3 to 12 tasks, never more than the request's stated maximum. Each task writes or changes one
+  file (or one small group of config files).
 - List tasks in dependency order: every id in "dependencies" names a task listed earlier.
 - Dependencies must be real: a task depends on another only if it imports, configures or edits
   that task's output. Independent tasks must not depend on each other, so they can run in parallel.
@@ -201,6 +211,11 @@ def plan_prompt(prompt: str, context: PlanContext) -> Prompt:
         listing = "\n".join(f"- {path} ({len(text)} chars)" for path, text in sorted(context.files.items()))
         parts.append(f"Existing project files:\n{listing}")
         parts.append(_files_block(context.files, None))
+    if context.max_tasks is not None:
+        parts.append(
+            f"Maximum: {context.max_tasks:,} tasks. A plan with more is refused and the build fails, "
+            "so plan at a coarser grain if the request is that big."
+        )
     parts.append('Reply with the {"tasks": [...]} JSON object now.')
     user = "\n\n".join(p for p in parts if p)
     return Prompt(system=PLAN_SYSTEM_PROMPT, user=user, max_tokens=PLAN_MAX_TOKENS)

@@ -262,3 +262,35 @@ def test_record_many_names_which_condition_failed_and_writes_nothing(events_tabl
     assert caught.value.details == {"failed": [1]}
     assert _all(log, "bld_which") == [] and _status("bld_which") == "a"
     assert log.record("bld_which", EventType.task_started, _started(3)).seq == 1  # no seq was taken
+
+
+def _big_plan_generated(n: int) -> dict:
+    tasks = [{"id": f"t{i}", "name": "N", "type": "create_file", "description": "d" * 2000, "dependsOn": []}
+             for i in range(n)]
+    return {"planId": "p", "taskCount": n, "estimatedDuration": 1.0, "recovery": None, "tasks": tasks}
+
+
+def test_a_page_cut_short_by_dynamodbs_megabyte_still_says_more_follow(events_table):
+    log = EventLog(events_table)
+    for _ in range(20):  # each near 64 KB: 20 of them pass the 1 MB a query returns at most
+        log.record("bld_mb", EventType.plan_generated, _big_plan_generated(100))
+    first, nxt = log.read("bld_mb", after=0, limit=100)
+    assert 0 < len(first) < 20 and nxt == first[-1].seq
+    rest, end = log.read("bld_mb", after=nxt, limit=100)
+    assert end is None
+    _assert_gap_free(first + rest, 20)
+
+
+def test_an_event_over_the_size_bound_is_refused_and_nothing_is_written(events_table):
+    from shared.errors import EventTooLarge
+    from shared.models.events import MAX_EVENT_BYTES
+
+    log = EventLog(events_table)
+    with pytest.raises(EventTooLarge, match=f"over the {MAX_EVENT_BYTES:,}-byte limit"):
+        log.record("bld_huge", EventType.build_failed, {"reason": "planning_failed", "message": "x" * MAX_EVENT_BYTES})
+    assert log.last_seq("bld_huge") == 0
+    # a big plan is cut to fit instead: recorded, marked, and read back as written
+    event = log.record("bld_huge", EventType.plan_generated, _big_plan_generated(1000))
+    assert event.seq == 1 and event.data["truncated"] is True
+    assert event.data["tasksOmitted"] == 1000 - len(event.data["tasks"])
+    assert log.read("bld_huge")[0] == [event]

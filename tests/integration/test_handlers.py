@@ -421,6 +421,34 @@ class TestWorkers:
         assert again["taskCount"] == 4
         assert len(_events(build_id)) == 5
 
+    def test_a_plan_over_max_plan_tasks_stops_reading_and_ends_plan_too_large(self, quiet, monkeypatch):
+        import json
+
+        from shared.errors import PlanTooLarge
+        from shared.logic.finalizing import finalize
+        from shared.logic.services import reset_services
+        from shared.settings import reset_settings
+
+        monkeypatch.setenv("MAX_PLAN_TASKS", "3")  # the script's plan has 4 tasks
+        reset_settings()
+        reset_services()
+        try:
+            build_id = new_build(status="planning")
+            with pytest.raises(PlanTooLarge) as caught:
+                _handler("plan")({"action": "plan", "buildId": build_id}, lambda_context("plan"))
+            assert _types(build_id) == ["plan_partial"] * 3  # the 4th task was never shown
+            assert services().tasks.list(build_id) == [] and "planId" not in services().builds.get(build_id)
+            cause = json.dumps({"errorType": "PlanTooLarge", "errorMessage": str(caught.value)})
+            assert finalize({"buildId": build_id, "error": {"Error": "PlanTooLarge", "Cause": cause}})["status"] == "failed"
+        finally:
+            monkeypatch.delenv("MAX_PLAN_TASKS")
+            reset_settings()
+            reset_services()
+        end = _events(build_id)[-1]
+        assert end.type.value == "build_failed" and end.data["reason"] == "plan_too_large"
+        assert "more than 3 tasks" in end.data["message"] and "MAX_PLAN_TASKS=3" in end.data["message"]
+        assert services().builds.get(build_id)["failureReason"] == "plan_too_large"
+
     # --- dispatch --------------------------------------------------------------------------------
     def _finished_record(
         self, quiet, build_id: str, task_id: str, outcome: str = "completed", attempt: int = 1
@@ -674,7 +702,8 @@ class TestWorkers:
 
         build_id, _ = self._retry_scenario(quiet)
         assert self._queued(quiet) == []  # "joined" cannot run: "broken" is still failed
-        state = scheduler.DispatchState.from_json(services().builds.get(build_id)["dispatch"])
+        order = [t["taskId"] for t in services().tasks.list(build_id)]
+        state = scheduler.DispatchState.from_json(services().builds.get(build_id)["dispatch"], order)
         assert not state.running and not state.ready
         assert state.done == {"fails-twice", "solo"} and state.failed == {"broken"}
         assert state.skipped == {"joined"}  # nothing left open: the Execute step can finish

@@ -94,7 +94,7 @@ def test_a_dependent_starts_in_the_commit_that_completes_its_last_parent(quiet: 
     # only the build's last task goes through the dispatcher, which ends the execution
     assert [m["taskId"] for m in _finished(quiet)] == ["c"]
     state = json.loads(services().builds.get(build_id)["dispatch"])
-    assert state["done"] == ["a", "b"] and state["running"] == {"c": 1}
+    assert state["done"] == [0, 1] and state["running"] == [[2, 1]]  # tasks by their index in the plan
 
 
 def test_a_fan_out_starts_in_the_completing_commit_and_runs_side_by_side(quiet: QuietRuntime) -> None:

@@ -342,3 +342,46 @@ def test_rung_d_reports_the_tasks_and_edges_caught_in_cycles():
     assert plan.blocked
     assert plan.cycle_tasks == [["a", "b"], ["d", "e"]]
     assert plan.cycle_edges == [["b", "a"], ["a", "b"], ["e", "d"], ["d", "e"]]  # [dependency, dependent]
+
+
+# --- field limits -------------------------------------------------------------------------------------
+def test_over_long_fields_from_the_llm_are_cut_with_one_warning_not_dropped():
+    long_a, long_b = "a" * 70, "a" * 64 + "-other"  # one 64-character prefix for two ids
+    items = [
+        task(long_a, name="N" * 300, description="d" * 5000),
+        task(long_b, long_a),
+        task("c", long_a, long_b, input={"prompt": "p" * 9000, "context": "c" * 9000, "dependencies": [long_b]}),
+    ]
+    plan = _validate(items)
+    ids = [t.id for t in plan.tasks]
+    assert len(ids) == 3 and len(set(ids)) == 3 and all(len(i) <= 64 for i in ids)
+    a, b, c = plan.tasks
+    assert a.id == "a" * 64 and b.id.startswith("a" * 60) and b.dependencies == [a.id]
+    assert c.dependencies == [b.id]  # a reference written with the long id follows it
+    assert len(a.name) == 200 and len(a.description) == 2000 and a.description.endswith("…")
+    assert len(c.input.prompt or "") == 8000 and len(c.input.context or "") == 8000
+    [warning] = plan.warnings
+    assert warning.warning == "fields_truncated" and warning.message.startswith("3 task(s)")
+
+
+def test_a_renamed_duplicate_id_stays_within_the_id_limit():
+    plan = _validate([task("x" * 64), task("x" * 64)])
+    assert [len(t.id) for t in plan.tasks] == [64, 64] and plan.tasks[1].id.endswith("-2")
+
+
+def test_an_edited_plan_over_the_limit_or_with_an_over_long_field_is_refused():
+    with pytest.raises(ValueError, match=r"at most 2 .*MAX_PLAN_TASKS"):
+        validate_edited([Task.model_validate(task(i)) for i in "abc"], max_tasks=2)
+    with pytest.raises(ValueError, match="at most 2000 characters"):
+        Task.model_validate(task("a", description="d" * 2001))
+    with pytest.raises(ValueError, match="at most 64 characters"):
+        Task.model_validate(task("a" * 65))
+
+
+def test_a_cycle_through_a_whole_big_plan_is_described_in_a_bounded_line():
+    n = 1000
+    items = [task(f"t{i:03d}-".ljust(64, "x"), f"t{(i - 1) % n:03d}-".ljust(64, "x"), priority=5) for i in range(n)]
+    plan = _validate(items, allow_linear=False, approval_required=True)  # a tie: rung A declines, D blocks
+    assert plan.blocked
+    [cycle] = plan.cycles
+    assert "… (989 more)" in cycle and len(cycle) < 1000

@@ -93,7 +93,7 @@ class Sim:
 
     # a step = decide, check, persist through JSON (as the dispatcher does)
     def _persist(self) -> None:
-        restored = scheduler.DispatchState.from_json(self.state.to_json())
+        restored = scheduler.DispatchState.from_json(self.state.to_json(self.spec.order), self.spec.order)
         assert restored == self.state
         self.state = restored
 
@@ -127,13 +127,13 @@ class Sim:
     def redeliver(self, index: int) -> scheduler.Decision:
         """An old "finished" comes again: nothing may change; at most the last sends are repeated."""
         task_id, ok = self.delivered[index]
-        before = self.state.to_json()
+        before = self.state.to_json(self.spec.order)
         if ok:
             d = scheduler.task_succeeded(self.spec, self.state, task_id, self.mc)
         else:
             d = scheduler.task_failed(self.spec, self.state, task_id, self.mc)
         assert d.duplicate
-        assert self.state.to_json() == before
+        assert self.state.to_json(self.spec.order) == before
         assert set(d.sends) <= self.all_sends, "a duplicate started something new"
         assert not d.skipped
         assert d.all_terminal == self._everything_terminal()
@@ -341,19 +341,19 @@ def test_duplicate_finished_repeats_the_last_sends_and_changes_nothing():
     spec, state = _spec(task("a"), task("b", "a"), task("c", "a"))
     scheduler.start(spec, state, 5)
     first = scheduler.task_succeeded(spec, state, "a", 5)
-    snapshot = state.to_json()
+    snapshot = state.to_json(spec.order)
     again = scheduler.task_succeeded(spec, state, "a", 5)
     assert again.duplicate and sorted(again.sends) == sorted(first.sends)
-    assert state.to_json() == snapshot
+    assert state.to_json(spec.order) == snapshot
 
 
 def test_unknown_task_is_ignored():
     spec, state = _spec(task("a"))
     scheduler.start(spec, state, 1)
-    snapshot = state.to_json()
+    snapshot = state.to_json(spec.order)
     assert scheduler.task_succeeded(spec, state, "ghost", 1).duplicate
     assert scheduler.task_failed(spec, state, "ghost", 1).duplicate
-    assert state.to_json() == snapshot
+    assert state.to_json(spec.order) == snapshot
 
 
 def test_failure_names_the_failed_dependency_for_every_skipped_task():
@@ -379,9 +379,57 @@ def test_dispatch_state_json_round_trip():
         last_sends=[("e", 2)],
         started=True,
     )
-    assert scheduler.DispatchState.from_json(state.to_json()) == state
-    assert scheduler.DispatchState.from_json(None) == scheduler.DispatchState()
-    assert scheduler.DispatchState.from_json("") == scheduler.DispatchState()
+    order = ["a", "b", "c", "x", "d", "e"]
+    assert scheduler.DispatchState.from_json(state.to_json(order), order) == state
+    assert scheduler.DispatchState.from_json(None, order) == scheduler.DispatchState()
+    assert scheduler.DispatchState.from_json("", order) == scheduler.DispatchState()
+
+
+def test_dispatch_state_written_by_id_is_still_read():
+    # the stored form before tasks were written as indexes: builds in flight across an upgrade
+    old = ('{"done":["a"],"failed":[],"skipped":[],"cancelled":[],"ready":["b"],"running":{"c":2},'
+           '"attempts":{"a":1,"c":2},"cost":0.5,"halted":null,"lastSends":[["c",2]],"started":true}')
+    state = scheduler.DispatchState.from_json(old, ["a", "b", "c"])
+    assert state.done == {"a"} and state.ready == {"b"} and state.running == {"c": 2}
+    assert state.attempts == {"a": 1, "c": 2} and state.last_sends == [("c", 2)] and state.started
+
+
+def test_dispatch_state_read_with_another_plan_is_refused():
+    state = scheduler.DispatchState(done={"a"}, started=True)
+    with pytest.raises(ValueError, match="plan of 2 tasks"):
+        scheduler.DispatchState.from_json(state.to_json(["a", "b"]), ["a", "b", "c"])
+
+
+def test_dispatch_state_of_a_plan_at_the_limit_stays_small_whatever_its_ids():
+    """MAX_PLAN_TASKS tasks with 64-character ids, each in the largest state it can hold at once:
+    all done but for a full window running (attempt 10), every attempt counted."""
+    from shared.models.plan import MAX_PLAN_TASKS, MAX_TASK_ID_LENGTH
+
+    order = [f"{i:04d}-".ljust(MAX_TASK_ID_LENGTH, "x") for i in range(MAX_PLAN_TASKS)]
+    assert {len(t) for t in order} == {MAX_TASK_ID_LENGTH}
+    state = scheduler.DispatchState(
+        done=set(order[20:]),
+        running={t: 10 for t in order[:20]},
+        attempts={t: 10 for t in order},
+        last_sends=[(t, 10) for t in order[:20]],
+        cost_usd=123.456789,
+        started=True,
+    )
+    raw = state.to_json(order)
+    assert len(raw.encode()) < 10 * 1024  # by id it would be ~140 KB
+    assert scheduler.DispatchState.from_json(raw, order) == state
+
+
+@SETTINGS
+@given(plans(max_tasks=30), st.randoms(use_true_random=False))
+def test_dispatch_state_round_trips_any_state_of_a_run(plan: tuple[list[Task], int], rnd) -> None:
+    tasks, mc = plan
+    spec, state = scheduler.DagSpec.from_tasks(tasks), scheduler.DispatchState()
+    scheduler.start(spec, state, mc)
+    while state.running:
+        t = rnd.choice(sorted(state.running))
+        (scheduler.task_succeeded if rnd.random() < 0.8 else scheduler.task_failed)(spec, state, t, mc)
+        assert scheduler.DispatchState.from_json(state.to_json(spec.order), spec.order) == state
 
 
 def test_retry_of_a_failed_task_sends_its_next_attempt_and_reopens_skipped_children():
