@@ -105,7 +105,7 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
         svc.events.record(
             build_id,
             EventType.plan_warning,
-            {"planId": plan_id, "warning": w.warning, "message": w.message, "cycles": w.cycles},
+            {"planId": plan_id, "warning": w.warning, "message": w.message[:2000], "cycles": w.cycles},
         )
     if plan.cycles:
         count("plan.cycles_detected")

@@ -1,6 +1,6 @@
 """A plan at MAX_PLAN_TASKS, every field at its limit, through the real local runtime: it completes,
-nothing it writes comes near a service's size limit, a webhook receiver gets every event, and one
-task more ends the build `plan_too_large` (never a storage error).
+nothing it writes comes near a service's size limit, a webhook receiver and a WebSocket client get
+every event, and one task more ends the build `plan_too_large` (never a storage error).
 
 The limit-size build runs 1,000 zero-latency mock tasks (maxConcurrency 20); it takes about a minute
 on 2 cores, so it carries the `slow` marker (CI runs it; `-m "not slow"` skips it while developing).
@@ -31,6 +31,36 @@ MAX_MESSAGE_BYTES = 256 * 1024  # an SQS message and an EventBridge Pipes event
 TERMINAL = ("build_completed", "build_failed", "build_cancelled")
 
 
+class LiveClient(threading.Thread):
+    """A page watching the build over `/ws` from its first event: keeps every event by seq and the
+    largest frame."""
+
+    def __init__(self, url: str, build_id: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.build_id = url, build_id
+        self.events: dict[int, dict[str, Any]] = {}
+        self.largest_frame = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from websockets.sync.client import connect
+
+        try:
+            with connect(self.url, open_timeout=30) as ws:
+                ws.send(json.dumps({"action": "subscribe", "buildId": self.build_id, "after": 0}))
+                while True:
+                    raw = ws.recv(timeout=600)
+                    self.largest_frame = max(self.largest_frame, len(raw.encode() if isinstance(raw, str) else raw))
+                    frame = json.loads(raw)
+                    assert frame["type"] not in ("error", "subscription_stopped"), frame
+                    if "seq" in frame:
+                        self.events[frame["seq"]] = frame
+                        if frame["type"] in TERMINAL:
+                            return
+        except BaseException as exc:
+            self.error = exc
+
+
 class Receiver:
     """Keeps every event delivered, by seq."""
 
@@ -43,6 +73,25 @@ class Receiver:
         with self.lock:
             self.events[event["seq"]] = event
         return Response(status=204)
+
+
+@pytest.fixture(scope="module")
+def live_url() -> Iterator[str]:
+    """`stepwise serve`'s HTTP and WebSocket app on uvicorn in this process (the runtime's own
+    stream relay feeds it), so the test sees every call the build makes."""
+    import uvicorn
+
+    from local.server import app
+    from tests.e2e.conftest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=30, what="uvicorn")
+    yield f"ws://127.0.0.1:{port}/ws?token=dev-token"
+    server.should_exit = True
+    thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +147,8 @@ def _ended(rt: LocalRuntime, build_id: str, timeout: float) -> dict[str, Any]:
     return dict(view)
 
 
-def test_a_plan_at_the_limit_completes_within_every_size_bound(runtime, httpserver) -> None:
+@pytest.mark.slow
+def test_a_plan_at_the_limit_completes_within_every_size_bound(runtime, live_url, httpserver) -> None:
     rt, script = runtime
     receiver = Receiver()
     httpserver.expect_request("/hook", method="POST").respond_with_handler(receiver)
@@ -112,10 +162,13 @@ def test_a_plan_at_the_limit_completes_within_every_size_bound(runtime, httpserv
         )
         assert code == 202, created
         build_id = created["buildId"]
+        page = LiveClient(live_url, build_id)
+        page.start()
         view = _ended(rt, build_id, timeout=600)
         events = _events(rt, build_id)
         # every event reaches the webhook receiver, exactly as recorded
         wait_for(lambda: len(receiver.events) >= len(events), timeout=600, interval=0.5, what="every delivery")
+        page.join(120)
     finally:
         probe.detach()
     probe.measure_updates()
@@ -125,6 +178,8 @@ def test_a_plan_at_the_limit_completes_within_every_size_bound(runtime, httpserv
     assert [t["id"] for t in view["plan"]["tasks"]] == [t["id"] for t in tasks]  # the whole plan, from the API
     assert events[-1]["type"] == "build_completed"
     assert receiver.events == {e["seq"]: e for e in events}
+    assert page.error is None and page.events == {e["seq"]: e for e in events}
+    assert page.largest_frame <= 128 * 1024  # API Gateway WebSocket's message limit
 
     # no event over the bound; the two that grow with the plan carry a prefix and say what they left out
     sizes = {e["seq"]: len(json.dumps(e)) for e in events}
