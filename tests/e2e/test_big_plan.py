@@ -2,8 +2,9 @@
 nothing it writes comes near a service's size limit, a webhook receiver and a WebSocket client get
 every event, and one task more ends the build `plan_too_large` (never a storage error).
 
-The limit-size build runs 1,000 zero-latency mock tasks (maxConcurrency 20); it takes about a minute
-on 2 cores, so it carries the `slow` marker (CI runs it; `-m "not slow"` skips it while developing).
+The limit-size build runs 1,000 zero-latency mock tasks (maxConcurrency 20) and delivers its ~3,000
+events to a webhook and a WebSocket: minutes of CPU in one process (mostly the webhook deliveries on
+moto), so it carries the `slow` marker (CI runs it; `-m "not slow"` skips it while developing).
 """
 
 from __future__ import annotations
