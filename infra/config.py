@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared import constants as c
+from shared import limits
 from shared.settings import Settings
 
 # Application settings a deployment may set. Secrets (API keys, the webhook secret) live in Secrets
@@ -124,7 +125,7 @@ class StackConfig:
     @property
     def task_function_timeout_seconds(self) -> int:
         """The task handler enforces TASK_TIMEOUT_SECONDS itself; the margin lets it record the timeout."""
-        return min(900, math.ceil(self.settings.task_timeout_seconds) + 60)
+        return limits.function_timeout_s("task", self.settings.task_timeout_seconds)
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> StackConfig:

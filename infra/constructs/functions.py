@@ -32,6 +32,7 @@ from infra.constructs.storage import (
 from infra.nag import acknowledge
 from infra.packaging import dependency_layer_code, function_code, runtime_requirements
 from shared import constants as c
+from shared import limits
 
 # Powertools service name shared by every function, so metric alarms can name one dimension set.
 SERVICE_NAME = c.METRICS_NAMESPACE.lower()
@@ -58,14 +59,20 @@ class FunctionSpec:
 
 def function_specs(config: StackConfig) -> dict[str, FunctionSpec]:
     """Memory and timeout per function (keys are exactly `shared.constants.FUNCTION_HANDLERS`)."""
+    descriptions = {
+        "api": "HTTP API behind API Gateway (CONTRACT section 2)",
+        "plan": "Streams, validates and stores the build plan",
+        "dispatch": "Runs the task DAG: seeds, advances, finalizes",
+        # its memory bounds the tasks one invocation runs side by side (shared.limits.concurrent_tasks)
+        "task": "Runs one task and writes its files",
+        "webhook": "Signs and delivers webhook events",
+    }
+    tt = config.settings.task_timeout_seconds
     return {
-        "api": FunctionSpec(512, Duration.seconds(29), "HTTP API behind API Gateway (CONTRACT section 2)"),
-        "plan": FunctionSpec(1024, Duration.minutes(5), "Streams, validates and stores the build plan"),
-        "dispatch": FunctionSpec(512, Duration.seconds(60), "Runs the task DAG: seeds, advances, finalizes"),
-        "task": FunctionSpec(
-            1024, Duration.seconds(config.task_function_timeout_seconds), "Runs one task and writes its files"
-        ),
-        "webhook": FunctionSpec(256, Duration.seconds(60), "Signs and delivers webhook events"),
+        name: FunctionSpec(
+            limits.FUNCTION_MEMORY_MB[name], Duration.seconds(limits.function_timeout_s(name, tt)), description
+        )
+        for name, description in descriptions.items()
     }
 
 
