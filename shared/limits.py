@@ -53,12 +53,10 @@ def task_lease_s(task_timeout_s: float) -> int:
 
 
 # An attempt is never run longer than TASK_TIMEOUT_SECONDS; one started longer ago than this and not
-# settled has no live worker (the margin covers the commit that settles it).
-STALE_MARGIN_S = 30
-
-
+# settled has no live worker (the margin, half a timeout and at least 5 s, covers the commit that
+# settles it): 90 s with the default 60 s.
 def stale_after_s(task_timeout_s: float) -> float:
-    return task_timeout_s + STALE_MARGIN_S
+    return task_timeout_s + max(5.0, task_timeout_s / 2)
 
 
 def crash_recovery_bound_s(task_timeout_s: float) -> float:
