@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
-import os
 import random
 import threading
 import uuid
@@ -257,8 +256,6 @@ class Driver:
         return outcome.get("result"), outcome.get("error")
 
     def deliver(self, m: Message, run: Run) -> None:
-        if os.environ.get("HARNESS_DEBUG"):
-            print("deliver", self.clock, m.queue, m.body.get("taskId"), m.body.get("kind"), m.receives)
         m.receives += 1
         run.deliveries += 1
         limit = limits.TASKS_DLQ_MAX_RECEIVES if m.queue == "tasks" else limits.TASK_FINISHED_DLQ_MAX_RECEIVES
@@ -336,7 +333,7 @@ class Driver:
         return None
 
     def _finalize(self, build_id: str, error: dict[str, Any] | None, run: Run) -> None:
-        names, max_attempts = _retried("Finalize")
+        _, max_attempts = _retried("Finalize")
         state: dict[str, Any] = {"buildId": build_id}
         if error:
             state["error"] = error
@@ -354,7 +351,7 @@ class Driver:
         self.inbox = []
         drain_queue(client("sqs"), self.quiet.resources.queues["tasks"])
         drain_queue(client("sqs"), self.quiet.resources.queues["task-finished.fifo"])
-        token, token_no = self._execute(build_id, run, 1)
+        token, _ = self._execute(build_id, run, 1)
         tokens = {token} if token else set()
         answered: tuple[str, dict[str, Any]] | None = None
         for _ in range(max_steps):
@@ -391,8 +388,6 @@ class Driver:
         return run
 
     def advance(self, seconds: float) -> None:
-        if os.environ.get("HARNESS_DEBUG"):
-            print("advance", self.clock, seconds, [(m.queue, m.body.get("taskId"), m.visible_at) for m in self.inbox])
         self.clock += max(0.0, seconds)
         _Clock.offset_s = self.clock
 
