@@ -18,10 +18,11 @@ last parent. Anything unusual — a race it keeps
 losing, a halt, the budget or the time limit, the build's last task — is left to the dispatcher:
 the completion commits alone and a message goes to the task-finished queue, as before.
 
-Nothing is lost if the consumer dies: the finished task's queue message stays in flight until the
-invocation returns, and its redelivery finds the task completed with `released` recorded, re-sends
-what nobody claimed, and treats the dependents it was running like tasks whose worker died
-(`task_runner._replay`). Temporal's eager activity dispatch is the same idea.
+Nothing is lost if the consumer dies: the finished task's queue message stays in flight (a renewed
+lease) until the invocation returns, and its redelivery, within one lease of a crash, finds the task
+completed with `released` recorded, re-sends what nobody claimed, and once the dependents it was
+running are surely dead runs those same attempts again itself, or settles them if the build was
+halted (`task_runner._replay`). Temporal's eager activity dispatch is the same idea.
 """
 
 from __future__ import annotations
