@@ -63,7 +63,12 @@ def crash_recovery_bound_s(task_timeout_s: float) -> float:
     """The longest a dead consumer's attempts wait before another consumer runs them: its message
     reappears within one lease; if the attempt may still be running then, it comes back when the
     attempt is surely dead."""
-    return max(float(task_lease_s(task_timeout_s)), stale_after_s(task_timeout_s))
+    return max(float(task_lease_s(task_timeout_s)), stale_after_s(task_timeout_s)) + COME_BACK_SLACK_S
+
+
+# A message sent away to come back later is made invisible in whole seconds, rounded up, plus one
+# for the clocks of two hosts (`task_runner.ComeBackLater`).
+COME_BACK_SLACK_S = 2
 
 
 # --- memory ----------------------------------------------------------------------------------------

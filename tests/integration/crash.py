@@ -204,6 +204,7 @@ class Run:
     timed_out: bool = False
     final: dict[str, Any] | None = None
     expiries: int = 0
+    cancelled: bool = False  # a cancel through the API was accepted (202)
 
 
 class Driver:
@@ -343,8 +344,21 @@ class Driver:
                 run.final = result
                 return
 
-    def run_build(self, build_id: str, *, order: list[str] | None = None, max_steps: int = 600) -> Run:
-        """Run the build to its end. `order`: task ids whose messages are delivered first, in turn."""
+    def cancel(self, build_id: str, run: Run) -> None:
+        """A user cancels the build through the API (which may crash part way too)."""
+        from local.apigw import proxy_event
+
+        owner = services().builds.require(build_id)["ownerId"]
+        result, error = self._invoke("api", proxy_event("POST", f"/builds/{build_id}/cancel", user=owner), None)
+        run.cancelled = run.cancelled or (error is None and int((result or {}).get("statusCode", 0)) == 202)
+        if not run.cancelled:  # crashed or failed part way: did its commit land?
+            run.cancelled = services().builds.require(build_id)["status"] == "cancelled"
+
+    def run_build(
+        self, build_id: str, *, order: list[str] | None = None, cancel_at: int | None = None, max_steps: int = 600
+    ) -> Run:
+        """Run the build to its end. `order`: task ids whose messages are delivered first, in turn;
+        `cancel_at`: the delivery before which a user cancels the build."""
         order = list(order or [])
         run = Run(build_id)
         self._expiries = 0
@@ -357,6 +371,10 @@ class Driver:
         for _ in range(max_steps):
             self._collect()
             answered = answered or self._answer(tokens)
+            if cancel_at is not None and run.deliveries >= cancel_at and not run.cancelled:
+                cancel_at = None
+                self.cancel(build_id, run)
+                continue
             if not self.inbox:
                 break
             visible = [m for m in self.inbox if m.visible_at <= self.clock]
@@ -375,6 +393,8 @@ class Driver:
         run.expiries = self._expiries
         self._collect()
         answered = answered or self._answer(tokens)
+        if run.cancelled:  # the cancel stopped the execution: no Finalize
+            return run
         if run.execute_error:
             self._finalize(build_id, {"Error": run.execute_error, "Cause": "injected"}, run)
         elif answered is None:  # nothing will answer: the state's timeout fires

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from local import invocations
@@ -52,7 +52,8 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[QuietRun
     flaky = {"fail_attempts": 1}
     costly = {"usage": {"costUsd": 1.0}}
     tasks = {**dict.fromkeys(FLAKY, flaky), "x": costly, "flaky": flaky}
-    script.write_text(json.dumps({"default_task": {"delay_ms": 0}, "tasks": tasks}))
+    every = {"delay_ms": 0, "usage": {"costUsd": 0.25}}  # what a budget counts
+    script.write_text(json.dumps({"default_task": every, "tasks": tasks}))
     env = {
         "STEPWISE_MOCK_SCRIPT": str(script),
         "TASK_MAX_ATTEMPTS": "2",
@@ -99,23 +100,41 @@ _faults = st.builds(
 )
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), phases=[Phase.generate])
 @given(
     plan=_dags(),
     window=st.integers(1, 4),
     schedule=st.lists(_faults, max_size=4),
+    budget=st.none() | st.sampled_from([0.5, 1.0]),  # each task costs $0.25
+    cancel_at=st.none() | st.integers(1, 12),
     seed=st.integers(0, 2**16),
 )
 def test_any_dag_under_any_faults_ends_as_its_faults_imply(
-    harness: tuple[QuietRuntime, Faults], plan: list[dict[str, Any]], window: int, schedule: list[Fault], seed: int
+    harness: tuple[QuietRuntime, Faults],
+    plan: list[dict[str, Any]],
+    window: int,
+    schedule: list[Fault],
+    budget: float | None,
+    cancel_at: int | None,
+    seed: int,
 ) -> None:
     quiet, faults = harness
     build_id = new_build(plan, max_concurrency=window)
+    if budget is not None:
+        services().builds.update(build_id, Update().set(budgetUsd=budget))
     with faults.active(schedule):
-        run = Driver(quiet, faults, random.Random(seed)).run_build(build_id)
+        run = Driver(quiet, faults, random.Random(seed)).run_build(build_id, cancel_at=cancel_at)
     _count(run, faults, len(schedule))
     build = check_invariants(run)
     status = _status(build_id)
+    if run.cancelled:
+        assert build["status"] == "cancelled"
+        return
+    if build.get("failureReason") == "budget_exceeded":  # halted by its budget, and said so promptly
+        assert budget is not None and not run.timed_out
+        spent = sum(0.25 for t in status.values() if t == "completed")
+        assert spent >= budget or run.dead_lettered, (spent, budget, status)
+        return
     if run.execute_error:  # Execute failed past its retries (needs more faults than a schedule holds)
         assert build["status"] == "failed"
         return

@@ -98,6 +98,6 @@ def test_the_crash_recovery_bound_follows_the_task_timeout() -> None:
     # deployed defaults: a 30 s lease, an attempt surely dead 90 s after it started; the queue's own
     # visibility (what a crash cost before the lease) is 720 s
     assert limits.task_lease_s(60) == 30
-    assert limits.crash_recovery_bound_s(60) == 90
+    assert limits.crash_recovery_bound_s(60) == 92
     assert limits.queue_visibility_s("tasks", 60) == 720
     assert limits.concurrent_tasks(limits.FUNCTION_MEMORY_MB["task"]) == 8
