@@ -103,7 +103,7 @@ _faults = st.builds(
 # Seeded (derandomize) and bounded to fit the suite; a failing example is reported as found (no
 # shrinking: it would re-run the harness hundreds of times), and derandomize makes it reproducible.
 @settings(
-    max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), phases=[Phase.generate]
+    max_examples=24, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck), phases=[Phase.generate]
 )
 @given(
     plan=_dags(),
