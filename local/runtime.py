@@ -37,10 +37,10 @@ FUNCTION_TIMEOUTS: dict[str, int] = limits.function_timeouts_s(60)
 
 
 def function_context(name: str, timeout_s: float | None = None) -> LocalContext:
-    """The context a function gets: its deployed time limit (unless given) and memory."""
-    return LocalContext(
-        f"{PREFIX}-{name}", timeout_s or FUNCTION_TIMEOUTS[name], memory_limit_in_mb=limits.FUNCTION_MEMORY_MB[name]
-    )
+    """The context a function gets: its deployed time limit (unless given) and memory (one of the
+    five functions'; another, such as the WebSocket API's, names its timeout and gets the default)."""
+    memory = limits.FUNCTION_MEMORY_MB.get(name, LocalContext.memory_limit_in_mb)
+    return LocalContext(f"{PREFIX}-{name}", timeout_s or FUNCTION_TIMEOUTS[name], memory_limit_in_mb=memory)
 
 _ENV_DEFAULTS = {
     "AWS_ACCESS_KEY_ID": "local",
