@@ -95,7 +95,7 @@ def _dags(draw: st.DrawFn) -> list[dict[str, Any]]:
 _faults = st.builds(
     lambda boundary, nth, kind: Fault(boundary[0], boundary[1], nth, kind),
     st.sampled_from(BOUNDARIES),
-    st.integers(1, 5),
+    st.integers(1, 4),  # most boundaries are crossed a few times per build: a later nth rarely fires
     st.sampled_from(KINDS),
 )
 
@@ -108,7 +108,7 @@ _faults = st.builds(
 @given(
     plan=_dags(),
     window=st.integers(1, 4),
-    schedule=st.lists(_faults, max_size=4),
+    schedule=st.lists(_faults, min_size=1, max_size=5),
     budget=st.none() | st.sampled_from([0.5, 1.0]),  # each task costs $0.25
     cancel_at=st.none() | st.integers(1, 12),
     seed=st.integers(0, 2**16),
