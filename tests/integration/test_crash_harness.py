@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from local import invocations
 from local.runtime import load_handler
+from shared import scheduler
 from shared.dal.aws import client
 from shared.dal.table import Update
 from shared.logic import dispatching, task_runner
@@ -308,4 +309,5 @@ def test_one_builds_failing_record_fails_only_its_own_group(
     batch = [finished(x, 1), finished(y, 1), finished(x, 2)]
     result = load_handler("dispatch")(sqs_event(batch), lambda_context("dispatch"))
     assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == [f"{x}-1", f"{x}-2"]
-    assert json.loads(services().builds.get(y)["dispatch"])["done"] == ["a"]  # y's step was taken
+    state = scheduler.DispatchState.from_json(services().builds.get(y)["dispatch"], ["a"])
+    assert state.done == {"a"}  # y's step was taken
