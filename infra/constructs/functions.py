@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, Fn, Stack, Token
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -32,6 +32,7 @@ from infra.constructs.storage import (
 from infra.nag import acknowledge
 from infra.packaging import dependency_layer_code, function_code, runtime_requirements
 from shared import constants as c
+from shared.webhooks.delivery import DELIVERY_TIMEOUT_S
 
 # Powertools service name shared by every function, so metric alarms can name one dimension set.
 SERVICE_NAME = c.METRICS_NAMESPACE.lower()
@@ -49,23 +50,53 @@ DDB_IDEMPOTENCY = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"
 TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskFailure")
 
 
+# Webhook deliveries run one after another in a batch, each bounded by DELIVERY_TIMEOUT_S, so the
+# function's timeout covers a whole batch of slow receivers plus signing, DNS and the SSRF check:
+# one slow receiver can never time out the batch and spend the other events' receives.
+WEBHOOK_BATCH_SIZE = 4
+WEBHOOK_BATCH_MARGIN_S = 20
+WEBHOOK_TIMEOUT_S = int(WEBHOOK_BATCH_SIZE * DELIVERY_TIMEOUT_S + WEBHOOK_BATCH_MARGIN_S)
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     memory_mb: int
     timeout: Duration
     description: str
+    reserved_concurrency: int | None = None
+    # task -> tasks queue -> task and task -> task-finished -> dispatch -> tasks queue are loops by
+    # design (retries, fan-out, a deep DAG); Lambda's recursion detection would stop them after
+    # ~16 hops that carry the same trace header.
+    recursive: bool = False
 
 
 def function_specs(config: StackConfig) -> dict[str, FunctionSpec]:
-    """Memory and timeout per function (keys are exactly `shared.constants.FUNCTION_HANDLERS`)."""
+    """Memory, timeout and concurrency per function (keys are exactly `shared.constants.FUNCTION_HANDLERS`)."""
+    d = config.deployment
     return {
         "api": FunctionSpec(512, Duration.seconds(29), "HTTP API behind API Gateway (CONTRACT section 2)"),
-        "plan": FunctionSpec(1024, Duration.minutes(5), "Streams, validates and stores the build plan"),
-        "dispatch": FunctionSpec(512, Duration.seconds(60), "Runs the task DAG: seeds, advances, finalizes"),
-        "task": FunctionSpec(
-            1024, Duration.seconds(config.task_function_timeout_seconds), "Runs one task and writes its files"
+        # Reserved concurrency caps plans in flight (each streams an LLM reply: the main cost driver).
+        "plan": FunctionSpec(
+            1024,
+            Duration.minutes(5),
+            "Streams, validates and stores the build plan",
+            reserved_concurrency=d.plan_reserved_concurrency,
         ),
-        "webhook": FunctionSpec(256, Duration.seconds(60), "Signs and delivers webhook events"),
+        # Reserved so a fan-out of tasks can never starve the dispatcher (and capped by it).
+        "dispatch": FunctionSpec(
+            512,
+            Duration.seconds(60),
+            "Runs the task DAG: seeds, advances, finalizes",
+            reserved_concurrency=d.dispatch_reserved_concurrency,
+            recursive=True,
+        ),
+        "task": FunctionSpec(
+            1024,
+            Duration.seconds(config.task_function_timeout_seconds),
+            "Runs one task and writes its files",
+            recursive=True,
+        ),
+        "webhook": FunctionSpec(256, Duration.seconds(WEBHOOK_TIMEOUT_S), "Signs and delivers webhook events"),
     }
 
 
@@ -199,7 +230,7 @@ class Functions(Construct):
                 queues.tasks,
                 batch_size=1,
                 report_batch_item_failures=True,
-                max_concurrency=config.task_max_concurrency,
+                max_concurrency=config.deployment.task_max_concurrency,
             )
         )
         dispatch.add_event_source(
@@ -207,6 +238,7 @@ class Functions(Construct):
                 queues.task_finished,
                 batch_size=10,
                 report_batch_item_failures=True,
+                max_concurrency=config.dispatch_queue_concurrency,
             )
         )
         dispatch.add_event_source(
@@ -220,9 +252,9 @@ class Functions(Construct):
         webhook.add_event_source(
             sources.SqsEventSource(
                 queues.webhooks,
-                batch_size=10,
+                batch_size=WEBHOOK_BATCH_SIZE,
                 report_batch_item_failures=True,
-                max_concurrency=config.webhook_max_concurrency,
+                max_concurrency=config.deployment.webhook_max_concurrency,
             )
         )
 
@@ -230,6 +262,11 @@ class Functions(Construct):
         secrets.providers.grant_read(plan)
         secrets.providers.grant_read(task)
         secrets.webhook.grant_read(webhook)
+
+        # --- Claude on Amazon Bedrock ---------------------------------------------------------------
+        if config.settings.ai_provider == "bedrock":
+            for fn in (plan, task):
+                grant_bedrock_invoke(fn, config.settings.bedrock_model_id)
 
     # ----------------------------------------------------------------------------------------------
     def add_function(self, name: str, spec: FunctionSpec, wiring: dict[str, str], *, handler: str) -> lambda_.Function:
@@ -246,7 +283,7 @@ class Functions(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"Stepwise {name} function",
         )
-        log_group = logs.LogGroup(self, f"{title}Logs", retention=log_retention(self._config.log_retention_days))
+        log_group = logs.LogGroup(self, f"{title}Logs", retention=log_retention(self._config.deployment.log_retention_days))
         log_group.grant_write(role)
         fn = lambda_.Function(
             self,
@@ -260,6 +297,8 @@ class Functions(Construct):
             memory_size=spec.memory_mb,
             timeout=spec.timeout,
             description=spec.description,
+            reserved_concurrent_executions=spec.reserved_concurrency,
+            recursive_loop=lambda_.RecursiveLoop.ALLOW if spec.recursive else lambda_.RecursiveLoop.TERMINATE,
             tracing=lambda_.Tracing.ACTIVE,
             logging_format=lambda_.LoggingFormat.JSON,
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
@@ -298,8 +337,14 @@ class Functions(Construct):
         state_machine.grant_execution(api, "states:StopExecution")
         state_machine.grant(api, *TASK_RESPONSE_ACTIONS)
         sm_ref = self._logical(state_machine)
+        stack = Stack.of(self)
+        # cdk-nag names a pseudo parameter `<AWS::X>`, a pinned environment's value as itself.
+        partition, region, account = (
+            f"<AWS::{name}>" if Token.is_unresolved(value) else value
+            for name, value in (("Partition", stack.partition), ("Region", stack.region), ("AccountId", stack.account))
+        )
         execution_arn = (
-            "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+            f"arn:{partition}:states:{region}:{account}:execution:"
             f'{{"Fn::Select":[6,{{"Fn::Split":[":",{{"Ref":"{sm_ref}"}}]}}]}}:*'
         )
         acknowledge(
@@ -358,3 +403,47 @@ def _grant_table(
         actions=list(actions),
         resource_arns=[table.table_arn, *(f"{table.table_arn}/index/{name}" for name in indexes)],
     )
+
+
+BEDROCK_INVOKE_ACTIONS = ("bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream")
+_INFERENCE_PROFILE_GEOS = ("us", "eu", "apac", "jp", "au", "ca", "us-gov", "global")
+
+
+def bedrock_resource_arns(model_id: str) -> tuple[list[str], list[str]]:
+    """(ARNs to invoke directly, foundation-model ARNs reachable only through that profile).
+
+    A plain model id is one foundation model in this region. A cross-region inference profile
+    (`us.anthropic...`) is invoked by its profile ARN in this account and region, and routes to the
+    foundation model in any of its destination regions: those are granted only when the request
+    goes through this profile (`bedrock:InferenceProfileArn`).
+    """
+    stack_arn = "arn:${AWS::Partition}:bedrock:${AWS::Region}"
+    geo, _, base = model_id.partition(".")
+    if geo in _INFERENCE_PROFILE_GEOS and base:
+        profile = f"{stack_arn}:${{AWS::AccountId}}:inference-profile/{model_id}"
+        return [profile], [f"arn:${{AWS::Partition}}:bedrock:*::foundation-model/{base}"]
+    return [f"{stack_arn}::foundation-model/{model_id}"], []
+
+
+def grant_bedrock_invoke(fn: lambda_.Function, model_id: str) -> None:
+    """InvokeModel and its streaming variant on the configured model only (no `*` model)."""
+    direct, via_profile = bedrock_resource_arns(model_id)
+    fn.add_to_role_policy(
+        iam.PolicyStatement(actions=list(BEDROCK_INVOKE_ACTIONS), resources=[Fn.sub(a) for a in direct])
+    )
+    if via_profile:
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=list(BEDROCK_INVOKE_ACTIONS),
+                resources=[Fn.sub(a) for a in via_profile],
+                conditions={"StringEquals": {"bedrock:InferenceProfileArn": Fn.sub(direct[0])}},
+            )
+        )
+        for arn in via_profile:
+            acknowledge(
+                fn.role or fn,
+                f"AwsSolutions-IAM5[Resource::{arn.replace('${', '<').replace('}', '>')}]",
+                "A cross-region inference profile routes to the same foundation model in each of its "
+                "destination regions; the grant names that one model and only holds for requests made "
+                "through this stack's inference profile (bedrock:InferenceProfileArn condition).",
+            )

@@ -16,7 +16,9 @@ from infra.nag import acknowledge
 DLQ_RETENTION = Duration.days(14)
 VISIBILITY_FACTOR = 6
 
-TASKS_DLQ_MAX_RECEIVES = 3
+# AWS suggests at least 5 for an SQS event source: a receive is also spent when a batch is
+# throttled or a worker dies mid-task, not only when a task's code fails.
+TASKS_DLQ_MAX_RECEIVES = 5
 TASK_FINISHED_DLQ_MAX_RECEIVES = 5
 
 
@@ -34,7 +36,7 @@ class Queues(Construct):
         super().__init__(scope, construct_id)
 
         # Tasks to run. Each attempt is its own message (a retry is re-sent with a delay), so the
-        # receive count only counts crashes of one attempt: after 3 the message moves to the DLQ,
+        # receive count only counts crashes of one attempt: after 5 the message moves to the DLQ,
         # where the dispatcher marks the task failed.
         self.tasks_dlq = self._queue(
             "TasksDlq", retention=DLQ_RETENTION, visibility=_visibility(dispatch_function_timeout)
