@@ -199,10 +199,8 @@ class Monitoring(Construct):
         ages: list[cw.IMetric] = []
         for name, queue in work_queues.items():
             threshold = (queue_age_thresholds or {}).get(name, DEFAULT_QUEUE_AGE_SECONDS)
-            age = queue.metric_approximate_age_of_oldest_message(
-                period=Duration.minutes(5), statistic="Maximum", label=name
-            )
-            ages.append(age)
+            age = queue.metric_approximate_age_of_oldest_message(period=Duration.minutes(5), statistic="Maximum")
+            ages.append(age.with_(label=name))
             alarm(
                 f"{_title(name)}QueueOldestMessage",
                 f"The oldest message on the {name} queue is older than {threshold} s",
@@ -217,8 +215,8 @@ class Monitoring(Construct):
         # account's limit. Events wait or fail; the cap may need raising.
         throttles: list[cw.IMetric] = []
         for name, fn in functions.items():
-            metric = fn.metric_throttles(period=Duration.minutes(5), statistic="Sum", label=name)
-            throttles.append(metric)
+            metric = fn.metric_throttles(period=Duration.minutes(5), statistic="Sum")
+            throttles.append(metric.with_(label=name))
             alarm(
                 f"{_title(name)}Throttles",
                 f"The {name} function was throttled in 2 of the last 3 five-minute periods",
