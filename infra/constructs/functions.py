@@ -283,7 +283,9 @@ class Functions(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"Stepwise {name} function",
         )
-        log_group = logs.LogGroup(self, f"{title}Logs", retention=log_retention(self._config.deployment.log_retention_days))
+        log_group = logs.LogGroup(
+            self, f"{title}Logs", retention=log_retention(self._config.deployment.log_retention_days)
+        )
         log_group.grant_write(role)
         fn = lambda_.Function(
             self,

@@ -44,7 +44,13 @@ def test_alarm_topic_lets_cloudwatch_publish_from_this_account_only(synth: Synth
 # --- recursion -----------------------------------------------------------------------------------
 def test_task_and_dispatch_allow_their_designed_loops(synth: Synthesized) -> None:
     loops = {n: synth.resources[i]["Properties"].get("RecursiveLoop") for n, i in synth.logical_ids.items()}
-    assert loops == {"task": "Allow", "dispatch": "Allow", "api": "Terminate", "plan": "Terminate", "webhook": "Terminate"}
+    assert loops == {
+        "task": "Allow",
+        "dispatch": "Allow",
+        "api": "Terminate",
+        "plan": "Terminate",
+        "webhook": "Terminate",
+    }
 
 
 # --- alarms --------------------------------------------------------------------------------------
@@ -86,7 +92,9 @@ def test_throttle_and_recursion_alarms_cover_every_function(synth: Synthesized) 
     alarms = _alarms(synth)
     throttled = {next(iter(refs(a["Dimensions"]))) for a in alarms if a.get("MetricName") == "Throttles"}
     assert throttled == set(synth.logical_ids.values())
-    (recursion,) = [a for a in alarms if any(m["MetricName"] == "RecursiveInvocationsDropped" for m in _math_metrics(a))]
+    (recursion,) = [
+        a for a in alarms if any(m["MetricName"] == "RecursiveInvocationsDropped" for m in _math_metrics(a))
+    ]
     covered = {fid for m in _math_metrics(recursion) for fid in refs(m["Dimensions"])}
     assert covered == set(synth.logical_ids.values())
     assert recursion["Threshold"] == 0 and recursion["ComparisonOperator"] == "GreaterThanThreshold"
@@ -133,7 +141,9 @@ def test_one_slow_receiver_cannot_time_out_a_webhook_batch(synth: Synthesized) -
 # --- concurrency ---------------------------------------------------------------------------------
 def test_reserved_concurrency_for_dispatch_and_plan_with_event_source_below_it(synth: Synthesized) -> None:
     d = synth.config.deployment
-    reserved = {n: synth.resources[i]["Properties"].get("ReservedConcurrentExecutions") for n, i in synth.logical_ids.items()}
+    reserved = {
+        n: synth.resources[i]["Properties"].get("ReservedConcurrentExecutions") for n, i in synth.logical_ids.items()
+    }
     assert reserved == {
         "api": None,
         "plan": d.plan_reserved_concurrency,  # the cap on plans in flight
@@ -196,13 +206,18 @@ def test_prod_is_pinned_and_protected(synth: Synthesized) -> None:
     assert pool["DeletionPolicy"] == "Retain"
 
 
-def test_dev_is_unprotected_logs_everything_and_is_a_different_stack(dev_synth: Synthesized, synth: Synthesized) -> None:
+def test_dev_is_unprotected_logs_everything_and_is_a_different_stack(
+    dev_synth: Synthesized, synth: Synthesized
+) -> None:
     assert dev_synth.stack.stack_name != synth.stack.stack_name  # a dev deploy never touches prod
     artifact = dev_synth.manifest_artifact()
     assert artifact["environment"] == "aws://unknown-account/unknown-region"
     assert not artifact["properties"].get("terminationProtection")
     for table in dev_synth.stack.storage.tables.values():
-        assert dev_synth.resources[ids(dev_synth, table)]["Properties"].get("DeletionProtectionEnabled") in (None, False)
+        assert dev_synth.resources[ids(dev_synth, table)]["Properties"].get("DeletionProtectionEnabled") in (
+            None,
+            False,
+        )
     (sm,) = dev_synth.of_type("AWS::StepFunctions::StateMachine").values()
     assert sm["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
     assert sm["Properties"]["LoggingConfiguration"]["IncludeExecutionData"] is True
@@ -281,7 +296,9 @@ def test_bedrock_invoke_is_granted_on_the_configured_model_only(synth: Synthesiz
     base = model.split(".", 1)[1]
     for name in c.FUNCTION_HANDLERS:
         statements = [
-            s for s in statements_of(synth, role_of(synth, synth.logical_ids[name])) if "bedrock" in json.dumps(s["Action"])
+            s
+            for s in statements_of(synth, role_of(synth, synth.logical_ids[name]))
+            if "bedrock" in json.dumps(s["Action"])
         ]
         if name not in ("plan", "task"):
             assert statements == [], name
@@ -301,7 +318,9 @@ def test_bedrock_arns_for_a_plain_model_id_name_one_regional_model() -> None:
     from infra.constructs.functions import bedrock_resource_arns
 
     direct, via = bedrock_resource_arns("anthropic.claude-3-5-haiku-20241022-v1:0")
-    assert direct == ["arn:${AWS::Partition}:bedrock:${AWS::Region}::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0"]
+    assert direct == [
+        "arn:${AWS::Partition}:bedrock:${AWS::Region}::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0"
+    ]
     assert via == []
 
 

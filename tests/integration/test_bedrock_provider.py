@@ -58,9 +58,7 @@ def chunk_frame(event: dict[str, Any]) -> bytes:
 
 def exception_frame(kind: str, message: str) -> bytes:
     payload = json.dumps({"message": message}).encode()
-    return frame(
-        {":exception-type": kind, ":content-type": "application/json", ":message-type": "exception"}, payload
-    )
+    return frame({":exception-type": kind, ":content-type": "application/json", ":message-type": "exception"}, payload)
 
 
 def bedrock_events(deltas: list[str], **kw: Any) -> list[dict[str, Any]]:
@@ -170,8 +168,10 @@ def test_http_throttling_is_retried_and_access_denied_is_not(httpserver: HTTPSer
 
 def test_code_gen_over_bedrock_returns_files(httpserver: HTTPServer) -> None:
     reply = '<file path="src/Hero.tsx">\nexport default function Hero() {}\n</file>\n'
-    serve_stream(httpserver, [chunk_frame(e) for e in bedrock_events(chunks(reply, 9), input_tokens=300,
-                                                                      cache_read=0, output_tokens=60)])
+    serve_stream(
+        httpserver,
+        [chunk_frame(e) for e in bedrock_events(chunks(reply, 9), input_tokens=300, cache_read=0, output_tokens=60)],
+    )
     result = make_provider(httpserver).transform(TransformKind.code_gen, {"prompt": "hero"}, task_context())
     assert [(f.path, f.content) for f in result.files] == [("src/Hero.tsx", "export default function Hero() {}\n")]
     assert result.usage.costUsd == pytest.approx((300 * 3 + 60 * 15) / 1e6)
