@@ -30,7 +30,7 @@ from infra.constructs.storage import (
     Storage,
 )
 from infra.nag import acknowledge
-from infra.packaging import dependency_layer_code, function_code, runtime_requirements
+from infra.packaging import dependency_layer_code, function_code
 from shared import constants as c
 from shared.webhooks.delivery import DELIVERY_TIMEOUT_S
 
@@ -121,10 +121,10 @@ class Functions(Construct):
         self.layer = lambda_.LayerVersion(
             self,
             "Dependencies",
-            code=dependency_layer_code(runtime_requirements()),
+            code=dependency_layer_code(),
             compatible_runtimes=[lambda_.Runtime.PYTHON_3_12],
             compatible_architectures=[lambda_.Architecture.ARM_64],
-            description="Stepwise runtime dependencies (pinned in pyproject.toml)",
+            description="Stepwise runtime dependencies (infra/layer-requirements.txt, hash-locked)",
         )
 
         t = storage
