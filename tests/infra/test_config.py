@@ -135,3 +135,18 @@ def test_function_staging_copies_only_shared_and_the_function(tmp_path: Path) ->
     assert sorted(p.name for p in (out / "functions").iterdir()) == ["__init__.py", "task"]
     with pytest.raises(FileNotFoundError):
         stage_function_code("nope", dest=tmp_path / "nope")
+
+
+def test_url_lists_from_the_command_line_are_comma_separated() -> None:
+    from infra.config import StackConfig
+
+    config = StackConfig.from_stage("dev", {"callbackUrls": "http://localhost:5173/cb, https://x.example.com/cb"})
+    assert config.callback_urls == ("http://localhost:5173/cb", "https://x.example.com/cb")
+    assert config.logout_urls == ("http://localhost:5173/",)  # the committed dev value
+
+
+def test_dispatch_event_source_stays_below_the_reservation() -> None:
+    from infra.config import DISPATCH_HEADROOM, StackConfig
+
+    config = StackConfig.from_stage("dev", {"dispatchReservedConcurrency": 12})
+    assert config.dispatch_queue_concurrency == 12 - DISPATCH_HEADROOM >= 2
