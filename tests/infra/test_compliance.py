@@ -9,7 +9,7 @@ import pytest
 
 from tests.infra.conftest import Synthesized
 
-pytestmark = pytest.mark.infra
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]  # one worker: one synth per stage
 pytest.importorskip("aws_cdk", reason="infra tests need the [infra] extra (aws-cdk-lib, cdk-nag)")
 
 ACK_PREFIX = "AwsSolutions::"

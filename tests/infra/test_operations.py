@@ -14,7 +14,7 @@ from shared import constants as c
 from tests.infra.conftest import Synthesized
 from tests.infra.test_stack import as_list, ids, refs, role_of, statements_of
 
-pytestmark = pytest.mark.infra
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]  # one worker: one synth per stage
 pytest.importorskip("aws_cdk", reason="infra tests need the [infra] extra (aws-cdk-lib, cdk-nag)")
 
 REPO = Path(__file__).resolve().parents[2]
