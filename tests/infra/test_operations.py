@@ -329,3 +329,21 @@ def test_no_provider_key_needed_for_bedrock_and_no_bedrock_grant_for_other_provi
 
     assert StackConfig.from_stage("dev", {"aiProvider": "anthropic"}).settings.ai_provider == "anthropic"
     # the grant is conditional on the provider (checked on the synthesized prod stage above)
+
+
+# --- what `cdk destroy` keeps (infra/README.md, runbook step 7) ------------------------------------
+def test_destroy_keeps_data_identity_secrets_and_logs(synth: Synthesized) -> None:
+    kept = sorted({r["Type"] for r in synth.resources.values() if r.get("DeletionPolicy") == "Retain"})
+    assert kept == [
+        "AWS::Cognito::UserPool",
+        "AWS::DynamoDB::Table",
+        "AWS::KMS::Key",
+        "AWS::Logs::LogGroup",
+        "AWS::S3::Bucket",
+        "AWS::SecretsManager::Secret",
+    ]
+    retained_tables = {k for k, r in synth.of_type("AWS::DynamoDB::Table").items() if r["DeletionPolicy"] == "Retain"}
+    assert retained_tables == set(synth.of_type("AWS::DynamoDB::Table"))
+    # Named log groups (vendedlogs) go with the stack, or a re-deploy would collide with them.
+    named = [r for r in synth.of_type("AWS::Logs::LogGroup").values() if "LogGroupName" in r["Properties"]]
+    assert named and all(r["DeletionPolicy"] == "Delete" for r in named)
