@@ -48,6 +48,7 @@ DDB_WRITE = (
 DDB_READ_WRITE = DDB_READ + DDB_WRITE
 DDB_IDEMPOTENCY = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
 TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskFailure")
+PROVIDERS_WITH_KEYS = ("anthropic", "openai")
 
 
 # Webhook deliveries run one after another in a batch, each bounded by DELIVERY_TIMEOUT_S, so the
@@ -142,7 +143,6 @@ class Functions(Construct):
                 c.TASKS_TABLE: t.tasks.table_name,
                 c.EVENTS_TABLE: t.events.table_name,
                 c.FILES_BUCKET: t.files.bucket_name,
-                c.PROVIDER_SECRET_ARN: secrets.providers.secret_arn,
             },
             "dispatch": {
                 c.BUILDS_TABLE: t.builds.table_name,
@@ -158,7 +158,6 @@ class Functions(Construct):
                 c.FILES_BUCKET: t.files.bucket_name,
                 c.TASKS_QUEUE_URL: queues.tasks.queue_url,
                 c.TASK_FINISHED_QUEUE_URL: queues.task_finished.queue_url,
-                c.PROVIDER_SECRET_ARN: secrets.providers.secret_arn,
             },
             "webhook": {
                 c.BUILDS_TABLE: t.builds.table_name,
@@ -168,6 +167,12 @@ class Functions(Construct):
                 c.WEBHOOK_SECRET_ARN: secrets.webhook.secret_arn,
             },
         }
+        # Only the API-key vendors read the provider secret; Bedrock signs with the role, the mock
+        # needs nothing. The secret itself stays (retained) so switching back keeps the stored keys.
+        self.uses_provider_secret = config.settings.ai_provider in PROVIDERS_WITH_KEYS
+        if self.uses_provider_secret:
+            for name in ("plan", "task"):
+                wiring[name][c.PROVIDER_SECRET_ARN] = secrets.providers.secret_arn
         self.functions: dict[str, lambda_.Function] = {
             name: self._function(name, self.specs[name], wiring[name]) for name in c.FUNCTION_HANDLERS
         }
@@ -259,8 +264,9 @@ class Functions(Construct):
         )
 
         # --- secrets ------------------------------------------------------------------------------
-        secrets.providers.grant_read(plan)
-        secrets.providers.grant_read(task)
+        if self.uses_provider_secret:
+            secrets.providers.grant_read(plan)
+            secrets.providers.grant_read(task)
         secrets.webhook.grant_read(webhook)
 
         # --- Claude on Amazon Bedrock ---------------------------------------------------------------

@@ -347,3 +347,29 @@ def test_destroy_keeps_data_identity_secrets_and_logs(synth: Synthesized) -> Non
     # Named log groups (vendedlogs) go with the stack, or a re-deploy would collide with them.
     named = [r for r in synth.of_type("AWS::Logs::LogGroup").values() if "LogGroupName" in r["Properties"]]
     assert named and all(r["DeletionPolicy"] == "Delete" for r in named)
+
+
+def test_an_api_key_provider_reads_the_provider_secret_and_gets_no_bedrock_grant() -> None:
+    from aws_cdk.assertions import Template
+
+    from infra.app import build_app
+
+    _, stack = build_app({"aws:cdk:bundling-stacks": [], "aiProvider": "anthropic"}, nag=False)
+    template = Template.from_stack(stack).to_json()
+    secret_id = stack.resolve(stack.secrets.providers.node.default_child.logical_id)
+    for name, fn in stack.functions.functions.items():
+        props = template["Resources"][stack.resolve(fn.node.default_child.logical_id)]["Properties"]
+        role_id = props["Role"]["Fn::GetAtt"][0]
+        statements = [
+            st
+            for policy in template["Resources"].values()
+            if policy["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in policy["Properties"]["Roles"]
+            for st in policy["Properties"]["PolicyDocument"]["Statement"]
+        ]
+        reads_secret = any(
+            "secretsmanager:GetSecretValue" in as_list(st["Action"]) and refs(st["Resource"]) == {secret_id}
+            for st in statements
+        )
+        assert reads_secret == (name in ("plan", "task")), name
+        assert (c.PROVIDER_SECRET_ARN in props["Environment"]["Variables"]) == (name in ("plan", "task")), name
+        assert "bedrock" not in json.dumps(statements), name

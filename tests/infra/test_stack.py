@@ -238,7 +238,7 @@ WIRING = {
         c.TASK_FINISHED_QUEUE_URL,
         c.STATE_MACHINE_ARN,
     },
-    "plan": {c.BUILDS_TABLE, c.TASKS_TABLE, c.EVENTS_TABLE, c.FILES_BUCKET, c.PROVIDER_SECRET_ARN},
+    "plan": {c.BUILDS_TABLE, c.TASKS_TABLE, c.EVENTS_TABLE, c.FILES_BUCKET},
     "dispatch": {c.BUILDS_TABLE, c.TASKS_TABLE, c.EVENTS_TABLE, c.TASKS_QUEUE_URL},
     "task": {
         c.BUILDS_TABLE,
@@ -248,7 +248,6 @@ WIRING = {
         c.FILES_BUCKET,
         c.TASKS_QUEUE_URL,
         c.TASK_FINISHED_QUEUE_URL,
-        c.PROVIDER_SECRET_ARN,
     },
     "webhook": {c.BUILDS_TABLE, c.EVENTS_TABLE, c.WEBHOOK_QUEUE_URL, c.WEBHOOK_DLQ_URL, c.WEBHOOK_SECRET_ARN},
 }
@@ -375,9 +374,9 @@ def test_least_privilege_per_function(synth: Synthesized) -> None:
     services = {n: {a.split(":")[0] for a in g} - {"logs", "xray"} for n, g in granted.items()}
     assert services == {
         "api": {"dynamodb", "s3", "sqs", "states"},
-        "plan": {"dynamodb", "s3", "secretsmanager", "bedrock"},
+        "plan": {"dynamodb", "s3", "bedrock"},  # Bedrock: IAM, no provider secret
         "dispatch": {"dynamodb", "sqs", "states"},
-        "task": {"dynamodb", "s3", "sqs", "secretsmanager", "bedrock"},
+        "task": {"dynamodb", "s3", "sqs", "bedrock"},
         "webhook": {"dynamodb", "sqs", "secretsmanager"},
     }
     api = granted["api"]
@@ -419,8 +418,6 @@ def test_least_privilege_per_function(synth: Synthesized) -> None:
     assert granted["webhook"]["sqs:ReceiveMessage"] == {t[c.WEBHOOK_QUEUE_URL]}
     assert granted["webhook"]["sqs:SendMessage"] == {t[c.WEBHOOK_DLQ_URL]}
     assert granted["webhook"]["secretsmanager:GetSecretValue"] == {t[c.WEBHOOK_SECRET_ARN]}
-    assert granted["plan"]["secretsmanager:GetSecretValue"] == {t[c.PROVIDER_SECRET_ARN]}
-    assert granted["task"]["secretsmanager:GetSecretValue"] == {t[c.PROVIDER_SECRET_ARN]}
     assert set(granted["webhook"]) & {"dynamodb:PutItem", "dynamodb:BatchWriteItem"} == set()
     # Only the API reaches the byOwner index, by name.
     index_grants = [
