@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration, Fn, Stack, Token
+from aws_cdk import Duration, Fn, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -29,7 +29,7 @@ from infra.constructs.storage import (
     INPUT_FILES,
     Storage,
 )
-from infra.nag import acknowledge
+from infra.nag import acknowledge, arn_prefix
 from infra.packaging import dependency_layer_code, function_code
 from shared import constants as c
 from shared.webhooks.delivery import DELIVERY_TIMEOUT_S
@@ -345,14 +345,8 @@ class Functions(Construct):
         state_machine.grant_execution(api, "states:StopExecution")
         state_machine.grant(api, *TASK_RESPONSE_ACTIONS)
         sm_ref = self._logical(state_machine)
-        stack = Stack.of(self)
-        # cdk-nag names a pseudo parameter `<AWS::X>`, a pinned environment's value as itself.
-        partition, region, account = (
-            f"<AWS::{name}>" if Token.is_unresolved(value) else value
-            for name, value in (("Partition", stack.partition), ("Region", stack.region), ("AccountId", stack.account))
-        )
         execution_arn = (
-            f"arn:{partition}:states:{region}:{account}:execution:"
+            f"{arn_prefix(self, 'states')}:execution:"
             f'{{"Fn::Select":[6,{{"Fn::Split":[":",{{"Ref":"{sm_ref}"}}]}}]}}:*'
         )
         acknowledge(

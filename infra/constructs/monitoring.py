@@ -55,6 +55,7 @@ class Monitoring(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarms: list[cw.Alarm] = []
+        self.functions = dict(functions)  # every function the alarms watch
 
         key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True, description="Stepwise alarm topic encryption")
         key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")

@@ -90,13 +90,15 @@ def test_oldest_message_age_alarms_on_each_work_queue(synth: Synthesized) -> Non
 
 def test_throttle_and_recursion_alarms_cover_every_function(synth: Synthesized) -> None:
     alarms = _alarms(synth)
+    watched = {ids(synth, fn) for fn in synth.stack.monitoring.functions.values()}
+    assert set(synth.logical_ids.values()) <= watched  # the five, and any function added beside them
     throttled = {next(iter(refs(a["Dimensions"]))) for a in alarms if a.get("MetricName") == "Throttles"}
-    assert throttled == set(synth.logical_ids.values())
+    assert throttled == watched
     (recursion,) = [
         a for a in alarms if any(m["MetricName"] == "RecursiveInvocationsDropped" for m in _math_metrics(a))
     ]
     covered = {fid for m in _math_metrics(recursion) for fid in refs(m["Dimensions"])}
-    assert covered == set(synth.logical_ids.values())
+    assert covered == watched
     assert recursion["Threshold"] == 0 and recursion["ComparisonOperator"] == "GreaterThanThreshold"
 
 
@@ -343,7 +345,7 @@ def test_destroy_keeps_data_identity_secrets_and_logs(synth: Synthesized) -> Non
         "AWS::SecretsManager::Secret",
     ]
     retained_tables = {k for k, r in synth.of_type("AWS::DynamoDB::Table").items() if r["DeletionPolicy"] == "Retain"}
-    assert retained_tables == set(synth.of_type("AWS::DynamoDB::Table"))
+    assert retained_tables == {ids(synth, t) for t in synth.stack.storage.tables.values()}  # not the connections
     # Named log groups (vendedlogs) go with the stack, or a re-deploy would collide with them.
     named = [r for r in synth.of_type("AWS::Logs::LogGroup").values() if "LogGroupName" in r["Properties"]]
     assert named and all(r["DeletionPolicy"] == "Delete" for r in named)
