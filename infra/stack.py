@@ -19,15 +19,19 @@ from infra.constructs.storage import Storage
 from infra.constructs.websocket import WebSocket
 from infra.constructs.workflow import Workflow
 from shared import constants as c
+from shared.webhooks.delivery import backoff_seconds
 
 
 class StepwiseStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: StackConfig, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
-        retention = log_retention(config.log_retention_days)
+        retention = log_retention(config.deployment.log_retention_days)
 
-        self.storage = Storage(self, "Storage", record_ttl_days=config.record_ttl_days)
+        d = config.deployment
+        self.storage = Storage(
+            self, "Storage", record_ttl_days=config.record_ttl_days, deletion_protection=config.production
+        )
         self.secrets = Secrets(self, "Secrets")
         # Function timeouts decide the queues' visibility timeouts, so they are known first.
         specs = function_specs(config)
@@ -48,7 +52,14 @@ class StepwiseStack(Stack):
             secrets=self.secrets,
         )
         fns = self.functions.functions
-        self.workflow = Workflow(self, "Workflow", plan=fns["plan"], dispatch=fns["dispatch"], log_retention=retention)
+        self.workflow = Workflow(
+            self,
+            "Workflow",
+            plan=fns["plan"],
+            dispatch=fns["dispatch"],
+            log_retention=retention,
+            production=config.production,
+        )
         self.functions.connect_workflow(self.workflow.state_machine)
         self.outbox = Outbox(
             self,
@@ -65,10 +76,13 @@ class StepwiseStack(Stack):
             "Api",
             handler=fns["api"],
             frontend_origin=config.frontend_origin,
-            rate_limit=config.api_rate_limit,
-            burst_limit=config.api_burst_limit,
+            rate_limit=d.api_rate_limit,
+            burst_limit=d.api_burst_limit,
             log_retention=retention,
-            cloudwatch_role=config.api_cloudwatch_role,
+            callback_urls=config.callback_urls,
+            logout_urls=config.logout_urls,
+            auth_domain_prefix=d.auth_domain_prefix,
+            deletion_protection=config.production,
         )
         self.websocket = WebSocket(
             self,
@@ -79,14 +93,12 @@ class StepwiseStack(Stack):
             user_pool=self.api.user_pool,
             user_pool_client=self.api.client,
             log_retention=retention,
-            rate_limit=config.api_rate_limit,
-            burst_limit=config.api_burst_limit,
+            rate_limit=d.api_rate_limit,
+            burst_limit=d.api_burst_limit,
             service_name=SERVICE_NAME,
         )
-        # Stage access logs need the account's API Gateway logging role, which the REST API sets.
-        account = self.api.rest_api.node.try_find_child("Account")
-        if account is not None:
-            self.websocket.stage.node.add_dependency(account)
+        # Both APIs' access logs need the account's API Gateway logging role: the app deploys the
+        # shared StepwiseApiGatewayAccount stack before this one (infra/account.py).
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -101,9 +113,12 @@ class StepwiseStack(Stack):
             state_machine=self.workflow.state_machine,
             rest_api=self.api.rest_api,
             alarm_email=config.alarm_email,
-            cost_alarm_usd_per_hour=config.cost_alarm_usd_per_hour,
-            error_rate_alarm_percent=config.error_rate_alarm_percent,
-            failed_executions_threshold=config.failed_executions_alarm_threshold,
+            cost_alarm_usd_per_hour=d.cost_alarm_usd_per_hour,
+            error_rate_alarm_percent=d.error_rate_alarm_percent,
+            failed_executions_threshold=d.failed_executions_alarm_threshold,
+            tables=dict(self.storage.tables),
+            pipe_name=self.outbox.pipe.ref,
+            queue_age_thresholds=queue_age_thresholds(config),
         )
 
         outputs = {
@@ -125,8 +140,26 @@ class StepwiseStack(Stack):
                 self.websocket.url,
                 "Live events: connect to this URL with ?token=<Cognito JWT> (docs/websocket.md)",
             ),
+            "Stage": (config.stage, "The committed stage (infra/stages/<stage>.json) this stack was built from"),
         }
+        if self.api.domain is not None:
+            outputs["SignInDomain"] = (
+                self.api.domain.base_url(),
+                "Cognito hosted sign-in (authorization code + PKCE) for the dashboard",
+            )
         self.websocket.broadcaster_errors.add_alarm_action(cw_actions.SnsAction(self.monitoring.topic))
         self.websocket.broadcaster_errors.add_ok_action(cw_actions.SnsAction(self.monitoring.topic))
         for output_id, (value, description) in outputs.items():
             CfnOutput(self, output_id, value=value, description=description)
+
+
+def queue_age_thresholds(config: StackConfig) -> dict[str, int]:
+    """Seconds the oldest message of each work queue may wait before an alarm. A webhook event
+    waits through its own retry schedule when a receiver is down, so that queue's threshold adds it."""
+    base = config.deployment.queue_age_alarm_seconds
+    s = config.settings
+    schedule = sum(
+        backoff_seconds(n, s.webhook_backoff_base_seconds, s.webhook_backoff_max_seconds, None, rng=lambda: 1.0)
+        for n in range(1, s.webhook_max_attempts)
+    )
+    return {"tasks": base, "task-finished": base, "webhooks": base + int(schedule)}

@@ -45,7 +45,7 @@ def build(
     ),
     framework: Annotated[str | None, typer.Option(help="Framework hint, e.g. react or vue.")] = None,
     provider: Annotated[
-        str | None, typer.Option(help="mock | anthropic | openai (default: AI_PROVIDER or mock)")
+        str | None, typer.Option(help="mock | anthropic | openai | bedrock (default: AI_PROVIDER or mock)")
     ] = None,
     mock_script: Annotated[
         Path | None, typer.Option("--mock-script", help="Mock provider script (CONTRACT §8).")
@@ -61,8 +61,8 @@ def build(
     """Run one build end to end on the local runtime and write its files to --out."""
     err = Console(stderr=True)
     human = Console(stderr=json_out)
-    if provider and provider not in ("mock", "anthropic", "openai"):
-        _fail_usage(err, f"--provider must be mock, anthropic or openai, not {provider!r}")
+    if provider and provider not in ("mock", "anthropic", "openai", "bedrock"):
+        _fail_usage(err, f"--provider must be mock, anthropic, openai or bedrock, not {provider!r}")
     if mock_script and not mock_script.is_file():
         _fail_usage(err, f"--mock-script {mock_script} is not a file")
     env: dict[str, str] = {}

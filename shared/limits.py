@@ -12,7 +12,18 @@ import math
 
 # --- functions -------------------------------------------------------------------------------------
 FUNCTION_MEMORY_MB: dict[str, int] = {"api": 512, "plan": 1024, "dispatch": 512, "task": 1024, "webhook": 256}
-_FIXED_TIMEOUTS_S: dict[str, int] = {"api": 29, "plan": 300, "dispatch": 60, "webhook": 60}
+# Webhook deliveries run one after another in a batch, each bounded by WEBHOOK_DELIVERY_TIMEOUT_S, so
+# the function's timeout covers a whole batch of slow receivers plus signing, DNS and the SSRF check:
+# one slow receiver can never time out the batch and spend the other events' receives.
+WEBHOOK_DELIVERY_TIMEOUT_S = 10.0
+WEBHOOK_BATCH_SIZE = 4
+WEBHOOK_BATCH_MARGIN_S = 20
+_FIXED_TIMEOUTS_S: dict[str, int] = {
+    "api": 29,
+    "plan": 300,
+    "dispatch": 60,
+    "webhook": int(WEBHOOK_BATCH_SIZE * WEBHOOK_DELIVERY_TIMEOUT_S + WEBHOOK_BATCH_MARGIN_S),
+}
 # The task handler enforces TASK_TIMEOUT_SECONDS itself; the function's margin beyond it lets the
 # handler record the timeout (and a handoff finish its commit).
 TASK_FUNCTION_MARGIN_S = 60
@@ -34,7 +45,9 @@ def function_timeouts_s(task_timeout_s: float) -> dict[str, int]:
 # Visibility timeouts are 6x the consuming function's timeout (the Lambda guidance for SQS event
 # sources), so a batch that is still running is never handed to a second consumer.
 VISIBILITY_FACTOR = 6
-TASKS_DLQ_MAX_RECEIVES = 3
+# AWS suggests at least 5 for an SQS event source: a receive is also spent when a batch is
+# throttled or a worker dies mid-task, not only when a task's code fails.
+TASKS_DLQ_MAX_RECEIVES = 5
 TASK_FINISHED_DLQ_MAX_RECEIVES = 5
 _CONSUMER = {"tasks": "task", "tasks-dlq": "dispatch", "task-finished": "dispatch", "webhooks": "webhook"}
 

@@ -14,6 +14,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared import constants as c
 from shared.models.plan import MAX_PLAN_TASKS
 
+DEFAULT_BEDROCK_MODEL_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+# `[geo.]anthropic.<model>-v<n>:<m>`: a foundation model id, or a system inference profile's id.
+BEDROCK_MODEL_ID_PATTERN = r"^(?:(?:us|eu|apac|jp|au|ca|us-gov|global)\.)?anthropic\.[a-z0-9-]+(?:-v\d+(?::\d+)?)?$"
+
 
 class ConfigurationError(RuntimeError):
     """Raised at start when an environment variable holds an invalid value."""
@@ -22,10 +26,15 @@ class ConfigurationError(RuntimeError):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=True)
 
-    ai_provider: Literal["mock", "anthropic", "openai"] = Field("mock", alias=c.AI_PROVIDER)
+    ai_provider: Literal["mock", "anthropic", "openai", "bedrock"] = Field("mock", alias=c.AI_PROVIDER)
     anthropic_api_key: str | None = Field(None, alias=c.ANTHROPIC_API_KEY, repr=False)
     anthropic_model: str = Field("claude-sonnet-4-5", alias=c.ANTHROPIC_MODEL)
     anthropic_base_url: str | None = Field(None, alias=c.ANTHROPIC_BASE_URL)
+    # Claude on Amazon Bedrock: a model id or a cross-region inference profile id (`us.`, `eu.`,
+    # `apac.`, `global.` prefix). IAM credentials from the runtime, no key.
+    bedrock_model_id: str = Field(
+        DEFAULT_BEDROCK_MODEL_ID, alias=c.BEDROCK_MODEL_ID, pattern=BEDROCK_MODEL_ID_PATTERN
+    )
     openai_api_key: str | None = Field(None, alias=c.OPENAI_API_KEY, repr=False)
     openai_base_url: str = Field("https://api.openai.com/v1", alias=c.OPENAI_BASE_URL)
     openai_model: str = Field("gpt-4o-mini", alias=c.OPENAI_MODEL)

@@ -89,7 +89,10 @@ class Api(Construct):
         rate_limit: float,
         burst_limit: int,
         log_retention: logs.RetentionDays,
-        cloudwatch_role: bool,
+        callback_urls: tuple[str, ...],
+        logout_urls: tuple[str, ...],
+        auth_domain_prefix: str | None = None,
+        deletion_protection: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
 
@@ -111,6 +114,7 @@ class Api(Construct):
             mfa=cognito.Mfa.REQUIRED,
             mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
             account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+            deletion_protection=deletion_protection,
             removal_policy=RemovalPolicy.RETAIN,
         )
         acknowledge(
@@ -119,14 +123,32 @@ class Api(Construct):
             "Threat protection needs the Cognito Plus feature plan (billed per MAU); users are "
             "admin-created only and MFA (TOTP) is required, so it is left to the operator.",
         )
+        # A public client (no secret: it runs in a browser). Everything CDK would default is spelled
+        # out: SRP sign-in, and the authorization-code grant only (the dashboard uses it with PKCE),
+        # no implicit grant, OpenID scopes only, redirects only to the stage's own URLs.
         self.client = self.user_pool.add_client(
             "Frontend",
             generate_secret=False,
             auth_flows=cognito.AuthFlow(user_srp=True),
+            o_auth=cognito.OAuthSettings(
+                flows=cognito.OAuthFlows(authorization_code_grant=True, implicit_code_grant=False),
+                scopes=[cognito.OAuthScope.OPENID, cognito.OAuthScope.EMAIL, cognito.OAuthScope.PROFILE],
+                callback_urls=list(callback_urls),
+                logout_urls=list(logout_urls),
+            ),
+            supported_identity_providers=[cognito.UserPoolClientIdentityProvider.COGNITO],
             prevent_user_existence_errors=True,
             id_token_validity=Duration.hours(1),
             access_token_validity=Duration.hours(1),
             refresh_token_validity=Duration.days(30),
+        )
+        # The hosted sign-in pages the authorization-code flow redirects to (prefix unique per region).
+        self.domain = (
+            self.user_pool.add_domain(
+                "SignIn", cognito_domain=cognito.CognitoDomainOptions(domain_prefix=auth_domain_prefix)
+            )
+            if auth_domain_prefix
+            else None
         )
         self.authorizer = apigw.CognitoUserPoolsAuthorizer(
             self,
@@ -142,8 +164,9 @@ class Api(Construct):
             self,
             "RestApi",
             description="Stepwise HTTP API",
-            cloud_watch_role=cloudwatch_role,
-            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            # The account-level logging role lives in its own stack (infra/account.py): one per
+            # account and region, not one per stack.
+            cloud_watch_role=False,
             endpoint_types=[apigw.EndpointType.REGIONAL],
             deploy_options=apigw.StageOptions(
                 stage_name="v1",
@@ -163,14 +186,6 @@ class Api(Construct):
                 max_age=Duration.hours(1),
             ),
         )
-        if cloudwatch_role:
-            acknowledge(
-                self.rest_api,
-                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
-                "service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
-                "The account-level API Gateway logging role must carry this AWS policy for "
-                "access and execution logs; it is used by API Gateway only.",
-            )
         acknowledge(
             self.rest_api,
             "AwsSolutions-APIG3",

@@ -9,8 +9,9 @@ whatever the grants below name, on named resources only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration, Fn, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -29,8 +30,8 @@ from infra.constructs.storage import (
     INPUT_FILES,
     Storage,
 )
-from infra.nag import acknowledge
-from infra.packaging import dependency_layer_code, function_code, runtime_requirements
+from infra.nag import acknowledge, arn_prefix
+from infra.packaging import dependency_layer_code, function_code
 from shared import constants as c
 from shared import limits
 
@@ -48,6 +49,9 @@ DDB_WRITE = (
 DDB_READ_WRITE = DDB_READ + DDB_WRITE
 DDB_IDEMPOTENCY = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
 TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskFailure")
+PROVIDERS_WITH_KEYS = ("anthropic", "openai")
+
+
 
 
 @dataclass(frozen=True)
@@ -55,24 +59,41 @@ class FunctionSpec:
     memory_mb: int
     timeout: Duration
     description: str
+    reserved_concurrency: int | None = None
+    # task -> tasks queue -> task and task -> task-finished -> dispatch -> tasks queue are loops by
+    # design (retries, fan-out, a deep DAG); Lambda's recursion detection would stop them after
+    # ~16 hops that carry the same trace header.
+    recursive: bool = False
 
 
 def function_specs(config: StackConfig) -> dict[str, FunctionSpec]:
-    """Memory and timeout per function (keys are exactly `shared.constants.FUNCTION_HANDLERS`)."""
-    descriptions = {
-        "api": "HTTP API behind API Gateway (CONTRACT section 2)",
-        "plan": "Streams, validates and stores the build plan",
-        "dispatch": "Runs the task DAG: seeds, advances, finalizes",
-        # its memory bounds the tasks one invocation runs side by side (shared.limits.concurrent_tasks)
-        "task": "Runs one task and writes its files",
-        "webhook": "Signs and delivers webhook events",
-    }
+    """Memory, timeout and concurrency per function (keys are exactly `shared.constants.FUNCTION_HANDLERS`).
+    Memory and time limits come from `shared.limits`, which the local runtime runs with too."""
+    d = config.deployment
     tt = config.settings.task_timeout_seconds
+
+    def spec(name: str, description: str, **kw: Any) -> FunctionSpec:
+        timeout = Duration.seconds(limits.function_timeout_s(name, tt))
+        return FunctionSpec(limits.FUNCTION_MEMORY_MB[name], timeout, description, **kw)
+
     return {
-        name: FunctionSpec(
-            limits.FUNCTION_MEMORY_MB[name], Duration.seconds(limits.function_timeout_s(name, tt)), description
-        )
-        for name, description in descriptions.items()
+        "api": spec("api", "HTTP API behind API Gateway (CONTRACT section 2)"),
+        # Reserved concurrency caps plans in flight (each streams an LLM reply: the main cost driver).
+        "plan": spec(
+            "plan",
+            "Streams, validates and stores the build plan",
+            reserved_concurrency=d.plan_reserved_concurrency,
+        ),
+        # Reserved so a fan-out of tasks can never starve the dispatcher (and capped by it).
+        "dispatch": spec(
+            "dispatch",
+            "Runs the task DAG: seeds, advances, finalizes",
+            reserved_concurrency=d.dispatch_reserved_concurrency,
+            recursive=True,
+        ),
+        # its memory bounds the tasks one invocation runs side by side (shared.limits.concurrent_tasks)
+        "task": spec("task", "Runs one task and writes its files", recursive=True),
+        "webhook": spec("webhook", "Signs and delivers webhook events"),
     }
 
 
@@ -97,10 +118,10 @@ class Functions(Construct):
         self.layer = lambda_.LayerVersion(
             self,
             "Dependencies",
-            code=dependency_layer_code(runtime_requirements()),
+            code=dependency_layer_code(),
             compatible_runtimes=[lambda_.Runtime.PYTHON_3_12],
             compatible_architectures=[lambda_.Architecture.ARM_64],
-            description="Stepwise runtime dependencies (pinned in pyproject.toml)",
+            description="Stepwise runtime dependencies (infra/layer-requirements.txt, hash-locked)",
         )
 
         t = storage
@@ -118,7 +139,6 @@ class Functions(Construct):
                 c.TASKS_TABLE: t.tasks.table_name,
                 c.EVENTS_TABLE: t.events.table_name,
                 c.FILES_BUCKET: t.files.bucket_name,
-                c.PROVIDER_SECRET_ARN: secrets.providers.secret_arn,
             },
             "dispatch": {
                 c.BUILDS_TABLE: t.builds.table_name,
@@ -134,7 +154,6 @@ class Functions(Construct):
                 c.FILES_BUCKET: t.files.bucket_name,
                 c.TASKS_QUEUE_URL: queues.tasks.queue_url,
                 c.TASK_FINISHED_QUEUE_URL: queues.task_finished.queue_url,
-                c.PROVIDER_SECRET_ARN: secrets.providers.secret_arn,
             },
             "webhook": {
                 c.BUILDS_TABLE: t.builds.table_name,
@@ -144,6 +163,12 @@ class Functions(Construct):
                 c.WEBHOOK_SECRET_ARN: secrets.webhook.secret_arn,
             },
         }
+        # Only the API-key vendors read the provider secret; Bedrock signs with the role, the mock
+        # needs nothing. The secret itself stays (retained) so switching back keeps the stored keys.
+        self.uses_provider_secret = config.settings.ai_provider in PROVIDERS_WITH_KEYS
+        if self.uses_provider_secret:
+            for name in ("plan", "task"):
+                wiring[name][c.PROVIDER_SECRET_ARN] = secrets.providers.secret_arn
         self.functions: dict[str, lambda_.Function] = {
             name: self._function(name, self.specs[name], wiring[name]) for name in c.FUNCTION_HANDLERS
         }
@@ -206,7 +231,7 @@ class Functions(Construct):
                 queues.tasks,
                 batch_size=1,
                 report_batch_item_failures=True,
-                max_concurrency=config.task_max_concurrency,
+                max_concurrency=config.deployment.task_max_concurrency,
             )
         )
         dispatch.add_event_source(
@@ -214,6 +239,7 @@ class Functions(Construct):
                 queues.task_finished,
                 batch_size=10,
                 report_batch_item_failures=True,
+                max_concurrency=config.dispatch_queue_concurrency,
             )
         )
         dispatch.add_event_source(
@@ -227,16 +253,22 @@ class Functions(Construct):
         webhook.add_event_source(
             sources.SqsEventSource(
                 queues.webhooks,
-                batch_size=10,
+                batch_size=limits.WEBHOOK_BATCH_SIZE,
                 report_batch_item_failures=True,
-                max_concurrency=config.webhook_max_concurrency,
+                max_concurrency=config.deployment.webhook_max_concurrency,
             )
         )
 
         # --- secrets ------------------------------------------------------------------------------
-        secrets.providers.grant_read(plan)
-        secrets.providers.grant_read(task)
+        if self.uses_provider_secret:
+            secrets.providers.grant_read(plan)
+            secrets.providers.grant_read(task)
         secrets.webhook.grant_read(webhook)
+
+        # --- Claude on Amazon Bedrock ---------------------------------------------------------------
+        if config.settings.ai_provider == "bedrock":
+            for fn in (plan, task):
+                grant_bedrock_invoke(fn, config.settings.bedrock_model_id)
 
     # ----------------------------------------------------------------------------------------------
     def add_function(self, name: str, spec: FunctionSpec, wiring: dict[str, str], *, handler: str) -> lambda_.Function:
@@ -253,7 +285,9 @@ class Functions(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"Stepwise {name} function",
         )
-        log_group = logs.LogGroup(self, f"{title}Logs", retention=log_retention(self._config.log_retention_days))
+        log_group = logs.LogGroup(
+            self, f"{title}Logs", retention=log_retention(self._config.deployment.log_retention_days)
+        )
         log_group.grant_write(role)
         fn = lambda_.Function(
             self,
@@ -267,6 +301,8 @@ class Functions(Construct):
             memory_size=spec.memory_mb,
             timeout=spec.timeout,
             description=spec.description,
+            reserved_concurrent_executions=spec.reserved_concurrency,
+            recursive_loop=lambda_.RecursiveLoop.ALLOW if spec.recursive else lambda_.RecursiveLoop.TERMINATE,
             tracing=lambda_.Tracing.ACTIVE,
             logging_format=lambda_.LoggingFormat.JSON,
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
@@ -306,7 +342,7 @@ class Functions(Construct):
         state_machine.grant(api, *TASK_RESPONSE_ACTIONS)
         sm_ref = self._logical(state_machine)
         execution_arn = (
-            "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+            f"{arn_prefix(self, 'states')}:execution:"
             f'{{"Fn::Select":[6,{{"Fn::Split":[":",{{"Ref":"{sm_ref}"}}]}}]}}:*'
         )
         acknowledge(
@@ -365,3 +401,47 @@ def _grant_table(
         actions=list(actions),
         resource_arns=[table.table_arn, *(f"{table.table_arn}/index/{name}" for name in indexes)],
     )
+
+
+BEDROCK_INVOKE_ACTIONS = ("bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream")
+_INFERENCE_PROFILE_GEOS = ("us", "eu", "apac", "jp", "au", "ca", "us-gov", "global")
+
+
+def bedrock_resource_arns(model_id: str) -> tuple[list[str], list[str]]:
+    """(ARNs to invoke directly, foundation-model ARNs reachable only through that profile).
+
+    A plain model id is one foundation model in this region. A cross-region inference profile
+    (`us.anthropic...`) is invoked by its profile ARN in this account and region, and routes to the
+    foundation model in any of its destination regions: those are granted only when the request
+    goes through this profile (`bedrock:InferenceProfileArn`).
+    """
+    stack_arn = "arn:${AWS::Partition}:bedrock:${AWS::Region}"
+    geo, _, base = model_id.partition(".")
+    if geo in _INFERENCE_PROFILE_GEOS and base:
+        profile = f"{stack_arn}:${{AWS::AccountId}}:inference-profile/{model_id}"
+        return [profile], [f"arn:${{AWS::Partition}}:bedrock:*::foundation-model/{base}"]
+    return [f"{stack_arn}::foundation-model/{model_id}"], []
+
+
+def grant_bedrock_invoke(fn: lambda_.Function, model_id: str) -> None:
+    """InvokeModel and its streaming variant on the configured model only (no `*` model)."""
+    direct, via_profile = bedrock_resource_arns(model_id)
+    fn.add_to_role_policy(
+        iam.PolicyStatement(actions=list(BEDROCK_INVOKE_ACTIONS), resources=[Fn.sub(a) for a in direct])
+    )
+    if via_profile:
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=list(BEDROCK_INVOKE_ACTIONS),
+                resources=[Fn.sub(a) for a in via_profile],
+                conditions={"StringEquals": {"bedrock:InferenceProfileArn": Fn.sub(direct[0])}},
+            )
+        )
+        for arn in via_profile:
+            acknowledge(
+                fn.role or fn,
+                f"AwsSolutions-IAM5[Resource::{arn.replace('${', '<').replace('}', '>')}]",
+                "A cross-region inference profile routes to the same foundation model in each of its "
+                "destination regions; the grant names that one model and only holds for requests made "
+                "through this stack's inference profile (bedrock:InferenceProfileArn condition).",
+            )

@@ -10,10 +10,11 @@ encrypted with the AWS-managed aws/sns key, whose policy cannot grant cloudwatch
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Aws, Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -28,6 +29,8 @@ from shared import constants as c
 PLAN_HARD_BLOCKED_METRIC = "plan.hard_blocked"
 BUILD_COST_METRIC = "build.cost_usd"
 PLAN_HARD_BLOCKED_THRESHOLD = 3
+DEFAULT_QUEUE_AGE_SECONDS = 900
+PIPES_NAMESPACE = "AWS/EventBridge/Pipes"
 
 
 class Monitoring(Construct):
@@ -46,13 +49,33 @@ class Monitoring(Construct):
         cost_alarm_usd_per_hour: float,
         error_rate_alarm_percent: float,
         failed_executions_threshold: int,
+        tables: dict[str, dynamodb.ITable] | None = None,
+        pipe_name: str | None = None,
+        queue_age_thresholds: dict[str, int] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarms: list[cw.Alarm] = []
+        self.functions = dict(functions)  # every function the alarms watch
 
         key = kms.Key(self, "AlarmTopicKey", enable_key_rotation=True, description="Stepwise alarm topic encryption")
         key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
         self.topic = sns.Topic(self, "Alarms", display_name="Stepwise alarms", master_key=key, enforce_ssl=True)
+        # A topic policy replaces SNS's default one (which let the account's services publish), so the
+        # alarms' publisher is named here: CloudWatch, for alarms of this account and region only.
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchAlarmsPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                    "ArnLike": {
+                        "aws:SourceArn": f"arn:{Aws.PARTITION}:cloudwatch:{Aws.REGION}:{Aws.ACCOUNT_ID}:alarm:*"
+                    },
+                },
+            )
+        )
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         action = cw_actions.SnsAction(self.topic)
@@ -172,6 +195,117 @@ class Monitoring(Construct):
             evaluation_periods=1,
         )
 
+        # Work that waits: the oldest message of each work queue (a stuck consumer, a throttled
+        # function, a poison message cycling until its DLQ).
+        ages: list[cw.IMetric] = []
+        for name, queue in work_queues.items():
+            threshold = (queue_age_thresholds or {}).get(name, DEFAULT_QUEUE_AGE_SECONDS)
+            age = queue.metric_approximate_age_of_oldest_message(period=Duration.minutes(5), statistic="Maximum")
+            ages.append(age.with_(label=name))
+            alarm(
+                f"{_title(name)}QueueOldestMessage",
+                f"The oldest message on the {name} queue is older than {threshold} s",
+                metric=age,
+                threshold=threshold,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=2,
+                datapoints_to_alarm=2,
+            )
+
+        # Throttles: a function at its reserved concurrency (plan: the cap on plans in flight) or the
+        # account's limit. Events wait or fail; the cap may need raising.
+        throttles: list[cw.IMetric] = []
+        for name, fn in functions.items():
+            metric = fn.metric_throttles(period=Duration.minutes(5), statistic="Sum")
+            throttles.append(metric.with_(label=name))
+            alarm(
+                f"{_title(name)}Throttles",
+                f"The {name} function was throttled in 2 of the last 3 five-minute periods",
+                metric=metric,
+                threshold=0,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=3,
+                datapoints_to_alarm=2,
+            )
+
+        # Recursion: task and dispatch allow their designed loops; a drop anywhere means a loop that
+        # Lambda stopped, i.e. lost work.
+        dropped = cw.MathExpression(
+            expression=" + ".join(f"FILL(rec_{n}, 0)" for n in functions),
+            using_metrics={
+                f"rec_{n}": fn.metric("RecursiveInvocationsDropped", period=Duration.minutes(5), statistic="Sum")
+                for n, fn in functions.items()
+            },
+            label="recursive invocations dropped",
+            period=Duration.minutes(5),
+        )
+        alarm(
+            "RecursiveInvocationsDropped",
+            "Lambda stopped a recursive loop: an invocation of a Stepwise function was dropped",
+            metric=dropped,
+            threshold=0,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+        )
+
+        alarm(
+            "TimedOutExecutions",
+            "A build execution timed out (its state machine limit, not the build's own timeout)",
+            metric=state_machine.metric_timed_out(period=Duration.minutes(5), statistic="Sum"),
+            threshold=0,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+        )
+        alarm(
+            "ThrottledExecutions",
+            "Step Functions throttled build executions (state transitions or StartExecution)",
+            metric=state_machine.metric_throttled(period=Duration.minutes(5), statistic="Sum"),
+            threshold=0,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+        )
+
+        if pipe_name is not None:
+            pipe_failures = cw.MathExpression(
+                expression="FILL(failed, 0) + FILL(target, 0)",
+                using_metrics={
+                    "failed": _pipe_metric(pipe_name, "ExecutionFailed"),
+                    "target": _pipe_metric(pipe_name, "TargetStageFailed"),
+                },
+                label="outbox pipe failures",
+                period=Duration.minutes(5),
+            )
+            alarm(
+                "OutboxPipeFailures",
+                "The outbox pipe failed to move events to the webhook queue (they are retried, then "
+                "dead-lettered to the outbox DLQ)",
+                metric=pipe_failures,
+                threshold=0,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+            )
+
+        table_throttles: list[cw.IMetric] = []
+        for name, table in (tables or {}).items():
+            metric = cw.MathExpression(
+                expression=f"FILL(r_{name}, 0) + FILL(w_{name}, 0)",
+                using_metrics={
+                    f"r_{name}": _table_metric(table, "ReadThrottleEvents"),
+                    f"w_{name}": _table_metric(table, "WriteThrottleEvents"),
+                },
+                label=name,
+                period=Duration.minutes(5),
+            )
+            table_throttles.append(metric)
+            alarm(
+                f"{_title(name)}TableThrottles",
+                f"DynamoDB throttled reads or writes on the {name} table",
+                metric=metric,
+                threshold=0,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+            )
+
         # --- dashboard ----------------------------------------------------------------------------
         self.dashboard = cw.Dashboard(self, "Dashboard", default_interval=Duration.hours(6))
         self.dashboard.add_widgets(
@@ -229,7 +363,32 @@ class Monitoring(Construct):
             ),
             cw.GraphWidget(title="API latency p95 (ms)", width=12, left=[rest_api.metric_latency(statistic="p95")]),
         )
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Oldest message per queue (s)", width=8, left=ages),
+            cw.GraphWidget(title="Function throttles", width=8, left=throttles),
+            cw.GraphWidget(title="DynamoDB throttles", width=8, left=table_throttles or [dropped]),
+        )
 
 
 def _title(name: str) -> str:
     return "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
+
+
+def _pipe_metric(pipe_name: str, metric_name: str) -> cw.Metric:
+    return cw.Metric(
+        namespace=PIPES_NAMESPACE,
+        metric_name=metric_name,
+        dimensions_map={"PipeName": pipe_name},
+        statistic="Sum",
+        period=Duration.minutes(5),
+    )
+
+
+def _table_metric(table: dynamodb.ITable, metric_name: str) -> cw.Metric:
+    return cw.Metric(
+        namespace="AWS/DynamoDB",
+        metric_name=metric_name,
+        dimensions_map={"TableName": table.table_name},
+        statistic="Sum",
+        period=Duration.minutes(5),
+    )

@@ -32,7 +32,7 @@ class Queues(Construct):
         super().__init__(scope, construct_id)
 
         # Tasks to run. Each attempt is its own message (a retry is re-sent with a delay), so the
-        # receive count only counts crashes of one attempt: after 3 the message moves to the DLQ,
+        # receive count only counts crashes of one attempt: after 5 the message moves to the DLQ,
         # where the dispatcher marks the task failed.
         self.tasks_dlq = self._queue(
             "TasksDlq", retention=DLQ_RETENTION, visibility=_visibility(dispatch_function_timeout)

@@ -7,13 +7,21 @@ Standard Webhooks secret with the optional `whsec_` prefix left off (~262 bits o
 secret string may hold several secrets separated by spaces or commas while one rotates (primary
 first); operators replace it with `aws secretsmanager put-secret-value`.
 
-Provider keys: a JSON object `{"ANTHROPIC_API_KEY": "", "OPENAI_API_KEY": ""}` created empty; the
-operator fills in the keys after the first deploy (the template never holds a real key).
+Provider keys (only for AI_PROVIDER=anthropic or openai; Bedrock uses the functions' IAM role): the
+template holds no secret value at all. CloudFormation generates the first value from a template of
+empty keys (`{"ANTHROPIC_API_KEY": "", "OPENAI_API_KEY": "", "placeholder": "<random>"}`), once, at
+creation; the operator then stores the real keys with `put-secret-value`, and no later deploy
+rewrites them (a literal `SecretString` would be re-applied whenever it changed).
+
+Both secrets are retained when the stack is deleted or the resource replaced: a re-created stack
+must not silently sign with a new webhook secret or lose the stored keys.
 """
 
 from __future__ import annotations
 
-from aws_cdk import SecretValue
+import json
+
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
@@ -38,6 +46,7 @@ class Secrets(Construct):
                 include_space=False,
                 require_each_included_type=True,
             ),
+            removal_policy=RemovalPolicy.RETAIN,
         )
         acknowledge(
             self.webhook,
@@ -50,7 +59,13 @@ class Secrets(Construct):
             self,
             "ProviderKeys",
             description="Stepwise AI provider API keys (JSON: ANTHROPIC_API_KEY, OPENAI_API_KEY)",
-            secret_object_value={key: SecretValue.unsafe_plain_text("") for key in PROVIDER_SECRET_KEYS},
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                secret_string_template=json.dumps({key: "" for key in PROVIDER_SECRET_KEYS}),
+                generate_string_key="placeholder",
+                exclude_punctuation=True,
+                password_length=16,
+            ),
+            removal_policy=RemovalPolicy.RETAIN,
         )
         acknowledge(
             self.providers,

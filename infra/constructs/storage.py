@@ -29,8 +29,13 @@ GENERATED_FILES = "files"  # builds/{buildId}/files/{path}: files the tasks wrot
 
 
 class Storage(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, record_ttl_days: int) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, record_ttl_days: int, deletion_protection: bool = False
+    ) -> None:
         super().__init__(scope, construct_id)
+        # Production tables refuse DeleteTable (even from CloudFormation) until an operator turns
+        # the protection off; every table is also retained when the stack goes.
+        self._deletion_protection = deletion_protection
 
         # Retention (RECORD_TTL_DAYS): each build, task, event and cache entry carries its expiry in
         # TTL_ATTRIBUTE, and files expire by the bucket's lifecycle after the same number of days, so
@@ -113,6 +118,7 @@ class Storage(Construct):
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             time_to_live_attribute=ttl,
             stream=stream,
+            deletion_protection=self._deletion_protection,
             removal_policy=RemovalPolicy.RETAIN,
         )
 

@@ -30,7 +30,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.constructs.functions import DDB_READ, Functions, FunctionSpec
-from infra.nag import acknowledge
+from infra.nag import acknowledge, arn_prefix
 from shared import constants as c
 from shared.dal.connections import BY_CONNECTION_INDEX, TTL_ATTRIBUTE
 from shared.logic.live_delivery import BROADCAST_FAILED_METRIC
@@ -192,7 +192,7 @@ class WebSocket(Construct):
             fn.add_to_role_policy(manage)
             acknowledge(
                 fn.role or fn,
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:"
+                f"AwsSolutions-IAM5[Resource::{arn_prefix(self, 'execute-api')}:"
                 f"<{_logical(self.api)}>/{STAGE}/POST/@connections/*]",
                 "PostToConnection is limited to this WebSocket API's stage; connection ids are "
                 "assigned by API Gateway at run time, so the last path segment is a wildcard.",

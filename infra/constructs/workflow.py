@@ -37,6 +37,7 @@ class Workflow(Construct):
         plan: lambda_.IFunction,
         dispatch: lambda_.IFunction,
         log_retention: logs.RetentionDays,
+        production: bool = False,
         asl_path: Path = ASL_PATH,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -80,8 +81,21 @@ class Workflow(Construct):
             definition_substitutions=substitutions,
             role=self.role,
             tracing_enabled=True,
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            # Execution data holds prompts, plans and generated code: logged in full only outside
+            # production; production logs errors, without their inputs and outputs.
+            logs=sfn.LogOptions(
+                destination=self.log_group,
+                level=sfn.LogLevel.ERROR if production else sfn.LogLevel.ALL,
+                include_execution_data=not production,
+            ),
         )
+        if production:
+            acknowledge(
+                self.state_machine,
+                "AwsSolutions-SF1",
+                "Production logs ERROR events without execution data: full event logs would copy every "
+                "prompt, plan and generated file into CloudWatch Logs; other stages log ALL.",
+            )
         acknowledge(
             self.role,
             "AwsSolutions-IAM5[Resource::*]",

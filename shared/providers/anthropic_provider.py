@@ -22,6 +22,8 @@ _RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "rate_limit_error", "a
 
 class AnthropicProvider(VendorProvider):
     name = "anthropic"
+    vendor = "Anthropic"  # in error messages
+    retryable_stream_errors: frozenset[str] = _RETRYABLE_STREAM_ERRORS
 
     def __init__(
         self,
@@ -47,12 +49,16 @@ class AnthropicProvider(VendorProvider):
         self._httpx: Any = httpx2
         self._idle_timeout_s = idle_timeout_s
         self._connect_timeout_s = connect_timeout_s
-        kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": 0}
+        kwargs: dict[str, Any] = {"max_retries": 0}
         if base_url:
             kwargs["base_url"] = base_url
         if http_client is not None:
             kwargs["http_client"] = http_client
-        self._client: Any = anthropic.Anthropic(**kwargs)
+        self._client: Any = self._make_client(anthropic, api_key, kwargs)
+
+    def _make_client(self, sdk: Any, api_key: str, kwargs: dict[str, Any]) -> Any:
+        """The SDK client (the Bedrock provider builds the SDK's Bedrock client instead)."""
+        return sdk.Anthropic(api_key=api_key, **kwargs)
 
     def _texts(self, call: Call) -> Iterator[str]:
         clock = self.retry.clock
@@ -100,24 +106,28 @@ class AnthropicProvider(VendorProvider):
         if isinstance(exc, AttemptFailed):
             return exc
         if isinstance(exc, sdk.APITimeoutError | httpx2.TimeoutException):
-            return AttemptFailed(ProviderTimeout(f"Anthropic timed out: {exc}"), retry=True)
+            return AttemptFailed(ProviderTimeout(f"{self.vendor} timed out: {exc}"), retry=True)
         if isinstance(exc, sdk.APIStatusError):
             status = exc.status_code
-            error_type = getattr(exc, "type", None)
-            message = f"Anthropic returned {status}" + (f" {error_type}" if error_type else "")
-            detail = getattr(exc, "api_message", None)
+            error_type, detail = self._error_details(exc)
+            message = f"{self.vendor} returned {status}" + (f" {error_type}" if error_type else "")
             if detail:
                 message += f": {detail}"
-            retryable = status in RETRYABLE_STATUS or status >= 500 or error_type in _RETRYABLE_STREAM_ERRORS
+            retryable = (status in RETRYABLE_STATUS or status >= 500
+                         or error_type in self.retryable_stream_errors)
             headers = exc.response.headers if exc.response is not None else None
             return AttemptFailed(ProviderError(message, retryable=retryable), retry=retryable,
                                  retry_after=retry_after_seconds(headers) if retryable else None)
         if isinstance(exc, sdk.APIConnectionError | httpx2.TransportError):
-            return AttemptFailed(ProviderError(f"could not reach Anthropic: {exc}"), retry=True)
+            return AttemptFailed(ProviderError(f"could not reach {self.vendor}: {exc}"), retry=True)
         if isinstance(exc, sdk.AnthropicError):
-            error = ProviderError(f"Anthropic client error: {exc}", retryable=False)
+            error = ProviderError(f"{self.vendor} client error: {exc}", retryable=False)
             return AttemptFailed(error, retry=False)
         raise exc
+
+    def _error_details(self, exc: Any) -> tuple[str | None, str | None]:
+        """(error type, human-readable detail) of an APIStatusError, from Anthropic's error body."""
+        return getattr(exc, "type", None), getattr(exc, "api_message", None)
 
 
 def _add_usage(counter: UsageCounter, usage: Any, *, final: bool = False) -> None:

@@ -1,6 +1,7 @@
 """Choose the AI provider from settings (AI_PROVIDER) and give it its key.
 
-Keys come from the environment locally and, on AWS, from the Secrets Manager secret named by
+Claude on Amazon Bedrock needs no key (the runtime's IAM role signs the requests). Other keys come
+from the environment locally and, on AWS, from the Secrets Manager secret named by
 PROVIDER_SECRET_ARN (JSON such as {"ANTHROPIC_API_KEY": "...", "OPENAI_API_KEY": "..."}), read
 through Powertools parameters so warm Lambdas reuse it for five minutes.
 
@@ -41,6 +42,8 @@ def get_provider(settings: Settings) -> AIProvider:
     if name == "openai":
         api_key = _api_key(settings, c.OPENAI_API_KEY, settings.openai_api_key)
         return _cached(settings, _digest(api_key), lambda: _openai(settings, api_key))
+    if name == "bedrock":  # IAM credentials of the runtime: no key to read
+        return _cached(settings, "", lambda: _bedrock(settings))
     raise ProviderError(f"{c.AI_PROVIDER}={name!r} is not a known provider", retryable=False)
 
 
@@ -81,6 +84,12 @@ def _openai(settings: Settings, api_key: str) -> AIProvider:
     from shared.providers.openai_provider import OpenAICompatibleProvider
 
     return OpenAICompatibleProvider(api_key, settings.openai_model, base_url=settings.openai_base_url)
+
+
+def _bedrock(settings: Settings) -> AIProvider:
+    from shared.providers.bedrock_provider import BedrockProvider
+
+    return BedrockProvider(settings.bedrock_model_id)
 
 
 def _api_key(settings: Settings, variable: str, from_env: str | None) -> str:

@@ -86,7 +86,7 @@ PRICES: dict[str, Price] = {
 # `-4-6`) is a different model, so it is not priced by its prefix.
 _SUFFIX = re.compile(r"(?:-\d{8}|-\d{4}-\d{2}-\d{2}|-latest)?(?:-v\d+(?::\d+)?)?")
 # Bedrock and Vertex spell the same models with a vendor (and region) prefix or an @ before the date.
-_VENDOR_PREFIX = re.compile(r"^(?:[a-z]{2,4}\.)?(?:anthropic|openai)[./]")
+_VENDOR_PREFIX = re.compile(r"^(?:[a-z-]{2,6}\.)?(?:anthropic|openai)[./]")
 _ANY_SUFFIX = frozenset({"mock"})
 
 

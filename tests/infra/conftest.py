@@ -1,4 +1,8 @@
-"""One synth per test session, shared by every infra test (a synth takes 5-11 s)."""
+"""One synth per committed stage per test session, shared by every infra test (a synth takes 5-30 s).
+
+`synth` is the committed production stage (infra/stages/prod.json) exactly as an operator deploys
+it; `dev_synth` the committed dev stage. Bundling is skipped (no pip run in tests).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,7 @@ from typing import Any
 
 import pytest
 
-# Deployment context the tests synthesize with; bundling is skipped (no pip run in tests).
-TEST_CONTEXT: dict[str, Any] = {
-    "aws:cdk:bundling-stacks": [],
-    "frontendOrigin": "https://app.example.com",
-    "alarmEmail": "ops@example.com",
-    "costAlarmUsdPerHour": 7.5,
-    "aiProvider": "anthropic",
-}
+SKIP_BUNDLING: dict[str, Any] = {"aws:cdk:bundling-stacks": []}
 
 
 @dataclass
@@ -31,21 +28,43 @@ class Synthesized:
     def resources(self) -> dict[str, dict[str, Any]]:
         return self.template["Resources"]
 
+    @property
+    def config(self) -> Any:
+        return self.stack.config
+
     def of_type(self, cfn_type: str) -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.resources.items() if v["Type"] == cfn_type}
 
     def logical_id(self, construct: Any) -> str:
         return str(self.stack.resolve(construct.node.default_child.logical_id))
 
+    def manifest_artifact(self, stack_name: str | None = None) -> dict[str, Any]:
+        manifest = json.loads((self.outdir / "manifest.json").read_text())
+        return manifest["artifacts"][stack_name or self.stack.stack_name]  # type: ignore[no-any-return]
 
-@pytest.fixture(scope="session")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
+
+def synthesize(context: dict[str, Any], outdir: Path) -> Synthesized:
     from infra.app import build_app
 
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app, stack = build_app(TEST_CONTEXT, outdir=str(outdir))
+    app, stack = build_app({**SKIP_BUNDLING, **context}, outdir=str(outdir))
     app.synth()  # cdk-nag runs here: an unacknowledged finding raises
     template = json.loads((outdir / f"{stack.stack_name}.template.json").read_text())
     result = Synthesized(outdir=outdir, template=template, stack=stack)
     result.logical_ids = {name: result.logical_id(fn) for name, fn in stack.functions.functions.items()}
-    yield result
+    return result
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
+    yield synthesize({"stage": "prod"}, tmp_path_factory.mktemp("cdk.out.prod"))
+
+
+@pytest.fixture(scope="session")
+def dev_synth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
+    yield synthesize({"stage": "dev"}, tmp_path_factory.mktemp("cdk.out.dev"))
+
+
+@pytest.fixture(params=["prod", "dev"])
+def each_stage(request: pytest.FixtureRequest) -> Synthesized:
+    """Every committed stage, for checks that must hold in all of them (cdk-nag, cfn-lint)."""
+    return request.getfixturevalue("synth" if request.param == "prod" else "dev_synth")  # type: ignore[no-any-return]

@@ -9,7 +9,7 @@ import pytest
 
 from tests.infra.conftest import Synthesized
 
-pytestmark = pytest.mark.infra
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]  # one worker: one synth per stage
 pytest.importorskip("aws_cdk", reason="infra tests need the [infra] extra (aws-cdk-lib, cdk-nag)")
 
 ACK_PREFIX = "AwsSolutions::"
@@ -21,7 +21,9 @@ def _report(synth: Synthesized) -> dict:
 
 def _acknowledgements(synth: Synthesized) -> dict[tuple[str, str], str]:
     """(construct path, acknowledged id) -> reason, from the cloud assembly's metadata."""
-    metadata = json.loads((synth.outdir / f"{synth.stack.stack_name}.metadata.json").read_text())
+    metadata: dict[str, list[dict]] = {}
+    for stack_metadata in synth.outdir.glob("*.metadata.json"):  # the stage's stack and the account's
+        metadata.update(json.loads(stack_metadata.read_text()))
     out = {}
     for path, entries in metadata.items():
         for entry in entries:
@@ -31,7 +33,8 @@ def _acknowledgements(synth: Synthesized) -> dict[tuple[str, str], str]:
     return out
 
 
-def test_cdk_nag_has_zero_unacknowledged_findings(synth: Synthesized) -> None:
+def test_cdk_nag_has_zero_unacknowledged_findings(each_stage: Synthesized) -> None:
+    synth = each_stage
     # The synth in the fixture would have raised on a finding; the report says so explicitly too.
     (plugin,) = _report(synth)["pluginReports"]
     assert plugin["pluginName"] == "AwsSolutions"
@@ -39,7 +42,8 @@ def test_cdk_nag_has_zero_unacknowledged_findings(synth: Synthesized) -> None:
     assert plugin["violations"] == []
 
 
-def test_every_acknowledgement_is_specific_and_used(synth: Synthesized) -> None:
+def test_every_acknowledgement_is_specific_and_used(each_stage: Synthesized) -> None:
+    synth = each_stage
     acks = _acknowledgements(synth)
     assert acks, "expected a few written acknowledgements"
     for (path, rule_id), reason in acks.items():
@@ -51,10 +55,12 @@ def test_every_acknowledgement_is_specific_and_used(synth: Synthesized) -> None:
     assert not stale, f"acknowledgements that suppress nothing (remove them): {sorted(stale)}"
 
 
-def test_cfn_lint_reports_no_errors(synth: Synthesized) -> None:
+def test_cfn_lint_reports_no_errors(each_stage: Synthesized) -> None:
     from cfnlint.api import ManualArgs, lint_file
 
-    template = synth.outdir / f"{synth.stack.stack_name}.template.json"
-    matches = lint_file(Path(template), config=ManualArgs(ignore_checks=["W3005"]))
-    problems = [str(m) for m in matches if m.rule.id.startswith(("E", "W"))]
-    assert problems == []
+    templates = sorted(each_stage.outdir.glob("*.template.json"))
+    assert len(templates) == 2  # the stage's stack and the account's API Gateway logging stack
+    for template in templates:
+        matches = lint_file(Path(template), config=ManualArgs(ignore_checks=["W3005"]))
+        problems = [str(m) for m in matches if m.rule.id.startswith(("E", "W"))]
+        assert problems == [], template.name

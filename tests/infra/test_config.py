@@ -10,7 +10,7 @@ import pytest
 
 from shared import constants as c
 
-pytestmark = pytest.mark.infra
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]  # one worker: one synth per stage
 pytest.importorskip("aws_cdk", reason="infra tests need the [infra] extra (aws-cdk-lib, cdk-nag)")
 
 
@@ -33,6 +33,7 @@ def test_defaults_come_from_settings() -> None:
     assert config.app_env[c.REQUIRE_PLAN_APPROVAL] == "false"
     assert c.WEBHOOK_URL not in config.app_env  # unset optional values are left out
     assert config.task_function_timeout_seconds == 120
+    assert config.app_env[c.AI_PROVIDER] == "bedrock"  # the AWS default; locally it is the mock
 
 
 def test_context_values_reach_the_environment() -> None:
@@ -82,7 +83,9 @@ def test_log_retention_rounds_up_to_a_cloudwatch_step() -> None:
     assert log_retention(5000) == logs.RetentionDays.TWO_YEARS
 
 
-def test_layer_bundling_runs_pip_for_lambda_without_docker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_layer_bundling_installs_the_hash_locked_closure_for_lambda_without_docker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from infra import packaging
 
     calls: list[list[str]] = []
@@ -95,13 +98,16 @@ def test_layer_bundling_runs_pip_for_lambda_without_docker(monkeypatch: pytest.M
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(packaging.subprocess, "run", fake_run)
-    bundler = packaging.PipLayerBundling(["pydantic==2.14.3"])
+    bundler = packaging.PipLayerBundling(packaging.LAYER_LOCK)
     assert bundler.try_bundle(str(tmp_path), image=None) is True  # type: ignore[arg-type]
     (cmd,) = calls
     assert cmd[cmd.index("--platform") + 1] == "manylinux2014_aarch64"
     assert cmd[cmd.index("--python-version") + 1] == "3.12"
     assert cmd[cmd.index("--implementation") + 1] == "cp"
-    assert "--only-binary=:all:" in cmd and cmd[-1] == "pydantic==2.14.3"
+    assert "--only-binary=:all:" in cmd
+    # Every artifact checked against its sha256, and nothing from outside the lock.
+    assert "--require-hashes" in cmd and "--no-deps" in cmd
+    assert Path(cmd[cmd.index("--requirement") + 1]) == packaging.LAYER_LOCK
     assert Path(cmd[cmd.index("--target") + 1]) == tmp_path / "python"
     assert not (tmp_path / "python" / "bin").exists()
     assert not (tmp_path / "python" / "pkg" / "__pycache__").exists()
@@ -115,10 +121,10 @@ def test_layer_bundling_failure_is_an_error_not_a_docker_fallback(
     monkeypatch.setattr(
         packaging.subprocess,
         "run",
-        lambda cmd, **_: subprocess.CompletedProcess(cmd, 1, "", "No matching distribution"),
+        lambda cmd, **_: subprocess.CompletedProcess(cmd, 1, "", "THESE PACKAGES DO NOT MATCH THE HASHES"),
     )
-    with pytest.raises(RuntimeError, match="No matching distribution"):
-        packaging.PipLayerBundling(["nope==0"]).try_bundle(str(tmp_path), image=None)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="DO NOT MATCH THE HASHES"):
+        packaging.PipLayerBundling().try_bundle(str(tmp_path), image=None)  # type: ignore[arg-type]
 
 
 def test_function_staging_copies_only_shared_and_the_function(tmp_path: Path) -> None:
@@ -129,3 +135,18 @@ def test_function_staging_copies_only_shared_and_the_function(tmp_path: Path) ->
     assert sorted(p.name for p in (out / "functions").iterdir()) == ["__init__.py", "task"]
     with pytest.raises(FileNotFoundError):
         stage_function_code("nope", dest=tmp_path / "nope")
+
+
+def test_url_lists_from_the_command_line_are_comma_separated() -> None:
+    from infra.config import StackConfig
+
+    config = StackConfig.from_stage("dev", {"callbackUrls": "http://localhost:5173/cb, https://x.example.com/cb"})
+    assert config.callback_urls == ("http://localhost:5173/cb", "https://x.example.com/cb")
+    assert config.logout_urls == ("http://localhost:5173/",)  # the committed dev value
+
+
+def test_dispatch_event_source_stays_below_the_reservation() -> None:
+    from infra.config import DISPATCH_HEADROOM, StackConfig
+
+    config = StackConfig.from_stage("dev", {"dispatchReservedConcurrency": 12})
+    assert config.dispatch_queue_concurrency == 12 - DISPATCH_HEADROOM >= 2

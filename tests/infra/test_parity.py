@@ -10,7 +10,7 @@ import pytest
 from shared import constants as c
 from tests.infra.conftest import Synthesized
 
-pytestmark = pytest.mark.infra
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]  # one worker: one synth per stage
 pytest.importorskip("aws_cdk", reason="infra tests need the [infra] extra (aws-cdk-lib, cdk-nag)")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,16 +49,58 @@ def test_function_assets_hold_only_what_the_function_imports(synth: Synthesized)
         assert (root / "shared" / "constants.py").exists()
 
 
-def test_layer_pins_come_from_pyproject() -> None:
+def test_layer_lock_pins_pyproject_and_its_whole_closure() -> None:
+    """The lock holds pyproject's runtime pins exactly, plus every package they need on Lambda
+    (walked through the installed distributions' metadata, markers evaluated for python3.12 on
+    linux/aarch64), each with at least one sha256."""
+    import importlib.metadata as md
     import tomllib
 
-    from infra.packaging import runtime_requirements
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    from infra.packaging import LAYER_LOCK, locked_requirements, normalise, runtime_requirements
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     reqs = runtime_requirements()
     assert reqs[: len(project["dependencies"])] == project["dependencies"]
     assert set(project["optional-dependencies"]["anthropic"]) <= set(reqs)
-    assert all("==" in r for r in reqs)
+    locked = locked_requirements()
+    for req in map(Requirement, reqs):
+        assert locked.get(normalise(req.name)) == str(req.specifier).removeprefix("=="), req
+
+    lambda_env = {
+        **default_environment(),
+        "python_version": "3.12",
+        "python_full_version": "3.12.0",
+        "platform_machine": "aarch64",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "implementation_name": "cpython",
+    }
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [(Requirement(r), frozenset(Requirement(r).extras)) for r in reqs]
+    while todo:
+        req, extras = todo.pop()
+        name = normalise(req.name)
+        assert name in locked, f"{name} (needed by the layer) is not in {LAYER_LOCK.name}"
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        try:
+            dist = md.distribution(req.name)
+        except md.PackageNotFoundError:
+            continue  # not installed here (a Lambda-only wheel): its own pins were resolved by the lock
+        for spec in dist.requires or []:
+            child = Requirement(spec)
+            wanted = [{**lambda_env, "extra": e} for e in (extras or {""})]
+            if child.marker is None or any(child.marker.evaluate(env) for env in wanted):
+                todo.append((child, frozenset(child.extras)))
+
+    lines = LAYER_LOCK.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if "==" in line and not line.startswith((" ", "#")):
+            assert lines[i + 1].strip().startswith("--hash=sha256:"), line
 
 
 def test_queues_and_functions_have_the_limits_the_local_runtime_runs_with(synth: Synthesized) -> None:
@@ -92,3 +134,31 @@ def test_queues_and_functions_have_the_limits_the_local_runtime_runs_with(synth:
             if name != "webhooks":
                 local_receives = json.loads(attrs["RedrivePolicy"])["maxReceiveCount"]
                 assert int(local_receives) == props["RedrivePolicy"]["maxReceiveCount"], name
+
+
+def _layer_s3_key(lock: Path) -> str:
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_lambda as lambda_
+
+    from infra.packaging import dependency_layer_code
+
+    app = App(context={"aws:cdk:bundling-stacks": []})
+    stack = Stack(app, "LayerOnly")
+    lambda_.LayerVersion(stack, "Layer", code=dependency_layer_code(lock))
+    (layer,) = app.synth().get_stack_by_name("LayerOnly").template["Resources"].values()
+    return str(layer["Properties"]["Content"]["S3Key"])
+
+
+def test_layer_asset_hash_follows_the_lock(synth: Synthesized, tmp_path: Path) -> None:
+    from infra.packaging import LAYER_LOCK
+
+    same = tmp_path / "same" / LAYER_LOCK.name
+    same.parent.mkdir()
+    same.write_text(LAYER_LOCK.read_text())
+    changed = tmp_path / "changed" / LAYER_LOCK.name
+    changed.parent.mkdir()
+    changed.write_text(LAYER_LOCK.read_text().replace("six==1.17.0", "six==1.16.0"))
+
+    (deployed,) = synth.of_type("AWS::Lambda::LayerVersion").values()
+    assert _layer_s3_key(same) == deployed["Properties"]["Content"]["S3Key"]
+    assert _layer_s3_key(changed) != deployed["Properties"]["Content"]["S3Key"]

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from shared import constants as c
-from tests.infra.conftest import TEST_CONTEXT, Synthesized
+from tests.infra.conftest import Synthesized
 
-pytestmark = pytest.mark.infra
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]  # one worker: one synth per stage
 pytest.importorskip("aws_cdk", reason="infra tests need the [infra] extra (aws-cdk-lib, cdk-nag)")
 
 
@@ -103,11 +103,12 @@ def test_files_bucket_is_private_encrypted_tls_only_and_expires(synth: Synthesiz
     rules = {r.get("Id"): r for r in bucket["LifecycleConfiguration"]["Rules"]}
     assert rules["expire-build-files"]["Prefix"] == "builds/"
     # Files expire with the records that list them: the functions' RECORD_TTL_DAYS.
-    assert rules["expire-build-files"]["ExpirationInDays"] == 30
+    ttl_days = synth.config.record_ttl_days
+    assert rules["expire-build-files"]["ExpirationInDays"] == ttl_days
     for fn in synth.of_type("AWS::Lambda::Function").values():
         variables = fn["Properties"].get("Environment", {}).get("Variables", {})
         if "BUILDS_TABLE" in variables:
-            assert variables["RECORD_TTL_DAYS"] == "30"
+            assert variables["RECORD_TTL_DAYS"] == str(ttl_days)
     assert rules["abort-multipart"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
     assert refs(bucket["LoggingConfiguration"]) == {ids(synth, synth.stack.storage.access_logs)}
     for bid in (bucket_id, ids(synth, synth.stack.storage.access_logs)):
@@ -129,7 +130,7 @@ def _denies_insecure_transport(synth: Synthesized, policy_type: str, target_key:
 def test_queue_redrive_policies(synth: Synthesized) -> None:
     q = synth.stack.queues
     expected = {
-        q.tasks: (q.tasks_dlq, 3),
+        q.tasks: (q.tasks_dlq, 5),  # AWS suggests >= 5 for an SQS event source
         q.task_finished: (q.task_finished_dlq, 5),
         q.webhooks: (q.webhooks_dlq, 8),  # WEBHOOK_MAX_ATTEMPTS default
     }
@@ -164,13 +165,16 @@ def test_every_queue_is_encrypted_and_tls_only(synth: Synthesized) -> None:
 
 
 def test_event_sources_report_partial_failures_and_visibility_covers_six_timeouts(synth: Synthesized) -> None:
+    from shared.limits import WEBHOOK_BATCH_SIZE
+
     functions = {v: k for k, v in synth.logical_ids.items()}
     q = synth.stack.queues
+    d = synth.config.deployment
     expected = {  # (function, queue) -> (batch size, maximum concurrency or None)
-        ("task", ids(synth, q.tasks)): (1, 20),
-        ("dispatch", ids(synth, q.task_finished)): (10, None),
+        ("task", ids(synth, q.tasks)): (1, d.task_max_concurrency),
+        ("dispatch", ids(synth, q.task_finished)): (10, synth.config.dispatch_queue_concurrency),
         ("dispatch", ids(synth, q.tasks_dlq)): (10, 2),
-        ("webhook", ids(synth, q.webhooks)): (10, 5),
+        ("webhook", ids(synth, q.webhooks)): (WEBHOOK_BATCH_SIZE, d.webhook_max_concurrency),
     }
     seen = {}
     for mapping in synth.of_type("AWS::Lambda::EventSourceMapping").values():
@@ -207,10 +211,12 @@ def test_state_machine_definition_is_the_asl_file(synth: Synthesized) -> None:
     assert set(re.findall(r"\$\{(\w+)\}", ASL_PATH.read_text())) == set(subs)
 
 
-def test_state_machine_logs_all_traces_and_invokes_only_plan_and_dispatch(synth: Synthesized) -> None:
+def test_state_machine_logs_errors_traces_and_invokes_only_plan_and_dispatch(synth: Synthesized) -> None:
     (sm,) = synth.of_type("AWS::StepFunctions::StateMachine").values()
     props = sm["Properties"]
-    assert props["LoggingConfiguration"]["Level"] == "ALL"
+    # Production: errors only, and never the execution data (prompts, plans, generated code).
+    assert props["LoggingConfiguration"]["Level"] == "ERROR"
+    assert props["LoggingConfiguration"]["IncludeExecutionData"] is False
     assert props["TracingConfiguration"] == {"Enabled": True}
     role_id = props["RoleArn"]["Fn::GetAtt"][0]
     invoke = [s for s in statements_of(synth, role_id) if "lambda:InvokeFunction" in as_list(s["Action"])]
@@ -232,7 +238,7 @@ WIRING = {
         c.TASK_FINISHED_QUEUE_URL,
         c.STATE_MACHINE_ARN,
     },
-    "plan": {c.BUILDS_TABLE, c.TASKS_TABLE, c.EVENTS_TABLE, c.FILES_BUCKET, c.PROVIDER_SECRET_ARN},
+    "plan": {c.BUILDS_TABLE, c.TASKS_TABLE, c.EVENTS_TABLE, c.FILES_BUCKET},
     "dispatch": {c.BUILDS_TABLE, c.TASKS_TABLE, c.EVENTS_TABLE, c.TASKS_QUEUE_URL},
     "task": {
         c.BUILDS_TABLE,
@@ -242,7 +248,6 @@ WIRING = {
         c.FILES_BUCKET,
         c.TASKS_QUEUE_URL,
         c.TASK_FINISHED_QUEUE_URL,
-        c.PROVIDER_SECRET_ARN,
     },
     "webhook": {c.BUILDS_TABLE, c.EVENTS_TABLE, c.WEBHOOK_QUEUE_URL, c.WEBHOOK_DLQ_URL, c.WEBHOOK_SECRET_ARN},
 }
@@ -279,7 +284,8 @@ def test_function_environment(synth: Synthesized, name: str) -> None:
         assert refs(env[key]) == {targets[key]}, key
     assert env[c.POWERTOOLS_SERVICE_NAME] == "stepwise"
     assert env[c.POWERTOOLS_METRICS_NAMESPACE] == c.METRICS_NAMESPACE
-    assert env[c.AI_PROVIDER] == TEST_CONTEXT["aiProvider"]
+    assert env[c.AI_PROVIDER] == "bedrock"  # the committed stage's provider
+    assert env[c.BEDROCK_MODEL_ID] == synth.config.settings.bedrock_model_id
     assert env[c.TASK_TIMEOUT_SECONDS] == "60"
     assert env[c.WEBHOOK_MAX_ATTEMPTS] == "8"
     if name == "api":
@@ -304,7 +310,7 @@ def test_function_runtime_tracing_logging(synth: Synthesized, name: str) -> None
     assert fn["TracingConfig"] == {"Mode": "Active"}
     assert fn["LoggingConfig"]["LogFormat"] == "JSON"
     (log_group,) = refs(fn["LoggingConfig"]["LogGroup"])
-    assert synth.resources[log_group]["Properties"]["RetentionInDays"] == 30
+    assert synth.resources[log_group]["Properties"]["RetentionInDays"] == synth.config.deployment.log_retention_days
     assert refs(fn["Layers"]) == {ids(synth, synth.stack.functions.layer)}
     role = synth.resources[role_of(synth, synth.logical_ids[name])]["Properties"]
     assert "ManagedPolicyArns" not in role
@@ -368,9 +374,9 @@ def test_least_privilege_per_function(synth: Synthesized) -> None:
     services = {n: {a.split(":")[0] for a in g} - {"logs", "xray"} for n, g in granted.items()}
     assert services == {
         "api": {"dynamodb", "s3", "sqs", "states"},
-        "plan": {"dynamodb", "s3", "secretsmanager"},
+        "plan": {"dynamodb", "s3", "bedrock"},  # Bedrock: IAM, no provider secret
         "dispatch": {"dynamodb", "sqs", "states"},
-        "task": {"dynamodb", "s3", "sqs", "secretsmanager"},
+        "task": {"dynamodb", "s3", "sqs", "bedrock"},
         "webhook": {"dynamodb", "sqs", "secretsmanager"},
     }
     api = granted["api"]
@@ -412,8 +418,6 @@ def test_least_privilege_per_function(synth: Synthesized) -> None:
     assert granted["webhook"]["sqs:ReceiveMessage"] == {t[c.WEBHOOK_QUEUE_URL]}
     assert granted["webhook"]["sqs:SendMessage"] == {t[c.WEBHOOK_DLQ_URL]}
     assert granted["webhook"]["secretsmanager:GetSecretValue"] == {t[c.WEBHOOK_SECRET_ARN]}
-    assert granted["plan"]["secretsmanager:GetSecretValue"] == {t[c.PROVIDER_SECRET_ARN]}
-    assert granted["task"]["secretsmanager:GetSecretValue"] == {t[c.PROVIDER_SECRET_ARN]}
     assert set(granted["webhook"]) & {"dynamodb:PutItem", "dynamodb:BatchWriteItem"} == set()
     # Only the API reaches the byOwner index, by name.
     index_grants = [
@@ -511,7 +515,7 @@ def test_api_stage_throttling_logging_cors(synth: Synthesized) -> None:
     assert props["TracingEnabled"] is True
     (settings,) = props["MethodSettings"]
     assert settings["ThrottlingRateLimit"] == 50 and settings["ThrottlingBurstLimit"] == 100
-    origin = f"'{TEST_CONTEXT['frontendOrigin']}'"
+    origin = f"'{synth.config.frontend_origin}'"
     preflight = _method_paths(synth)[("/builds", "OPTIONS")]
     headers = preflight["Integration"]["IntegrationResponses"][0]["ResponseParameters"]
     assert headers["method.response.header.Access-Control-Allow-Origin"] == origin
@@ -533,7 +537,13 @@ def test_secrets(synth: Synthesized) -> None:
     assert webhook["GenerateSecretString"]["ExcludePunctuation"] is True
     assert webhook["GenerateSecretString"]["PasswordLength"] % 4 == 0  # valid base64 length
     providers = synth.resources[ids(synth, synth.stack.secrets.providers)]["Properties"]
-    assert json.loads(providers["SecretString"]) == {c.ANTHROPIC_API_KEY: "", c.OPENAI_API_KEY: ""}
+    generated = providers["GenerateSecretString"]
+    assert json.loads(generated["SecretStringTemplate"]) == {c.ANTHROPIC_API_KEY: "", c.OPENAI_API_KEY: ""}
+    # No secret value in the template: a literal SecretString would overwrite the operator's keys
+    # on the next deploy that changes it.
+    for secret in synth.of_type("AWS::SecretsManager::Secret").values():
+        assert "SecretString" not in secret["Properties"]
+        assert (secret["DeletionPolicy"], secret["UpdateReplacePolicy"]) == ("Retain", "Retain")
 
 
 def test_alarms(synth: Synthesized) -> None:
@@ -559,17 +569,17 @@ def test_alarms(synth: Synthesized) -> None:
     )
     assert blocked["ComparisonOperator"] == "GreaterThanThreshold"
     (cost,) = by_metric("build.cost_usd")
-    assert (cost["Threshold"], cost["Period"]) == (TEST_CONTEXT["costAlarmUsdPerHour"], 3600)
+    assert (cost["Threshold"], cost["Period"]) == (synth.config.deployment.cost_alarm_usd_per_hour, 3600)
     (failed,) = by_metric("ExecutionsFailed")
     assert refs(failed["Dimensions"]) == {ids(synth, synth.stack.workflow.state_machine)}
-    rates = [a for a in alarms if "Metrics" in a["Properties"]]
+    rates = [a for a in alarms if "error rate" in a["Properties"]["AlarmDescription"]]
     rate_functions = {fid for a in rates for fid in refs(a["Properties"]["Metrics"])}
     websocket = {ids(synth, fn) for fn in synth.stack.websocket.functions.values()}
     assert rate_functions == set(synth.logical_ids.values()) | websocket
     (topic,) = synth.of_type("AWS::SNS::Topic").values()
     assert "KmsMasterKeyId" in topic["Properties"]
     (subscription,) = synth.of_type("AWS::SNS::Subscription").values()
-    assert subscription["Properties"]["Endpoint"] == TEST_CONTEXT["alarmEmail"]
+    assert subscription["Properties"]["Endpoint"] == synth.config.alarm_email
     assert subscription["Properties"]["Protocol"] == "email"
     assert refs(subscription["Properties"]["TopicArn"]) == {topic_id}
     assert len(synth.of_type("AWS::CloudWatch::Dashboard")) == 1
@@ -592,7 +602,7 @@ def test_outputs(synth: Synthesized) -> None:
         assert name in outputs and outputs[name]["Description"]
 
 
-def test_stack_is_environment_agnostic(synth: Synthesized) -> None:
-    text = json.dumps(synth.template)
+def test_dev_stack_is_environment_agnostic(dev_synth: Synthesized) -> None:
+    text = json.dumps(dev_synth.template)
     assert not re.search(r"\b\d{12}\b", text), "no account id baked into the template"
     assert not re.search(r"\b(us|eu|ap|sa|ca|me|af)-[a-z]+-\d\b", text), "no region baked into the template"

@@ -55,8 +55,11 @@ def test_stage_is_throttled_and_access_logged(synth: Synthesized) -> None:
 def test_the_authorizer_checks_tokens_of_this_pool_and_client(synth: Synthesized) -> None:
     env = synth.resources[_fn(synth, "ws_authorizer")]["Properties"]["Environment"]["Variables"]
     assert refs(env[c.COGNITO_ISSUER]) == {ids(synth, synth.stack.api.user_pool)}
+    region = synth.config.deployment.region  # the committed stage pins it; else the pseudo parameter
     assert json.dumps(env[c.COGNITO_ISSUER]).startswith(
-        '{"Fn::Join": ["", ["https://cognito-idp.", {"Ref": "AWS::Region"}'
+        f'{{"Fn::Join": ["", ["https://cognito-idp.{region}.", {{"Ref": "AWS::URLSuffix"}}'
+        if region
+        else '{"Fn::Join": ["", ["https://cognito-idp.", {"Ref": "AWS::Region"}'
     )
     assert refs(env[c.COGNITO_CLIENT_ID]) == {ids(synth, synth.stack.api.client)}
     # it reads nothing and writes nothing: logs and traces only

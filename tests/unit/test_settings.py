@@ -10,6 +10,7 @@ from shared.settings import ConfigurationError, Settings, get_settings, load_set
 # CONTRACT §7, copied: every user-facing variable.
 CONTRACT_VARIABLES = [
     "AI_PROVIDER",
+    "BEDROCK_MODEL_ID",
     "ANTHROPIC_API_KEY",
     "ANTHROPIC_MODEL",
     "ANTHROPIC_BASE_URL",
@@ -83,6 +84,8 @@ def test_every_contract_variable_is_a_named_constant_read_by_the_settings(env):
         ("REQUIRE_PLAN_APPROVAL", "perhaps"),
         ("TASK_CACHE_TTL_SECONDS", "-5"),
         ("WEBHOOK_MAX_ATTEMPTS", "0"),
+        ("BEDROCK_MODEL_ID", "meta.llama3-70b-instruct-v1:0"),
+        ("BEDROCK_MODEL_ID", "anthropic.claude/../../x"),
     ],
 )
 def test_an_invalid_value_fails_naming_the_variable(env, variable, value):
