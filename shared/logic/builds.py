@@ -183,18 +183,11 @@ def list_events(owner: str, build_id: str, after: int, limit: int, svc: Services
 
 
 def list_files(owner: str, build_id: str, svc: Services | None = None) -> list[FileInfo]:
+    """The build's files: for each path, the version its last completed writer left (one index
+    item per path, read in path order)."""
     svc = svc or services()
     svc.builds.get_owned(build_id, owner)
-    latest: dict[str, tuple[int, FileInfo]] = {}
-    for t in svc.tasks.list(build_id):
-        if t.get("status") != TaskStatus.completed:
-            continue
-        for f in t.get("files") or []:
-            info = FileInfo.model_validate(f)
-            when = int(t.get("completedAt", 0))
-            if info.path not in latest or latest[info.path][0] <= when:
-                latest[info.path] = (when, info)
-    return [info for _, info in sorted(latest.values(), key=lambda x: x[1].path)]
+    return svc.file_index.list(build_id)
 
 
 def get_file(owner: str, build_id: str, path: str, svc: Services | None = None) -> bytes:
@@ -206,7 +199,7 @@ def get_file(owner: str, build_id: str, path: str, svc: Services | None = None) 
         clean = safe_relative_path(path)
     except UnsafePathError:
         raise NotFound(f"file {path} not found") from None
-    if clean not in {f.path for f in list_files(owner, build_id, svc)}:
+    if svc.file_index.get(build_id, clean) is None:  # written by no completed task
         raise NotFound(f"file {path} not found")
     return svc.files.get(build_id, clean)
 

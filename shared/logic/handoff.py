@@ -90,12 +90,14 @@ def complete(
     completion: Callable[[], Update],
     *,
     run_here: int,
+    with_commit: list[dict[str, Any]] | None = None,
 ) -> list[Handed] | None:
     """Commit a successful attempt with the dispatcher's step; return the dependents it claimed for
     this consumer to run (at most `run_here`, and HANDOFF_LIMIT), in the scheduler's order. None:
     not taken, use the queue path.
 
-    `completion()` builds the finished task's item update (with its condition). Raises
+    `completion()` builds the finished task's item update (with its condition); `with_commit`: more
+    transaction entries, without conditions, that commit with it. Raises
     StateConflict when that condition fails: the attempt was settled elsewhere.
     """
     op = dispatching.finished_op(task_id, "completed", attempt, cost)
@@ -121,6 +123,7 @@ def complete(
             for t, a in nxt:
                 entries.append((EventType.task_started, started_data(tasks[t], a)))
                 also.append(svc.tasks.tx_update(build_id, t, claim_update(a, started)))
+            also += with_commit or []  # what else the completion commits (the files it indexes)
             try:
                 svc.events.record_many(build_id, entries, also=also)
             except StateConflict as exc:

@@ -8,6 +8,7 @@ from functools import cached_property, lru_cache
 
 from shared.dal.builds import BuildStore
 from shared.dal.events import EventLog
+from shared.dal.file_index import FileIndex
 from shared.dal.files import FileStore
 from shared.dal.tasks import TaskStore
 from shared.dal.workflow import Workflow
@@ -54,6 +55,10 @@ class Services:
     @cached_property
     def files(self) -> FileStore:
         return FileStore(self.settings.files_bucket)
+
+    @cached_property
+    def file_index(self) -> FileIndex:
+        return FileIndex(self.settings.tasks_table, self.settings.record_ttl_seconds)
 
     @cached_property
     def workflow(self) -> Workflow:

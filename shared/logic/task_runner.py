@@ -328,9 +328,12 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     # runs one, and the memory's free slots the others.
     may_run_next = remaining_ms() / 1000 - _SAFETY_MARGIN_S >= settings.task_timeout_seconds
     extra = slots.take(handoff.HANDOFF_LIMIT - 1) if may_run_next else 0
+    indexed_at = now_ms()
+    index = svc.file_index.tx_puts(msg.buildId, infos, indexed_at)  # the paths, readable once completed
     try:
         handed = handoff.complete(
-            svc, msg.buildId, task.id, msg.attempt, cost, completed, completion, run_here=1 + extra if may_run_next else 0
+            svc, msg.buildId, task.id, msg.attempt, cost, completed, completion, run_here=1 + extra if may_run_next else 0,
+            with_commit=index,
         )
         slots.give(extra - max(0, len(handed or []) - 1))
         if handed is None:  # the dispatcher's step to take: the completion alone, then tell it
@@ -338,13 +341,14 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
                 msg.buildId,
                 EventType.task_completed,
                 completed,
-                also=[svc.tasks.tx_update(msg.buildId, task.id, completion())],
+                also=[svc.tasks.tx_update(msg.buildId, task.id, completion()), *index],
             )
     except StateConflict:
         slots.give(extra)
         logger.info("task result discarded: the attempt was settled elsewhere",
                     extra={"taskId": msg.taskId, "attempt": msg.attempt})
         return []
+    svc.file_index.put_rest(msg.buildId, infos, indexed_at)
     if not cached and cache_key:
         _cache_put(svc, cache_key, result)
     _observe(svc, msg.buildId, task, msg.attempt, "task.cached" if cached else "task.completed", duration, attempt_usage, usage)

@@ -10,8 +10,10 @@ Each class starts one runtime (~3 s) and shares it; every test uses its own user
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -43,6 +45,27 @@ CONTRACT_ROUTES = {
     ("get", "/builds/{buildId}/files/{path}"),
     ("get", "/openapi.json"),
 }
+
+
+@contextlib.contextmanager
+def _aws_calls() -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """The AWS requests this thread makes meanwhile (the runtime's own threads are not counted)."""
+    import botocore.client
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+    me = threading.get_ident()
+    original = botocore.client.BaseClient._make_api_call
+
+    def counted(client_: Any, operation: str, params: dict[str, Any]) -> Any:
+        if threading.get_ident() == me:
+            calls.append((operation, params))
+        return original(client_, operation, params)
+
+    botocore.client.BaseClient._make_api_call = counted  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        botocore.client.BaseClient._make_api_call = original  # type: ignore[method-assign]
 
 
 def _user() -> str:
@@ -242,6 +265,23 @@ class TestApi:
         assert hashlib.sha256(raw).hexdigest() == hero["sha256"]
         assert rt.invoke_api("GET", f"/builds/{build_id}/files/src/components/Nope.tsx", user=user)[0] == 404
         assert rt.invoke_api("GET", f"/builds/{build_id}/files/..%2F..%2Fetc%2Fpasswd", user=user)[0] == 404
+
+    def test_a_file_is_read_with_one_lookup_and_the_listing_reads_no_task(self, rt, done_build):
+        """Reading a file costs the same however many tasks the build has: the build (ownership), the
+        path's index item and the object; the listing reads the build's file index, not its tasks."""
+        user, build_id, _ = done_build
+        with _aws_calls() as calls:
+            status, _ = rt.invoke_api("GET", f"/builds/{build_id}/files/src/components/Hero.tsx", user=user)
+        assert status == 200
+        assert sorted(op for op, _ in calls) == ["GetItem", "GetItem", "GetObject"]
+        with _aws_calls() as calls:
+            status, files = rt.invoke_api("GET", f"/builds/{build_id}/files", user=user)
+        assert status == 200 and files
+        queried = [p["ExpressionAttributeValues"][":b"]["S"] for op, p in calls if op == "Query"]
+        assert queried == [f"{build_id}#files"]
+        # the index partition is not a task: the build's task list and view are unchanged by it
+        tasks = rt.invoke_api("GET", f"/builds/{build_id}", user=user)[1]["tasks"]
+        assert all(not t["id"].startswith(("src/", "bld_")) for t in tasks)
 
     def test_cancel_is_202_then_409(self, rt):
         user = _user()
