@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 TASKS = 30
+TARGET_P50_MS = 250.0
 
 
 class _Receiver:
@@ -158,12 +159,21 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             "target": None,
         },
         {
-            "figure": "event recorded → receiver got, p50, healthy; baseline a plain POST round trip p50",
+            "figure": (
+                f"event recorded → receiver got, p50, healthy, while the {TASKS}-task build runs; baseline a plain "
+                "POST round trip p50"
+            ),
             "ours": round(h50, 1),
             "baseline": round(b50, 2),
             "ratio": round(h50 / b50, 1),
             "unit": "ms",
-            "target": None,
+            "target": f"<= {TARGET_P50_MS:.0f}",
+            "met": h50 <= TARGET_P50_MS,
+            "note": None if h50 <= TARGET_P50_MS else (
+                "the webhook workers share the build's one process and GIL: a delivery's own CPU (signing, the "
+                "SSRF check, the delivery mark in DynamoDB through moto) waits behind the task workers'; running "
+                "the webhook poller in its own process would close it"
+            ),
         },
         {
             "figure": "event recorded → receiver got, p99, healthy; baseline plain POST p99",
@@ -206,11 +216,14 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 def details() -> str:
     return (
-        "Why local delivery latency is seconds: the webhook consumer shares one Python process (one GIL)\n"
-        "with the build's own work in the local runtime; it delivers ~7/s while a zero-latency 30-task build\n"
-        "emits ~9 events/s, so deliveries queue until the build ends (a 10-task build measured p50 0.37 s).\n"
-        "Lifting the per-endpoint 20/s limit does not change it (checked: p50 3.2 s). On AWS the webhook\n"
-        "function scales on its own. What matters here is the last row: every event delivered, none lost."
+        "Start instant: the event's `timestamp`, stamped in the write attempt that commits it (just before the\n"
+        "DynamoDB put/transaction). End instant: the receiver's `time.time()` when the POST arrived (first\n"
+        "success per webhook-id). The build is zero-latency tasks, so the webhook worker competes with a\n"
+        "CPU-bound build for the one process's GIL. Local delivery was seconds (p50 3.0 s) mostly because every\n"
+        "delivery built a new httpx client, and so a new TLS context (the CA bundle read and parsed: tens of ms\n"
+        "of CPU): the worker delivered fewer events per second than the build recorded. One shared client\n"
+        "(every request still says `Connection: close`) removes that. The failing rows include the retry\n"
+        "backoff (base 0 s here, but SQS visibility is whole seconds)."
     )
 
 
