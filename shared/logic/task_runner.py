@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -89,6 +89,9 @@ class Claimed:
     build: dict[str, Any]  # _STATIC_BUILD_FIELDS
     task: Task
     started: int
+    # What this invocation already holds of the build's files: the files a parent that handed this
+    # attempt over just wrote (task id -> path -> content), so the attempt does not read them back.
+    known: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class ClaimsFirst:
@@ -278,7 +281,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     spend = Spend()
     _log_start(msg.buildId, task, msg.attempt)
     try:
-        context = _context(svc, build, task, msg.attempt, budget_s, spend)
+        context = _context(svc, build, task, msg.attempt, budget_s, spend, claimed.known)
         cache_key = _cache_key(svc, task, context)
         result = _cache_get(svc, cache_key)
         cached = result is not None
@@ -350,13 +353,18 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
         return []
     svc.file_index.put_rest(msg.buildId, infos, indexed_at)
     if not cached and cache_key:
-        _cache_put(svc, cache_key, result)
+        if handed:  # the dependents first: the cache can wait, their provider calls should not
+            _pool.submit(_cache_put, svc, cache_key, result)
+        else:
+            _cache_put(svc, cache_key, result)
     _observe(svc, msg.buildId, task, msg.attempt, "task.cached" if cached else "task.completed", duration, attempt_usage, usage)
     if handed is None:
         _tell_dispatcher(svc, msg, "completed", cost)
         return []
+    wrote = {task.id: {info.path: f.content for info, f in zip(infos, result.files, strict=True)}}
     return [
-        Claimed(TaskMessage(buildId=msg.buildId, taskId=h.task.id, attempt=h.attempt), build, h.task, h.started)
+        Claimed(TaskMessage(buildId=msg.buildId, taskId=h.task.id, attempt=h.attempt), build, h.task, h.started,
+                wrote)
         for h in handed
     ]
 
@@ -454,7 +462,8 @@ def _call_with_timeout(svc: Services, task: Task, context: TaskContext, budget_s
 
 
 def _context(
-    svc: Services, build: dict[str, Any], task: Task, attempt: int, budget_s: float, spend: Spend
+    svc: Services, build: dict[str, Any], task: Task, attempt: int, budget_s: float, spend: Spend,
+    known: dict[str, dict[str, str]] | None = None,
 ) -> TaskContext:
     """What the task sees: every file uploaded with the build, what its dependencies wrote (the
     current version of each of their files), and the current content of its target if it exists —
@@ -463,6 +472,10 @@ def _context(
     files = dict(_uploaded(svc, build))
     from_deps: set[str] = set()
     for dep in task.dependencies:
+        if known and dep in known:  # its parent, which handed it over: what it wrote is at hand
+            files.update(known[dep])
+            from_deps.update(known[dep])
+            continue
         dep_item = svc.tasks.get(build_id, dep)
         for f in (dep_item or {}).get("files") or []:
             files[f["path"]] = svc.files.get_text(build_id, f["path"])
