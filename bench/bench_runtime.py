@@ -617,15 +617,17 @@ class RequestCounter:
             if not counter.active:
                 return original(client, operation, params)
             source, site = counter._source()
-            result = original(client, operation, params)
-            if source in ("bench", "moto"):
+            result: dict[str, Any] = {}
+            try:
+                result = original(client, operation, params)
                 return result
-            service = client.meta.service_model.service_name
-            with counter._lock:
-                counter.account(source, service, operation, params, result)
-                if site:
-                    counter.sites[f"{operation} in {site}"] += 1
-            return result
+            finally:  # a request that failed (a 404, a condition that did not hold) is billed too
+                if source not in ("bench", "moto"):
+                    service = client.meta.service_model.service_name
+                    with counter._lock:
+                        counter.account(source, service, operation, params, result)
+                        if site:
+                            counter.sites[f"{operation} in {site}"] += 1
 
         return _make_api_call
 
