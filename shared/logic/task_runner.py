@@ -471,18 +471,22 @@ def _context(
     build_id = build["buildId"]
     files = dict(_uploaded(svc, build))
     from_deps: set[str] = set()
+    known = known or {}
     for dep in task.dependencies:
-        if known and dep in known:  # its parent, which handed it over: what it wrote is at hand
+        if dep in known:  # its parent, which handed it over: what it wrote is at hand
             files.update(known[dep])
             from_deps.update(known[dep])
-            continue
-        dep_item = svc.tasks.get(build_id, dep)
-        for f in (dep_item or {}).get("files") or []:
+    target = task.input.targetPath
+    # The other dependencies' items and the target's file-index item, in one read.
+    keys = [(build_id, dep) for dep in task.dependencies if dep not in known]
+    target_key = (svc.file_index.partition(build_id), target) if target and target not in from_deps else None
+    got = svc.tasks.get_many([*keys, *([target_key] if target_key else [])])
+    for key in keys:
+        for f in (got.get(key) or {}).get("files") or []:
             files[f["path"]] = svc.files.get_text(build_id, f["path"])
             from_deps.add(f["path"])
-    target = task.input.targetPath
-    if target and target not in from_deps:
-        with contextlib.suppress(NotFound):  # no task wrote it: the upload (if any) is its current content
+    if target and target_key and target not in from_deps and target_key in got:
+        with contextlib.suppress(NotFound):  # else the upload (if any) is its current content
             files[target] = svc.files.get_text(build_id, target)
     if logger.log_level <= logging.DEBUG:  # hashing every file costs a little: only when it is logged
         logger.debug(

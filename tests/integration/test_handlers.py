@@ -269,7 +269,7 @@ class TestApi:
     def test_a_file_is_read_with_one_lookup_and_the_listing_reads_no_task(self, rt, done_build):
         """Reading a file costs the same however many tasks the build has: the build (ownership), the
         path's index item and the object; the listing reads the build's file index, not its tasks."""
-        user, build_id, _ = done_build
+        user, build_id, events = done_build
         with _aws_calls() as calls:
             status, _ = rt.invoke_api("GET", f"/builds/{build_id}/files/src/components/Hero.tsx", user=user)
         assert status == 200
@@ -279,9 +279,10 @@ class TestApi:
         assert status == 200 and files
         queried = [p["ExpressionAttributeValues"][":b"]["S"] for op, p in calls if op == "Query"]
         assert queried == [f"{build_id}#files"]
-        # the index partition is not a task: the build's task list and view are unchanged by it
-        tasks = rt.invoke_api("GET", f"/builds/{build_id}", user=user)[1]["tasks"]
-        assert all(not t["id"].startswith(("src/", "bld_")) for t in tasks)
+        # the index is no task: the build's view lists exactly the tasks that ran
+        view = rt.invoke_api("GET", f"/builds/{build_id}", user=user)[1]
+        ran = {e["data"]["taskId"] for e in events if e["type"] == "task_completed"}
+        assert {t["id"] for t in view["plan"]["tasks"]} == ran
 
     def test_cancel_is_202_then_409(self, rt):
         user = _user()
