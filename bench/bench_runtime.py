@@ -918,8 +918,12 @@ def requests_rows(b: Bench) -> list[dict[str, Any]]:
     return [
         _row(f"AWS requests per task ({n}-task build, {total} requests); baseline bare SQS worker + one put",
              per_task, floor, f"<= {TARGET_REQUESTS_PER_TASK:.0f}", "req/task", met=req_met,
-             note=None if req_met else f"every event costs a write, a Pipe/SQS hop and a webhook-function mark; "
-                                       f"top: {top}"),
+             note=None if req_met else (
+                 f"top: {top}. Per task the floor is its claim/completion transaction, its file put, a cache "
+                 "look-up and write, its plan_partial put and its context read, plus the Pipe's stream reads; what "
+                 "would close the rest: the completing consumer reusing the dispatch state it just committed "
+                 "instead of re-reading the build (-1/task), plan_partial events of one streamed chunk in one "
+                 "write (-~1/task)")),
         _row(f"AWS requests per {n}-task build", total, floor * n, None, "requests", digits=0),
         _row(f"infra $ per {n}-task build (requests, transitions, invocations; no Lambda duration); baseline LLM $ "
              f"of its tokens at {REFERENCE_LLM} prices", infra, llm_ref, f"<= {TARGET_INFRA_USD}", "USD",
