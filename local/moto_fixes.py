@@ -21,7 +21,7 @@ from typing import Any
 _lock = threading.RLock()
 _sqs_lock = threading.RLock()
 _installed = False
-_LOCKED_METHODS = ("put_item", "get_item", "query", "scan", "update_item", "delete_item")
+_LOCKED_METHODS = ("put_item", "get_item", "batch_get_item", "query", "scan", "update_item", "delete_item")
 _SQS_LOCKED_METHODS = (
     "send_message",
     "send_message_batch",
