@@ -415,7 +415,9 @@ class LocalRuntime:
             poller("tasks", "task", batch_size=1, workers=self.task_workers),
             poller("task-finished.fifo", "dispatch", batch_size=10, workers=2),
             poller("tasks-dlq", "dispatch", batch_size=10, workers=1),
-            poller("webhooks", "webhook", batch_size=5, workers=self.webhook_workers),
+            # One event per invocation: a batch's deliveries go one after another, so the fifth of a
+            # batch waited for the four before it (p50 ~370 ms against ~170 ms one by one, 30-task build).
+            poller("webhooks", "webhook", batch_size=1, workers=self.webhook_workers),
         ]
         for p in self.pollers:
             p.start()
