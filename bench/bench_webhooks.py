@@ -222,7 +222,8 @@ def details() -> str:
         "CPU-bound build for the one process's GIL. Local delivery was seconds (p50 3.0 s) mostly because every\n"
         "delivery built a new httpx client, and so a new TLS context (the CA bundle read and parsed: tens of ms\n"
         "of CPU): the worker delivered fewer events per second than the build recorded. One shared client\n"
-        "(every request still says `Connection: close`) removes that. The failing rows include the retry\n"
+        "(every request still says `Connection: close`) removes that, and the local webhook poller hands one\n"
+        "event per invocation (a batch of 5 was delivered one after another). The failing rows include the retry\n"
         "backoff (base 0 s here, but SQS visibility is whole seconds)."
     )
 
