@@ -220,10 +220,10 @@ def details() -> str:
         "DynamoDB put/transaction). End instant: the receiver's `time.time()` when the POST arrived (first\n"
         "success per webhook-id). The build is zero-latency tasks, so the webhook worker competes with a\n"
         "CPU-bound build for the one process's GIL. Local delivery was seconds (p50 3.0 s) mostly because every\n"
-        "delivery built a new httpx client, and so a new TLS context (the CA bundle read and parsed: tens of ms\n"
-        "of CPU): the worker delivered fewer events per second than the build recorded. One shared client\n"
-        "(every request still says `Connection: close`) removes that, and the local webhook poller hands one\n"
-        "event per invocation (a batch of 5 was delivered one after another). The failing rows include the retry\n"
+        "delivery built a new TLS context (the CA bundle read and parsed: tens of ms of CPU), so the worker\n"
+        "delivered fewer events per second than the build recorded; the context is now made once per process,\n"
+        "and the local webhook poller hands one event per invocation (a batch of 5 was delivered one after\n"
+        "another). The failing rows include the retry\n"
         "backoff (base 0 s here, but SQS visibility is whole seconds)."
     )
 
