@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 from local.apigw import proxy_event
 from local.context import LocalContext
 from local.runtime import FUNCTION_TIMEOUTS, PREFIX, load_handler
+from local.static import static_answer
 from shared.settings import get_settings
 
 Scope = dict[str, Any]
@@ -75,7 +76,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if not message.get("more_body"):
             break
     headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
-    status, out_headers, payload = await asyncio.to_thread(
+    answer = static_answer(scope["method"], scope["path"])  # the dashboard at /
+    status, out_headers, payload = answer or await asyncio.to_thread(
         handle_request, scope["method"], scope["path"], scope.get("query_string", b"").decode(), headers, body
     )
     await send(

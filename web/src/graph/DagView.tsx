@@ -1,0 +1,171 @@
+// The DAG: @xyflow/react draws the nodes laid out by dagre. Nodes are coloured by status (with a
+// symbol and a word, never colour alone), edges go from a dependency to its dependent, and the
+// critical path is drawn thicker. A node is a focusable element: Tab to it, Enter selects it.
+
+import {
+  Background,
+  Controls,
+  type Edge,
+  Handle,
+  MarkerType,
+  MiniMap,
+  type Node,
+  type NodeProps,
+  Position,
+  ReactFlow,
+  type ReactFlowInstance,
+} from "@xyflow/react";
+import "@xyflow/react/dist/style.css";
+import { memo, useEffect, useMemo, useRef, useState } from "react";
+import { TASK_STATUS_ICON, TASK_STATUS_LABEL } from "../components/format";
+import type { GraphInput, GraphNode, Positions } from "./layout";
+import { layout, NODE_HEIGHT, NODE_WIDTH } from "./layout";
+
+type TaskNodeData = GraphNode & { selected: boolean };
+type TaskFlowNode = Node<TaskNodeData, "task">;
+
+const TaskNode = memo(function TaskNode({ data }: NodeProps<TaskFlowNode>) {
+  const retry = data.willRetry ? " · retrying" : "";
+  return (
+    <div
+      className={`dag-node status-${data.status}${data.critical ? " critical" : ""}${data.draft ? " draft" : ""}`}
+      style={{ width: NODE_WIDTH, height: NODE_HEIGHT }}
+      data-task-id={data.id}
+      data-status={data.status}
+    >
+      <Handle type="target" position={Position.Left} isConnectable={false} />
+      <div className="dag-node-name" title={data.name}>
+        {data.name}
+      </div>
+      <div className="dag-node-meta">
+        <span className="dag-node-status">
+          <span aria-hidden="true">{TASK_STATUS_ICON[data.status]}</span> {TASK_STATUS_LABEL[data.status]}
+          {data.attempt > 1 ? ` · try ${data.attempt}` : ""}
+          {retry}
+          {data.cached ? " · cached" : ""}
+        </span>
+        {data.critical ? (
+          <span className="dag-node-critical" title="On the critical path">
+            ★ critical
+          </span>
+        ) : null}
+      </div>
+      <Handle type="source" position={Position.Right} isConnectable={false} />
+    </div>
+  );
+});
+
+const nodeTypes = { task: TaskNode };
+
+export interface DagViewProps {
+  graph: GraphInput;
+  selected: string | null;
+  onSelect: (taskId: string | null) => void;
+  /** Called once the first layout with nodes has been drawn (for the bench and tests). */
+  onDrawn?: (nodeCount: number) => void;
+}
+
+function ariaLabel(n: GraphNode, deps: number): string {
+  const parts = [`${n.name}`, TASK_STATUS_LABEL[n.status]];
+  if (n.attempt > 1) parts.push(`attempt ${n.attempt}`);
+  if (n.critical) parts.push("on the critical path");
+  parts.push(deps === 1 ? "1 dependency" : `${deps} dependencies`);
+  return parts.join(", ");
+}
+
+export function DagView({ graph, selected, onSelect, onDrawn }: DagViewProps) {
+  const cache = useRef<{ shape: string; positions: Positions } | null>(null);
+  const [flow, setFlow] = useState<ReactFlowInstance<TaskFlowNode, Edge> | null>(null);
+  const fitted = useRef<string>("");
+
+  const positions = useMemo(() => {
+    if (cache.current?.shape !== graph.shape) cache.current = { shape: graph.shape, positions: layout(graph) };
+    return cache.current.positions;
+  }, [graph]);
+
+  const depCount = useMemo(() => {
+    const m = new Map<string, number>();
+    for (const e of graph.edges) m.set(e.target, (m.get(e.target) ?? 0) + 1);
+    return m;
+  }, [graph.edges]);
+
+  const nodes: TaskFlowNode[] = useMemo(
+    () =>
+      graph.nodes.map((n) => ({
+        id: n.id,
+        type: "task" as const,
+        position: positions.get(n.id) ?? { x: 0, y: 0 },
+        data: { ...n, selected: n.id === selected },
+        selected: n.id === selected,
+        draggable: false,
+        connectable: false,
+        ariaLabel: ariaLabel(n, depCount.get(n.id) ?? 0),
+        width: NODE_WIDTH,
+        height: NODE_HEIGHT,
+      })),
+    [graph.nodes, positions, selected, depCount],
+  );
+
+  const edges: Edge[] = useMemo(
+    () =>
+      graph.edges.map((e) => ({
+        id: e.id,
+        source: e.source,
+        target: e.target,
+        className: `${e.critical ? "critical" : ""} ${e.satisfied ? "satisfied" : ""}`.trim(),
+        markerEnd: { type: MarkerType.ArrowClosed, width: 12, height: 12, color: e.critical ? "#7c3aed" : "#6b7280" },
+        focusable: false,
+        selectable: false,
+      })),
+    [graph.edges],
+  );
+
+  // Fit the view when the graph's shape changes (tasks streaming in, an edited plan).
+  useEffect(() => {
+    if (!flow || graph.nodes.length === 0 || fitted.current === graph.shape) return;
+    fitted.current = graph.shape;
+    void flow.fitView({ padding: 0.08, maxZoom: 1.2, duration: 0 });
+  }, [flow, graph.shape, graph.nodes.length]);
+
+  useEffect(() => {
+    if (flow && graph.nodes.length && onDrawn) {
+      const id = requestAnimationFrame(() => onDrawn(graph.nodes.length));
+      return () => cancelAnimationFrame(id);
+    }
+  }, [flow, graph.nodes.length, onDrawn]);
+
+  return (
+    <div className="dag" role="region" aria-label={`Task graph: ${graph.nodes.length} tasks`}>
+      <ReactFlow<TaskFlowNode, Edge>
+        nodes={nodes}
+        edges={edges}
+        nodeTypes={nodeTypes}
+        onInit={setFlow}
+        onNodeClick={(_, node) => onSelect(node.id)}
+        onPaneClick={() => onSelect(null)}
+        onSelectionChange={({ nodes: sel }) => {
+          if (sel.length === 1 && sel[0].id !== selected) onSelect(sel[0].id);
+        }}
+        nodesDraggable={false}
+        nodesConnectable={false}
+        nodesFocusable
+        edgesFocusable={false}
+        elementsSelectable
+        onlyRenderVisibleElements={graph.nodes.length > 80}
+        minZoom={0.05}
+        maxZoom={2}
+        fitView
+        proOptions={{ hideAttribution: true }}
+        ariaLabelConfig={{
+          "node.a11yDescription.default": "Press Enter or Space to show this task's details.",
+        }}
+      >
+        <Background gap={24} />
+        <Controls showInteractive={false} aria-label="Zoom controls" />
+        {graph.nodes.length > 20 ? (
+          <MiniMap pannable zoomable ariaLabel="Overview of the whole graph" nodeClassName={(n) => `minimap-${(n.data as TaskNodeData).status}`} />
+        ) : null}
+      </ReactFlow>
+    </div>
+  );
+}

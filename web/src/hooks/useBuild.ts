@@ -1,0 +1,97 @@
+// One build, live: its snapshot, then its events from the feed, folded into the store once per
+// animation frame (a burst of 1,000 events costs one render, not 1,000).
+
+import { useCallback, useEffect, useReducer, useRef, useState } from "react";
+import type { Api } from "../api/client";
+import { ApiError } from "../api/client";
+import type { FeedStatus } from "../live/feed";
+import { BuildFeed } from "../live/feed";
+import type { AnyEvent } from "../model/events";
+import type { BuildAction, BuildStore } from "../model/store";
+import { buildReducer, initialStore } from "../model/store";
+
+const REFRESH_ON = new Set(["build_completed", "build_failed", "build_cancelled", "build_resumed", "plan_approved"]);
+
+export interface LiveBuild {
+  store: BuildStore;
+  feed: FeedStatus;
+  /** Loading the build failed (in words), e.g. not found. */
+  error: string | null;
+  refresh: () => void;
+}
+
+export function useBuild(api: Api, wsUrl: string | null, token: () => Promise<string | null>, buildId: string, onUnauthorized: () => void): LiveBuild {
+  const [store, dispatch] = useReducer(buildReducer, buildId, initialStore);
+  const [feed, setFeed] = useState<FeedStatus>({ mode: "connecting" });
+  const [error, setError] = useState<string | null>(null);
+  const queue = useRef<BuildAction[]>([]);
+  const frame = useRef<number | null>(null);
+  const refreshTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
+
+  const flush = useCallback(() => {
+    frame.current = null;
+    const actions = queue.current;
+    queue.current = [];
+    if (actions.length) dispatch({ type: "batch", actions });
+  }, []);
+
+  const push = useCallback(
+    (action: BuildAction) => {
+      queue.current.push(action);
+      if (frame.current === null) frame.current = requestAnimationFrame(flush);
+    },
+    [flush],
+  );
+
+  const refresh = useCallback(() => {
+    if (refreshTimer.current) clearTimeout(refreshTimer.current);
+    refreshTimer.current = setTimeout(() => {
+      api
+        .getBuild(buildId)
+        .then((snapshot) => push({ type: "snapshot", snapshot }))
+        .catch(() => undefined);
+    }, 250);
+  }, [api, buildId, push]);
+
+  useEffect(() => {
+    dispatch({ type: "reset", buildId });
+    setError(null);
+    const abort = new AbortController();
+    api
+      .getBuild(buildId, abort.signal)
+      .then((snapshot) => push({ type: "snapshot", snapshot }))
+      .catch((err) => {
+        if (abort.signal.aborted) return;
+        setError(err instanceof ApiError ? err.message : String(err));
+      });
+    const live = new BuildFeed({
+      buildId,
+      after: 0,
+      api,
+      wsUrl,
+      token,
+      onEvents: (events: AnyEvent[]) => {
+        push({ type: "events", events });
+        if (events.some((e) => REFRESH_ON.has(e.type) || (e.type === "plan_generated" && (e.data as { truncated?: boolean }).truncated)))
+          refresh();
+      },
+      onCaughtUp: (lastSeq) => push({ type: "caughtUp", lastSeq }),
+      onStatus: setFeed,
+      onUnauthorized,
+    });
+    live.start();
+    const online = () => live.nudge();
+    window.addEventListener("online", online);
+    return () => {
+      abort.abort();
+      live.stop();
+      window.removeEventListener("online", online);
+      if (frame.current !== null) cancelAnimationFrame(frame.current);
+      frame.current = null;
+      queue.current = [];
+      if (refreshTimer.current) clearTimeout(refreshTimer.current);
+    };
+  }, [api, buildId, wsUrl, token, push, refresh, onUnauthorized]);
+
+  return { store, feed, error, refresh };
+}
