@@ -253,7 +253,9 @@ def serve(
         out.print(f"Stepwise API on [bold]http://{host}:{port}[/]  (dev token: [bold]{token}[/] for user {user})")
         out.print(f"  dashboard: [bold]{dashboard_url(host, port, token)}[/]", soft_wrap=True)
         if not is_built():
-            out.print("  (the dashboard is not built: `bash scripts/serve.sh` builds it, or npm --prefix web ci && npm --prefix web run build)")
+            out.print(
+                "  (the dashboard is not built: `bash scripts/serve.sh` builds it, or npm --prefix web ci && npm --prefix web run build)"
+            )
         out.print(f'  curl -H "Authorization: Bearer {token}" http://{host}:{port}/builds')
         out.print(f"  local AWS endpoint (moto) for `stepwise dlq`: {runtime.aws_endpoint}")
         sys.stdout.flush()

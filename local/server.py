@@ -77,9 +77,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             break
     headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
     answer = static_answer(scope["method"], scope["path"])  # the dashboard at /
-    status, out_headers, payload = answer or await asyncio.to_thread(
-        handle_request, scope["method"], scope["path"], scope.get("query_string", b"").decode(), headers, body
-    )
+    if answer is None:
+        answer = await asyncio.to_thread(
+            handle_request, scope["method"], scope["path"], scope.get("query_string", b"").decode(), headers, body
+        )
+    status, out_headers, payload = answer
     await send(
         {
             "type": "http.response.start",

@@ -143,8 +143,9 @@ export function DagView({ graph, selected, onSelect, onDrawn }: DagViewProps) {
         onInit={setFlow}
         onNodeClick={(_, node) => onSelect(node.id)}
         onPaneClick={() => onSelect(null)}
-        onSelectionChange={({ nodes: sel }) => {
-          if (sel.length === 1 && sel[0].id !== selected) onSelect(sel[0].id);
+        onNodesChange={(changes) => {
+          // Nodes are controlled: a selection made with the keyboard (Enter on a focused node) arrives here.
+          for (const c of changes) if (c.type === "select" && c.selected) onSelect(c.id);
         }}
         nodesDraggable={false}
         nodesConnectable={false}

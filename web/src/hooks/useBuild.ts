@@ -6,7 +6,7 @@ import type { Api } from "../api/client";
 import { ApiError } from "../api/client";
 import type { FeedStatus } from "../live/feed";
 import { BuildFeed } from "../live/feed";
-import type { AnyEvent } from "../model/events";
+import type { AnyEvent, PlannedTask } from "../model/events";
 import type { BuildAction, BuildStore } from "../model/store";
 import { buildReducer, initialStore } from "../model/store";
 
@@ -18,6 +18,8 @@ export interface LiveBuild {
   /** Loading the build failed (in words), e.g. not found. */
   error: string | null;
   refresh: () => void;
+  /** The API accepted an edited plan: show it. */
+  planEdited: (tasks: PlannedTask[]) => void;
 }
 
 export function useBuild(api: Api, wsUrl: string | null, token: () => Promise<string | null>, buildId: string, onUnauthorized: () => void): LiveBuild {
@@ -93,5 +95,7 @@ export function useBuild(api: Api, wsUrl: string | null, token: () => Promise<st
     };
   }, [api, buildId, wsUrl, token, push, refresh, onUnauthorized]);
 
-  return { store, feed, error, refresh };
+  const planEdited = useCallback((tasks: PlannedTask[]) => push({ type: "planEdited", tasks }), [push]);
+
+  return { store, feed, error, refresh, planEdited };
 }

@@ -419,6 +419,15 @@ export function applyEvents(state: BuildState, events: readonly AnyEvent[]): Bui
   return d.s;
 }
 
+/** The task list replaced by an edited plan the API accepted; run state of kept tasks stays. */
+export function replacePlan(state: BuildState, tasks: readonly PlannedTask[]): BuildState {
+  const d = new Draft(state);
+  for (const t of tasks) Object.assign(d.task(t.id, t)!, definition(t), { draft: false });
+  d.setOrder(tasks.map((t) => t.id));
+  d.s.blocked = null;
+  return d.s;
+}
+
 /** The first seq missing below a buffered event (what to ask GET /events for), or null. */
 export function missingAfter(state: BuildState): number | null {
   return Object.keys(state.buffered).length > 0 ? state.lastSeq : null;

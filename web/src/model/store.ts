@@ -2,8 +2,8 @@
 // fold of that replay (shown once it has caught up, so the page never steps back in time).
 
 import type { BuildState } from "./build";
-import { applyEvents, emptyBuild } from "./build";
-import type { AnyEvent } from "./events";
+import { applyEvents, emptyBuild, replacePlan } from "./build";
+import type { AnyEvent, PlannedTask } from "./events";
 import type { Snapshot } from "./snapshot";
 import { fromSnapshot, mergeSnapshot } from "./snapshot";
 
@@ -19,6 +19,7 @@ export type BuildAction =
   | { type: "events"; events: readonly AnyEvent[] }
   | { type: "caughtUp"; lastSeq: number }
   | { type: "reset"; buildId: string }
+  | { type: "planEdited"; tasks: readonly PlannedTask[] }
   | { type: "batch"; actions: readonly BuildAction[] };
 
 export function initialStore(buildId: string): BuildStore {
@@ -52,6 +53,13 @@ export function buildReducer(store: BuildStore, action: BuildAction): BuildStore
     }
     case "caughtUp":
       return promote(store, action.lastSeq);
+    case "planEdited":
+      // The API accepted this edited plan: draw it now (its plan_generated event confirms it later).
+      return {
+        ...store,
+        view: replacePlan(store.view, action.tasks),
+        replay: store.replay && replacePlan(store.replay, action.tasks),
+      };
     case "batch": {
       // One render per animation frame: consecutive event batches fold in one pass.
       let out = store;

@@ -43,7 +43,7 @@ function markDrawn(count: number): void {
 }
 
 export function BuildPage({ buildId, api, wsUrl, token, onUnauthorized }: BuildPageProps) {
-  const { store, feed, error } = useBuild(api, wsUrl, token, buildId, onUnauthorized);
+  const { store, feed, error, planEdited } = useBuild(api, wsUrl, token, buildId, onUnauthorized);
   const state = store.view;
   const now = useNow(1000);
   const [tab, setTab] = useState<Tab>("graph");
@@ -88,7 +88,19 @@ export function BuildPage({ buildId, api, wsUrl, token, onUnauthorized }: BuildP
 
   const approve = (tasks?: PlanTaskBody[]) =>
     act(tasks ? "Edited plan approved: the build starts." : "Plan approved: the build starts.", () =>
-      api.approve(buildId, tasks ? { approved: true, tasks } : { approved: true }),
+      api.approve(buildId, tasks ? { approved: true, tasks } : { approved: true }).then(() => {
+        if (tasks)
+          planEdited(
+            tasks.map((t) => ({
+              id: t.id,
+              name: t.name,
+              type: t.type,
+              description: t.description,
+              estimatedDuration: t.estimatedDuration,
+              dependsOn: t.input?.dependencies ?? [],
+            })),
+          );
+      }),
     );
 
   const openFileFromTask = (path: string) => {
