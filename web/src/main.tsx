@@ -10,6 +10,7 @@ async function boot(): Promise<void> {
   const root = createRoot(document.getElementById("root")!);
   try {
     const config = await loadConfig();
+    performance.mark("config-loaded");
     const session = await createSession(config.auth);
     const api = new Api(config.apiUrl, session);
     root.render(

@@ -73,11 +73,16 @@ function ariaLabel(n: GraphNode, deps: number): string {
   return parts.join(", ");
 }
 
-export function DagView({ graph, selected, onSelect, onDrawn }: DagViewProps) {
+export const DagView = memo(function DagView({ graph, selected, onSelect, onDrawn }: DagViewProps) {
   const cache = useRef<{ shape: string; positions: Positions } | null>(null);
+  // Node and edge objects are kept while what they show is the same, so a status change re-renders
+  // only the nodes it touches (a 200-task build streams hundreds of events).
+  const nodeCache = useRef(new Map<string, { key: string; node: TaskFlowNode }>());
+  const edgeCache = useRef(new Map<string, { key: string; edge: Edge }>());
   const [flow, setFlow] = useState<ReactFlowInstance<TaskFlowNode, Edge> | null>(null);
   const fitted = useRef<string>("");
 
+  if (graph.nodes.length && !performance.getEntriesByName("dag-render").length) performance.mark("dag-render");
   const positions = useMemo(() => {
     if (cache.current?.shape !== graph.shape) cache.current = { shape: graph.shape, positions: layout(graph) };
     return cache.current.positions;
@@ -89,36 +94,59 @@ export function DagView({ graph, selected, onSelect, onDrawn }: DagViewProps) {
     return m;
   }, [graph.edges]);
 
-  const nodes: TaskFlowNode[] = useMemo(
-    () =>
-      graph.nodes.map((n) => ({
-        id: n.id,
-        type: "task" as const,
-        position: positions.get(n.id) ?? { x: 0, y: 0 },
-        data: { ...n, selected: n.id === selected },
-        selected: n.id === selected,
-        draggable: false,
-        connectable: false,
-        ariaLabel: ariaLabel(n, depCount.get(n.id) ?? 0),
-        width: NODE_WIDTH,
-        height: NODE_HEIGHT,
-      })),
-    [graph.nodes, positions, selected, depCount],
-  );
+  const nodes: TaskFlowNode[] = useMemo(() => {
+    const next = new Map<string, { key: string; node: TaskFlowNode }>();
+    const out = graph.nodes.map((n) => {
+      const position = positions.get(n.id) ?? { x: 0, y: 0 };
+      const isSelected = n.id === selected;
+      const deps = depCount.get(n.id) ?? 0;
+      const key = [n.name, n.status, n.attempt, n.draft, n.critical, n.willRetry, n.cached, isSelected, deps, position.x, position.y].join("|");
+      const hit = nodeCache.current.get(n.id);
+      const node: TaskFlowNode =
+        hit && hit.key === key
+          ? hit.node
+          : {
+              id: n.id,
+              type: "task" as const,
+              position,
+              data: { ...n, selected: isSelected },
+              selected: isSelected,
+              draggable: false,
+              connectable: false,
+              ariaLabel: ariaLabel(n, deps),
+              width: NODE_WIDTH,
+              height: NODE_HEIGHT,
+            };
+      next.set(n.id, { key, node });
+      return node;
+    });
+    nodeCache.current = next;
+    return out;
+  }, [graph.nodes, positions, selected, depCount]);
 
-  const edges: Edge[] = useMemo(
-    () =>
-      graph.edges.map((e) => ({
-        id: e.id,
-        source: e.source,
-        target: e.target,
-        className: `${e.critical ? "critical" : ""} ${e.satisfied ? "satisfied" : ""}`.trim(),
-        markerEnd: { type: MarkerType.ArrowClosed, width: 12, height: 12, color: e.critical ? "#7c3aed" : "#6b7280" },
-        focusable: false,
-        selectable: false,
-      })),
-    [graph.edges],
-  );
+  const edges: Edge[] = useMemo(() => {
+    const next = new Map<string, { key: string; edge: Edge }>();
+    const out = graph.edges.map((e) => {
+      const key = `${e.critical}|${e.satisfied}`;
+      const hit = edgeCache.current.get(e.id);
+      const edge: Edge =
+        hit && hit.key === key
+          ? hit.edge
+          : {
+              id: e.id,
+              source: e.source,
+              target: e.target,
+              className: `${e.critical ? "critical" : ""} ${e.satisfied ? "satisfied" : ""}`.trim(),
+              markerEnd: { type: MarkerType.ArrowClosed, width: 12, height: 12, color: e.critical ? "#7c3aed" : "#6b7280" },
+              focusable: false,
+              selectable: false,
+            };
+      next.set(e.id, { key, edge });
+      return edge;
+    });
+    edgeCache.current = next;
+    return out;
+  }, [graph.edges]);
 
   // Fit the view when the graph's shape changes (tasks streaming in, an edited plan).
   useEffect(() => {
@@ -140,7 +168,10 @@ export function DagView({ graph, selected, onSelect, onDrawn }: DagViewProps) {
         nodes={nodes}
         edges={edges}
         nodeTypes={nodeTypes}
-        onInit={setFlow}
+        onInit={(f) => {
+          performance.mark("dag-init");
+          setFlow(f);
+        }}
         onNodeClick={(_, node) => onSelect(node.id)}
         onPaneClick={() => onSelect(null)}
         onNodesChange={(changes) => {
@@ -169,4 +200,4 @@ export function DagView({ graph, selected, onSelect, onDrawn }: DagViewProps) {
       </ReactFlow>
     </div>
   );
-}
+});

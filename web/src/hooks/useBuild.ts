@@ -59,13 +59,6 @@ export function useBuild(api: Api, wsUrl: string | null, token: () => Promise<st
     dispatch({ type: "reset", buildId });
     setError(null);
     const abort = new AbortController();
-    api
-      .getBuild(buildId, abort.signal)
-      .then((snapshot) => push({ type: "snapshot", snapshot }))
-      .catch((err) => {
-        if (abort.signal.aborted) return;
-        setError(err instanceof ApiError ? err.message : String(err));
-      });
     const live = new BuildFeed({
       buildId,
       after: 0,
@@ -81,7 +74,21 @@ export function useBuild(api: Api, wsUrl: string | null, token: () => Promise<st
       onStatus: setFeed,
       onUnauthorized,
     });
-    live.start();
+    // The snapshot first (a reload draws the build from it at once), then the event log from seq 1:
+    // the two requests would only slow each other down.
+    api
+      .getBuild(buildId, abort.signal)
+      .then((snapshot) => {
+        performance.mark("snapshot-received");
+        push({ type: "snapshot", snapshot });
+      })
+      .catch((err) => {
+        if (abort.signal.aborted) return;
+        setError(err instanceof ApiError ? err.message : String(err));
+      })
+      .finally(() => {
+        if (!abort.signal.aborted) live.start();
+      });
     const online = () => live.nudge();
     window.addEventListener("online", online);
     return () => {

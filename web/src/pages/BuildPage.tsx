@@ -1,7 +1,6 @@
-import { type KeyboardEvent, useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { type KeyboardEvent, lazy, Suspense, useCallback, useEffect, useMemo, useRef, useState } from "react";
 import type { Api, PlanTaskBody } from "../api/client";
 import { ApiError } from "../api/client";
-import { FileBrowser } from "../components/FileBrowser";
 import { BUILD_STATUS_LABEL, age, seconds, tokens, usd, when } from "../components/format";
 import { Notices } from "../components/Notices";
 import { PlanEditor } from "../components/PlanEditor";
@@ -12,6 +11,9 @@ import { graphInput } from "../graph/layout";
 import { useBuild } from "../hooks/useBuild";
 import { useNow } from "../hooks/useNow";
 import { isTerminal } from "../model/build";
+
+// The file browser (syntax highlighting, zip) loads when its tab is first opened.
+const FileBrowser = lazy(() => import("../components/FileBrowser").then((m) => ({ default: m.FileBrowser })));
 
 type Tab = "graph" | "tasks" | "files";
 const TABS: { id: Tab; label: string }[] = [
@@ -325,7 +327,9 @@ export function BuildPage({ buildId, api, wsUrl, token, onUnauthorized }: BuildP
           ) : null}
           {tab === "tasks" ? <TaskTable state={state} now={now} critical={graph.critical.nodes} onSelect={setSelected} /> : null}
           {tab === "files" ? (
-            <FileBrowser api={api} buildId={buildId} version={completedCount + state.runs * 10000} open={openFile} onOpen={setOpenFile} />
+            <Suspense fallback={<p aria-live="polite">Loading the file browser…</p>}>
+              <FileBrowser api={api} buildId={buildId} version={completedCount + state.runs * 10000} open={openFile} onOpen={setOpenFile} />
+            </Suspense>
           ) : null}
         </div>
         {task && tab !== "files" ? (
