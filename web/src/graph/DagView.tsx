@@ -16,7 +16,7 @@ import {
   type ReactFlowInstance,
 } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
-import { memo, useEffect, useMemo, useRef, useState } from "react";
+import { memo, useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { TASK_STATUS_ICON, TASK_STATUS_LABEL } from "../components/format";
 import type { GraphInput, GraphNode, Positions } from "./layout";
 import { layout, NODE_HEIGHT, NODE_WIDTH } from "./layout";
@@ -148,12 +148,30 @@ export const DagView = memo(function DagView({ graph, selected, onSelect, onDraw
     return out;
   }, [graph.edges]);
 
-  // Fit the view when the graph's shape changes (tasks streaming in, an edited plan).
+  // Fit the view when the graph's shape changes (tasks streaming in, an edited plan), and when the
+  // canvas is resized (a details panel opened) unless the person has panned or zoomed it.
+  const moved = useRef(false);
+  const fittedView = useRef<{ x: number; y: number; zoom: number } | null>(null);
+  const box = useRef<HTMLDivElement>(null);
+  const fit = useCallback(() => {
+    if (!flow) return;
+    void flow.fitView({ padding: 0.08, maxZoom: 1.2, duration: 0 }).then(() => {
+      fittedView.current = flow.getViewport();
+    });
+  }, [flow]);
   useEffect(() => {
     if (!flow || graph.nodes.length === 0 || fitted.current === graph.shape) return;
     fitted.current = graph.shape;
-    void flow.fitView({ padding: 0.08, maxZoom: 1.2, duration: 0 });
-  }, [flow, graph.shape, graph.nodes.length]);
+    fit();
+  }, [flow, fit, graph.shape, graph.nodes.length]);
+  useEffect(() => {
+    if (!flow || !box.current || typeof ResizeObserver === "undefined") return;
+    const observer = new ResizeObserver(() => {
+      if (!moved.current) fit();
+    });
+    observer.observe(box.current);
+    return () => observer.disconnect();
+  }, [flow, fit]);
 
   useEffect(() => {
     if (flow && graph.nodes.length && onDrawn) {
@@ -163,7 +181,7 @@ export const DagView = memo(function DagView({ graph, selected, onSelect, onDraw
   }, [flow, graph.nodes.length, onDrawn]);
 
   return (
-    <div className="dag" role="region" aria-label={`Task graph: ${graph.nodes.length} tasks`}>
+    <div className="dag" role="region" aria-label={`Task graph: ${graph.nodes.length} tasks`} ref={box}>
       <ReactFlow<TaskFlowNode, Edge>
         nodes={nodes}
         edges={edges}
@@ -174,6 +192,12 @@ export const DagView = memo(function DagView({ graph, selected, onSelect, onDraw
         }}
         onNodeClick={(_, node) => onSelect(node.id)}
         onPaneClick={() => onSelect(null)}
+        onMoveEnd={(event, viewport) => {
+          // A person's pan or zoom (an event, and the view really moved), not a fit or a click.
+          const fit = fittedView.current;
+          if (event && fit && (Math.abs(viewport.x - fit.x) > 1 || Math.abs(viewport.y - fit.y) > 1 || viewport.zoom !== fit.zoom))
+            moved.current = true;
+        }}
         onNodesChange={(changes) => {
           // Nodes are controlled: a selection made with the keyboard (Enter on a focused node) arrives here.
           for (const c of changes) if (c.type === "select" && c.selected) onSelect(c.id);

@@ -221,6 +221,7 @@ export function BuildPage({ buildId, api, wsUrl, token, onUnauthorized }: BuildP
       ) : null}
       {state.end && state.end.type === "build_cancelled" ? <p className="muted">Cancelled{state.end.reason ? `: ${state.end.reason}` : ""}.</p> : null}
 
+      {awaiting || !terminal ? (
       <div className="actions row" role="group" aria-label="Build actions">
         {awaiting ? (
           <>
@@ -261,6 +262,7 @@ export function BuildPage({ buildId, api, wsUrl, token, onUnauthorized }: BuildP
           )
         ) : null}
       </div>
+      ) : null}
       {rejecting && awaiting ? (
         <form
           className="row card"
