@@ -192,3 +192,32 @@ describe("live feed by polling", () => {
     expect(h.statuses.at(-1)?.problem).toMatch(/Not found/);
   });
 });
+
+describe("live feed: the server's own stops", () => {
+  it("resubscribes after the highest seq when the server stops the subscription", async () => {
+    const log = happyLog();
+    const h = harness(log);
+    h.feed.start();
+    await tick();
+    const ws = FakeSocket.all[0];
+    ws.push({ type: "subscribed", buildId: BUILD, lastSeq: 12 });
+    for (const e of log.slice(0, 4)) ws.push(e);
+    ws.push({ type: "error", code: "subscription_stopped", buildId: BUILD, message: "subscribe again" });
+    expect(ws.sent.at(-1)).toEqual({ action: "subscribe", buildId: BUILD, after: 4 });
+    h.feed.stop();
+  });
+
+  it("reads an event too large for a frame from the event log", async () => {
+    const log = happyLog();
+    const h = harness(log);
+    h.feed.start();
+    await tick();
+    const ws = FakeSocket.all[0];
+    for (const e of log.slice(0, 11)) ws.push(e);
+    ws.push({ type: "error", code: "too_large", buildId: BUILD, seq: 12, message: "read it" });
+    await tick();
+    expect(h.polls[0].after).toBe(11);
+    expect(h.got.at(-1)?.seq).toBe(12);
+    h.feed.stop();
+  });
+});

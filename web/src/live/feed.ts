@@ -132,10 +132,11 @@ export class BuildFeed {
     if (this.ahead.size && !this.filling) void this.fillGap();
   }
 
-  private async fillGap(): Promise<void> {
+  private async fillGap(once = false): Promise<void> {
     this.filling = true;
     try {
-      while (this.ahead.size && !this.stopped) {
+      while ((once || this.ahead.size) && !this.stopped) {
+        once = false;
         const before = this.last;
         const page = await this.o.api.getEvents(this.o.buildId, this.last, this.o.pageSize ?? PAGE, 0, this.stopper.signal);
         this.accept(page.events);
@@ -185,7 +186,7 @@ export class BuildFeed {
         this.accept([data]);
         return;
       }
-      const m = data as { type?: string; buildId?: string; lastSeq?: number; code?: string };
+      const m = data as { type?: string; buildId?: string; lastSeq?: number; code?: string; seq?: number };
       if (m.type === "subscribed" && m.buildId === this.o.buildId) {
         this.setStatus({ mode: "websocket" });
         this.subscribedLastSeq = m.lastSeq ?? 0;
@@ -193,6 +194,12 @@ export class BuildFeed {
       } else if (m.type === "error" && m.code === "not_found") {
         this.stop();
         this.setStatus({ mode: "stopped", problem: "This build does not exist, or it belongs to another user." });
+      } else if (m.type === "error" && (m.code === "subscription_stopped" || m.code === "internal_error")) {
+        // The server stopped this subscription: take it up again after the highest seq delivered.
+        ws.send(JSON.stringify({ action: "subscribe", buildId: this.o.buildId, after: this.last }));
+      } else if (m.type === "error" && m.code === "too_large") {
+        // One event too large for a WebSocket message: read it from the event log.
+        if (!this.filling) void this.fillGap(true);
       }
     };
     ws.onclose = (event: CloseEvent) => {
