@@ -130,5 +130,12 @@ export type AnyEvent = BuildEvent | UnknownEvent;
 export function isEnvelope(value: unknown): value is AnyEvent {
   if (typeof value !== "object" || value === null) return false;
   const v = value as Record<string, unknown>;
-  return typeof v.seq === "number" && typeof v.type === "string" && typeof v.buildId === "string";
+  // Control frames (`error` may carry a seq) have no event id or timestamp.
+  return (
+    typeof v.id === "string" &&
+    typeof v.seq === "number" &&
+    typeof v.timestamp === "number" &&
+    typeof v.type === "string" &&
+    typeof v.buildId === "string"
+  );
 }
