@@ -89,3 +89,24 @@ describe("reload: the snapshot draws at once, the replayed log takes over once c
     expect(st.view.status).toBe("completed");
   });
 });
+
+describe("an edited plan the API accepted", () => {
+  it("is drawn at once, keeping the run state of the tasks it keeps; its plan_generated changes nothing more", () => {
+    const log = [
+      ev(1, "build_started", { prompt: "p" }),
+      ev(2, "plan_generated", { planId: "p1", planVersion: 1, taskCount: 3, estimatedDuration: 30, recovery: null, tasks: [task("a"), task("b", ["a"]), task("c", ["b"])] }),
+      ev(3, "plan_approval_required", { planId: "p1", expiresAt: 1, taskCount: 3, estimatedDuration: 30, approvalUrl: "/x" }),
+    ];
+    let st = buildReducer(initialStore(BUILD), { type: "events", events: log });
+    st = buildReducer(st, { type: "planEdited", tasks: [task("a"), task("c", ["a"])] });
+    expect(st.view.order).toEqual(["a", "c"]);
+    expect(st.view.tasks.c.dependsOn).toEqual(["a"]);
+    expect(st.view.approvedEdited).toBe(true);
+    const confirmed = buildReducer(st, {
+      type: "events",
+      events: [ev(4, "plan_generated", { planId: "p1", planVersion: 2, taskCount: 2, estimatedDuration: 20, recovery: null, tasks: [task("a"), task("c", ["a"])] })],
+    });
+    expect(confirmed.view.order).toEqual(["a", "c"]);
+    expect(confirmed.view.planVersion).toBe(2);
+  });
+});

@@ -425,6 +425,7 @@ export function replacePlan(state: BuildState, tasks: readonly PlannedTask[]): B
   for (const t of tasks) Object.assign(d.task(t.id, t)!, definition(t), { draft: false });
   d.setOrder(tasks.map((t) => t.id));
   d.s.blocked = null;
+  d.s.approvedEdited = true;
   return d.s;
 }
 

@@ -194,6 +194,7 @@ export function BuildPage({ buildId, api, wsUrl, token, onUnauthorized }: BuildP
           <dt>Plan</dt>
           <dd>
             {state.planVersion ? `version ${state.planVersion}` : "being written"}
+            {state.approvedEdited ? " (edited)" : ""}
             {state.runs > 1 ? ` · run ${state.runs}` : ""}
           </dd>
         </div>
