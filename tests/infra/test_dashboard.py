@@ -102,6 +102,7 @@ def test_security_headers_and_a_csp_naming_only_this_stacks_endpoints(synth: Syn
     assert connect.startswith("'self' https://")
     assert synth.logical_id(synth.stack.api.rest_api) in refs(csp_value)  # the REST API's host
     assert synth.logical_id(dash.hosted_ui) in refs(csp_value)  # the hosted UI (token exchange)
+    assert "wss://" in connect and synth.logical_id(synth.stack.websocket.api) in refs(csp_value)
     assert re.search(r"https://cognito-idp\.\{.*\}\.amazonaws\.com", connect)
 
 
@@ -114,11 +115,12 @@ def test_config_json_is_written_at_deploy_with_the_api_and_cognito_ids(synth: Sy
     assert any(api in refs(json.loads(v)) for v in values), "apiUrl"
     assert any(synth.logical_id(synth.stack.api.user_pool) in refs(json.loads(v)) for v in values), "authority"
     assert any(synth.logical_id(synth.stack.api.client) in refs(json.loads(v)) for v in values), "clientId"
+    assert any(synth.logical_id(synth.stack.websocket.api) in refs(json.loads(v)) for v in values), "wsUrl"
     # The config file itself, as packaged: every deploy-time value is a marker the deployment fills.
     (config_file,) = [p for p in synth.outdir.glob("asset.*/config.json")]
     text = config_file.read_text()
     assert re.fullmatch(
-        r'\{"apiUrl":<<marker:\S+>>,"wsUrl":[^,]*,"auth":\{"kind":"cognito","authority":<<marker:\S+>>,'
+        r'\{"apiUrl":<<marker:\S+>>,"wsUrl":<<marker:\S+>>,"auth":\{"kind":"cognito","authority":<<marker:\S+>>,'
         r'"clientId":<<marker:\S+>>,"domain":<<marker:\S+>>,"scope":"openid email profile"\}\}',
         text,
     ), text
