@@ -10,7 +10,7 @@ import type { components, paths } from "./schema";
 export type Schemas = components["schemas"];
 export type CreateBuildBody = Schemas["CreateBuildRequest"];
 export type ApprovalBody = Schemas["ApprovalRequest"];
-export type PlanTaskBody = Schemas["Task"];
+export type PlanTaskBody = NonNullable<ApprovalBody["tasks"]>[number];
 export type FileInfo = Schemas["FileInfo"];
 
 export interface BuildSummary {
@@ -94,7 +94,7 @@ export class Api {
 
   createBuild(body: CreateBuildBody, idempotencyKey: string): Promise<{ buildId: string; status: string }> {
     return this.call(() =>
-      this.client.POST("/builds", { body, params: { header: { "idempotency-key": idempotencyKey } } }),
+      this.client.POST("/builds", { body, headers: { "Idempotency-Key": idempotencyKey } }),
     );
   }
 
