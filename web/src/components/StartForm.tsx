@@ -18,6 +18,12 @@ function fieldOf(name: string): Field | null {
   return (["prompt", "framework", "maxConcurrency", "budgetUsd", "files"] as const).find((f) => f === head) ?? null;
 }
 
+/** A random key; crypto.randomUUID needs a secure context, getRandomValues does not (a LAN address). */
+function newKey(): string {
+  if (typeof crypto.randomUUID === "function" && window.isSecureContext) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 function safePath(path: string): boolean {
   return !!path && !path.startsWith("/") && !path.includes("\\") && !path.split("/").includes("..") && path.length <= 255;
 }
@@ -38,7 +44,7 @@ export function StartForm({ api, onStarted }: { api: Api; onStarted: (buildId: s
     () => ({ prompt, framework, requireApproval, maxConcurrency, budget, files }),
     [prompt, framework, requireApproval, maxConcurrency, budget, files],
   );
-  const idempotencyKey = useMemo(() => crypto.randomUUID(), [body]);
+  const idempotencyKey = useMemo(() => newKey(), [body]);
 
   const totalBytes = files.reduce((n, f) => n + f.bytes, 0);
 
