@@ -1,5 +1,6 @@
-// One build, live: its snapshot, then its events from the feed, folded into the store once per
-// animation frame (a burst of 1,000 events costs one render, not 1,000).
+// One build, live: its snapshot, then its events from the feed, folded into the store in batches,
+// one per animation frame at most every MIN_RENDER_INTERVAL_MS (a burst of 1,000 events costs one
+// render, not 1,000).
 
 import { useCallback, useEffect, useReducer, useRef, useState } from "react";
 import type { Api } from "../api/client";
@@ -9,6 +10,10 @@ import { BuildFeed } from "../live/feed";
 import type { AnyEvent, PlannedTask } from "../model/events";
 import type { BuildAction, BuildStore } from "../model/store";
 import { buildReducer, initialStore } from "../model/store";
+
+// At most ~7 renders a second: over the WebSocket events arrive one by one, and re-drawing a
+// 200-task graph for each would cost more frames than it shows.
+const MIN_RENDER_INTERVAL_MS = 150;
 
 const REFRESH_ON = new Set(["build_completed", "build_failed", "build_cancelled", "build_resumed", "plan_approved"]);
 
@@ -30,8 +35,12 @@ export function useBuild(api: Api, wsUrl: string | null, token: () => Promise<st
   const frame = useRef<number | null>(null);
   const refreshTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
 
+  const lastFlush = useRef(0);
+  const wait = useRef<ReturnType<typeof setTimeout> | null>(null);
+
   const flush = useCallback(() => {
     frame.current = null;
+    lastFlush.current = performance.now();
     const actions = queue.current;
     queue.current = [];
     if (actions.length) dispatch({ type: "batch", actions });
@@ -40,7 +49,14 @@ export function useBuild(api: Api, wsUrl: string | null, token: () => Promise<st
   const push = useCallback(
     (action: BuildAction) => {
       queue.current.push(action);
-      if (frame.current === null) frame.current = requestAnimationFrame(flush);
+      if (frame.current !== null || wait.current !== null) return;
+      const delay = lastFlush.current + MIN_RENDER_INTERVAL_MS - performance.now();
+      if (delay <= 0) frame.current = requestAnimationFrame(flush);
+      else
+        wait.current = setTimeout(() => {
+          wait.current = null;
+          frame.current = requestAnimationFrame(flush);
+        }, delay);
     },
     [flush],
   );
@@ -97,6 +113,8 @@ export function useBuild(api: Api, wsUrl: string | null, token: () => Promise<st
       window.removeEventListener("online", online);
       if (frame.current !== null) cancelAnimationFrame(frame.current);
       frame.current = null;
+      if (wait.current !== null) clearTimeout(wait.current);
+      wait.current = null;
       queue.current = [];
       if (refreshTimer.current) clearTimeout(refreshTimer.current);
     };
