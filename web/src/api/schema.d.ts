@@ -207,6 +207,11 @@ export interface components {
              */
             failedTasks: number;
             /**
+             * Plancostusd
+             * @default 0
+             */
+            planCostUsd: number | null;
+            /**
              * Prompttokens
              * @default 0
              */

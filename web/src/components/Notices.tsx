@@ -85,7 +85,7 @@ export function Notices({ state, dismissed, onDismiss, onProceed, onEdit }: Noti
           return (
             <div key={n.seq} className="toast error" role="alert" data-notice="hard-error">
               <strong>{COPY.hardError}</strong>
-              {n.message ? <p>{n.message}</p> : null}
+              {n.message && n.message.replace(COPY.hardError, "").trim() ? <p>{n.message.replace(COPY.hardError, "").trim()}</p> : null}
               <WhatHappened cycles={n.cycles} name={name} />
             </div>
           );
