@@ -107,6 +107,7 @@ class StepwiseStack(Stack):
             websocket_url=self.websocket.url,
             user_pool=self.api.user_pool,
             user_pool_client=self.api.client,
+            hosted_ui=self.api.domain,
         )
         self.monitoring = Monitoring(
             self,

@@ -21,10 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jsii
-from aws_cdk import Annotations, Aws, Duration, Fn, IStableStringProducer, Lazy, RemovalPolicy, Stack
+from aws_cdk import Annotations, Aws, Duration, Fn, IStableStringProducer, Lazy, RemovalPolicy, Stack, Token
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from constructs import Construct
@@ -48,6 +49,15 @@ class _Deferred:
 
     def produce(self) -> str:
         return self._produce()
+
+
+def _asset_objects(stack: Stack) -> str:
+    """The CDK asset bucket's objects as cdk-nag names them (pseudo parameters, or a pinned environment)."""
+    partition, region, account = (
+        f"<AWS::{name}>" if Token.is_unresolved(value) else value
+        for name, value in (("Partition", stack.partition), ("Region", stack.region), ("AccountId", stack.account))
+    )
+    return f"arn:{partition}:s3:::cdk-hnb659fds-assets-{account}-{region}/*"
 
 
 def _host(url: str) -> str:
@@ -124,7 +134,6 @@ class Dashboard(Construct):
             ),
             http_version=cloudfront.HttpVersion.HTTP2_AND_3,
             price_class=cloudfront.PriceClass.PRICE_CLASS_100,
-            minimum_protocol_version=cloudfront.SecurityPolicyProtocol.TLS_V1_2_2021,
         )
         for rule, reason in (
             (
@@ -144,8 +153,8 @@ class Dashboard(Construct):
             ),
             (
                 "AwsSolutions-CFR4",
-                "The default *.cloudfront.net certificate cannot pin a TLS floor; the distribution "
-                "asks for TLSv1.2_2021, which applies as soon as an operator attaches a domain.",
+                "The default *.cloudfront.net certificate cannot pin a TLS floor (CloudFront ignores a "
+                "minimum protocol version without a custom certificate); attach a domain to set one.",
             ),
         ):
             acknowledge(self.distribution, rule, reason)
@@ -175,10 +184,12 @@ class Dashboard(Construct):
         websocket_url: str | None,
         user_pool: cognito.UserPool,
         user_pool_client: cognito.UserPoolClient,
+        hosted_ui: cognito.UserPoolDomain | None = None,
     ) -> None:
-        """Configure sign-in and the CSP for these APIs, and deploy the app with its config.json."""
+        """Configure sign-in and the CSP for these APIs, and deploy the app with its config.json.
+        `hosted_ui`: the pool's sign-in domain when the stack has one (a pool has at most one)."""
         stack = Stack.of(self)
-        self.hosted_ui = user_pool.add_domain(
+        self.hosted_ui = hosted_ui or user_pool.add_domain(
             "HostedUi", cognito_domain=cognito.CognitoDomainOptions(domain_prefix=domain_prefix(stack.stack_name))
         )
         hosted_ui = f"https://{self.hosted_ui.domain_name}.auth.{Aws.REGION}.amazoncognito.com"
@@ -212,6 +223,10 @@ class Dashboard(Construct):
             )
             app = s3deploy.Source.data("favicon.svg", "")
             entry = s3deploy.Source.data("index.html", PLACEHOLDER)
+        # The copy function's log group goes with the stack (a kept named group would block a redeploy).
+        deploy_logs = logs.LogGroup(
+            self, "DeployLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
+        )
         # Hashed assets are cached for a year; the entry files never, so a deploy shows at once.
         self.assets_deployment = s3deploy.BucketDeployment(
             self,
@@ -219,6 +234,7 @@ class Dashboard(Construct):
             destination_bucket=self.bucket,
             sources=[app],
             prune=False,
+            log_group=deploy_logs,
             cache_control=[s3deploy.CacheControl.from_string("public, max-age=31536000, immutable")],
         )
         self.entry_deployment = s3deploy.BucketDeployment(
@@ -227,6 +243,7 @@ class Dashboard(Construct):
             destination_bucket=self.bucket,
             sources=[entry, s3deploy.Source.json_data("config.json", config)],
             prune=False,
+            log_group=deploy_logs,
             cache_control=[s3deploy.CacheControl.from_string("no-cache")],
             distribution=self.distribution,
             distribution_paths=["/index.html", "/config.json", "/"],
@@ -249,7 +266,7 @@ class Dashboard(Construct):
             ("AwsSolutions-IAM5[Action::s3:Abort*]", why_s3),
             ("AwsSolutions-IAM5[Action::s3:DeleteObject*]", why_s3),
             (
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*]",
+                f"AwsSolutions-IAM5[Resource::{_asset_objects(stack)}]",
                 "The CDK bootstrap asset bucket holds the dashboard's zipped build under a content hash "
                 "known only at deploy; the copy function reads objects of that bucket only.",
             ),
@@ -282,6 +299,7 @@ class Dashboard(Construct):
         cfn.allowed_o_auth_flows_user_pool_client = True
         cfn.allowed_o_auth_flows = ["code"]
         cfn.allowed_o_auth_scopes = [s.scope_name for s in OAUTH_SCOPES]
-        cfn.callback_ur_ls = [self.url]
-        cfn.logout_ur_ls = [self.url]
+        # The dashboard is added to whatever callbacks the stack configured for other frontends.
+        cfn.callback_ur_ls = [*(cfn.callback_ur_ls or []), self.url]
+        cfn.logout_ur_ls = [*(cfn.logout_ur_ls or []), self.url]
         cfn.supported_identity_providers = ["COGNITO"]
