@@ -69,13 +69,14 @@ class StepwiseStack(Stack):
             dead_letter_queue=self.queues.outbox_dlq,
             log_retention=retention,
         )
-        # The API answers browser calls from the frontend origin (CORS headers on every response).
-        fns["api"].add_environment(c.CORS_ALLOW_ORIGIN, config.frontend_origin)
+        # The API answers browser calls from the frontend origins (CORS headers on every response).
+        origins = [config.frontend_origin]
+        fns["api"].add_environment(c.STEPWISE_CORS_ORIGINS, ",".join(origins))
         self.api = Api(
             self,
             "Api",
             handler=fns["api"],
-            frontend_origin=config.frontend_origin,
+            frontend_origins=origins,
             rate_limit=d.api_rate_limit,
             burst_limit=d.api_burst_limit,
             log_retention=retention,

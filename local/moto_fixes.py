@@ -46,7 +46,26 @@ def install() -> None:
     _install_sqs()
     _install_plain_dynamodb_results()
     _install_stream_signal()
+    _install_stop_just_started()
     _installed = True
+
+
+def _install_stop_just_started() -> None:
+    """moto builds an execution's interpreter on its own thread after `start_execution` returns; a
+    `stop_execution` in that window fails inside moto (AWS stops it). Wait for the interpreter."""
+    import time
+
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    original = ExecutionWorker.stop
+
+    def stop(self: Any, stop_date: Any, error: Any, cause: Any) -> None:
+        deadline = time.monotonic() + 5.0
+        while getattr(self, "env", None) is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        original(self, stop_date, error, cause)
+
+    ExecutionWorker.stop = stop  # type: ignore[method-assign]
 
 
 stream_written = threading.Event()  # set whenever a DynamoDB stream gets a record
@@ -62,6 +81,10 @@ def _install_stream_signal() -> None:
     def add(self: Any, old: Any, new: Any) -> None:
         original(self, old, new)
         stream_written.set()
+        if old is None and new is not None and self.table.range_key_attr == "seq":  # an event recorded
+            from local import event_waiter
+
+            event_waiter.note(str(new.hash_key.value), int(new.range_key.value))
 
     StreamShard.add = add  # type: ignore[method-assign]
 

@@ -142,6 +142,10 @@ class LocalRuntime:
         reset_services()
         get_settings()
         self._route_lambda_invocations()
+        from local import event_waiter
+        from shared.dal import events
+
+        events.set_waiter(event_waiter.wait)  # long-polls wake on the write, as the stream sees it
         self._start_workers()
         if self.aws_port is not None:
             self._serve_aws()
@@ -172,6 +176,9 @@ class LocalRuntime:
         if self.relay:
             self.relay.join()
         self._restore_lambda_invocations()
+        from shared.dal import events
+
+        events.set_waiter(None)
         if self._mock is not None:
             self._mock.stop()
             self._mock = None

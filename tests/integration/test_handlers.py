@@ -287,6 +287,17 @@ class TestApi:
             "durationMs",
         }
         assert metrics["totalTasks"] == metrics["completedTasks"] == len(view["plan"]["tasks"])
+        # what a page needs to draw the build after a reload, without replaying events
+        assert view["planVersion"] == 1 and view["startedAt"] >= view["createdAt"]
+        assert view["estimatedDuration"] == view["plan"]["estimatedDuration"] > 0
+        started = {e["data"]["taskId"]: e for e in events if e["type"] == "task_started"}
+        completed = {e["data"]["taskId"]: e for e in events if e["type"] == "task_completed"}
+        for t in view["plan"]["tasks"]:
+            assert t["estimatedDuration"] > 0 and isinstance(t["dependsOn"], list)
+            assert t["attempt"] == 1 and t["error"] is None and t["files"]
+            assert t["startedAt"] <= t["completedAt"] and t["durationMs"] == completed[t["id"]]["data"]["durationMs"]
+            assert t["usage"] == completed[t["id"]]["data"]["usage"]
+            assert started[t["id"]]["timestamp"] <= t["completedAt"]
         assert metrics["failedTasks"] == metrics["skippedTasks"] == 0
         generated = next(e for e in events if e["type"] == "plan_generated")
         assert [t["id"] for t in view["plan"]["tasks"]] == [t["id"] for t in generated["data"]["tasks"]]
@@ -401,10 +412,21 @@ class TestWorkers:
         assert [e.type.value for e in events] == ["plan_partial"] * 4 + ["plan_generated"]
         partials, generated = events[:4], events[4]
         assert [p.data["totalTasksSoFar"] for p in partials] == [1, 2, 3, 4]
-        assert [p.data["latestTasks"] for p in partials] == [
-            [{"id": t["id"], "name": t["name"], "type": t["type"], "description": t["description"]}] for t in PLAN
+        planned = [
+            {
+                "id": t["id"],
+                "name": t["name"],
+                "type": t["type"],
+                "description": t["description"],
+                "estimatedDuration": t["estimatedDuration"],
+                "dependsOn": t["input"]["dependencies"],
+            }
+            for t in PLAN
         ]
+        assert [p.data["latestTasks"] for p in partials] == [[t] for t in planned]
         assert {p.data["planId"] for p in partials} == {generated.data["planId"]}
+        assert generated.data["tasks"] == planned
+        assert generated.data["planVersion"] == 1
         assert generated.data["taskCount"] == 4 and generated.data["recovery"] is None
         assert generated.data["estimatedDuration"] == 5 + 20 + 5  # the critical path
         assert [(t["id"], t["dependsOn"]) for t in generated.data["tasks"]] == [
@@ -717,6 +739,63 @@ class TestWorkers:
             "broken": "failed",
             "joined": "skipped",
             "solo": "completed",
+        }
+
+    def test_a_retry_between_the_execute_answer_and_finalize_is_not_lost(self, quiet):
+        """The run's last task settled (Execute answered) and Finalize has not yet recorded the end:
+        a retry accepted then waits for that end and re-opens the build; the task runs again."""
+        import threading
+
+        plan = [task("fails-twice", target="a.txt"), task("after", "fails-twice", target="b.txt")]
+        build_id = executing(quiet, plan)
+        owner = services().builds.get(build_id)["ownerId"]
+        self._finished_messages(quiet)
+        self._queued(quiet)
+        self._run_task(quiet, build_id, "fails-twice", 1)
+        self._run_task(quiet, build_id, "fails-twice", 2)
+        self._finished_messages(quiet)
+        self._queued(quiet)
+        self._dispatch([self._finished_record(quiet, build_id, "fails-twice", "failed", 2)])
+        assert services().builds.get(build_id)["status"] == "executing"  # Finalize has not run yet
+
+        answer: dict[str, Any] = {}
+
+        def retry() -> None:
+            answer["r"] = quiet.invoke_api("POST", f"/builds/{build_id}/tasks/fails-twice/retry", user=owner)
+
+        thread = threading.Thread(target=retry)
+        thread.start()
+        thread.join(timeout=0.5)
+        assert thread.is_alive()  # it waits for the run's end instead of joining a run that is over
+        final = _handler("dispatch")({"action": "finalize", "state": {"buildId": build_id}}, lambda_context("dispatch"))
+        assert final["status"] == "completed_with_errors"
+        thread.join(timeout=30)
+        status, body = answer["r"]
+        assert status == 202, body
+        assert body["buildResumed"] is True and body["reopened"] == ["fails-twice", "after"]
+        assert _types(build_id)[-2:] == ["build_completed", "build_resumed"]
+
+        queued = self._queued(quiet)
+        assert queued == [("fails-twice", 3)]
+        for _ in range(5):  # be the event sources: run what is queued, deliver what is reported
+            for task_id, attempt in queued:
+                self._run_task(quiet, build_id, task_id, attempt)
+            for report in self._finished_messages(quiet):
+                b = report["body"]
+                self._dispatch([self._finished_record(quiet, build_id, b["taskId"], b["outcome"], b["attempt"])])
+            queued = self._queued(quiet)
+            if not queued:
+                break
+        ends = wait_for(
+            lambda: (lambda e: e if len(e) == 2 else None)(
+                [x for x in _events(build_id) if x.type.value == "build_completed"]
+            ),
+            what="the re-opened run to end",
+        )
+        assert [e.data["status"] for e in ends] == ["completed_with_errors", "completed"]
+        assert {t["taskId"]: t["status"] for t in services().tasks.list(build_id)} == {
+            "fails-twice": "completed",
+            "after": "completed",
         }
 
     def test_identical_task_is_served_from_the_cache(self, quiet):
