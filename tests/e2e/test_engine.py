@@ -106,9 +106,12 @@ class Engine:
         seen = [(e.seq, e.type.value, e.data.get("taskId"), e.data.get("attempt")) for e in events]
         build = services().builds.get(build_id) or {}
         try:
-            arn = services().workflow.execution_arn(build_id)
-            history = client("stepfunctions").get_execution_history(executionArn=arn, maxResults=200)["events"]
-            steps = [h["type"] + ":" + str(h.get("stateEnteredEventDetails", {}).get("name", "")) for h in history]
+            steps = []
+            for run in range(1, int(build.get("runs") or 1) + 1):
+                name = build_id if run == 1 else f"{build_id}-run{run}"
+                arn = services().workflow.execution_arn(name)
+                history = client("stepfunctions").get_execution_history(executionArn=arn, maxResults=200)["events"]
+                steps += [f"run{run}", *[h["type"] + ":" + str(h.get("stateEnteredEventDetails", {}).get("name", "")) for h in history][-12:]]
         except Exception as err:  # diagnostics only
             steps = [repr(err)]
         queues = {}
@@ -120,7 +123,7 @@ class Engine:
             )
         return (
             f"events {seen}; status {build.get('status')}; dispatch {build.get('dispatch')}; "
-            f"workflow {steps[-12:]}; queues (visible, in flight) {queues}"
+            f"workflow {steps}; queues (visible, in flight) {queues}"
         )
 
 
@@ -537,9 +540,9 @@ class TestEngine:
         check_log(events)
         ended = first[-1]["seq"]
         later = [e for e in events if e["seq"] > ended]
-        assert [e["type"] for e in later][:2] == ["task_skipped", "build_resumed"]
-        assert later[0]["data"] == {"taskId": "base", "reason": "user", "dependency": None}
-        assert later[1]["data"]["taskIds"] == ["base", "child"] and later[1]["data"]["runId"].endswith("-run2")
+        assert [e["type"] for e in later][:2] == ["build_resumed", "task_skipped"]
+        assert later[0]["data"]["taskIds"] == ["base", "child"] and later[0]["data"]["runId"].endswith("-run2")
+        assert later[1]["data"] == {"taskId": "base", "reason": "user", "dependency": None}
         assert of(events, "task_completed", "child")
         end = end_of(events)
         assert end["type"] == "build_completed" and end["data"]["status"] == "completed_with_errors"
