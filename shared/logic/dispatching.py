@@ -223,7 +223,10 @@ def _confirm_sent(svc: Services, build_id: str, version: int) -> None:
 
 
 def finish_execution(svc: Services, cur: Loaded) -> None:
-    token = cur.build.get("executeToken")
+    # The token is read after the step that settled the last task committed, not from the item that
+    # step loaded: an Execute that stored its token in between (a re-opened run starting while its
+    # task finishes) then either sees every task settled itself or has its token answered here.
+    token = (svc.builds.get(cur.build["buildId"], attributes=["executeToken"]) or {}).get("executeToken")
     if not token:
         return
     if cur.state.halted == "budget_exceeded":
