@@ -39,6 +39,7 @@ CONTRACT_ROUTES = {
     ("post", "/builds/{buildId}/approval"),
     ("post", "/builds/{buildId}/cancel"),
     ("post", "/builds/{buildId}/tasks/{taskId}/retry"),
+    ("post", "/builds/{buildId}/tasks/{taskId}/skip"),
     ("get", "/builds/{buildId}/files"),
     ("get", "/builds/{buildId}/files/{path}"),
     ("get", "/openapi.json"),
@@ -172,7 +173,62 @@ class TestApi:
         assert status == 200
         assert doc["openapi"].startswith("3.")
         routes = {(method, path) for path, ops in doc["paths"].items() for method in ops}
-        assert routes >= CONTRACT_ROUTES, CONTRACT_ROUTES - routes
+        assert routes == CONTRACT_ROUTES, routes ^ CONTRACT_ROUTES
+        from functions.api.handler import ROUTES
+
+        assert {(m.lower(), p) for m, p in ROUTES} - {("get", "/docs")} == routes  # 405 knows every path
+        accepted = {("post", "/builds"), *((m, p) for m, p in routes if p.endswith(("/cancel", "/retry", "/skip")))}
+        for path, ops in doc["paths"].items():
+            for method, op in ops.items():
+                codes = set(op["responses"])
+                success = "202" if (method, path) in accepted else "200"
+                assert success in codes and not ({"200", "202"} - {success}) & codes, (method, path)
+                if path == "/openapi.json":
+                    continue
+                assert {"401", "429"} <= codes and op["security"] == [{"bearerAuth": []}], (method, path)
+                if "{buildId}" in path:
+                    assert "404" in codes, (method, path)
+                for code, answer in op["responses"].items():
+                    if code.startswith("4"):
+                        ref = answer["content"]["application/json"]["schema"]["$ref"]
+                        assert ref.endswith("/ErrorResponse"), (method, path, code)
+        assert doc["paths"]["/builds"]["post"]["responses"]["409"]  # Idempotency-Key reuse
+        assert set(doc["paths"]["/builds/{buildId}/files/{path}"]["get"]["responses"]["200"]["content"]) >= {
+            "application/json",
+            "text/plain",
+            "text/html",
+        }
+
+    def test_racing_decisions_right_after_create_never_answer_5xx(self, rt):
+        """Cancel, approve, reject, retry and skip fired together at a build that just started."""
+        import threading
+
+        user = _user()
+        build_id = self.start(rt, user, requireApproval=True)
+        calls = [
+            ("POST", f"/builds/{build_id}/cancel", None),
+            ("POST", f"/builds/{build_id}/approval", {"approved": True}),
+            ("POST", f"/builds/{build_id}/approval", {"approved": False}),
+            ("POST", f"/builds/{build_id}/tasks/hero/retry", None),
+            ("POST", f"/builds/{build_id}/tasks/hero/skip", None),
+            ("POST", f"/builds/{build_id}/cancel", None),
+        ]
+        statuses: list[int] = []
+        gate = threading.Barrier(len(calls))
+
+        def call(method: str, path: str, body: Any) -> None:
+            gate.wait()
+            statuses.append(rt.invoke_api(method, path, user=user, body=body)[0])
+
+        threads = [threading.Thread(target=call, args=c) for c in calls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(statuses) <= {200, 202, 404, 409}, statuses
+        assert statuses.count(202) >= 1  # one cancel got through (or the other one did)
+        events = self.finished(rt, user, build_id)
+        assert [e["type"] for e in events].count("build_cancelled") == 1
 
     def test_same_idempotency_key_and_body_gives_the_same_build(self, rt):
         user, key = _user(), str(uuid.uuid4())
