@@ -81,10 +81,6 @@ def _install_stream_signal() -> None:
     def add(self: Any, old: Any, new: Any) -> None:
         original(self, old, new)
         stream_written.set()
-        if old is None and new is not None and self.table.range_key_attr == "seq":  # an event recorded
-            from local import event_waiter
-
-            event_waiter.note(str(new.hash_key.value), int(new.range_key.value))
 
     StreamShard.add = add  # type: ignore[method-assign]
 

@@ -145,7 +145,7 @@ class LocalRuntime:
         from local import event_waiter
         from shared.dal import events
 
-        events.set_waiter(event_waiter.wait)  # long-polls wake on the write, as the stream sees it
+        events.set_waiter(event_waiter.wait)  # long-polls wake on the stream's record, not by polling
         self._start_workers()
         if self.aws_port is not None:
             self._serve_aws()
