@@ -199,6 +199,30 @@ class TestApi:
             "text/html",
         }
 
+    def test_concurrent_requests_never_see_each_others_caller(self, rt):
+        """`stepwise serve` answers requests on many threads through one handler: each request keeps
+        its own caller (another user's build would answer 404)."""
+        import threading
+
+        users = [_user() for _ in range(6)]
+        own = {u: self.start(rt, u, requireApproval=True) for u in users}
+        wrong: list[tuple[str, int]] = []
+        gate = threading.Barrier(len(users))
+
+        def read(user: str) -> None:
+            gate.wait()
+            for _ in range(15):
+                status, view = rt.invoke_api("GET", f"/builds/{own[user]}", user=user)
+                if status != 200 or view["buildId"] != own[user]:
+                    wrong.append((user, status))
+
+        threads = [threading.Thread(target=read, args=(u,)) for u in users]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert wrong == []
+
     def test_racing_decisions_right_after_create_never_answer_5xx(self, rt):
         """Cancel, approve, reject, retry and skip fired together at a build that just started."""
         import threading
