@@ -103,6 +103,10 @@ def _install_plain_dynamodb_results() -> None:
         return 200, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(self.result)
 
     DynamoResult.execute_result = execute_result  # type: ignore[method-assign]
+    # A result holds the backend's live items until it is turned into plain dicts here: do that under
+    # the backend's lock, or a concurrent write changes an item while it is read ("dictionary changed
+    # size during iteration").
+    DynamoResult.__init__ = _locked(DynamoResult.__init__)  # type: ignore[method-assign]
     DynamoResult._moto_execute_result = original  # type: ignore[attr-defined]  # for the equivalence test
 
 
