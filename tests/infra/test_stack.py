@@ -539,7 +539,7 @@ def test_undeclared_method_is_a_405_mock_with_allow(synth: Synthesized) -> None:
     methods = _method_paths(synth)
     paths = {path for path, verb in methods if verb not in ("OPTIONS", "ANY")}
     assert {path for path, verb in methods if verb == "ANY"} == paths
-    origin = f"'{TEST_CONTEXT['frontendOrigin']}'"
+    origin = f"'{synth.config.frontend_origin}'"
     for path in paths:
         props = methods[(path, "ANY")]
         integration = props["Integration"]
