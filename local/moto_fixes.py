@@ -199,6 +199,7 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
             if marker in seen:
                 raise MultipleTransactionsException()
             seen.add(marker)
+            old = None  # what a failed condition found, when ALL_OLD asks for it (as AWS returns it)
             try:
                 condition = op.get("ConditionExpression")
                 if condition is not None:
@@ -207,10 +208,12 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
                         condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
                     )
                     if not parsed.expr(current):
+                        if current and op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD":
+                            old = current.to_json()["Attributes"]
                         raise ConditionalCheckFailed()
                 errors.append((None, None, None))
             except ConditionalCheckFailed as exc:
-                errors.append(("ConditionalCheckFailed", str(exc.message), None))
+                errors.append(("ConditionalCheckFailed", str(exc.message), old))
             planned.append((op_type, op, key))
         if any(code is not None for code, _, _ in errors):
             raise TransactionCanceledException(errors)

@@ -117,6 +117,9 @@ class EventLog:
                         "TableName": self.table,
                         "Item": to_item({**event.model_dump(mode="json"), "delivery": delivery, **kept}),
                         "ConditionExpression": "attribute_not_exists(seq)",
+                        # a failed condition returns what holds the seq: our own write, if an SDK
+                        # retry follows a write whose response was lost
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                     }
                     for event in events
                 ]
@@ -129,6 +132,9 @@ class EventLog:
                     code = error_code(exc)
                     codes = cancellation_codes(exc) if code == "TransactionCanceledException" else []
                     if code == "ConditionalCheckFailedException" or "ConditionalCheckFailed" in codes[:count]:
+                        if _already_written(exc, events):  # it did commit: nothing to write again
+                            self._remember(build_id, seq + count - 1)
+                            return events
                         # seq is taken, so it exists: seq + 1 is still gap-free. After a few lost races
                         # (another process ran ahead) read the real end of the log instead of probing.
                         self._remember(build_id, seq)
@@ -236,6 +242,15 @@ def check_size(build_id: str, event_type: EventType, payload: dict[str, Any]) ->
             f"{MAX_EVENT_BYTES:,}-byte limit of every event",
             details={"type": str(event_type), "bytes": size, "limit": MAX_EVENT_BYTES},
         )
+
+
+def _already_written(exc: Exception, events: list[Event]) -> bool:
+    """Whether the seq a write found taken holds the very event it wrote (the write committed, its
+    response was lost, and the SDK sent it again), per the failed condition's ALL_OLD item."""
+    response = getattr(exc, "response", None) or {}
+    reasons = response.get("CancellationReasons")
+    found = [r.get("Item") for r in reasons[: len(events)]] if reasons else [response.get("Item")]
+    return any((item or {}).get("id", {}).get("S") == event.id for item, event in zip(found, events, strict=False))
 
 
 def event_from_item(item: dict[str, Any]) -> Event:

@@ -274,6 +274,15 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
             ],
         )
     except StateConflict:
+        # Step Functions retried this step (with a new token): the request stands, the new token
+        # is the one an approval must answer. Or the build moved on: nothing to do.
+        with contextlib.suppress(StateConflict):
+            svc.builds.update(
+                build_id,
+                Update()
+                .set(approvalToken=token, updatedAt=now_ms())
+                .when("{status} = :waiting", waiting=BuildStatus.awaiting_approval.value),
+            )
         logger.info("approval already requested or build moved on", extra={"buildId": build_id})
     return {"awaiting": True}
 
@@ -459,9 +468,10 @@ def parse_cause(error: dict[str, Any]) -> str:
 
 
 def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
-    """A task message that kept killing its function reached the tasks DLQ: fail that task so the
-    build does not hang, and let the dispatcher skip its dependents. A task that did settle meanwhile
-    keeps its outcome."""
+    """A task message that kept killing its function reached the tasks DLQ: fail that attempt for
+    good so the build does not hang, and let the dispatcher skip its dependents. Only the attempt the
+    message names: a later attempt owns the task (a retry already on its way), and a task that
+    settled meanwhile keeps its outcome."""
     svc = svc or services()
     build_id, task_id = message.get("buildId"), message.get("taskId")
     if not build_id or not task_id:
@@ -470,16 +480,27 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
     item = svc.tasks.get(build_id, task_id)
     if item is None:
         return
+    attempt = int(message.get("attempt") or item.get("attempt") or 1)
     handed = item.get("handedTo")
-    if item.get("status") == TaskStatus.completed and handed:
+    if item.get("status") == TaskStatus.completed and handed and int(item.get("attempt") or 0) == attempt:
         # The message outlived the dependents its completion handed to the same worker (handoff):
         # what kept it coming back is among them; those that did settle keep their outcome.
         for child, child_attempt in handed:
             on_dead_task({"buildId": build_id, "taskId": child, "attempt": int(child_attempt)}, svc)
         return
     name = (item.get("task") or {}).get("name", task_id)
-    attempt = int(message.get("attempt", item.get("attempt", 1)))
-    with contextlib.suppress(StateConflict):  # already settled: its own outcome stands
+    dead = (
+        Update()
+        .set(status=TaskStatus.failed.value, error="dead-lettered", updatedAt=now_ms())
+        .when(
+            "({attempt} = :n AND {status} = :ip) OR ({attempt} < :n AND {status} IN (:p, :q))",
+            n=attempt,
+            ip=TaskStatus.in_progress.value,
+            p=TaskStatus.pending.value,
+            q=TaskStatus.queued.value,
+        )
+    )
+    try:
         svc.events.record(
             build_id,
             EventType.task_failed,
@@ -490,25 +511,16 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
                 "attempt": attempt,
                 "willRetry": False,
             },
-            also=[
-                svc.tasks.tx_update(
-                    build_id,
-                    task_id,
-                    Update()
-                    .set(status=TaskStatus.failed.value, error="dead-lettered", updatedAt=now_ms())
-                    .when(
-                        "NOT {status} IN (:c, :f, :t, :s, :x)",
-                        c="completed",
-                        f="failed",
-                        t="timeout",
-                        s="skipped",
-                        x="cancelled",
-                    ),
-                )
-            ],
+            also=[svc.tasks.tx_update(build_id, task_id, dead)],
         )
-    settled = (svc.tasks.get(build_id, task_id) or {}).get("status")
-    outcome = {"completed": "completed", "cancelled": "cancelled", "skipped": None}.get(str(settled), "failed")
+        outcome: str | None = "failed"
+    except StateConflict:
+        # Not this attempt's to fail. If the attempt did settle, tell the dispatcher again (its own
+        # report may be what was lost); a later attempt reports for itself.
+        current = svc.tasks.get(build_id, task_id) or {}
+        settled = {"completed": "completed", "failed": "failed", "timeout": "failed", "cancelled": "cancelled"}
+        same = int(current.get("attempt") or 0) == attempt
+        outcome = settled.get(str(current.get("status"))) if same else None
     if outcome is None:
         return
     on_finished(

@@ -205,6 +205,29 @@ class TestEngine:
 
     ENV = {"TASK_TIMEOUT_SECONDS": "1"}
 
+    # --- a step interrupted, retried by the state machine --------------------------------------------
+    def test_a_failed_send_in_the_execute_step_is_retried_by_the_state_machine(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from shared.logic import dispatching
+
+        original, failed = dispatching.send_batch, []
+
+        def fails_once(url: str, entries: list[dict[str, Any]]) -> None:
+            if not failed and any(json.loads(e["MessageBody"])["taskId"] == "exec-retry" for e in entries):
+                failed.append(url)
+                raise RuntimeError("SQS refused the send")
+            original(url, entries)
+
+        monkeypatch.setattr(dispatching, "send_batch", fails_once)
+        plan = [task("exec-retry", target="a.txt"), task("after", "exec-retry", target="b.txt")]
+        bid = engine.build("execute retried", {"plan": {"tasks": plan}, **fast()})
+        events = engine.wait_end(bid)
+        check_log(events)
+        assert failed  # the execute step did fail once
+        assert end_of(events)["type"] == "build_completed" and end_of(events)["data"]["status"] == "completed"
+        assert sorted(started_order(events)) == ["after", "exec-retry"]  # each started once
+
     # --- cycles: the recovery ladder ---------------------------------------------------------------
     def test_rung_a_drops_the_lowest_priority_edge_silently(self, engine: Engine) -> None:
         plan = [task("a", "b", priority=1, target="a.txt"), task("b", "a", priority=5, target="b.txt")]

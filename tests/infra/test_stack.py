@@ -165,7 +165,7 @@ def test_every_queue_is_encrypted_and_tls_only(synth: Synthesized) -> None:
 
 
 def test_event_sources_report_partial_failures_and_visibility_covers_six_timeouts(synth: Synthesized) -> None:
-    from infra.constructs.functions import WEBHOOK_BATCH_SIZE
+    from shared.limits import WEBHOOK_BATCH_SIZE
 
     functions = {v: k for k, v in synth.logical_ids.items()}
     q = synth.stack.queues
@@ -636,3 +636,19 @@ def test_dev_stack_is_environment_agnostic(dev_synth: Synthesized) -> None:
     text = json.dumps(dev_synth.template)
     assert not re.search(r"\b\d{12}\b", text), "no account id baked into the template"
     assert not re.search(r"\b(us|eu|ap|sa|ca|me|af)-[a-z]+-\d\b", text), "no region baked into the template"
+
+
+def test_state_machine_retries_lambda_errors_and_waits_out_plan_throttles(synth: Synthesized) -> None:
+    """Execute and AwaitApproval are retried on Lambda service errors and interrupted steps (one
+    throttle must not fail a build); Plan, whose reserved concurrency caps plans in flight, waits a
+    throttle out for minutes instead of failing the build."""
+    (sm,) = synth.of_type("AWS::StepFunctions::StateMachine").values()
+    text = sm["Properties"]["DefinitionString"]
+    states = json.loads(re.sub(r"\$\{(\w+)\}", "x", text if isinstance(text, str) else json.dumps(text)))["States"]
+    for name in ("Execute", "AwaitApproval"):
+        errors = {e for r in states[name]["Retry"] for e in r["ErrorEquals"]}
+        assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException", "StepInterrupted"} <= errors, name
+    throttle = states["Plan"]["Retry"][0]
+    assert throttle["ErrorEquals"] == ["Lambda.TooManyRequestsException"]
+    waited = sum(throttle["IntervalSeconds"] * throttle["BackoffRate"] ** i for i in range(throttle["MaxAttempts"] - 1))
+    assert waited >= 300
