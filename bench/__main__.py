@@ -41,6 +41,7 @@ MODULES: dict[str, str] = {
     "webhooks": "bench.bench_webhooks",
     "live": "bench.bench_live",
     "size": "bench.bench_size",
+    "faults": "bench.bench_faults",
     "infra": "bench.bench_infra",
     "web": "bench.bench_web",
 }
@@ -52,6 +53,7 @@ ISSUE_FIGURES = {
     "runtime": "1, 3, 5, 7, 8, 9",
     "infra": "—",
     "size": "—",
+    "faults": "18",
     "web": "12",
 }
 

@@ -18,7 +18,6 @@ is what is committed. Other stages accept `-c key=value` overrides (handy for a 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared import constants as c
+from shared import limits
 from shared.settings import Settings
 
 STAGES_DIR = Path(__file__).resolve().parent / "stages"
@@ -35,8 +35,8 @@ STAGE_KEY = "stage"
 
 # Lambda's hard limit, and what the task function keeps beyond TASK_TIMEOUT_SECONDS to record a
 # timeout, hand off dependents and report (so TASK_TIMEOUT_SECONDS may be at most 840).
-LAMBDA_MAX_TIMEOUT_S = 900
-TASK_TIMEOUT_MARGIN_S = 60
+LAMBDA_MAX_TIMEOUT_S = limits.LAMBDA_MAX_TIMEOUT_S
+TASK_TIMEOUT_MARGIN_S = limits.TASK_FUNCTION_MARGIN_S
 # The dispatcher's reserved concurrency also serves the state machine's direct invocations and the
 # tasks-DLQ consumer, so the task-finished consumer gets what is left after this headroom.
 DISPATCH_HEADROOM = 4
@@ -166,7 +166,7 @@ class StackConfig:
     @property
     def task_function_timeout_seconds(self) -> int:
         """The task handler enforces TASK_TIMEOUT_SECONDS itself; the margin lets it record the timeout."""
-        return math.ceil(self.settings.task_timeout_seconds) + TASK_TIMEOUT_MARGIN_S
+        return limits.function_timeout_s("task", self.settings.task_timeout_seconds)
 
     @property
     def dispatch_queue_concurrency(self) -> int:

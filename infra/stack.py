@@ -72,13 +72,15 @@ class StepwiseStack(Stack):
         )
         # The web dashboard (S3 + CloudFront); its origin is known now, its config once the APIs exist.
         self.dashboard = Dashboard(self, "Dashboard", access_logs=self.storage.access_logs)
-        # The API answers browser calls from the frontend origin (CORS headers on every response).
-        fns["api"].add_environment(c.CORS_ALLOW_ORIGIN, config.frontend_origin)
+        # The API answers browser calls from the frontend origins and the dashboard (CORS headers on
+        # every response, gateway error responses included).
+        origins = [config.frontend_origin, self.dashboard.origin]
+        fns["api"].add_environment(c.STEPWISE_CORS_ORIGINS, ",".join(origins))
         self.api = Api(
             self,
             "Api",
             handler=fns["api"],
-            frontend_origin=config.frontend_origin,
+            frontend_origins=origins,
             rate_limit=d.api_rate_limit,
             burst_limit=d.api_burst_limit,
             log_retention=retention,

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from local import invocations
 from local.context import LocalContext
 from local.moto_fixes import stream_written
 from shared.dal.aws import client
@@ -76,6 +77,7 @@ class SqsPoller:
         *,
         function_name: str,
         timeout_s: float,
+        memory_mb: int = 512,
         batch_size: int = 1,
         workers: int = 1,
         region: str = "us-east-1",
@@ -86,6 +88,8 @@ class SqsPoller:
         self.handler = handler
         self.function_name = function_name
         self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        self.abandoned = 0  # invocations stopped at their time limit
         self.batch_size = batch_size
         self.workers = workers
         self.region = region
@@ -136,13 +140,18 @@ class SqsPoller:
         try:
             event = {"Records": [sqs_record(m, self.queue_arn, self.region) for m in messages]}
             failed: set[str]
-            try:
-                result = self.handler()(event, LocalContext(self.function_name, self.timeout_s))
-                failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
-            except Exception as exc:  # the whole batch comes back after its visibility timeout
+            context = LocalContext(self.function_name, self.timeout_s, memory_limit_in_mb=self.memory_mb)
+            outcome = invocations.invoke(self.handler(), event, context, self.timeout_s)
+            if outcome.timed_out:  # as Lambda: abandoned; its messages stay in flight until visibility ends
+                self.abandoned += 1
+                logger.warning("local handler ran past its time limit and was stopped", extra={"poller": self.name})
+                return
+            if outcome.error is None:
+                failed = {f["itemIdentifier"] for f in (outcome.result or {}).get("batchItemFailures", [])}
+            else:  # the whole batch comes back after its visibility timeout
                 logger.info(
                     "local handler failed its batch; it will be retried",
-                    extra={"poller": self.name, "error": str(exc).splitlines()[0][:300]},
+                    extra={"poller": self.name, "error": (str(outcome.error).splitlines() or [""])[0][:300]},
                 )
                 failed = {m["MessageId"] for m in messages}
             done = [m for m in messages if m["MessageId"] not in failed]

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from local import invocations
 from local.context import LocalContext
 from local.pollers import MAX_MESSAGE_BYTES, Handler, SqsPoller, StreamRelay
 from shared import constants as c
+from shared import limits
 from shared.dal.aws import client, reset_clients
 from shared.logic.services import reset_services
 from shared.settings import ConfigurationError, get_settings, missing_credentials, reset_settings
@@ -29,8 +31,16 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 PREFIX = "stepwise-local"
 
-# Function timeouts (seconds): what infra/ gives each function.
-FUNCTION_TIMEOUTS = {"api": 29, "plan": 300, "dispatch": 60, "task": 900, "webhook": 60}
+# Function timeouts (seconds): what infra/ gives each function (the task function's follows
+# TASK_TIMEOUT_SECONDS; set when a runtime starts).
+FUNCTION_TIMEOUTS: dict[str, int] = limits.function_timeouts_s(60)
+
+
+def function_context(name: str, timeout_s: float | None = None) -> LocalContext:
+    """The context a function gets: its deployed time limit (unless given) and memory (one of the
+    five functions'; another, such as the WebSocket API's, names its timeout and gets the default)."""
+    memory = limits.FUNCTION_MEMORY_MB.get(name, LocalContext.memory_limit_in_mb)
+    return LocalContext(f"{PREFIX}-{name}", timeout_s or FUNCTION_TIMEOUTS[name], memory_limit_in_mb=memory)
 
 _ENV_DEFAULTS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -88,13 +98,13 @@ class LocalRuntime:
         *,
         task_workers: int = 8,
         webhook_workers: int = 4,
-        task_visibility_s: int | None = None,
+        visibility_scale: float = 1.0,
         env: dict[str, str] | None = None,
         aws_port: int | None = None,
     ) -> None:
         self.task_workers = task_workers
         self.webhook_workers = webhook_workers
-        self.task_visibility_s = task_visibility_s
+        self.visibility_scale = visibility_scale  # the queues' visibility timeouts: the deployed ones, times this
         self.env = env or {}
         self.resources = Resources()
         self.pollers: list[SqsPoller] = []
@@ -125,6 +135,7 @@ class LocalRuntime:
         from local import moto_fixes
 
         moto_fixes.install()
+        invocations.install()
         reset_clients()
         reset_settings()
         reset_services()
@@ -142,6 +153,10 @@ class LocalRuntime:
         reset_services()
         get_settings()
         self._route_lambda_invocations()
+        from local import event_waiter
+        from shared.dal import events
+
+        events.set_waiter(event_waiter.wait)  # long-polls wake on the stream's record, not by polling
         self._start_workers()
         if self.aws_port is not None:
             self._serve_aws()
@@ -172,6 +187,9 @@ class LocalRuntime:
         if self.relay:
             self.relay.join()
         self._restore_lambda_invocations()
+        from shared.dal import events
+
+        events.set_waiter(None)
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
@@ -253,22 +271,29 @@ class LocalRuntime:
         )
         self._set_env(c.FILES_BUCKET, bucket)
 
-        # As on AWS: the task function may run TASK_TIMEOUT_SECONDS + 60 s; a message comes back only
-        # after that, so a live attempt is never handed to a second worker.
-        FUNCTION_TIMEOUTS["task"] = int(task_timeout_s + 60)
-        task_visibility = self.task_visibility_s or FUNCTION_TIMEOUTS["task"] + 10
-        self._queue("tasks-dlq", {})
-        self._queue("tasks", {"VisibilityTimeout": str(task_visibility)}, dlq="tasks-dlq", max_receive=3)
+        # As on AWS (shared.limits): the function timeouts, and the queues' visibility timeouts
+        # derived from them (scaled by `visibility_scale` alone, for tests).
+        FUNCTION_TIMEOUTS.update(limits.function_timeouts_s(task_timeout_s))
+
+        def visibility(queue: str) -> str:
+            return str(max(1, round(limits.queue_visibility_s(queue, task_timeout_s) * self.visibility_scale)))
+
+        self._queue("tasks-dlq", {"VisibilityTimeout": visibility("tasks-dlq")})
+        self._queue(
+            "tasks", {"VisibilityTimeout": visibility("tasks")}, dlq="tasks-dlq", max_receive=limits.TASKS_DLQ_MAX_RECEIVES
+        )
         self._queue("task-finished-dlq.fifo", {"FifoQueue": "true"})
         self._queue(
             "task-finished.fifo",
-            {"FifoQueue": "true", "VisibilityTimeout": "60"},
+            {"FifoQueue": "true", "VisibilityTimeout": visibility("task-finished")},
             dlq="task-finished-dlq.fifo",
-            max_receive=5,
+            max_receive=limits.TASK_FINISHED_DLQ_MAX_RECEIVES,
         )
         max_attempts = str(get_settings().webhook_max_attempts)
         self._queue("webhooks-dlq", {})
-        self._queue("webhooks", {"VisibilityTimeout": "30"}, dlq="webhooks-dlq", max_receive=int(max_attempts))
+        self._queue(
+            "webhooks", {"VisibilityTimeout": visibility("webhooks")}, dlq="webhooks-dlq", max_receive=int(max_attempts)
+        )
         self._set_env(c.TASKS_QUEUE_URL, r.queues["tasks"])
         self._set_env(c.TASK_FINISHED_QUEUE_URL, r.queues["task-finished.fifo"])
         self._set_env(c.WEBHOOK_QUEUE_URL, r.queues["webhooks"])
@@ -308,6 +333,7 @@ class LocalRuntime:
                 Handler=handler,
                 Code={"ZipFile": b"local"},
                 Timeout=FUNCTION_TIMEOUTS[name],
+                MemorySize=limits.FUNCTION_MEMORY_MB[name],
             )["FunctionArn"]
 
         definition = ASL_PATH.read_text()
@@ -350,12 +376,17 @@ class LocalRuntime:
             if name is None:
                 return original(backend, function_name, qualifier, body, headers, response_headers)  # type: ignore[return-value]
             event = json.loads(body) if body else {}
-            try:
-                result = load_handler(name)(event, LocalContext(short, FUNCTION_TIMEOUTS[name]))
-            except Exception as exc:
+            timeout_s = FUNCTION_TIMEOUTS[name]
+            outcome = invocations.invoke(load_handler(name), event, function_context(name), timeout_s)
+            if outcome.timed_out:
+                response_headers["x-amz-function-error"] = "Unhandled"
+                error = {"errorType": "Sandbox.Timedout", "errorMessage": f"Task timed out after {timeout_s} seconds"}
+                return json.dumps(error).encode()
+            if outcome.error is not None:
+                exc = outcome.error
                 response_headers["x-amz-function-error"] = "Unhandled"
                 return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
-            return json.dumps(result).encode()
+            return json.dumps(outcome.result).encode()
 
         LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign, assignment]
 
@@ -382,6 +413,7 @@ class LocalRuntime:
                 fn(function),
                 function_name=f"{PREFIX}-{function}",
                 timeout_s=FUNCTION_TIMEOUTS[function],
+                memory_mb=limits.FUNCTION_MEMORY_MB[function],
                 batch_size=batch_size,
                 workers=workers,
             )
@@ -417,7 +449,7 @@ class LocalRuntime:
 
         payload = body if isinstance(body, str) or body is None else json.dumps(body)
         event = proxy_event(method, path, user=user, body=payload, query=query, headers=headers)
-        result = load_handler("api")(event, LocalContext(f"{PREFIX}-api", FUNCTION_TIMEOUTS["api"]))
+        result = load_handler("api")(event, function_context("api"))
         text = result.get("body") or ""
         if raw:
             return int(result["statusCode"]), text

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared.errors import NotFound
 from shared.logic import dispatching
 from shared.logic.finalizing import finalize
 from shared.observability import correlate, lambda_handler
@@ -35,7 +36,7 @@ def _record(record: SQSRecord) -> None:
 def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
     if "Records" in event:
         return process_partial_response(
-            event=event, record_handler=_record, processor=SqsFifoPartialProcessor(), context=context
+            event=event, record_handler=_record, processor=SqsFifoPartialProcessor(skip_group_on_error=True), context=context
         )
     action = event.get("action")
     if action == "finalize":
@@ -43,8 +44,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
         correlate(state.get("buildId"))
         return finalize(state)
     correlate(event.get("buildId"))
-    if action == "execute":
-        return dispatching.execute(event["buildId"], event["taskToken"])
-    if action == "await_approval":
-        return dispatching.await_approval(event["buildId"], event["taskToken"])
-    raise ValueError(f"unknown dispatch action {action!r}")
+    steps = {"execute": dispatching.execute, "await_approval": dispatching.await_approval}
+    if action not in steps:
+        raise ValueError(f"unknown dispatch action {action!r}")
+    try:
+        return steps[action](event["buildId"], event["taskToken"])
+    except NotFound:
+        raise
+    except Exception as exc:
+        raise StepInterrupted(f"{action} of {event['buildId']} was interrupted: {exc}") from exc
+
+
+class StepInterrupted(Exception):
+    """A step Step Functions waits on (execute, await_approval) failed part way. Both are safe to
+    run again, and the state machine retries this error by its name."""

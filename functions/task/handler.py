@@ -1,4 +1,8 @@
-"""Task consumer: runs one task attempt per SQS message, with partial batch failures."""
+"""Task consumer: runs one task attempt per SQS message, with partial batch failures.
+
+While the work runs (the task and the dependents its completion hands over), the message is kept
+invisible a lease at a time, so if this invocation dies it is back within one lease
+(`shared.limits.task_lease_s`) rather than the queue's whole visibility timeout."""
 
 from __future__ import annotations
 
@@ -9,14 +13,24 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.logic.task_runner import TaskMessage, run_task
+from shared import limits
+from shared.dal.queues import Lease
+from shared.logic.services import services
+from shared.logic.task_runner import ComeBackLater, TaskMessage, run_task
 from shared.observability import correlate, lambda_handler
 
 
 def _record(record: SQSRecord, lambda_context: LambdaContext) -> None:
     msg = TaskMessage.model_validate_json(record.body)
     correlate(msg.buildId)
-    run_task(msg, lambda_context.get_remaining_time_in_millis)
+    settings = services().settings
+    lease = Lease(settings.tasks_queue_url, record.receipt_handle, limits.task_lease_s(settings.task_timeout_seconds))
+    with lease.held():
+        try:
+            run_task(msg, lambda_context.get_remaining_time_in_millis, memory_mb=int(lambda_context.memory_limit_in_mb))
+        except ComeBackLater as exc:  # left on the queue, to reappear when it is worth another look
+            lease.come_back_in(exc.after_s)
+            raise
 
 
 @lambda_handler

@@ -9,6 +9,7 @@ whatever the grants below name, on named resources only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aws_cdk import Duration, Fn, Stack
 from aws_cdk import aws_dynamodb as dynamodb
@@ -32,7 +33,7 @@ from infra.constructs.storage import (
 from infra.nag import acknowledge, arn_prefix
 from infra.packaging import dependency_layer_code, function_code
 from shared import constants as c
-from shared.webhooks.delivery import DELIVERY_TIMEOUT_S
+from shared import limits
 
 # Powertools service name shared by every function, so metric alarms can name one dimension set.
 SERVICE_NAME = c.METRICS_NAMESPACE.lower()
@@ -51,12 +52,6 @@ TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskFailure")
 PROVIDERS_WITH_KEYS = ("anthropic", "openai")
 
 
-# Webhook deliveries run one after another in a batch, each bounded by DELIVERY_TIMEOUT_S, so the
-# function's timeout covers a whole batch of slow receivers plus signing, DNS and the SSRF check:
-# one slow receiver can never time out the batch and spend the other events' receives.
-WEBHOOK_BATCH_SIZE = 4
-WEBHOOK_BATCH_MARGIN_S = 20
-WEBHOOK_TIMEOUT_S = int(WEBHOOK_BATCH_SIZE * DELIVERY_TIMEOUT_S + WEBHOOK_BATCH_MARGIN_S)
 
 
 @dataclass(frozen=True)
@@ -72,32 +67,33 @@ class FunctionSpec:
 
 
 def function_specs(config: StackConfig) -> dict[str, FunctionSpec]:
-    """Memory, timeout and concurrency per function (keys are exactly `shared.constants.FUNCTION_HANDLERS`)."""
+    """Memory, timeout and concurrency per function (keys are exactly `shared.constants.FUNCTION_HANDLERS`).
+    Memory and time limits come from `shared.limits`, which the local runtime runs with too."""
     d = config.deployment
+    tt = config.settings.task_timeout_seconds
+
+    def spec(name: str, description: str, **kw: Any) -> FunctionSpec:
+        timeout = Duration.seconds(limits.function_timeout_s(name, tt))
+        return FunctionSpec(limits.FUNCTION_MEMORY_MB[name], timeout, description, **kw)
+
     return {
-        "api": FunctionSpec(512, Duration.seconds(29), "HTTP API behind API Gateway (CONTRACT section 2)"),
+        "api": spec("api", "HTTP API behind API Gateway (CONTRACT section 2)"),
         # Reserved concurrency caps plans in flight (each streams an LLM reply: the main cost driver).
-        "plan": FunctionSpec(
-            1024,
-            Duration.minutes(5),
+        "plan": spec(
+            "plan",
             "Streams, validates and stores the build plan",
             reserved_concurrency=d.plan_reserved_concurrency,
         ),
         # Reserved so a fan-out of tasks can never starve the dispatcher (and capped by it).
-        "dispatch": FunctionSpec(
-            512,
-            Duration.seconds(60),
+        "dispatch": spec(
+            "dispatch",
             "Runs the task DAG: seeds, advances, finalizes",
             reserved_concurrency=d.dispatch_reserved_concurrency,
             recursive=True,
         ),
-        "task": FunctionSpec(
-            1024,
-            Duration.seconds(config.task_function_timeout_seconds),
-            "Runs one task and writes its files",
-            recursive=True,
-        ),
-        "webhook": FunctionSpec(256, Duration.seconds(WEBHOOK_TIMEOUT_S), "Signs and delivers webhook events"),
+        # its memory bounds the tasks one invocation runs side by side (shared.limits.concurrent_tasks)
+        "task": spec("task", "Runs one task and writes its files", recursive=True),
+        "webhook": spec("webhook", "Signs and delivers webhook events"),
     }
 
 
@@ -257,7 +253,7 @@ class Functions(Construct):
         webhook.add_event_source(
             sources.SqsEventSource(
                 queues.webhooks,
-                batch_size=WEBHOOK_BATCH_SIZE,
+                batch_size=limits.WEBHOOK_BATCH_SIZE,
                 report_batch_item_failures=True,
                 max_concurrency=config.deployment.webhook_max_concurrency,
             )

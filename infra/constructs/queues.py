@@ -1,8 +1,9 @@
 """SQS queues, each with its dead-letter queue. SSE-SQS encryption (no key grants needed by the
 pipe or the consumers), TLS-only access policies, 14-day retention on every DLQ.
 
-Visibility timeouts are at least 6x the consuming function's timeout (the Lambda guidance for SQS
-event sources), so a batch that is still running is never handed to a second consumer.
+Visibility timeouts are 6x the consuming function's timeout (the Lambda guidance for SQS event
+sources), so a batch that is still running is never handed to a second consumer; the values and
+receive counts are `shared.limits`, which the local runtime runs with too.
 """
 
 from __future__ import annotations
@@ -12,14 +13,9 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.nag import acknowledge
+from shared.limits import TASK_FINISHED_DLQ_MAX_RECEIVES, TASKS_DLQ_MAX_RECEIVES, VISIBILITY_FACTOR
 
 DLQ_RETENTION = Duration.days(14)
-VISIBILITY_FACTOR = 6
-
-# AWS suggests at least 5 for an SQS event source: a receive is also spent when a batch is
-# throttled or a worker dies mid-task, not only when a task's code fails.
-TASKS_DLQ_MAX_RECEIVES = 5
-TASK_FINISHED_DLQ_MAX_RECEIVES = 5
 
 
 class Queues(Construct):

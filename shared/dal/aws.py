@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 _clients: dict[str, Any] = {}
 _lock = threading.Lock()
+_hooks: list[Callable[[Any], None]] = []  # called with each client made (the local runtime's hooks)
+
+
+def add_client_hook(hook: Callable[[Any], None]) -> None:
+    """Call `hook(client)` on every client, those made already and those to come (once each)."""
+    with _lock:
+        if hook in _hooks:
+            return
+        _hooks.append(hook)
+        made = list(_clients.values())
+    for found in made:
+        hook(found)
 
 
 def client(service: str) -> Any:
@@ -25,6 +38,8 @@ def client(service: str) -> Any:
                 service,
                 config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=64),
             )
+            for hook in _hooks:
+                hook(found)
             _clients[service] = found
         return found
 

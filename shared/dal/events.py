@@ -27,6 +27,17 @@ from shared.ids import new_event_id, now_ms
 from shared.models.events import MAX_EVENT_BYTES, Event, EventType, event_data, json_size
 
 _MAX_TRIES = 100
+POLL_INTERVAL_S = 0.25  # how often `wait_for` looks at the log when nothing tells it of a write
+
+# How `EventLog.wait_for` learns that a build's log grew: (buildId, after, timeout_s) -> grew.
+# None (AWS): a bounded poll of the table. The local runtime installs one that wakes on each write.
+Waiter = Callable[[str, int, float], bool]
+_waiter: Waiter | None = None
+
+
+def set_waiter(waiter: Waiter | None) -> None:
+    global _waiter
+    _waiter = waiter
 
 # Delivery state written with each event: only events of a build with a webhook endpoint travel
 # the outbox. The EventBridge Pipe filters the stream with this pattern; the local relay applies
@@ -106,6 +117,9 @@ class EventLog:
                         "TableName": self.table,
                         "Item": to_item({**event.model_dump(mode="json"), "delivery": delivery, **kept}),
                         "ConditionExpression": "attribute_not_exists(seq)",
+                        # a failed condition returns what holds the seq: our own write, if an SDK
+                        # retry follows a write whose response was lost
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                     }
                     for event in events
                 ]
@@ -118,6 +132,9 @@ class EventLog:
                     code = error_code(exc)
                     codes = cancellation_codes(exc) if code == "TransactionCanceledException" else []
                     if code == "ConditionalCheckFailedException" or "ConditionalCheckFailed" in codes[:count]:
+                        if _already_written(exc, events):  # it did commit: nothing to write again
+                            self._remember(build_id, seq + count - 1)
+                            return events
                         # seq is taken, so it exists: seq + 1 is still gap-free. After a few lost races
                         # (another process ran ahead) read the real end of the log instead of probing.
                         self._remember(build_id, seq)
@@ -183,6 +200,20 @@ class EventLog:
         items = resp.get("Items") or []
         return int(items[0]["seq"]["N"]) if items else 0
 
+    def wait_for(self, build_id: str, after: int, timeout_s: float) -> bool:
+        """Block until the build's log holds an event after seq `after` (True) or `timeout_s` passes
+        (False). Without a waiter this polls the table every POLL_INTERVAL_S, within the caller."""
+        if _waiter is not None:
+            return _waiter(build_id, after, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.last_seq(build_id) > after:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(POLL_INTERVAL_S, left))
+
     def read(self, build_id: str, after: int = 0, limit: int = 100) -> tuple[list[Event], int | None]:
         """Events with seq > after, in order; `next` is the seq to pass as `after` for more."""
         resp = client("dynamodb").query(
@@ -211,6 +242,15 @@ def check_size(build_id: str, event_type: EventType, payload: dict[str, Any]) ->
             f"{MAX_EVENT_BYTES:,}-byte limit of every event",
             details={"type": str(event_type), "bytes": size, "limit": MAX_EVENT_BYTES},
         )
+
+
+def _already_written(exc: Exception, events: list[Event]) -> bool:
+    """Whether the seq a write found taken holds the very event it wrote (the write committed, its
+    response was lost, and the SDK sent it again), per the failed condition's ALL_OLD item."""
+    response = getattr(exc, "response", None) or {}
+    reasons = response.get("CancellationReasons")
+    found = [r.get("Item") for r in reasons[: len(events)]] if reasons else [response.get("Item")]
+    return any((item or {}).get("id", {}).get("S") == event.id for item, event in zip(found, events, strict=False))
 
 
 def event_from_item(item: dict[str, Any]) -> Event:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import re
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from shared.dal.aws import client
+from shared.observability import logger
 
 
 def send_batch(queue_url: str, entries: list[dict[str, Any]]) -> None:
@@ -69,3 +74,54 @@ def finished_message(body: dict[str, Any], dedup_id: str, *, idx: int = 0) -> di
 
 
 _DEDUP_ID = re.compile(r"[\x21-\x7e]{1,128}")  # what SQS accepts: 1-128 printable ASCII characters
+
+
+def set_visibility(queue_url: str, receipt_handle: str, seconds: float) -> None:
+    """Make a received message invisible for `seconds` from now (SQS allows 0 to 12 hours)."""
+    client("sqs").change_message_visibility(
+        QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=max(0, min(43_200, round(seconds)))
+    )
+
+
+class Lease:
+    """A received message kept invisible while its work runs: `lease_s` at a time, renewed every
+    third of it, so if the consumer dies the message is back within one lease. `come_back_in(s)`
+    sets when it reappears once the work ends without deleting it."""
+
+    def __init__(self, queue_url: str, receipt_handle: str, lease_s: float) -> None:
+        self.queue_url = queue_url
+        self.receipt_handle = receipt_handle
+        self.lease_s = lease_s
+        self.after_s: float | None = None
+        self._stop = threading.Event()
+
+    def come_back_in(self, seconds: float) -> None:
+        self.after_s = seconds
+
+    def _renew(self) -> bool:
+        try:
+            set_visibility(self.queue_url, self.receipt_handle, self.lease_s)
+            return True
+        except Exception as exc:  # the message may be gone (deleted, or its receipt expired)
+            logger.warning("a task message's lease could not be renewed", extra={"error": str(exc)[:300]})
+            return False
+
+    def _keep(self) -> None:
+        with contextlib.suppress(BaseException):  # a stopped invocation stops renewing, as on Lambda
+            while not self._stop.wait(self.lease_s / 3) and self._renew():
+                pass
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[Lease]:
+        self._renew()
+        # The renewing thread carries the invocation's context, as a Lambda's threads do.
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(self._keep,), daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+            if self.after_s is not None:
+                with contextlib.suppress(Exception):
+                    set_visibility(self.queue_url, self.receipt_handle, self.after_s)

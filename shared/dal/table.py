@@ -107,3 +107,19 @@ def cancellation_codes(exc: Exception) -> list[str]:
     response = getattr(exc, "response", None) or {}
     reasons = response.get("CancellationReasons") or []
     return [str(r.get("Code", "None")) for r in reasons]
+
+
+def transact(items: list[dict[str, Any]]) -> None:
+    """Commit TransactWriteItems entries all or nothing. Raises StateConflict, whose `details` lists
+    the indexes whose condition failed, when a condition fails."""
+    from shared.dal.aws import client, error_code
+    from shared.errors import StateConflict
+
+    try:
+        client("dynamodb").transact_write_items(TransactItems=items)
+    except Exception as exc:
+        codes = cancellation_codes(exc) if error_code(exc) == "TransactionCanceledException" else []
+        failed = [i for i, c in enumerate(codes) if c == "ConditionalCheckFailed"]
+        if failed:
+            raise StateConflict("transaction not committed: state changed", details={"failed": failed}) from None
+        raise

@@ -18,10 +18,11 @@ last parent. Anything unusual — a race it keeps
 losing, a halt, the budget or the time limit, the build's last task — is left to the dispatcher:
 the completion commits alone and a message goes to the task-finished queue, as before.
 
-Nothing is lost if the consumer dies: the finished task's queue message stays in flight until the
-invocation returns, and its redelivery finds the task completed with `released` recorded, re-sends
-what nobody claimed, and treats the dependents it was running like tasks whose worker died
-(`task_runner._replay`). Temporal's eager activity dispatch is the same idea.
+Nothing is lost if the consumer dies: the finished task's queue message stays in flight (a renewed
+lease) until the invocation returns, and its redelivery, within one lease of a crash, finds the task
+completed with `released` recorded, re-sends what nobody claimed, and once the dependents it was
+running are surely dead runs those same attempts again itself, or settles them if the build was
+halted (`task_runner._replay`). Temporal's eager activity dispatch is the same idea.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from shared.observability import count
 _TRIES = 3  # lost races on the dispatch state before leaving the step to the dispatcher
 # At most this many released tasks start in one completing commit and run in its invocation, side
 # by side (an LLM call waits on the network, so one invocation runs several); more go to the queue.
+# The invocation's memory bounds them too: all it runs at once stay within `limits.concurrent_tasks`
+# of the function's memory (8 for the task function's 1024 MB), counted by `task_runner.Slots`.
 HANDOFF_LIMIT = 8
 
 
@@ -56,16 +59,19 @@ class Handed:
 
 
 def claim_update(attempt: int, started: int) -> Update:
-    """A task item's claim for `attempt`: only a newer attempt of a task that is not settled."""
+    """A task item's claim for `attempt`: only a newer attempt of a task that is not settled (a task
+    failed for good stays failed until a retry-task re-opens it as `pending`)."""
     return (
         Update()
         .set(status=TaskStatus.in_progress.value, attempt=attempt, startedAt=started, updatedAt=started)
         .when(
-            "(attribute_not_exists({attempt}) OR {attempt} < :a) AND NOT {status} IN (:c, :s, :x)",
+            "(attribute_not_exists({attempt}) OR {attempt} < :a) AND NOT {status} IN (:c, :s, :x, :f, :t)",
             a=attempt,
             c=TaskStatus.completed.value,
             s=TaskStatus.skipped.value,
             x=TaskStatus.cancelled.value,
+            f=TaskStatus.failed.value,
+            t=TaskStatus.timeout.value,
         )
     )
 
@@ -83,10 +89,11 @@ def complete(
     completed: dict[str, Any],
     completion: Callable[[], Update],
     *,
-    may_run_next: bool,
+    run_here: int,
 ) -> list[Handed] | None:
     """Commit a successful attempt with the dispatcher's step; return the dependents it claimed for
-    this consumer to run, in the scheduler's order. None: not taken, use the queue path.
+    this consumer to run (at most `run_here`, and HANDOFF_LIMIT), in the scheduler's order. None:
+    not taken, use the queue path.
 
     `completion()` builds the finished task's item update (with its condition). Raises
     StateConflict when that condition fails: the attempt was settled elsewhere.
@@ -103,7 +110,7 @@ def complete(
                 return None  # the dispatcher's to handle: nothing new, the end, or a halt
             sends = decision.sends
             tasks = dispatching.plan(svc, build)[1]
-            nxt = [(t, a) for t, a in sends if t in tasks][:HANDOFF_LIMIT] if may_run_next else []
+            nxt = [(t, a) for t, a in sends if t in tasks][: max(0, min(run_here, HANDOFF_LIMIT))]
             started = now_ms()
             done = completion().set(released=[[t, a] for t, a in sends], handedTo=[[t, a] for t, a in nxt] or None)
             entries: list[tuple[EventType, Any]] = [(EventType.task_completed, completed)]

@@ -9,9 +9,11 @@ what the settled state implies (the dispatcher and this consumer both ignore dup
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -24,10 +26,11 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
 
+from shared import limits
 from shared.constants import TTL_ATTRIBUTE
 from shared.dal.aws import client, error_code, from_item, to_item
 from shared.dal.queues import finished_message, send_batch, task_message
-from shared.dal.table import Update
+from shared.dal.table import Update, transact
 from shared.errors import NotFound, StateConflict
 from shared.ids import now_ms
 from shared.logic import dispatching, handoff
@@ -43,7 +46,7 @@ from shared.models.plan import (
     Usage,
     safe_relative_path,
 )
-from shared.observability import emit, fingerprint, logger
+from shared.observability import count, emit, fingerprint, logger
 from shared.providers.base import (
     GeneratedFile,
     ProviderError,
@@ -119,47 +122,103 @@ class ClaimsFirst:
 _claims_first = ClaimsFirst()
 
 
-def run_task(msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | None = None) -> None:
-    """Run the attempt `msg` names, then each dependent its completion hands to this consumer."""
+class Slots:
+    """How many more tasks an invocation may run beside those it runs: its memory's bound
+    (`limits.concurrent_tasks`). The task that brought the message holds one slot."""
+
+    def __init__(self, total: int) -> None:
+        self._free = max(0, total - 1)
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> int:
+        with self._lock:
+            k = max(0, min(n, self._free))
+            self._free -= k
+            return k
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self._free += n
+
+
+def run_task(
+    msg: TaskMessage, remaining_ms: Callable[[], int], svc: Services | None = None, *, memory_mb: int | None = None
+) -> None:
+    """Run the attempt `msg` names (or the dead attempts its message watches), then each dependent
+    its completion hands to this consumer, at most as many at once as the memory allows."""
     svc = svc or services()
+    slots = Slots(limits.concurrent_tasks(memory_mb or limits.FUNCTION_MEMORY_MB["task"]))
     with _claims_first.claiming():
         claimed = _claim(svc, msg)
-    if claimed is not None:
-        _run_handed(svc, claimed, remaining_ms)
+    if claimed:  # dead attempts adopted together were handed together: the memory held them then
+        slots.take(len(claimed) - 1)
+        _run_all(svc, claimed, remaining_ms, slots)
 
 
-def _run_handed(svc: Services, first: Claimed, remaining_ms: Callable[[], int]) -> None:
-    """Run an attempt, then what its completion hands over: the first in this thread, the others
-    beside it in threads of this invocation. Returns once all have ended, so the message that
-    brought the first stays in flight (and watches them) until then; the first error is raised."""
+def _beside(target: Callable[..., None], *args: Any, name: str) -> threading.Thread:
+    """A thread of this invocation (it carries the invocation's context, as a Lambda's threads do)."""
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(target, *args), name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def _run_all(svc: Services, claims: list[Claimed], remaining_ms: Callable[[], int], slots: Slots) -> None:
+    """Run attempts side by side, each with what its completion hands over: the first in this thread,
+    the others in threads of this invocation. Returns once all have ended, so the message that
+    brought them stays in flight (and watches them) until then; the first error is raised."""
     threads: list[threading.Thread] = []
     errors: list[BaseException] = []
 
     def beside(claimed: Claimed) -> None:
         try:
-            _run_handed(svc, claimed, remaining_ms)
+            _run_handed(svc, claimed, remaining_ms, slots, errors, threads)
         except BaseException as exc:  # carried to the invocation: raised below, once all have ended
+            errors.append(exc)
+
+    try:
+        for claimed in claims[1:]:
+            threads.append(_beside(beside, claimed, name=f"task-{claimed.task.id}"))
+        _run_handed(svc, claims[0], remaining_ms, slots, errors, threads)
+    finally:
+        while threads:
+            threads.pop(0).join()
+    if errors:
+        raise errors[0]
+
+
+def _run_handed(
+    svc: Services,
+    first: Claimed,
+    remaining_ms: Callable[[], int],
+    slots: Slots,
+    errors: list[BaseException],
+    threads: list[threading.Thread],
+) -> None:
+    """Run an attempt, then what its completion hands over: the first in this thread, the others
+    in new threads (joined by `_run_all`). Gives back its slot when its chain ends."""
+
+    def beside(claimed: Claimed) -> None:
+        try:
+            _run_handed(svc, claimed, remaining_ms, slots, errors, threads)
+        except BaseException as exc:
             errors.append(exc)
 
     try:
         current: Claimed | None = first
         while current is not None:
             _claims_first.wait()
-            handed = _run(svc, current, remaining_ms)
+            handed = _run(svc, current, remaining_ms, slots)
             current = handed[0] if handed else None
             for claimed in handed[1:]:
-                thread = threading.Thread(target=beside, args=(claimed,), name=f"task-{claimed.task.id}", daemon=True)
-                thread.start()
-                threads.append(thread)
+                threads.append(_beside(beside, claimed, name=f"task-{claimed.task.id}"))
     finally:
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
+        slots.give(1)
 
 
-def _claim(svc: Services, msg: TaskMessage) -> Claimed | None:
+def _claim(svc: Services, msg: TaskMessage) -> list[Claimed]:
     """Take the attempt: `in_progress` and `task_started` in one commit, only while the build runs.
+    If it was taken already, do what its state implies (`_replay`), which may hand back dead
+    attempts this message watches, to run again here.
 
     A message that carries its task's definition, for a build this process has seen, goes straight
     to that commit; its conditions decide what a read would have."""
@@ -170,11 +229,10 @@ def _claim(svc: Services, msg: TaskMessage) -> Claimed | None:
         item = svc.tasks.get(msg.buildId, msg.taskId)
         if fresh is None or item is None:
             logger.warning("task message for a missing build or task dropped", extra=msg.model_dump(exclude={"task"}))
-            return None
+            return []
         task = Task.model_validate(item["task"])
         if _stopped(fresh):
-            _cancel(svc, msg)
-            return None
+            return _replay(svc, msg, task, current=item, halted=True)
         build = _remember_build(fresh)
     started = now_ms()
     try:
@@ -189,12 +247,10 @@ def _claim(svc: Services, msg: TaskMessage) -> Claimed | None:
         )
     except StateConflict:
         fresh = svc.builds.get(msg.buildId, attributes=_BUILD_FIELDS)
-        if fresh is None or _stopped(fresh):  # it ended or halted since it was read: start nothing
-            _cancel(svc, msg)
-        else:
-            _replay(svc, msg, task)
-        return None
-    return Claimed(msg, build, task, started)
+        if fresh is None:
+            return []
+        return _replay(svc, msg, task, halted=_stopped(fresh))  # it ended or halted: start nothing
+    return [Claimed(msg, build, task, started)]
 
 
 def _remember_build(build: dict[str, Any]) -> dict[str, Any]:
@@ -207,7 +263,7 @@ def _remember_build(build: dict[str, Any]) -> dict[str, Any]:
     return static
 
 
-def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> list[Claimed]:
+def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots: Slots) -> list[Claimed]:
     """Call the provider within the time left, store the files, settle the attempt. Returns the
     dependents the completion handed to this consumer, if any.
 
@@ -268,12 +324,15 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> li
         )
 
     cost = usage.costUsd or 0.0
-    # Run a dependent here only if a whole task attempt still fits in this invocation.
+    # Run a dependent here only if a whole task attempt still fits in this invocation: this thread
+    # runs one, and the memory's free slots the others.
     may_run_next = remaining_ms() / 1000 - _SAFETY_MARGIN_S >= settings.task_timeout_seconds
+    extra = slots.take(handoff.HANDOFF_LIMIT - 1) if may_run_next else 0
     try:
         handed = handoff.complete(
-            svc, msg.buildId, task.id, msg.attempt, cost, completed, completion, may_run_next=may_run_next
+            svc, msg.buildId, task.id, msg.attempt, cost, completed, completion, run_here=1 + extra if may_run_next else 0
         )
+        slots.give(extra - max(0, len(handed or []) - 1))
         if handed is None:  # the dispatcher's step to take: the completion alone, then tell it
             svc.events.record(
                 msg.buildId,
@@ -282,6 +341,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]) -> li
                 also=[svc.tasks.tx_update(msg.buildId, task.id, completion())],
             )
     except StateConflict:
+        slots.give(extra)
         logger.info("task result discarded: the attempt was settled elsewhere",
                     extra={"taskId": msg.taskId, "attempt": msg.attempt})
         return []
@@ -380,7 +440,8 @@ def _call_with_timeout(svc: Services, task: Task, context: TaskContext, budget_s
         "description": task.description,
         "name": task.name,
     }
-    future = _pool.submit(svc.provider.transform, kind, payload, context)
+    # The call's thread carries the invocation's context, as a Lambda's threads do.
+    future = _pool.submit(contextvars.copy_context().run, svc.provider.transform, kind, payload, context)
     try:
         return future.result(timeout=budget_s)
     except FutureTimeout:
@@ -465,10 +526,12 @@ def _settle_failure(
     started: int,
     usage: Usage | None = None,
     attempt_usage: Usage | None = None,
+    final: bool = False,
 ) -> None:
     """Record a failed (or timed-out) attempt and what it cost; retry it, or report the run's end.
-    `usage`: what the earlier attempts of this run cost; `attempt_usage`: this attempt's share."""
-    will_retry = msg.attempt < svc.settings.task_max_attempts
+    `usage`: what the earlier attempts of this run cost; `attempt_usage`: this attempt's share;
+    `final`: no retry whatever the attempt (a halted build)."""
+    will_retry = msg.attempt < svc.settings.task_max_attempts and not final
     status = TaskStatus.queued if will_retry else TaskStatus.timeout if timed_out else TaskStatus.failed
     this = attempt_usage or Usage()
     total = (usage or Usage()) + this
@@ -547,60 +610,141 @@ def _cancel(svc: Services, msg: TaskMessage) -> None:
     _tell_dispatcher(svc, msg, "cancelled", 0.0)
 
 
-class TaskStillRunning(Exception):
-    """A redelivered message whose work another invocation may still be doing: it comes back later."""
+class ComeBackLater(Exception):
+    """The message must come back in `after_s` seconds (its handler makes it invisible until then)."""
+
+    def __init__(self, message: str, after_s: float) -> None:
+        super().__init__(message)
+        # whole seconds (what SQS takes), rounded up, plus one for the clocks of two hosts
+        self.after_s = float(math.ceil(max(1.0, after_s)) + 1)
+
+
+class TaskStillRunning(ComeBackLater):
+    """A redelivered message whose attempt another invocation may still be running."""
 
 
 def _replay(
-    svc: Services, msg: TaskMessage, task: Task, *, current: dict[str, Any] | None = None, handed: bool = False
-) -> None:
-    """The claim lost: this attempt was already taken. Re-send whatever its settled state implies.
+    svc: Services,
+    msg: TaskMessage,
+    task: Task,
+    *,
+    current: dict[str, Any] | None = None,
+    handed: bool = False,
+    halted: bool = False,
+) -> list[Claimed]:
+    """The claim lost: this attempt was already taken, or the build stopped. Do whatever the task's
+    settled state implies; returns the dead attempts this message runs again itself.
 
     `current`: the task's item, if just read. `handed`: the attempt was claimed by the completion of
-    a task whose message this is (handoff); no message of its own watches it, so while it may still
-    run, this message must come back.
+    a task whose message this is (handoff). `halted`: the build ended or was halted, so nothing may
+    start: unstarted attempts are cancelled and a dead one is settled for good, so that every
+    started attempt is reported and the dispatcher can answer the build's Execute step.
+
+    An attempt `in_progress` is watched by this message (its own, or its parent's): while its
+    worker may still run it, the message comes back when it surely no longer does; then it is run
+    again under the same attempt (its `task_started` stands, and a crash of its consumer costs it
+    no attempt), or, in a halted build, failed for good.
     """
     current = current or svc.tasks.get(msg.buildId, msg.taskId) or {}
     status, attempt = current.get("status"), int(current.get("attempt", 0))
     if attempt > msg.attempt:
-        return  # a later attempt exists: this message is stale
+        return []  # a later attempt exists: this message is stale
     recorded = Usage.model_validate(current.get("usage") or {})  # this run's attempts so far
     if status == TaskStatus.completed:
         if "released" in current:  # its completion took the dispatcher's step itself
-            _replay_handoff(svc, msg, current)
-        else:
-            _tell_dispatcher(svc, msg, "completed", recorded.costUsd or 0.0)
+            return _replay_handoff(svc, msg, current, halted=halted)
+        _tell_dispatcher(svc, msg, "completed", recorded.costUsd or 0.0)
     elif status in (TaskStatus.failed, TaskStatus.timeout):
         _tell_dispatcher(svc, msg, "failed", recorded.costUsd or 0.0)
+    elif status == TaskStatus.cancelled and attempt < msg.attempt:
+        _tell_dispatcher(svc, msg, "cancelled", 0.0)  # the report of its cancel may have been lost
+    elif status in (TaskStatus.pending, TaskStatus.queued) and (halted or attempt < msg.attempt):
+        if halted:
+            _cancel(svc, msg)
+        elif not handed:  # the claim lost to a race it may win now
+            raise ComeBackLater(f"{msg.taskId} attempt {msg.attempt} could not be claimed yet", 1.0)
     elif status == TaskStatus.queued and attempt == msg.attempt:
         _follow_failure(svc, msg.model_copy(update={"spent": recorded}), True)  # the retry may not have been sent
     elif status == TaskStatus.in_progress and attempt == msg.attempt:
         started = int(current.get("startedAt", 0))
-        stale_after = (svc.settings.task_timeout_seconds + 30) * 1000
-        if now_ms() - started > stale_after:  # its worker died mid-task: that attempt failed
+        stale_in = limits.stale_after_s(svc.settings.task_timeout_seconds) - (now_ms() - started) / 1000
+        if stale_in > 0:
+            raise TaskStillRunning(f"{msg.taskId} attempt {msg.attempt} may still be running; checking later", stale_in)
+        if halted:
             _settle_failure(
                 svc, msg, task, "the worker stopped before the task finished", timed_out=False, started=started,
-                usage=msg.spent,
+                usage=msg.spent, final=True,
             )
-        elif handed:
-            raise TaskStillRunning(f"{msg.taskId} attempt {msg.attempt} may still be running; checking later")
+            return []
+        adopted = _adopt(svc, msg, task, started)
+        if adopted is None:  # it moved on meanwhile (settled, halted, or run again elsewhere): look again
+            fresh = svc.builds.get(msg.buildId, attributes=_BUILD_FIELDS)
+            return _replay(svc, msg, task, handed=handed, halted=fresh is None or _stopped(fresh))
+        return [adopted]
+    return []
 
 
-def _replay_handoff(svc: Services, msg: TaskMessage, current: dict[str, Any]) -> None:
+def _adopt(svc: Services, msg: TaskMessage, task: Task, started: int) -> Claimed | None:
+    """Take over an attempt whose worker died before settling it: the same attempt, run again by
+    this consumer, only while the build runs and nobody else took it over. None if that lost."""
+    now = now_ms()
+    take = (
+        Update()
+        .set(startedAt=now, updatedAt=now)
+        .when(
+            "{status} = :ip AND {attempt} = :a AND {startedAt} = :s",
+            ip=TaskStatus.in_progress.value,
+            a=msg.attempt,
+            s=started,
+        )
+    )
+    try:
+        transact([svc.tasks.tx_update(msg.buildId, msg.taskId, take), svc.builds.tx_still_running(msg.buildId)])
+    except StateConflict:
+        return None
+    build = _static_fields.get(msg.buildId)
+    if build is None:
+        build = _remember_build(svc.builds.get(msg.buildId, attributes=_BUILD_FIELDS) or {"buildId": msg.buildId})
+    count("task.adopted")
+    logger.info("a dead attempt is run again by the message that watches it", extra=msg.model_dump(exclude={"task"}))
+    return Claimed(msg, build, task, now)
+
+
+def _replay_handoff(svc: Services, msg: TaskMessage, current: dict[str, Any], *, halted: bool) -> list[Claimed]:
     """Redo what a completion that took the dispatcher's step may not have finished: send the
-    released tasks nobody claimed, and look after the dependents it handed to its own consumer."""
+    released tasks nobody claimed (cancel them if the build stopped), and look after the dependents
+    it handed to its own consumer. Returns those this message runs again itself."""
     handed = {(t, int(a)) for t, a in current.get("handedTo") or []}
-    resend = []
+    stale_s = limits.stale_after_s(svc.settings.task_timeout_seconds)
+    resend: list[tuple[str, int]] = []
+    watched: list[tuple[TaskMessage, dict[str, Any]]] = []
+    running_for = 0.0  # the longest any handed attempt may still run
     for task_id, attempt in current.get("released") or []:
         child = svc.tasks.get(msg.buildId, task_id)
         if child is None:
             continue
+        child_msg = TaskMessage(buildId=msg.buildId, taskId=task_id, attempt=int(attempt))
         if (task_id, int(attempt)) in handed:
-            child_msg = TaskMessage(buildId=msg.buildId, taskId=task_id, attempt=int(attempt))
-            _replay(svc, child_msg, Task.model_validate(child["task"]), current=child, handed=True)
+            watched.append((child_msg, child))
+            if child.get("status") == TaskStatus.in_progress and int(child.get("attempt") or 0) == int(attempt):
+                running_for = max(running_for, stale_s - (now_ms() - int(child.get("startedAt") or 0)) / 1000)
         elif int(child.get("attempt") or 0) < int(attempt) and child.get("status") in ("pending", "queued"):
-            resend.append((task_id, int(attempt)))
+            if halted:
+                _cancel(svc, child_msg)
+            else:
+                resend.append((task_id, int(attempt)))
     dispatching.send_tasks(svc, msg.buildId, resend)
+    if running_for > 0:  # all handed at once, so all die at once: look after them together
+        raise TaskStillRunning(f"dependents handed by {msg.taskId} may still be running; checking later", running_for)
+    adopted: list[Claimed] = []
+    for child_msg, child in watched:
+        try:
+            adopted += _replay(
+                svc, child_msg, Task.model_validate(child["task"]), current=child, handed=True, halted=halted
+            )
+        except ComeBackLater as exc:  # raced by another consumer: those adopted here wait for the next look
+            raise ComeBackLater(str(exc), max(exc.after_s, stale_s if adopted else 0.0)) from None
+    return adopted
 
 
 # --- cache --------------------------------------------------------------------------------------

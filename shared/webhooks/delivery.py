@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     import httpx
 
+from shared import limits
 from shared.signing import sign_headers
 from shared.ssrf import (
     DEFAULT_PORTS,
@@ -44,7 +45,7 @@ from shared.ssrf import (
 
 logger = logging.getLogger(__name__)
 
-DELIVERY_TIMEOUT_S = 10.0
+DELIVERY_TIMEOUT_S = limits.WEBHOOK_DELIVERY_TIMEOUT_S
 MAX_RETRY_AFTER_S = 12 * 3600.0
 DEFAULT_RATE_PER_SECOND = 20.0
 USER_AGENT = "Stepwise-Webhooks/1"

@@ -108,6 +108,39 @@ def test_layer_lock_pins_pyproject_and_its_whole_closure() -> None:
             assert lines[i + 1].strip().startswith("--hash=sha256:"), line
 
 
+def test_queues_and_functions_have_the_limits_the_local_runtime_runs_with(synth: Synthesized) -> None:
+    """One place (shared.limits) decides the functions' time and memory and the queues' visibility
+    and receive counts: the stack deploys exactly those, and the local runtime creates the same."""
+    from shared import limits
+    from tests.infra.test_stack import ids
+    from tests.integration.quiet import QuietRuntime
+
+    tt = synth.stack.config.settings.task_timeout_seconds
+    for name, fid in synth.logical_ids.items():
+        props = synth.resources[fid]["Properties"]
+        assert (props["Timeout"], props["MemorySize"]) == (
+            limits.function_timeout_s(name, tt),
+            limits.FUNCTION_MEMORY_MB[name],
+        )
+    q = synth.stack.queues
+    deployed = {
+        name: synth.resources[ids(synth, queue)]["Properties"]
+        for name, queue in {"tasks": q.tasks, "task-finished": q.task_finished, "webhooks": q.webhooks}.items()
+    }
+    with QuietRuntime(env={c.TASK_TIMEOUT_SECONDS: str(tt)}) as local:
+        import boto3
+
+        sqs = boto3.client("sqs")
+        for name, props in deployed.items():
+            assert props["VisibilityTimeout"] == limits.queue_visibility_s(name, tt)
+            url = local.resources.queues[name if name != "task-finished" else "task-finished.fifo"]
+            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            assert int(attrs["VisibilityTimeout"]) == props["VisibilityTimeout"], name
+            if name != "webhooks":
+                local_receives = json.loads(attrs["RedrivePolicy"])["maxReceiveCount"]
+                assert int(local_receives) == props["RedrivePolicy"]["maxReceiveCount"], name
+
+
 def _layer_s3_key(lock: Path) -> str:
     from aws_cdk import App, Stack
     from aws_cdk import aws_lambda as lambda_

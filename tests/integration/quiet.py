@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from local.context import LocalContext
-from local.runtime import FUNCTION_TIMEOUTS, PREFIX, LocalRuntime, load_handler
+from local.runtime import LocalRuntime, function_context, load_handler
 from shared.dal.aws import client
 from shared.ids import new_build_id, new_plan_id, now_ms
 from shared.logic.services import services
@@ -24,7 +24,7 @@ class QuietRuntime(LocalRuntime):
 
 def lambda_context(name: str, timeout_s: float | None = None) -> LocalContext:
     """The context function `name` gets, with its deployed timeout unless `timeout_s` is given."""
-    return LocalContext(f"{PREFIX}-{name}", timeout_s or FUNCTION_TIMEOUTS[name])
+    return function_context(name, timeout_s)
 
 
 def new_build(

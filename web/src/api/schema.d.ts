@@ -11,10 +11,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** GET /builds */
+        /** The caller's builds, newest first */
         get: operations["list_builds_builds_get"];
         put?: never;
-        /** POST /builds */
+        /** Start a build */
         post: operations["create_build_builds_post"];
         delete?: never;
         options?: never;
@@ -29,7 +29,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** GET /builds/{buildId} */
+        /** A build: status, plan with per-task state, metrics */
         get: operations["get_build_builds__buildId__get"];
         put?: never;
         post?: never;
@@ -48,7 +48,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** POST /builds/{buildId}/approval */
+        /** Approve, reject, or approve an edited plan */
         post: operations["post_approval_builds__buildId__approval_post"];
         delete?: never;
         options?: never;
@@ -65,7 +65,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** POST /builds/{buildId}/cancel */
+        /** Stop the build; no task starts afterwards */
         post: operations["post_cancel_builds__buildId__cancel_post"];
         delete?: never;
         options?: never;
@@ -80,7 +80,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** GET /builds/{buildId}/events */
+        /** The build's event log after seq `after` (long-poll with `wait`) */
         get: operations["get_events_builds__buildId__events_get"];
         put?: never;
         post?: never;
@@ -97,7 +97,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** GET /builds/{buildId}/files */
+        /** The build's files (latest version of each path) */
         get: operations["get_files_builds__buildId__files_get"];
         put?: never;
         post?: never;
@@ -114,7 +114,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** GET /builds/{buildId}/files/{path} */
+        /** One file's content */
         get: operations["get_file_builds__buildId__files__path__get"];
         put?: never;
         post?: never;
@@ -133,8 +133,25 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** POST /builds/{buildId}/tasks/{taskId}/retry */
+        /** Re-run a failed, timed-out, skipped or halted task and its skipped dependents */
         post: operations["post_retry_builds__buildId__tasks__taskId__retry_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/builds/{buildId}/tasks/{taskId}/skip": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Give up on a failed or timed-out task; its dependents run without its output */
+        post: operations["post_skip_builds__buildId__tasks__taskId__skip_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -148,7 +165,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** GET /openapi.json */
+        /** This document */
         get: operations["openapi_openapi_json_get"];
         put?: never;
         post?: never;
@@ -172,7 +189,51 @@ export interface components {
             /** Reason */
             reason?: string | null;
             /** Tasks */
-            tasks?: components["schemas"]["Task"][] | null;
+            tasks?: components["schemas"]["EditedTask"][] | null;
+        };
+        /** ApprovalResult */
+        ApprovalResult: {
+            /** Approved */
+            approved: boolean;
+            /** Buildid */
+            buildId: string;
+            /**
+             * Planversion
+             * @description The plan version that will run (approvals only)
+             */
+            planVersion?: number | null;
+        };
+        /**
+         * BuildCreated
+         * @description `POST /builds` (202): the build is accepted and planning.
+         */
+        BuildCreated: {
+            /** Buildid */
+            buildId: string;
+            links: components["schemas"]["BuildLinks"];
+            /**
+             * Status
+             * @default planning
+             * @constant
+             */
+            status: "planning";
+        };
+        /** BuildLinks */
+        BuildLinks: {
+            /** Events */
+            events: string;
+            /** Self */
+            self: string;
+        };
+        /**
+         * BuildList
+         * @description `GET /builds`: the caller's builds, newest first; pass `next` as `cursor` for more.
+         */
+        BuildList: {
+            /** Builds */
+            builds: components["schemas"]["BuildSummary"][];
+            /** Next */
+            next?: string | null;
         };
         /** BuildMetrics */
         BuildMetrics: {
@@ -232,6 +293,24 @@ export interface components {
          * @enum {string}
          */
         BuildStatus: "planning" | "awaiting_approval" | "executing" | "completed" | "completed_with_errors" | "failed" | "cancelled" | "timed_out";
+        /** BuildSummary */
+        BuildSummary: {
+            /** Buildid */
+            buildId: string;
+            /** Createdat */
+            createdAt: number;
+            metrics?: components["schemas"]["BuildMetrics"] | null;
+            /**
+             * Prompt
+             * @description The first 200 characters of the prompt
+             */
+            prompt: string;
+            status: components["schemas"]["BuildStatus"];
+            /** Taskcount */
+            taskCount?: number | null;
+            /** Updatedat */
+            updatedAt: number;
+        };
         /**
          * BuildView
          * @description `GET /builds/{buildId}`: status, the plan with per-task status (null until planned), metrics, recovery.
@@ -241,6 +320,11 @@ export interface components {
             buildId: string;
             /** Createdat */
             createdAt: number;
+            /**
+             * Estimatedduration
+             * @description Critical path of the plan, seconds
+             */
+            estimatedDuration?: number | null;
             /** Failurereason */
             failureReason?: string | null;
             /** Framework */
@@ -249,12 +333,33 @@ export interface components {
             message?: string | null;
             metrics?: components["schemas"]["BuildMetrics"];
             plan?: components["schemas"]["PlanView"] | null;
+            /**
+             * Planversion
+             * @description 1 for the first plan, +1 per approved edit
+             */
+            planVersion?: number | null;
             /** Prompt */
             prompt: string;
             recovery?: components["schemas"]["Recovery"] | null;
+            /**
+             * Startedat
+             * @description Epoch ms the current run started executing
+             */
+            startedAt?: number | null;
             status: components["schemas"]["BuildStatus"];
             /** Updatedat */
             updatedAt: number;
+        };
+        /** CancelResult */
+        CancelResult: {
+            /** Buildid */
+            buildId: string;
+            /**
+             * Status
+             * @default cancelled
+             * @constant
+             */
+            status: "cancelled";
         };
         /**
          * CreateBuildRequest
@@ -276,8 +381,119 @@ export interface components {
             prompt: string;
             /** Requireapproval */
             requireApproval?: boolean | null;
-            /** Webhookurl */
+            /**
+             * Webhookurl
+             * @description https (plain http only for a host in WEBHOOK_ALLOWED_HOSTS); refused when its host resolves to a private, loopback, link-local or metadata address
+             */
             webhookUrl?: string | null;
+        };
+        /**
+         * EditedTask
+         * @description A task of an edited plan, as a client sends it with an approval.
+         */
+        EditedTask: {
+            /**
+             * Description
+             * @default
+             */
+            description: string;
+            /**
+             * Estimatedduration
+             * @default 10
+             */
+            estimatedDuration: number;
+            /** Id */
+            id: string;
+            input?: components["schemas"]["EditedTaskInput"];
+            /** Name */
+            name: string;
+            /**
+             * Priority
+             * @default 5
+             */
+            priority: number;
+            type: components["schemas"]["TaskType"];
+        };
+        /** EditedTaskInput */
+        EditedTaskInput: {
+            /** Context */
+            context?: string | null;
+            /** Dependencies */
+            dependencies?: string[];
+            /** Prompt */
+            prompt?: string | null;
+            /** Targetpath */
+            targetPath?: string | null;
+        };
+        /** ErrorInfo */
+        ErrorInfo: {
+            /**
+             * Code
+             * @description Stable machine-readable code, e.g. `not_found`, `conflict`, `invalid_request`
+             */
+            code: string;
+            /**
+             * Details
+             * @description The fields at fault (422, some 409)
+             */
+            details?: components["schemas"]["FieldProblem"][] | null;
+            /**
+             * Message
+             * @description What went wrong, for a human
+             */
+            message: string;
+        };
+        /**
+         * ErrorResponse
+         * @description Every 4xx/5xx answer: `{"error": {"code", "message", "details"?}}`.
+         */
+        ErrorResponse: {
+            error: components["schemas"]["ErrorInfo"];
+        };
+        /**
+         * Event
+         * @description The envelope: what the event log stores and what a webhook carries.
+         */
+        Event: {
+            /** Buildid */
+            buildId: string;
+            /** Data */
+            data: {
+                [key: string]: unknown;
+            };
+            /** Id */
+            id: string;
+            /** Seq */
+            seq: number;
+            /** Timestamp */
+            timestamp: number;
+            type: components["schemas"]["EventType"];
+        };
+        /**
+         * EventPage
+         * @description `GET /builds/{buildId}/events`: events after `after` in `seq` order; `next` is the `after`
+         *     to pass for more (null when this page reached the end of the log as it stands).
+         */
+        EventPage: {
+            /** Events */
+            events: components["schemas"]["Event"][];
+            /** Next */
+            next?: number | null;
+        };
+        /**
+         * EventType
+         * @enum {string}
+         */
+        EventType: "build_started" | "plan_partial" | "plan_warning" | "plan_blocked" | "plan_generated" | "plan_approval_required" | "plan_approved" | "plan_rejected" | "build_resumed" | "task_started" | "task_completed" | "task_failed" | "task_timeout" | "task_skipped" | "build_completed" | "build_failed" | "build_cancelled";
+        /** FieldProblem */
+        FieldProblem: {
+            /**
+             * Field
+             * @description The request field at fault (dotted for nested fields, `body` for the whole body)
+             */
+            field: string;
+            /** Message */
+            message?: string | null;
         };
         /** FileInfo */
         FileInfo: {
@@ -326,42 +542,30 @@ export interface components {
             detail?: components["schemas"]["ValidationError"][];
         };
         /**
-         * Task
-         * @description A task as planned: what the LLM wrote, validated.
+         * TaskActionResult
+         * @description `retry` (status `queued`) and `skip` (status `skipped`), both 202.
          */
-        Task: {
+        TaskActionResult: {
+            /** Buildid */
+            buildId: string;
             /**
-             * Description
-             * @default
+             * Buildresumed
+             * @description True when the build had ended and runs again
+             * @default false
              */
-            description: string;
+            buildResumed: boolean;
             /**
-             * Estimatedduration
-             * @default 10
+             * Reopened
+             * @description Tasks this made runnable again
              */
-            estimatedDuration: number;
-            /** Id */
-            id: string;
-            input?: components["schemas"]["TaskInput"];
-            /** Name */
-            name: string;
+            reopened?: string[];
             /**
-             * Priority
-             * @default 5
+             * Status
+             * @enum {string}
              */
-            priority: number;
-            type: components["schemas"]["TaskType"];
-        };
-        /** TaskInput */
-        TaskInput: {
-            /** Context */
-            context?: string | null;
-            /** Dependencies */
-            dependencies?: string[];
-            /** Prompt */
-            prompt?: string | null;
-            /** Targetpath */
-            targetPath?: string | null;
+            status: "queued" | "skipped";
+            /** Taskid */
+            taskId: string;
         };
         /**
          * TaskStatus
@@ -388,23 +592,58 @@ export interface components {
              * @default false
              */
             cached: boolean;
+            /**
+             * Completedat
+             * @description Epoch ms it completed
+             */
+            completedAt?: number | null;
             /** Dependson */
             dependsOn: string[];
             /** Description */
             description: string;
+            /**
+             * Durationms
+             * @description How long its last attempt ran
+             */
+            durationMs?: number | null;
             /** Error */
             error?: string | null;
+            /**
+             * Estimatedduration
+             * @description Seconds, as planned
+             */
+            estimatedDuration: number;
             /** Files */
             files?: string[];
             /** Id */
             id: string;
             /** Name */
             name: string;
+            /**
+             * Skipreason
+             * @description `dependency_failed` or `user` when skipped
+             */
+            skipReason?: string | null;
+            /**
+             * Startedat
+             * @description Epoch ms the current attempt started
+             */
+            startedAt?: number | null;
             status: components["schemas"]["TaskStatus"];
             /** Targetpath */
             targetPath?: string | null;
             /** Type */
             type: string;
+            usage?: components["schemas"]["UsageData"] | null;
+        };
+        /** UsageData */
+        UsageData: {
+            /** Completiontokens */
+            completionTokens: number;
+            /** Costusd */
+            costUsd: number | null;
+            /** Prompttokens */
+            promptTokens: number;
         };
         /** ValidationError */
         ValidationError: {
@@ -426,6 +665,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description `next` of the previous page */
                 cursor?: string | null;
             };
             header?: never;
@@ -434,22 +674,40 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description A page of builds */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["BuildList"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A field is invalid; `details` names it (`invalid_request`) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Throttled (`throttled`); retry later */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -458,6 +716,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
+                /** @description Same key and body within 24 h: the same build, no second run */
                 "idempotency-key"?: string | null;
             };
             path?: never;
@@ -469,22 +728,76 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
-            200: {
+            /** @description The build is accepted and planning */
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["BuildCreated"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Malformed JSON (`malformed_json`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing or invalid bearer token (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The build or task is not in a state that allows this (`conflict`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than 2 MiB (`too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is not declared as JSON (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A field is invalid; `details` names it (`invalid_request`) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Throttled (`throttled`); retry later */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -494,13 +807,14 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description bld_… */
                 buildId: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The build */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -509,13 +823,40 @@ export interface operations {
                     "application/json": components["schemas"]["BuildView"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such build (or not yours), task or file (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A field is invalid; `details` names it (`invalid_request`) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Throttled (`throttled`); retry later */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -525,6 +866,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description bld_… */
                 buildId: string;
             };
             cookie?: never;
@@ -535,22 +877,85 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The decision */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ApprovalResult"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Malformed JSON (`malformed_json`) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing or invalid bearer token (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such build (or not yours), task or file (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The build or task is not in a state that allows this (`conflict`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than 2 MiB (`too_large`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is not declared as JSON (`unsupported_media_type`) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A field is invalid; `details` names it (`invalid_request`) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Throttled (`throttled`); retry later */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -560,28 +965,65 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description bld_… */
                 buildId: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
-            200: {
+            /** @description Cancelled */
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CancelResult"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such build (or not yours), task or file (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The build or task is not in a state that allows this (`conflict`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A field is invalid; `details` names it (`invalid_request`) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Throttled (`throttled`); retry later */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -589,33 +1031,64 @@ export interface operations {
     get_events_builds__buildId__events_get: {
         parameters: {
             query?: {
+                /** @description Return events with seq > after */
                 after?: number;
                 limit?: number;
+                /** @description Seconds to hold the answer while no event follows `after`; answered as soon as one is recorded, or empty when `wait` runs out */
+                wait?: number;
             };
             header?: never;
             path: {
+                /** @description bld_… */
                 buildId: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description Events in seq order */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["EventPage"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such build (or not yours), task or file (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A field is invalid; `details` names it (`invalid_request`) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Throttled (`throttled`); retry later */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -625,13 +1098,14 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description bld_… */
                 buildId: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description Files */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -640,13 +1114,40 @@ export interface operations {
                     "application/json": components["schemas"]["FileInfo"][];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such build (or not yours), task or file (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A field is invalid; `details` names it (`invalid_request`) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Throttled (`throttled`); retry later */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -656,6 +1157,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description bld_… */
                 buildId: string;
                 path: string;
             };
@@ -663,22 +1165,55 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The file's bytes, typed by its extension */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": unknown;
+                    "image/svg+xml": string;
+                    "text/css": string;
+                    "text/html": string;
+                    "text/javascript": string;
+                    "text/markdown": string;
+                    "text/plain": string;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such build (or not yours), task or file (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A field is invalid; `details` names it (`invalid_request`) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Throttled (`throttled`); retry later */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -688,6 +1223,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description bld_… */
                 buildId: string;
                 taskId: string;
             };
@@ -695,22 +1231,127 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
-            200: {
+            /** @description Queued */
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TaskActionResult"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such build (or not yours), task or file (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The build or task is not in a state that allows this (`conflict`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A field is invalid; `details` names it (`invalid_request`) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Throttled (`throttled`); retry later */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    post_skip_builds__buildId__tasks__taskId__skip_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description bld_… */
+                buildId: string;
+                taskId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Skipped */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskActionResult"];
+                };
+            };
+            /** @description Missing or invalid bearer token (`unauthorized`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No such build (or not yours), task or file (`not_found`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The build or task is not in a state that allows this (`conflict`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description A field is invalid; `details` names it (`invalid_request`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Throttled (`throttled`); retry later */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -724,13 +1365,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The OpenAPI document */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": Record<string, never>;
                 };
             };
             /** @description Validation Error */
