@@ -10,6 +10,7 @@ from constructs import Construct
 
 from infra.config import StackConfig
 from infra.constructs.api import Api
+from infra.constructs.dashboard import Dashboard
 from infra.constructs.functions import SERVICE_NAME, Functions, function_specs, log_retention
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.outbox import Outbox
@@ -69,13 +70,17 @@ class StepwiseStack(Stack):
             dead_letter_queue=self.queues.outbox_dlq,
             log_retention=retention,
         )
-        # The API answers browser calls from the frontend origin (CORS headers on every response).
-        fns["api"].add_environment(c.CORS_ALLOW_ORIGIN, config.frontend_origin)
+        # The web dashboard (S3 + CloudFront); its origin is known now, its config once the APIs exist.
+        self.dashboard = Dashboard(self, "Dashboard", access_logs=self.storage.access_logs)
+        # The API answers browser calls from the frontend origins and the dashboard (CORS headers on
+        # every response, gateway error responses included).
+        origins = [config.frontend_origin, self.dashboard.origin]
+        fns["api"].add_environment(c.STEPWISE_CORS_ORIGINS, ",".join(origins))
         self.api = Api(
             self,
             "Api",
             handler=fns["api"],
-            frontend_origin=config.frontend_origin,
+            frontend_origins=origins,
             rate_limit=d.api_rate_limit,
             burst_limit=d.api_burst_limit,
             log_retention=retention,
@@ -99,6 +104,13 @@ class StepwiseStack(Stack):
         )
         # Both APIs' access logs need the account's API Gateway logging role: the app deploys the
         # shared StepwiseApiGatewayAccount stack before this one (infra/account.py).
+        self.dashboard.publish(
+            api_url=self.api.url,
+            websocket_url=self.websocket.url,
+            user_pool=self.api.user_pool,
+            user_pool_client=self.api.client,
+            hosted_ui=self.api.domain,
+        )
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -129,6 +141,7 @@ class StepwiseStack(Stack):
                 self.storage.files.bucket_name,
                 "Generated files: builds/{buildId}/files/{path}",
             ),
+            "DashboardUrl": (self.dashboard.url, "The web dashboard: sign in with a Cognito user"),
             "StateMachineArn": (self.workflow.state_machine.state_machine_arn, "One execution per build"),
             "WebhookSecretArn": (self.secrets.webhook.secret_arn, "Webhook signing secret(s)"),
             "ProviderSecretArn": (self.secrets.providers.secret_arn, "AI provider API keys (JSON)"),

@@ -236,6 +236,7 @@ def serve(
     from local.dlq import state_file, write_state
     from local.runtime import LocalRuntime
     from local.server import app as asgi_app
+    from local.static import is_built
 
     err = Console(stderr=True)
     try:
@@ -250,6 +251,11 @@ def serve(
         server = uvicorn.Server(config)
         out = Console()
         out.print(f"Stepwise API on [bold]http://{host}:{port}[/]  (dev token: [bold]{token}[/] for user {user})")
+        out.print(f"  dashboard: [bold]{dashboard_url(host, port, token)}[/]", soft_wrap=True)
+        if not is_built():
+            out.print(
+                "  (the dashboard is not built: `bash scripts/serve.sh` builds it, or npm --prefix web ci && npm --prefix web run build)"
+            )
         out.print(f'  curl -H "Authorization: Bearer {token}" http://{host}:{port}/builds')
         out.print(f"  local AWS endpoint (moto) for `stepwise dlq`: {runtime.aws_endpoint}")
         sys.stdout.flush()
@@ -257,6 +263,14 @@ def serve(
     finally:
         state_file().unlink(missing_ok=True)
         runtime.stop()
+
+
+def dashboard_url(host: str, port: int, token: str) -> str:
+    """The address that opens the dashboard signed in (the app drops the token from the address bar)."""
+    from urllib.parse import quote
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}/?token={quote(token, safe='')}"
 
 
 def _free_port() -> int:

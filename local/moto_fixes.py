@@ -46,7 +46,26 @@ def install() -> None:
     _install_sqs()
     _install_plain_dynamodb_results()
     _install_stream_signal()
+    _install_stop_just_started()
     _installed = True
+
+
+def _install_stop_just_started() -> None:
+    """moto builds an execution's interpreter on its own thread after `start_execution` returns; a
+    `stop_execution` in that window fails inside moto (AWS stops it). Wait for the interpreter."""
+    import time
+
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    original = ExecutionWorker.stop
+
+    def stop(self: Any, stop_date: Any, error: Any, cause: Any) -> None:
+        deadline = time.monotonic() + 5.0
+        while getattr(self, "env", None) is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        original(self, stop_date, error, cause)
+
+    ExecutionWorker.stop = stop  # type: ignore[method-assign]
 
 
 stream_written = threading.Event()  # set whenever a DynamoDB stream gets a record
@@ -84,6 +103,10 @@ def _install_plain_dynamodb_results() -> None:
         return 200, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(self.result)
 
     DynamoResult.execute_result = execute_result  # type: ignore[method-assign]
+    # A result holds the backend's live items until it is turned into plain dicts here: do that under
+    # the backend's lock, or a concurrent write changes an item while it is read ("dictionary changed
+    # size during iteration").
+    DynamoResult.__init__ = _locked(DynamoResult.__init__)  # type: ignore[method-assign]
     DynamoResult._moto_execute_result = original  # type: ignore[attr-defined]  # for the equivalence test
 
 

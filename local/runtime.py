@@ -153,6 +153,10 @@ class LocalRuntime:
         reset_services()
         get_settings()
         self._route_lambda_invocations()
+        from local import event_waiter
+        from shared.dal import events
+
+        events.set_waiter(event_waiter.wait)  # long-polls wake on the stream's record, not by polling
         self._start_workers()
         if self.aws_port is not None:
             self._serve_aws()
@@ -183,6 +187,9 @@ class LocalRuntime:
         if self.relay:
             self.relay.join()
         self._restore_lambda_invocations()
+        from shared.dal import events
+
+        events.set_waiter(None)
         if self._mock is not None:
             self._mock.stop()
             self._mock = None

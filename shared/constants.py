@@ -35,6 +35,7 @@ RECORD_TTL_DAYS: Final = "RECORD_TTL_DAYS"
 LOG_LEVEL: Final = "LOG_LEVEL"
 # The attribute (epoch seconds) after which DynamoDB's TTL deletes a build, task, event or cache entry.
 TTL_ATTRIBUTE: Final = "expiresAt"
+STEPWISE_CORS_ORIGINS: Final = "STEPWISE_CORS_ORIGINS"  # origins a browser may call the API from ("*" locally)
 
 # --- extensions beyond CONTRACT §7 (documented in the README) ----------------------------------
 TASK_RETRY_BASE_SECONDS: Final = "TASK_RETRY_BASE_SECONDS"  # task retry backoff base (default 1)
@@ -52,7 +53,6 @@ TASK_FINISHED_QUEUE_URL: Final = "TASK_FINISHED_QUEUE_URL"
 WEBHOOK_QUEUE_URL: Final = "WEBHOOK_QUEUE_URL"
 WEBHOOK_DLQ_URL: Final = "WEBHOOK_DLQ_URL"  # refused deliveries are dead-lettered here at once
 STATE_MACHINE_ARN: Final = "STATE_MACHINE_ARN"
-CORS_ALLOW_ORIGIN: Final = "CORS_ALLOW_ORIGIN"  # the frontend origin allowed to call the API from a browser
 WEBHOOK_SECRET_ARN: Final = "WEBHOOK_SECRET_ARN"  # Secrets Manager secret holding WEBHOOK_SECRET
 PROVIDER_SECRET_ARN: Final = "PROVIDER_SECRET_ARN"  # Secrets Manager secret holding provider keys
 CONNECTIONS_TABLE: Final = "CONNECTIONS_TABLE"  # WebSocket connections and their subscriptions

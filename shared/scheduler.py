@@ -208,11 +208,33 @@ def retry(spec: DagSpec, state: DispatchState, task_id: str, max_concurrency: in
 
     Only what can run again is re-opened: a task that also depends on another failed, skipped or
     cancelled task stays as it is, since re-opening it would leave the build waiting for it forever.
+    When the run was halted (time limit, budget), the tasks the halt cancelled re-open too: they
+    never ran, and without them the build could never complete.
     """
     closed = state.failed | state.skipped | state.cancelled
     if task_id not in closed:
         return []  # done, running or still to come: nothing to re-open
     candidates = [task_id] + [t for t in dag.descendants(spec.children, task_id) if t in state.skipped]
+    return _reopen(spec, state, candidates)
+
+
+def skip(spec: DagSpec, state: DispatchState, task_id: str, max_concurrency: int) -> list[str] | None:
+    """The user gives up on a failed task: it counts as settled for its dependents, which run without
+    its output. Returns the dependents re-opened (possibly none), or None if the task is not failed."""
+    if task_id not in state.failed:
+        return None
+    state.failed.discard(task_id)
+    state.done.add(task_id)  # satisfies its dependents; the task itself stays `skipped` (reason user)
+    candidates = [t for t in dag.descendants(spec.children, task_id) if t in state.skipped]
+    reopened = _reopen(spec, state, candidates)
+    state.halted = None
+    return reopened
+
+
+def _reopen(spec: DagSpec, state: DispatchState, candidates: list[str]) -> list[str]:
+    if state.halted is not None:
+        candidates = candidates + [t for t in spec.order if t in state.cancelled and t not in candidates]
+    closed = state.failed | state.skipped | state.cancelled
     reopen = set(candidates)
     while True:
         blocked = {t for t in reopen if any(p in closed and p not in reopen for p in spec.deps[t])}
@@ -227,9 +249,15 @@ def retry(spec: DagSpec, state: DispatchState, task_id: str, max_concurrency: in
         state.skipped.discard(t)
         state.cancelled.discard(t)
     state.halted = None
-    if all(p in state.done for p in spec.deps[task_id]):
-        state.ready.add(task_id)
+    for t in reopened:
+        if all(p in state.done for p in spec.deps[t]):
+            state.ready.add(t)
     return reopened
+
+
+def all_terminal(spec: DagSpec, state: DispatchState) -> bool:
+    """Every task settled and none in flight: the run's Execute step is (being) answered."""
+    return _all_terminal(spec, state)
 
 
 def fill(spec: DagSpec, state: DispatchState, max_concurrency: int) -> Decision:

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     webhook_backoff_base_seconds: float = Field(2.0, ge=0, alias=c.WEBHOOK_BACKOFF_BASE_SECONDS)
     webhook_backoff_max_seconds: float = Field(3600.0, ge=0, alias=c.WEBHOOK_BACKOFF_MAX_SECONDS)
     local_tokens: str = Field("dev-token:dev", alias=c.STEPWISE_LOCAL_TOKENS)
+    cors_origins: str = Field("*", alias=c.STEPWISE_CORS_ORIGINS)
 
     # wiring
     builds_table: str = Field("stepwise-builds", alias=c.BUILDS_TABLE)
@@ -91,6 +92,19 @@ class Settings(BaseSettings):
             if not sep or not token or not user:
                 raise ValueError("expected token:user[,token2:user2]")
         return v
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_shape(cls, v: str) -> str:
+        origins = [o.strip().rstrip("/") for o in v.split(",") if o.strip()]
+        for origin in origins:
+            if origin != "*" and not origin.startswith(("https://", "http://")):
+                raise ValueError(f"expected * or origins like https://app.example.com, got {origin!r}")
+        return ",".join(origins) or "*"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return self.cors_origins.split(",")
 
     @property
     def allowed_hosts(self) -> frozenset[str]:

@@ -6,7 +6,11 @@
   CORS preflights. (A REST API can only use a Cognito or a Lambda authorizer; an arbitrary OIDC
   issuer/audience would need a Lambda authorizer or an HTTP API JWT authorizer.)
 - Explicit routes, not a greedy proxy: unknown paths never reach the function, and each route is
-  visible (and authorized) in the template.
+  visible (and authorized) in the template. A method a path does not have answers 405 with `Allow`
+  from the gateway itself (an `ANY` mock on each resource), never reaching the function.
+- CORS: preflights are answered by the gateway for the frontend origins, every function answer
+  carries `Access-Control-Allow-Origin` (the function reads STEPWISE_CORS_ORIGINS), and so does
+  every gateway-made error.
 - Request validation at the edge: request parameters everywhere and "body is a JSON object" on the
   POST routes with a body, so malformed JSON is a 400 before any code runs. Field rules stay in the
   function's pydantic models (one source of truth, 422 with details).
@@ -25,8 +29,9 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.nag import acknowledge
+from shared import cors
 
-CORS_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key"]
+CORS_HEADERS = list(cors.ALLOW_HEADERS)
 
 # One JSON object per request; `sub` is the caller (Cognito claims), never the token itself.
 ACCESS_LOG_FIELDS = {
@@ -54,13 +59,14 @@ ROUTES: tuple[tuple[str, str, bool], ...] = (
     ("/builds/{buildId}/approval", "POST", True),
     ("/builds/{buildId}/cancel", "POST", False),
     ("/builds/{buildId}/tasks/{taskId}/retry", "POST", False),
+    ("/builds/{buildId}/tasks/{taskId}/skip", "POST", False),
     ("/builds/{buildId}/files", "GET", False),
     ("/builds/{buildId}/files/{path+}", "GET", False),
 )
-PUBLIC_ROUTES: tuple[tuple[str, str], ...] = (("/openapi.json", "GET"),)
+PUBLIC_ROUTES: tuple[tuple[str, str], ...] = (("/openapi.json", "GET"), ("/docs", "GET"))
 QUERY_PARAMETERS: dict[tuple[str, str], tuple[str, ...]] = {
     ("/builds", "GET"): ("limit", "cursor"),
-    ("/builds/{buildId}/events", "GET"): ("after", "limit"),
+    ("/builds/{buildId}/events", "GET"): ("after", "limit", "wait"),
 }
 
 # Gateway-made responses in the contract's error shape: (type, status, code, message).
@@ -85,7 +91,7 @@ class Api(Construct):
         construct_id: str,
         *,
         handler: lambda_.IFunction,
-        frontend_origin: str,
+        frontend_origins: list[str],
         rate_limit: float,
         burst_limit: int,
         log_retention: logs.RetentionDays,
@@ -180,9 +186,10 @@ class Api(Construct):
                 access_log_format=apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FIELDS)),
             ),
             default_cors_preflight_options=apigw.CorsOptions(
-                allow_origins=[frontend_origin],
+                allow_origins=frontend_origins,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=CORS_HEADERS,
+                expose_headers=cors.EXPOSE_HEADERS,
                 max_age=Duration.hours(1),
             ),
         )
@@ -193,18 +200,25 @@ class Api(Construct):
             "token and the stage is throttled; attach a web ACL to the stage if exposed widely.",
         )
 
+        # One origin: named in every gateway-made error. Several: the request's Origin is echoed (a
+        # gateway response cannot choose among origins); these answers hold no data.
+        allow_origin = f"'{frontend_origins[0]}'" if len(frontend_origins) == 1 else "method.request.header.Origin"
         for response_type, status, code, message in _GATEWAY_ERRORS:
             # `$context.error.messageString` is API Gateway's own message, already JSON-quoted.
             text = json.dumps(message) if message else "$context.error.messageString"
             template = f'{{"error": {{"code": {json.dumps(code)}, "message": {text}}}}}'
+            headers = {
+                "Access-Control-Allow-Origin": allow_origin,
+                "Access-Control-Allow-Headers": "'" + ",".join(CORS_HEADERS) + "'",
+                "Access-Control-Expose-Headers": "'" + ",".join(cors.EXPOSE_HEADERS) + "'",
+            }
+            if len(frontend_origins) > 1:
+                headers["Vary"] = "'Origin'"
             self.rest_api.add_gateway_response(
                 f"Gateway{response_type.response_type}",
                 type=response_type,
                 status_code=status,
-                response_headers={
-                    "Access-Control-Allow-Origin": f"'{frontend_origin}'",
-                    "Access-Control-Allow-Headers": "'" + ",".join(CORS_HEADERS) + "'",
-                },
+                response_headers=headers,
                 templates={"application/json": template},
             )
 
@@ -242,8 +256,56 @@ class Api(Construct):
                 acknowledge(
                     method,
                     rule,
-                    "GET /openapi.json is public by contract: it serves the API's "
-                    "OpenAPI document, which holds no user data.",
+                    f"{verb} {path} is public by contract: it serves the API's OpenAPI document "
+                    "(or Swagger UI over it), which holds no user data.",
+                )
+        self._method_not_allowed(allow_origin)
+
+    def _method_not_allowed(self, allow_origin: str) -> None:
+        """`ANY` on every resource that has methods: a mock answering 405 with `Allow` (the explicit
+        methods and OPTIONS take precedence), so an undeclared method never reaches the function."""
+        by_path: dict[str, set[str]] = {}
+        for path, verb in self.methods:
+            by_path.setdefault(path, set()).add(verb)
+        for path, verbs in sorted(by_path.items()):
+            allow = ", ".join(sorted({*verbs, "OPTIONS"}))
+            body = json.dumps(
+                {"error": {"code": "method_not_allowed", "message": f"This path answers {allow} only."}}
+            )
+            mock = apigw.MockIntegration(
+                request_templates={"application/json": '{"statusCode": 405}'},
+                passthrough_behavior=apigw.PassthroughBehavior.WHEN_NO_TEMPLATES,
+                integration_responses=[
+                    apigw.IntegrationResponse(
+                        status_code="405",
+                        response_parameters={
+                            "method.response.header.Allow": f"'{allow}'",
+                            "method.response.header.Access-Control-Allow-Origin": allow_origin,
+                        },
+                        response_templates={"application/json": body},
+                    )
+                ],
+            )
+            method = self._resource(path).add_method(
+                "ANY",
+                mock,
+                authorization_type=apigw.AuthorizationType.NONE,
+                method_responses=[
+                    apigw.MethodResponse(
+                        status_code="405",
+                        response_parameters={
+                            "method.response.header.Allow": True,
+                            "method.response.header.Access-Control-Allow-Origin": True,
+                        },
+                    )
+                ],
+            )
+            for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
+                acknowledge(
+                    method,
+                    rule,
+                    "ANY is a gateway mock that answers 405 with Allow for methods the path does not have; "
+                    "it reaches no function and returns no data.",
                 )
 
     def _resource(self, path: str) -> apigw.IResource:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 from shared.dal.aws import client, error_code, from_item, to_item
@@ -71,24 +69,21 @@ class BuildStore:
             "Limit": limit,
         }
         if cursor:
-            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor)
+            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor, owner)
         resp = client("dynamodb").query(**kwargs)
         nxt = resp.get("LastEvaluatedKey")
-        return [from_item(i) for i in resp.get("Items") or []], (_encode_cursor(nxt) if nxt else None)
+        return [from_item(i) for i in resp.get("Items") or []], (_encode_cursor(from_item(nxt)) if nxt else None)
 
 
 def _encode_cursor(key: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode().rstrip("=")
+    """A page position: `<createdAt>-<buildId>`. The owner is never in it: it comes from the caller."""
+    return f"{int(key['createdAt'])}-{key['buildId']}"
 
 
-def _decode_cursor(cursor: str) -> dict[str, Any]:
+def _decode_cursor(cursor: str, owner: str) -> dict[str, Any]:
     from shared.errors import InvalidInput
 
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        key = json.loads(raw)
-        if not isinstance(key, dict) or "buildId" not in key:
-            raise ValueError
-        return key
-    except ValueError:
-        raise InvalidInput("cursor is not valid", details=[{"field": "cursor"}]) from None
+    created, sep, build_id = cursor.partition("-")
+    if not sep or not created.isdigit() or not build_id:
+        raise InvalidInput("cursor is not valid", details=[{"field": "cursor", "message": "not a page position"}])
+    return {"ownerId": {"S": owner}, "createdAt": {"N": str(int(created))}, "buildId": {"S": build_id}}

@@ -27,6 +27,17 @@ from shared.ids import new_event_id, now_ms
 from shared.models.events import MAX_EVENT_BYTES, Event, EventType, event_data, json_size
 
 _MAX_TRIES = 100
+POLL_INTERVAL_S = 0.25  # how often `wait_for` looks at the log when nothing tells it of a write
+
+# How `EventLog.wait_for` learns that a build's log grew: (buildId, after, timeout_s) -> grew.
+# None (AWS): a bounded poll of the table. The local runtime installs one that wakes on each write.
+Waiter = Callable[[str, int, float], bool]
+_waiter: Waiter | None = None
+
+
+def set_waiter(waiter: Waiter | None) -> None:
+    global _waiter
+    _waiter = waiter
 
 # Delivery state written with each event: only events of a build with a webhook endpoint travel
 # the outbox. The EventBridge Pipe filters the stream with this pattern; the local relay applies
@@ -188,6 +199,20 @@ class EventLog:
         )
         items = resp.get("Items") or []
         return int(items[0]["seq"]["N"]) if items else 0
+
+    def wait_for(self, build_id: str, after: int, timeout_s: float) -> bool:
+        """Block until the build's log holds an event after seq `after` (True) or `timeout_s` passes
+        (False). Without a waiter this polls the table every POLL_INTERVAL_S, within the caller."""
+        if _waiter is not None:
+            return _waiter(build_id, after, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.last_seq(build_id) > after:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(POLL_INTERVAL_S, left))
 
     def read(self, build_id: str, after: int = 0, limit: int = 100) -> tuple[list[Event], int | None]:
         """Events with seq > after, in order; `next` is the seq to pass as `after` for more."""

@@ -3,6 +3,7 @@ answers NotFound, exactly like a missing one."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from shared import scheduler
@@ -13,18 +14,28 @@ from shared.errors import Conflict, InvalidInput, NotFound, StateConflict
 from shared.ids import new_build_id, now_ms
 from shared.logic.finalizing import metrics_of
 from shared.logic.services import Services, services
+from shared.models.api import (
+    ApprovalResult,
+    BuildCreated,
+    BuildList,
+    BuildSummary,
+    CancelResult,
+    EventPage,
+    TaskActionResult,
+)
 from shared.models.build import (
     TERMINAL_BUILD_STATUSES,
     ApprovalRequest,
     BuildStatus,
     BuildView,
     CreateBuildRequest,
+    EditedTask,
     PlanView,
     TaskView,
 )
-from shared.models.events import EventType
-from shared.models.plan import FileInfo, Task, TaskStatus
-from shared.observability import count
+from shared.models.events import EventType, PlanGeneratedData, PlannedTask
+from shared.models.plan import FileInfo, Task, TaskStatus, Usage
+from shared.observability import count, logger
 
 
 def check_webhook_url(url: str, svc: Services) -> None:
@@ -36,7 +47,7 @@ def check_webhook_url(url: str, svc: Services) -> None:
         raise InvalidInput(f"webhookUrl: {exc}", details=[{"field": "webhookUrl", "message": str(exc)}]) from None
 
 
-def create_build(owner: str, req: CreateBuildRequest, svc: Services | None = None) -> dict[str, Any]:
+def create_build(owner: str, req: CreateBuildRequest, svc: Services | None = None) -> BuildCreated:
     svc = svc or services()
     if req.webhookUrl:
         check_webhook_url(req.webhookUrl, svc)
@@ -99,31 +110,29 @@ def create_build(owner: str, req: CreateBuildRequest, svc: Services | None = Non
         )
         raise RuntimeError(f"could not start the build's execution: {exc}") from exc
     count("build.started")
-    return {
-        "buildId": build_id,
-        "status": BuildStatus.planning.value,
-        "links": {"self": f"/builds/{build_id}", "events": f"/builds/{build_id}/events"},
-    }
+    return BuildCreated.model_validate(
+        {"buildId": build_id, "links": {"self": f"/builds/{build_id}", "events": f"/builds/{build_id}/events"}}
+    )
 
 
-def list_builds(owner: str, limit: int, cursor: str | None, svc: Services | None = None) -> dict[str, Any]:
+def list_builds(owner: str, limit: int, cursor: str | None, svc: Services | None = None) -> BuildList:
     svc = svc or services()
     items, nxt = svc.builds.list_by_owner(owner, limit, cursor)
-    return {
-        "builds": [
-            {
-                "buildId": b["buildId"],
-                "status": b["status"],
-                "prompt": b["prompt"][:200],
-                "createdAt": b["createdAt"],
-                "updatedAt": b.get("updatedAt", b["createdAt"]),
-                "taskCount": b.get("taskCount"),
-                "metrics": b.get("metrics"),
-            }
+    return BuildList(
+        builds=[
+            BuildSummary(
+                buildId=b["buildId"],
+                status=b["status"],
+                prompt=b["prompt"][:200],
+                createdAt=b["createdAt"],
+                updatedAt=b.get("updatedAt", b["createdAt"]),
+                taskCount=b.get("taskCount"),
+                metrics=b.get("metrics"),
+            )
             for b in items
         ],
-        "next": nxt,
-    }
+        next=nxt,
+    )
 
 
 def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildView:
@@ -137,17 +146,24 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
         status = TaskStatus(t["status"])
         if status == TaskStatus.pending and task.id in running:
             status = TaskStatus.queued
+        usage = t.get("usage")
         views.append(
             TaskView(
                 id=task.id,
                 type=task.type.value,
                 name=task.name,
                 description=task.description,
+                estimatedDuration=task.estimatedDuration,
                 dependsOn=task.dependencies,
                 targetPath=task.input.targetPath,
                 status=status,
                 attempt=int(t.get("attempt", 0)),
+                startedAt=t.get("startedAt"),
+                completedAt=t.get("completedAt"),
+                durationMs=t.get("durationMs"),
+                usage=Usage.model_validate(usage).public() if usage else None,
                 cached=bool(t.get("cached")),
+                skipReason=_skip_reason(t) if status == TaskStatus.skipped else None,
                 error=t.get("error"),
                 files=[f["path"] for f in t.get("files") or []],
             )
@@ -160,6 +176,9 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
         framework=build.get("framework"),
         createdAt=build["createdAt"],
         updatedAt=build.get("updatedAt", build["createdAt"]),
+        startedAt=build.get("executeStartedAt"),
+        estimatedDuration=build.get("estimatedDuration"),
+        planVersion=build.get("planVersion"),
         plan=PlanView(
             planId=build["planId"],
             estimatedDuration=build.get("estimatedDuration"),
@@ -175,11 +194,24 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
     )
 
 
-def list_events(owner: str, build_id: str, after: int, limit: int, svc: Services | None = None) -> dict[str, Any]:
+def _skip_reason(item: dict[str, Any]) -> str:
+    return "user" if item.get("skippedBecause") == "user" else "dependency_failed"
+
+
+MAX_WAIT_SECONDS = 20.0
+
+
+def list_events(
+    owner: str, build_id: str, after: int, limit: int, wait: float = 0.0, svc: Services | None = None
+) -> EventPage:
+    """The events after `after`; with `wait`, an empty answer is held until one is recorded (then
+    answered at once) or `wait` seconds pass."""
     svc = svc or services()
     svc.builds.get_owned(build_id, owner)
     events, nxt = svc.events.read(build_id, after=after, limit=limit)
-    return {"events": [e.model_dump(mode="json") for e in events], "next": nxt}
+    if not events and wait > 0 and svc.events.wait_for(build_id, after, min(wait, MAX_WAIT_SECONDS)):
+        events, nxt = svc.events.read(build_id, after=after, limit=limit)
+    return EventPage(events=events, next=nxt)
 
 
 def list_files(owner: str, build_id: str, svc: Services | None = None) -> list[FileInfo]:
@@ -204,65 +236,110 @@ def get_file(owner: str, build_id: str, path: str, svc: Services | None = None) 
     return svc.files.get(build_id, clean)
 
 
-def approve(owner: str, build_id: str, req: ApprovalRequest, svc: Services | None = None) -> dict[str, Any]:
+def approve(owner: str, build_id: str, req: ApprovalRequest, svc: Services | None = None) -> ApprovalResult:
+    """Approve, reject, or approve an edited plan. The decision is taken once: its event commits with
+    the removal of the approval token, so of two concurrent decisions exactly one wins and the other
+    answers 409; an edited plan is stored only by the winner."""
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
     token = build.get("approvalToken")
     if build["status"] != BuildStatus.awaiting_approval or not token:
         raise Conflict(f"build is {build['status']}, not awaiting approval")
-    if not req.approved:
-        svc.builds.update(build_id, Update().set(approvalToken=None, updatedAt=now_ms()))
-        svc.workflow.fail(token, "ApprovalRejected", req.reason or "The plan was rejected.")
-        return {"buildId": build_id, "approved": False}
-    if req.tasks is not None:
-        _replace_plan(svc, build, req.tasks)
-    elif build.get("blocked"):
+    plan_id = str(build.get("planId"))
+    version = int(build.get("planVersion") or 1)
+    edited: list[Task] | None = None
+    if req.approved and req.tasks is not None:
+        edited = _validated_edit(req.tasks)
+    elif req.approved and build.get("blocked"):
         raise InvalidInput(
             "tasks: this plan has circular dependencies; approve it with an edited task list",
-            details=[{"field": "tasks"}],
+            details=[{"field": "tasks", "message": "an acyclic task list is required"}],
         )
-    svc.builds.update(
-        build_id,
+    decided = (
         Update()
-        .set(approvalToken=None, approvedAt=now_ms(), updatedAt=now_ms())
-        .when("{status} = :a", a=BuildStatus.awaiting_approval.value),
+        .set(approvalToken=None, updatedAt=now_ms())
+        .when("{status} = :a AND {approvalToken} = :tok", a=BuildStatus.awaiting_approval.value, tok=token)
     )
+    if not req.approved:
+        reason = req.reason or "The plan was rejected."
+        _decide(svc, build_id, EventType.plan_rejected, {"planId": plan_id, "reason": reason}, decided)
+        svc.workflow.fail(token, "ApprovalRejected", reason)
+        count("plan.rejected")
+        return ApprovalResult(buildId=build_id, approved=False)
+    if edited is not None:
+        version += 1
+        decided.set(planVersion=version)
+    decided.set(approvedAt=now_ms())
+    _decide(
+        svc,
+        build_id,
+        EventType.plan_approved,
+        {"planId": plan_id, "planVersion": version, "edited": edited is not None},
+        decided,
+    )
+    if edited is not None:
+        _replace_plan(svc, build, edited, version)
     svc.workflow.succeed(token, {"approved": True})
-    return {"buildId": build_id, "approved": True}
+    return ApprovalResult(buildId=build_id, approved=True, planVersion=version)
 
 
-def _replace_plan(svc: Services, build: dict[str, Any], tasks: list[Task]) -> None:
-    from shared import dag
+def _decide(svc: Services, build_id: str, event: EventType, data: dict[str, Any], update: Update) -> None:
+    try:
+        svc.events.record(build_id, event, data, also=[svc.builds.tx_update(build_id, update)])
+    except StateConflict:
+        raise Conflict("the plan was already approved or rejected, or the build moved on") from None
+
+
+def _validated_edit(tasks: list[EditedTask]) -> list[Task]:
     from shared.plan_validation import validate_edited
 
     try:
-        tasks = validate_edited(tasks)
+        return validate_edited([Task.model_validate(t.model_dump()) for t in tasks])
     except ValueError as exc:
         raise InvalidInput(str(exc), details=[{"field": "tasks", "message": str(exc)}]) from None
+
+
+def _replace_plan(svc: Services, build: dict[str, Any], tasks: list[Task], version: int) -> None:
+    """Store the approved edit as the plan and announce it (`plan_generated` with its new version)."""
+    from shared import dag
+    from shared.dal.aws import client
+
     build_id = build["buildId"]
     old = {t["taskId"] for t in svc.tasks.list(build_id)}
     svc.tasks.put_plan(build_id, build["planId"], tasks)
-    from shared.dal.aws import client
-
     for stale in old - {t.id for t in tasks}:
         client("dynamodb").delete_item(TableName=svc.tasks.table, Key=to_item(svc.tasks.key(build_id, stale)))
     estimated = dag.critical_path_length(
         {t.id: t.dependencies for t in tasks}, {t.id: t.estimatedDuration for t in tasks}
     )
-    svc.builds.update(
+    data = PlanGeneratedData(
+        planId=build["planId"],
+        planVersion=version,
+        taskCount=len(tasks),
+        estimatedDuration=estimated,
+        recovery=build.get("recovery"),
+        tasks=[PlannedTask.model_validate(t.planned()) for t in tasks],
+    )
+    svc.events.record(
         build_id,
-        Update().set(
-            taskCount=len(tasks),
-            estimatedDuration=estimated,
-            blocked=False,
-            cycles=None,
-            planVersion=int(build.get("planVersion", 0)) + 1,
-            updatedAt=now_ms(),
-        ),
+        EventType.plan_generated,
+        data,
+        also=[
+            svc.builds.tx_update(
+                build_id,
+                Update().set(
+                    taskCount=len(tasks),
+                    estimatedDuration=estimated,
+                    blocked=False,
+                    cycles=None,
+                    updatedAt=now_ms(),
+                ),
+            )
+        ],
     )
 
 
-def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services | None = None) -> dict[str, Any]:
+def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services | None = None) -> CancelResult:
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
     if build["status"] in TERMINAL_BUILD_STATUSES:
@@ -279,6 +356,7 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
                     Update()
                     .set(
                         status=BuildStatus.cancelled.value,
+                        approvalToken=None,
                         finishedAt=now_ms(),
                         updatedAt=now_ms(),
                     )
@@ -288,8 +366,14 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
         )
     except StateConflict:
         raise Conflict("build already ended") from None
-    svc.workflow.stop(build_id, why)
-    if build.get("planId") and build.get("status") == BuildStatus.executing:
+    # The cancel is recorded: a run that is not stopped here still ends on its own, since each of its
+    # steps checks the build's status first.
+    for run in range(1, int(build.get("runs") or 1) + 1):  # a re-opened build runs as <id>-run<N>
+        try:
+            svc.workflow.stop(run_id(build_id, run), why)
+        except Exception as exc:
+            logger.warning("could not stop the build's execution", extra={"run": run, "error": str(exc)[:300]})
+    if build.get("planId"):
         from shared.dal.queues import finished_message, send_batch
 
         send_batch(
@@ -297,61 +381,134 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
             [finished_message({"kind": "halt", "buildId": build_id, "reason": "cancelled"}, f"halt:{build_id}")],
         )
     count("build.cancelled")
-    return {"buildId": build_id, "status": BuildStatus.cancelled.value}
+    return CancelResult(buildId=build_id)
 
 
-RETRYABLE_TASK_STATUSES = (TaskStatus.failed, TaskStatus.timeout, TaskStatus.skipped)
+RETRYABLE_TASK_STATUSES = (TaskStatus.failed, TaskStatus.timeout, TaskStatus.skipped, TaskStatus.cancelled)
+SKIPPABLE_TASK_STATUSES = (TaskStatus.failed, TaskStatus.timeout)
+_RUN_END_WAIT_S = 10.0
 
 
-def retry_task(owner: str, build_id: str, task_id: str, svc: Services | None = None) -> dict[str, Any]:
-    """Re-run a failed / timed-out / skipped task and its skipped dependents; the build finishes again."""
+def run_id(build_id: str, run: int) -> str:
+    """The name of a build's Step Functions execution: its id for the first run, then <id>-run<N>."""
+    return build_id if run <= 1 else f"{build_id}-run{run}"
+
+
+def retry_task(owner: str, build_id: str, task_id: str, svc: Services | None = None) -> TaskActionResult:
+    """Re-run a failed / timed-out / skipped task (or one a time limit or budget halt cancelled) and
+    its skipped dependents; a build that had ended runs again (`build_resumed`) and ends again."""
+    return _task_action(owner, build_id, task_id, "retry", svc or services())
+
+
+def skip_task(owner: str, build_id: str, task_id: str, svc: Services | None = None) -> TaskActionResult:
+    """Give up on a failed / timed-out task: it becomes `skipped` (reason user) and its dependents run
+    without its output; a build that had ended runs again (`build_resumed`)."""
+    return _task_action(owner, build_id, task_id, "skip", svc or services())
+
+
+def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Services) -> TaskActionResult:
     from shared.logic import dispatching
 
-    svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
     item = svc.tasks.get(build_id, task_id)
     if item is None:
         raise NotFound(f"task {task_id} not found")
-    if item.get("status") not in RETRYABLE_TASK_STATUSES:
-        raise Conflict(f"task {task_id} is {item.get('status')}; only failed, timed-out or skipped tasks retry")
-    status = build["status"]
-    if status in (BuildStatus.cancelled, BuildStatus.planning, BuildStatus.awaiting_approval):
-        raise Conflict(f"build is {status}; a task can be retried while it executes or once it has ended")
-    if not dispatching.reopenable(svc, build, task_id):
-        raise Conflict(f"task {task_id} cannot run again while a task it depends on stays failed; retry that one")
-    reopen_run = status in TERMINAL_BUILD_STATUSES
-    if reopen_run:
-        try:
-            svc.builds.update(
-                build_id,
-                Update()
-                .set(
-                    status=BuildStatus.executing.value,
-                    runStartedAt=now_ms(),  # the re-opened run gets its own BUILD_TIMEOUT_SECONDS
-                    executeStartedAt=None,
-                    deadlineAt=None,
-                    finishedAt=None,
-                    failureReason=None,
-                    message=None,
-                    runs=int(build.get("runs", 1)) + 1,
-                    updatedAt=now_ms(),
-                )
-                .when("{status} = :s", s=status),
-            )
-        except StateConflict:
-            raise Conflict("build changed while retrying; try again") from None
-    dispatching.retry_task(build_id, task_id, svc)
-    if reopen_run:
-        run = int(build.get("runs", 1)) + 1
-        svc.workflow.start(
-            f"{build_id}-run{run}",
-            {
-                "buildId": build_id,
-                "timeouts": {
-                    "buildSeconds": svc.settings.build_timeout_seconds,
-                    "approvalSeconds": svc.settings.plan_approval_timeout_seconds,
-                },
-            },
+    allowed = RETRYABLE_TASK_STATUSES if action == "retry" else SKIPPABLE_TASK_STATUSES
+    if item.get("status") not in allowed:
+        raise Conflict(
+            f"task {task_id} is {item.get('status')}; only "
+            + ("failed, timed-out, skipped or cancelled tasks retry" if action == "retry" else "failed or timed-out tasks can be skipped")
         )
-    count("task.retry_requested")
-    return {"buildId": build_id, "taskId": task_id, "status": "queued"}
+    if item.get("status") == TaskStatus.cancelled and build["status"] == BuildStatus.executing:
+        raise Conflict(f"task {task_id} was cancelled; it can be retried once the build has ended")
+    act = dispatching.retry_task if action == "retry" else dispatching.skip_task
+    deadline = time.monotonic() + _RUN_END_WAIT_S
+    while True:
+        status = build["status"]
+        if status in (BuildStatus.cancelled, BuildStatus.planning, BuildStatus.awaiting_approval):
+            raise Conflict(f"build is {status}; a task can be {action}ped while it executes or once it has ended")
+        if status == BuildStatus.executing:
+            try:
+                reopened = act(build_id, task_id, svc, in_run=True)
+                return _acted(build_id, task_id, action, reopened, resumed=False)
+            except dispatching.RunEnding:
+                # The run settled its last task and Finalize is recording its end: wait for that
+                # end, then re-open the build (the request is never lost in between).
+                if time.monotonic() > deadline:
+                    raise Conflict("the build is finishing its run; try again in a moment") from None
+                time.sleep(0.1)
+                build = svc.builds.get_owned(build_id, owner)
+                continue
+        return _resume(svc, build, task_id, action)
+
+
+def _resume(svc: Services, build: dict[str, Any], task_id: str, action: str) -> TaskActionResult:
+    """Re-open a build that had ended: `build_resumed` commits with its return to `executing`, the
+    task (and what it re-opens) is handed to the dispatcher, and a new run starts with its own time
+    limit, ending with its own terminal event."""
+    from shared.logic import dispatching
+
+    build_id = build["buildId"]
+    if action == "retry":
+        task_ids = dispatching.reopenable(svc, build, task_id)
+        if not task_ids:
+            raise Conflict(f"task {task_id} cannot run again while a task it depends on stays failed; retry that one")
+    else:
+        spec = dispatching.dag_spec(svc, build)
+        state = scheduler.DispatchState.from_json(build.get("dispatch"), spec.order)
+        would = scheduler.skip(spec, state, task_id, int(build.get("maxConcurrency", 5)))
+        task_ids = [task_id, *(would or [])]
+    run = int(build.get("runs") or 1) + 1
+    execution = run_id(build_id, run)
+    try:
+        svc.events.record(
+            build_id,
+            EventType.build_resumed,
+            {"runId": execution, "taskIds": task_ids},
+            also=[
+                svc.builds.tx_update(
+                    build_id,
+                    Update()
+                    .set(
+                        status=BuildStatus.executing.value,
+                        runStartedAt=now_ms(),  # the re-opened run gets its own BUILD_TIMEOUT_SECONDS
+                        executeStartedAt=None,
+                        executeToken=None,
+                        deadlineAt=None,
+                        finishedAt=None,
+                        failureReason=None,
+                        message=None,
+                        runs=run,
+                        updatedAt=now_ms(),
+                    )
+                    .when("{status} = :s", s=build["status"]),
+                )
+            ],
+        )
+    except StateConflict:
+        raise Conflict("build changed while re-opening it; try again") from None
+    act = dispatching.retry_task if action == "retry" else dispatching.skip_task
+    reopened = act(build_id, task_id, svc)
+    svc.workflow.start(
+        execution,
+        {
+            "buildId": build_id,
+            "timeouts": {
+                "buildSeconds": svc.settings.build_timeout_seconds,
+                "approvalSeconds": svc.settings.plan_approval_timeout_seconds,
+            },
+        },
+    )
+    count("build.resumed")
+    return _acted(build_id, task_id, action, reopened, resumed=True)
+
+
+def _acted(build_id: str, task_id: str, action: str, reopened: list[str], *, resumed: bool) -> TaskActionResult:
+    count(f"task.{action}_requested")
+    return TaskActionResult(
+        buildId=build_id,
+        taskId=task_id,
+        status=TaskStatus.queued if action == "retry" else TaskStatus.skipped,
+        reopened=reopened,
+        buildResumed=resumed,
+    )

@@ -223,7 +223,10 @@ def _confirm_sent(svc: Services, build_id: str, version: int) -> None:
 
 
 def finish_execution(svc: Services, cur: Loaded) -> None:
-    token = cur.build.get("executeToken")
+    # The token is read after the step that settled the last task committed, not from the item that
+    # step loaded: an Execute that stored its token in between (a re-opened run starting while its
+    # task finishes) then either sees every task settled itself or has its token answered here.
+    token = (svc.builds.get(cur.build["buildId"], attributes=["executeToken"]) or {}).get("executeToken")
     if not token:
         return
     if cur.state.halted == "budget_exceeded":
@@ -248,7 +251,13 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
         svc.events.record(
             build_id,
             EventType.plan_approval_required,
-            {"planId": build.get("planId"), "expiresAt": expires},
+            {
+                "planId": build.get("planId"),
+                "expiresAt": expires,
+                "taskCount": int(build.get("taskCount") or 0),
+                "estimatedDuration": float(build.get("estimatedDuration") or 0.0),
+                "approvalUrl": f"/builds/{build_id}/approval",
+            },
             also=[
                 svc.builds.tx_update(
                     build_id,
@@ -357,33 +366,93 @@ def on_finished(message: dict[str, Any], svc: Services | None = None) -> None:
         logger.warning("dispatch message for a missing build dropped", extra={"buildId": build_id})
 
 
+class RunEnding(Exception):
+    """Every task of the run has settled: its Execute step is answered (or about to be) and Finalize
+    is ending the run, so no task can join it any more; the caller re-opens the build once it ended."""
+
+
 def reopenable(svc: Services, build: dict[str, Any], task_id: str) -> list[str]:
     """What a retry of `task_id` would re-open: the task and those of its skipped dependents that can
-    run again (one that also waits on another failed task stays skipped). Empty: nothing can run."""
+    run again (one that also waits on another failed task stays skipped), and the tasks a halt
+    cancelled. Empty: nothing can run."""
     spec = dag_spec(svc, build)
     state = scheduler.DispatchState.from_json(build.get("dispatch"), spec.order)
     return scheduler.retry(spec, state, task_id, int(build.get("maxConcurrency", 5)))
 
 
-def retry_task(build_id: str, task_id: str, svc: Services) -> list[str]:
-    """Re-open a task and its skipped dependents that can run (items first, so a re-opened child can
-    be claimed), then let the scheduler start it. Returns the re-opened ids."""
-    reopened = reopenable(svc, svc.builds.require(build_id), task_id)
-    for t in reopened:
+def _ending(svc: Services, build: dict[str, Any]) -> bool:
+    spec = dag_spec(svc, build)
+    return scheduler.all_terminal(spec, scheduler.DispatchState.from_json(build.get("dispatch"), spec.order))
+
+
+def _reopen_items(svc: Services, build_id: str, task_ids: list[str]) -> None:
+    for t in task_ids:
         with contextlib.suppress(StateConflict):
             svc.tasks.update(
                 build_id,
                 t,
                 Update()
-                .set(status=TaskStatus.pending.value, error=None, updatedAt=now_ms())
+                .set(status=TaskStatus.pending.value, error=None, skippedBecause=None, updatedAt=now_ms())
                 .when("{status} IN (:f, :t, :s, :c)", f="failed", t="timeout", s="skipped", c="cancelled"),
             )
 
+
+def retry_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
+    """Re-open a task and its skipped dependents that can run (items first, so a re-opened child can
+    be claimed), then let the scheduler start it. Returns the re-opened ids.
+
+    `in_run`: the build is executing and the task is to join its current run; raises RunEnding when
+    that run has already settled every task (its end is being recorded)."""
+    build = svc.builds.require(build_id)
+    if in_run and _ending(svc, build):
+        raise RunEnding(build_id)
+    reopened = reopenable(svc, build, task_id)
+    _reopen_items(svc, build_id, reopened)
+
     def op(spec: scheduler.DagSpec, st: scheduler.DispatchState, m: int) -> scheduler.Decision:
+        if in_run and scheduler.all_terminal(spec, st):
+            raise RunEnding(build_id)
         scheduler.retry(spec, st, task_id, m)
         return scheduler.fill(spec, st, m)
 
     apply(svc, build_id, op, label=f"retry {task_id}")
+    return reopened
+
+
+def skip_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
+    """The user skips a failed task: it becomes `skipped` (reason user) and the dependents it held
+    back run without its output. Returns the re-opened dependents. `in_run` as for retry_task."""
+    build = svc.builds.require(build_id)
+    if in_run and _ending(svc, build):
+        raise RunEnding(build_id)
+    spec = dag_spec(svc, build)
+    state = scheduler.DispatchState.from_json(build.get("dispatch"), spec.order)
+    reopened = scheduler.skip(spec, state, task_id, int(build.get("maxConcurrency", 5))) or []
+    with contextlib.suppress(StateConflict):  # skipped already by an earlier try of this request
+        svc.events.record(
+            build_id,
+            EventType.task_skipped,
+            {"taskId": task_id, "reason": "user"},
+            also=[
+                svc.tasks.tx_update(
+                    build_id,
+                    task_id,
+                    Update()
+                    .set(status=TaskStatus.skipped.value, skippedBecause="user", updatedAt=now_ms())
+                    .when("{status} IN (:f, :t)", f="failed", t="timeout"),
+                )
+            ],
+        )
+    _reopen_items(svc, build_id, reopened)
+
+    def op(spec: scheduler.DagSpec, st: scheduler.DispatchState, m: int) -> scheduler.Decision:
+        if in_run and scheduler.all_terminal(spec, st):
+            raise RunEnding(build_id)
+        if scheduler.skip(spec, st, task_id, m) is None:
+            return scheduler.duplicate(spec, st)
+        return scheduler.fill(spec, st, m)
+
+    apply(svc, build_id, op, label=f"skip {task_id}")
     return reopened
 
 

@@ -17,7 +17,7 @@ from shared.errors import CircularDependencies, PlanningFailed, PlanTooLarge, St
 from shared.ids import new_plan_id, now_ms
 from shared.logic.dispatching import run_started_at
 from shared.logic.services import Services, services
-from shared.models.build import BuildStatus
+from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
 from shared.models.events import EventType, PlanGeneratedData, PlannedTask
 from shared.models.plan import Task, Usage
 from shared.observability import count, fingerprint, logger
@@ -45,6 +45,8 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
     build = svc.builds.require(build_id)
     if build.get("planId"):  # a retried invocation: the plan is already stored
         return _result(svc, build)
+    if build["status"] in TERMINAL_BUILD_STATUSES:  # cancelled before its plan began
+        return _ended(build_id, build["status"])
     if build["status"] != BuildStatus.planning:
         raise PlanningFailed(f"build is {build['status']}, not planning")
 
@@ -62,6 +64,12 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
         extra={"prompt": fingerprint(build["prompt"]), "files": len(context.files), "provider": provider.name},
     )
     stream: PlanStream | None = None
+    # Each planning event commits only while the build still plans, so a cancel ends the log cleanly.
+    still_planning = (
+        Update()
+        .when("{status} = :planning", planning=BuildStatus.planning.value)
+        .tx_check(svc.builds.table, {"buildId": build_id})
+    )
     try:
         stream = provider.plan_stream(build["prompt"], context)
         tasks_in = iter(stream)
@@ -84,12 +92,15 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
                 svc.events.record(
                     build_id,
                     EventType.plan_partial,
-                    {"planId": plan_id, "totalTasksSoFar": shown, "latestTasks": [task.summary()]},
+                    {"planId": plan_id, "totalTasksSoFar": shown, "latestTasks": [task.planned()]},
+                    also=[still_planning],
                 )
         usage = stream.usage
     except ProviderError as exc:
         _keep_plan_cost(svc, build_id, stream.usage if stream is not None else Usage())  # billed all the same
         raise PlanningFailed(f"the AI provider failed while planning: {exc}") from None
+    except StateConflict:  # cancelled while the plan streamed: nothing more is recorded
+        return _ended(build_id, "cancelled")
 
     heal_usage: list[Usage] = []
     plan = validate_plan(
@@ -101,12 +112,16 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
     )
     for extra in heal_usage:
         usage = usage + extra
-    for w in plan.warnings:
-        svc.events.record(
-            build_id,
-            EventType.plan_warning,
-            {"planId": plan_id, "warning": w.warning, "message": w.message[:2000], "cycles": w.cycles},
-        )
+    try:
+        for w in plan.warnings:
+            svc.events.record(
+                build_id,
+                EventType.plan_warning,
+                {"planId": plan_id, "warning": w.warning, "message": w.message[:2000], "cycles": w.cycles},
+                also=[still_planning],
+            )
+    except StateConflict:
+        return _ended(build_id, "cancelled")
     if plan.cycles:
         count("plan.cycles_detected")
     if plan.recovery:
@@ -128,6 +143,7 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
         Update()
         .set(
             planId=plan_id,
+            planVersion=1,
             recovery=plan.recovery.value if plan.recovery else None,
             estimatedDuration=estimated,
             taskCount=len(plan.tasks),
@@ -138,31 +154,42 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
         )
         .when("{status} = :planning", planning=BuildStatus.planning.value)
     )
-    if plan.blocked:  # rung D: the user edits the plan (the approval route); not an alarm
-        svc.events.record(
-            build_id,
-            EventType.plan_blocked,
-            {
-                "planId": plan_id,
-                "reason": "circular_dependencies",
-                "message": BLOCKED_MESSAGE,
-                "cycles": plan.cycles,
-                "cycleTasks": plan.cycle_tasks,
-                "edges": plan.cycle_edges,
-            },
-            also=[svc.builds.tx_update(build_id, update)],
-        )
-        logger.warning("plan blocked on cycles", extra={"cycles": plan.cycles})
-    else:
-        data = PlanGeneratedData(
-            planId=plan_id,
-            taskCount=len(plan.tasks),
-            estimatedDuration=estimated,
-            recovery=plan.recovery.value if plan.recovery else None,
-            tasks=[PlannedTask(**t.summary(), dependsOn=t.dependencies) for t in plan.tasks],
-        )
-        svc.events.record(build_id, EventType.plan_generated, data, also=[svc.builds.tx_update(build_id, update)])
+    try:
+        if plan.blocked:  # rung D: the user edits the plan (the approval route); not an alarm
+            svc.events.record(
+                build_id,
+                EventType.plan_blocked,
+                {
+                    "planId": plan_id,
+                    "reason": "circular_dependencies",
+                    "message": BLOCKED_MESSAGE,
+                    "cycles": plan.cycles,
+                    "cycleTasks": plan.cycle_tasks,
+                    "edges": plan.cycle_edges,
+                },
+                also=[svc.builds.tx_update(build_id, update)],
+            )
+            logger.warning("plan blocked on cycles", extra={"cycles": plan.cycles})
+        else:
+            data = PlanGeneratedData(
+                planId=plan_id,
+                planVersion=1,
+                taskCount=len(plan.tasks),
+                estimatedDuration=estimated,
+                recovery=plan.recovery.value if plan.recovery else None,
+                tasks=[PlannedTask.model_validate(t.planned()) for t in plan.tasks],
+            )
+            svc.events.record(build_id, EventType.plan_generated, data, also=[svc.builds.tx_update(build_id, update)])
+    except StateConflict:
+        return _ended(build_id, "cancelled")
     return _result(svc, svc.builds.require(build_id))
+
+
+def _ended(build_id: str, status: str) -> dict[str, Any]:
+    """The build ended (cancelled) while it planned: its execution is stopped, so what is returned
+    here goes nowhere; nothing more is recorded and nothing is wrong."""
+    logger.info("build ended while planning; the plan is dropped", extra={"buildId": build_id, "status": status})
+    return {"requireApproval": False, "taskCount": 0, "remainingSeconds": 1}
 
 
 def _result(svc: Services, build: dict[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class EventType(StrEnum):
@@ -26,6 +26,9 @@ class EventType(StrEnum):
     plan_blocked = "plan_blocked"
     plan_generated = "plan_generated"
     plan_approval_required = "plan_approval_required"
+    plan_approved = "plan_approved"
+    plan_rejected = "plan_rejected"
+    build_resumed = "build_resumed"
     task_started = "task_started"
     task_completed = "task_completed"
     task_failed = "task_failed"
@@ -46,6 +49,11 @@ class TaskSummary(BaseModel):
     description: str
 
 
+class PlannedTask(TaskSummary):
+    estimatedDuration: float
+    dependsOn: list[str]
+
+
 class BuildStartedData(BaseModel):
     prompt: str
     framework: str | None
@@ -54,7 +62,7 @@ class BuildStartedData(BaseModel):
 class PlanPartialData(BaseModel):
     planId: str
     totalTasksSoFar: int
-    latestTasks: list[TaskSummary]
+    latestTasks: list[PlannedTask]
 
 
 class PlanWarningData(BaseModel):
@@ -73,12 +81,9 @@ class PlanBlockedData(BaseModel):
     edges: list[list[str]] = Field(default_factory=list)
 
 
-class PlannedTask(TaskSummary):
-    dependsOn: list[str]
-
-
 class PlanGeneratedData(BaseModel):
     planId: str
+    planVersion: int = 1
     taskCount: int
     estimatedDuration: float
     recovery: str | None
@@ -88,6 +93,25 @@ class PlanGeneratedData(BaseModel):
 class PlanApprovalRequiredData(BaseModel):
     planId: str
     expiresAt: int
+    taskCount: int
+    estimatedDuration: float
+    approvalUrl: str
+
+
+class PlanApprovedData(BaseModel):
+    planId: str
+    planVersion: int
+    edited: bool
+
+
+class PlanRejectedData(BaseModel):
+    planId: str
+    reason: str
+
+
+class BuildResumedData(BaseModel):
+    runId: str
+    taskIds: list[str]
 
 
 class TaskStartedData(BaseModel):
@@ -131,8 +155,14 @@ class TaskTimeoutData(BaseModel):
 
 class TaskSkippedData(BaseModel):
     taskId: str
-    reason: str = "dependency_failed"
-    dependency: str
+    reason: Literal["dependency_failed", "user"] = "dependency_failed"
+    dependency: str | None = None  # the failed task, when reason is dependency_failed
+
+    @model_validator(mode="after")
+    def _names_its_dependency(self) -> TaskSkippedData:
+        if self.reason == "dependency_failed" and not self.dependency:
+            raise ValueError("a task skipped for a failed dependency names it")
+        return self
 
 
 class BuildCompletedData(BaseModel):
@@ -157,6 +187,9 @@ EVENT_DATA: dict[EventType, type[BaseModel]] = {
     EventType.plan_blocked: PlanBlockedData,
     EventType.plan_generated: PlanGeneratedData,
     EventType.plan_approval_required: PlanApprovalRequiredData,
+    EventType.plan_approved: PlanApprovedData,
+    EventType.plan_rejected: PlanRejectedData,
+    EventType.build_resumed: BuildResumedData,
     EventType.task_started: TaskStartedData,
     EventType.task_completed: TaskCompletedData,
     EventType.task_failed: TaskFailedData,

@@ -110,6 +110,10 @@ class Task(BaseModel):
     def summary(self) -> dict[str, str]:
         return {"id": self.id, "name": self.name, "type": self.type.value, "description": self.description}
 
+    def planned(self) -> dict[str, object]:
+        """The task as plan events show it: its summary, estimate and dependencies."""
+        return {**self.summary(), "estimatedDuration": self.estimatedDuration, "dependsOn": list(self.dependencies)}
+
 
 class Recovery(StrEnum):
     auto_priority = "auto-priority"

@@ -11,6 +11,7 @@ cached provider, so the next build reads it afresh (the runtime is in-process).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,9 +106,12 @@ class Engine:
         seen = [(e.seq, e.type.value, e.data.get("taskId"), e.data.get("attempt")) for e in events]
         build = services().builds.get(build_id) or {}
         try:
-            arn = services().workflow.execution_arn(build_id)
-            history = client("stepfunctions").get_execution_history(executionArn=arn, maxResults=200)["events"]
-            steps = [h["type"] + ":" + str(h.get("stateEnteredEventDetails", {}).get("name", "")) for h in history]
+            steps = []
+            for run in range(1, int(build.get("runs") or 1) + 1):
+                name = build_id if run == 1 else f"{build_id}-run{run}"
+                arn = services().workflow.execution_arn(name)
+                history = client("stepfunctions").get_execution_history(executionArn=arn, maxResults=200)["events"]
+                steps += [f"run{run}", *[h["type"] + ":" + str(h.get("stateEnteredEventDetails", {}).get("name", "")) for h in history][-12:]]
         except Exception as err:  # diagnostics only
             steps = [repr(err)]
         queues = {}
@@ -119,7 +123,7 @@ class Engine:
             )
         return (
             f"events {seen}; status {build.get('status')}; dispatch {build.get('dispatch')}; "
-            f"workflow {steps[-12:]}; queues (visible, in flight) {queues}"
+            f"workflow {steps}; queues (visible, in flight) {queues}"
         )
 
 
@@ -428,11 +432,20 @@ class TestEngine:
         assert events[-1]["data"]["expiresAt"] > events[-1]["timestamp"]
         assert engine.view(bid)["status"] == "awaiting_approval"
         assert not of(events, "task_started")
+        required = events[-1]["data"]
+        assert (required["taskCount"], required["estimatedDuration"]) == (2, 20.0)
+        assert required["approvalUrl"] == f"/builds/{bid}/approval"
         status, body = engine.api("POST", f"/builds/{bid}/approval", {"approved": True})
         assert status == 200, body
+        assert body == {"buildId": bid, "approved": True, "planVersion": 1}
         events = engine.wait_end(bid)
         check_log(events)
         assert seq_of(events, "plan_approval_required") < min(e["seq"] for e in of(events, "task_started"))
+        [approved] = of(events, "plan_approved")
+        plan_id = of(events, "plan_generated")[0]["data"]["planId"]
+        assert approved["data"] == {"planId": plan_id, "planVersion": 1, "edited": False}
+        assert approved["seq"] < min(e["seq"] for e in of(events, "task_started"))
+        assert len(of(events, "plan_generated")) == 1  # no edit: the plan stands as generated
         assert end_of(events)["data"]["status"] == "completed"
         status, body = engine.api("POST", f"/builds/{bid}/approval", {"approved": True})
         assert status == 409
@@ -445,6 +458,9 @@ class TestEngine:
         assert status == 200, body
         events = engine.wait_end(bid)
         check_log(events)
+        [rejected] = of(events, "plan_rejected")
+        assert rejected["data"] == {"planId": of(events, "plan_generated")[0]["data"]["planId"], "reason": "not this"}
+        assert rejected["seq"] < seq_of(events, "build_failed")
         assert end_of(events)["type"] == "build_failed" and end_of(events)["data"]["reason"] == "approval_rejected"
         assert not of(events, "task_started")
         assert engine.view(bid)["status"] == "failed"
@@ -461,8 +477,17 @@ class TestEngine:
         edited = [task("x", target="x.txt"), task("y", "x", target="y.txt")]
         status, body = engine.api("POST", f"/builds/{bid}/approval", {"approved": True, "tasks": edited})
         assert status == 200, body
+        assert body["planVersion"] == 2
         events = engine.wait_end(bid)
         check_log(events)
+        first, again = of(events, "plan_generated")
+        assert first["data"]["planVersion"] == 1 and [t["id"] for t in first["data"]["tasks"]] == ["a", "b"]
+        [approved] = of(events, "plan_approved")
+        assert approved["data"] == {"planId": first["data"]["planId"], "planVersion": 2, "edited": True}
+        assert approved["seq"] < again["seq"] < min(e["seq"] for e in of(events, "task_started"))
+        assert again["data"]["planVersion"] == 2 and again["data"]["taskCount"] == 2
+        assert [(t["id"], t["dependsOn"]) for t in again["data"]["tasks"]] == [("x", []), ("y", ["x"])]
+        assert engine.view(bid)["planVersion"] == 2
         assert started_order(events) == ["x", "y"]
         assert end_of(events)["data"]["status"] == "completed"
         assert end_of(events)["data"]["metrics"]["totalTasks"] == 2
@@ -472,6 +497,83 @@ class TestEngine:
         assert status == 200 and "x.txt" in {f["path"] for f in files}
         status, content = engine.rt.invoke_api("GET", f"/builds/{bid}/files/x.txt", user=USER, raw=True)
         assert status == 200 and content == "edited x\n"
+
+    def test_two_concurrent_approvals_with_different_edits_never_merge(self, engine: Engine) -> None:
+        """Exactly one decision wins; the other answers 409 and its edit is not stored."""
+        plan = [task("p", target="p.txt")]
+        bid = engine.build("two approvers", {"plan": {"tasks": plan}, **fast()}, requireApproval=True)
+        engine.wait_event(bid, "plan_approval_required")
+        edits = {"x": [task("x", target="x.txt")], "y": [task("y", target="y.txt"), task("z", "y", target="z.txt")]}
+        answers: dict[str, tuple[int, Any]] = {}
+        gate = threading.Barrier(2)
+
+        def approve(name: str) -> None:
+            gate.wait()
+            answers[name] = engine.api("POST", f"/builds/{bid}/approval", {"approved": True, "tasks": edits[name]})
+
+        threads = [threading.Thread(target=approve, args=(name,)) for name in edits]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(status for status, _ in answers.values()) == [200, 409], answers
+        winner = next(name for name, (status, _) in answers.items() if status == 200)
+        events = engine.wait_end(bid)
+        check_log(events)
+        assert len(of(events, "plan_approved")) == 1
+        expected = [t["id"] for t in edits[winner]]
+        assert [t["id"] for t in engine.view(bid)["plan"]["tasks"]] == expected
+        assert end_of(events)["data"]["metrics"]["totalTasks"] == len(expected)
+        assert sorted(started_order(events)) == sorted(expected)
+
+    def test_cancel_while_planning_ends_cleanly(self, engine: Engine, capfd: pytest.CaptureFixture[str]) -> None:
+        plan = [task(f"t{i}", target=f"t{i}.txt") for i in range(12)]
+        script = {"plan": {"tasks": plan, "chunk_chars": 20, "chunk_delay_ms": 40}, **fast()}
+        bid = engine.build("cancel me while I plan", script)
+        engine.wait_event(bid, "plan_partial")
+        status, body = engine.api("POST", f"/builds/{bid}/cancel")
+        assert status == 202, body
+        events = engine.wait_end(bid)
+        time.sleep(1.5)  # the plan stream would have finished by now
+        events = engine.events(bid)
+        check_log(events)
+        assert events[-1]["type"] == "build_cancelled"  # nothing is recorded after the end
+        assert not of(events, "plan_generated") and not of(events, "task_started")
+        assert engine.view(bid)["status"] == "cancelled"
+        logged = capfd.readouterr()
+        lines = (logged.out + logged.err).splitlines()
+        assert not [line for line in lines if bid in line and ('"level":"ERROR"' in line or "Traceback" in line)]
+        assert not [line for line in lines if "StateConflict" in line]
+
+    def test_skipping_a_failed_task_lets_its_dependents_run(self, engine: Engine) -> None:
+        plan = [
+            task("base", target="base.txt"),
+            task("child", "base", target="child.txt"),
+            task("other", target="other.txt"),
+        ]
+        bid = engine.build("skip it", {"plan": {"tasks": plan}, "tasks": {"base": {"fail_attempts": 9}}, **fast()})
+        first = engine.wait_end(bid)
+        assert end_of(first)["data"]["status"] == "completed_with_errors"
+        assert engine.api("POST", f"/builds/{bid}/tasks/other/skip")[0] == 409  # completed: nothing to skip
+        assert engine.api("POST", f"/builds/{bid}/tasks/nope/skip")[0] == 404
+        status, body = engine.api("POST", f"/builds/{bid}/tasks/base/skip")
+        assert status == 202, body
+        assert (body["status"], body["reopened"], body["buildResumed"]) == ("skipped", ["child"], True)
+        events = engine.wait_end(bid, ends=2)
+        check_log(events)
+        ended = first[-1]["seq"]
+        later = [e for e in events if e["seq"] > ended]
+        assert [e["type"] for e in later][:2] == ["build_resumed", "task_skipped"]
+        assert later[0]["data"]["taskIds"] == ["base", "child"] and later[0]["data"]["runId"].endswith("-run2")
+        assert later[1]["data"] == {"taskId": "base", "reason": "user", "dependency": None}
+        assert of(events, "task_completed", "child")
+        end = end_of(events)
+        assert end["type"] == "build_completed" and end["data"]["status"] == "completed_with_errors"
+        view = engine.view(bid)
+        by_id = {t["id"]: t for t in view["plan"]["tasks"]}
+        assert (by_id["base"]["status"], by_id["base"]["skipReason"]) == ("skipped", "user")
+        assert by_id["child"]["status"] == "completed" and view["status"] == "completed_with_errors"
+        assert engine.api("POST", f"/builds/{bid}/tasks/base/skip")[0] == 409  # skipped already
 
     # --- plan validation ---------------------------------------------------------------------------
     def test_malformed_task_healed_once_and_unhealable_task_dropped(self, engine: Engine) -> None:
@@ -650,6 +752,20 @@ class TestShortTimeouts:
         view = engine.view(bid)
         assert view["status"] == "timed_out"
         assert "cancelled" in task_status(view).values()
+
+        # the build can still be completed: retrying re-opens the tasks the halt cancelled with it
+        engine.use_script({"plan": {"tasks": plan}, **fast()})
+        cancelled = sorted(t for t, s in task_status(view).items() if s == "cancelled")
+        status, body = engine.api("POST", f"/builds/{bid}/tasks/{cancelled[0]}/retry")
+        assert status == 202, body
+        assert body["buildResumed"] is True and set(body["reopened"]) == set(cancelled)
+        events = engine.wait_end(bid, ends=2)
+        check_log(events)
+        [resumed] = of(events, "build_resumed")
+        assert resumed["seq"] > ended_at and set(resumed["data"]["taskIds"]) == set(cancelled)
+        end = end_of(events)
+        assert end["type"] == "build_completed" and end["data"]["status"] == "completed", end
+        assert set(task_status(engine.view(bid)).values()) == {"completed"}
 
     def test_waiting_for_approval_does_not_count_toward_the_build_time_limit(self, engine: Engine) -> None:
         plan = [task("only", target="only.txt")]

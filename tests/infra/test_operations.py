@@ -169,9 +169,10 @@ def test_cognito_client_has_explicit_code_flow_scopes_and_stage_urls(synth: Synt
     props = client["Properties"]
     assert props["AllowedOAuthFlows"] == ["code"]  # no implicit grant (CDK's default adds it)
     assert sorted(props["AllowedOAuthScopes"]) == ["email", "openid", "profile"]
-    assert props["CallbackURLs"] == list(synth.config.callback_urls)
-    assert props["LogoutURLs"] == list(synth.config.logout_urls)
-    assert all(u.startswith("https://") for u in props["CallbackURLs"])
+    # The configured URLs, then the dashboard's (tests/infra/test_dashboard.py).
+    assert props["CallbackURLs"][:-1] == list(synth.config.callback_urls)
+    assert props["LogoutURLs"][:-1] == list(synth.config.logout_urls)
+    assert all(u.startswith("https://") for u in props["CallbackURLs"][:-1])
     assert props["SupportedIdentityProviders"] == ["COGNITO"]
     assert props["GenerateSecret"] is False
     assert set(props["ExplicitAuthFlows"]) == {"ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"}

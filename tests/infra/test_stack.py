@@ -289,12 +289,12 @@ def test_function_environment(synth: Synthesized, name: str) -> None:
     assert env[c.TASK_TIMEOUT_SECONDS] == "60"
     assert env[c.WEBHOOK_MAX_ATTEMPTS] == "8"
     if name == "api":
-        assert env[c.CORS_ALLOW_ORIGIN] == synth.stack.config.frontend_origin
+        assert env[c.STEPWISE_CORS_ORIGINS] == synth.stack.config.frontend_origin
     extra = (
         set(env)
         - wiring
         - set(APP_SETTING_VARS)
-        - {c.POWERTOOLS_SERVICE_NAME, c.POWERTOOLS_METRICS_NAMESPACE, c.CORS_ALLOW_ORIGIN}
+        - {c.POWERTOOLS_SERVICE_NAME, c.POWERTOOLS_METRICS_NAMESPACE, c.STEPWISE_CORS_ORIGINS}
     )
     assert not extra
     secret_names = {c.ANTHROPIC_API_KEY, c.OPENAI_API_KEY, c.WEBHOOK_SECRET}
@@ -328,8 +328,14 @@ SCOPED_SERVICES = ("dynamodb:", "sqs:", "s3:", "states:", "secretsmanager:", "la
 SCOPED_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 
 
+def _our_policies(synth: Synthesized) -> dict[str, dict[str, Any]]:
+    """IAM policies of this stack's functions (aws-cdk-lib's deploy-time copy function is checked in
+    tests/infra/test_dashboard.py)."""
+    return {k: v for k, v in synth.of_type("AWS::IAM::Policy").items() if not k.startswith("CustomCDKBucketDeployment")}
+
+
 def test_no_wildcard_resource_for_data_actions(synth: Synthesized) -> None:
-    for pid, policy in synth.of_type("AWS::IAM::Policy").items():
+    for pid, policy in _our_policies(synth).items():
         for st in policy["Properties"]["PolicyDocument"]["Statement"]:
             actions = as_list(st["Action"])
             if not any(a.startswith(SCOPED_SERVICES) or a in SCOPED_ACTIONS for a in actions):
@@ -338,7 +344,7 @@ def test_no_wildcard_resource_for_data_actions(synth: Synthesized) -> None:
                 assert resource != "*", (pid, actions)
                 assert refs(resource), f"{pid}: {actions} on {resource} names no resource of this stack"
             assert not any(a.endswith("*") for a in actions), (pid, actions)
-    for pid, policy in synth.of_type("AWS::IAM::Policy").items():
+    for pid, policy in _our_policies(synth).items():
         for st in policy["Properties"]["PolicyDocument"]["Statement"]:
             if "*" in as_list(st["Resource"]):
                 assert all(a.startswith(("xray:", "logs:")) for a in as_list(st["Action"])), (
@@ -484,21 +490,23 @@ CONTRACT_ROUTES = {
     ("/builds/{buildId}/approval", "POST"),
     ("/builds/{buildId}/cancel", "POST"),
     ("/builds/{buildId}/tasks/{taskId}/retry", "POST"),
+    ("/builds/{buildId}/tasks/{taskId}/skip", "POST"),
     ("/builds/{buildId}/files", "GET"),
     ("/builds/{buildId}/files/{path+}", "GET"),
     ("/openapi.json", "GET"),
+    ("/docs", "GET"),
 }
 
 
 def test_every_route_is_authorized_except_openapi_and_preflight(synth: Synthesized) -> None:
     methods = _method_paths(synth)
-    assert {k for k in methods if k[1] != "OPTIONS"} == CONTRACT_ROUTES
+    assert {k for k in methods if k[1] not in ("OPTIONS", "ANY")} == CONTRACT_ROUTES
     (authorizer_id,) = synth.of_type("AWS::ApiGateway::Authorizer")
     authorizer = synth.resources[authorizer_id]["Properties"]
     assert authorizer["Type"] == "COGNITO_USER_POOLS"
     assert refs(authorizer["ProviderARNs"]) == {ids(synth, synth.stack.api.user_pool)}
     for (path, verb), props in methods.items():
-        if verb == "OPTIONS" or (path, verb) == ("/openapi.json", "GET"):
+        if verb in ("OPTIONS", "ANY") or (path, verb) in {("/openapi.json", "GET"), ("/docs", "GET")}:
             assert props["AuthorizationType"] == "NONE"
             continue
         assert props["AuthorizationType"] == "COGNITO_USER_POOLS", (path, verb)
@@ -529,6 +537,34 @@ def test_api_stage_throttling_logging_cors(synth: Synthesized) -> None:
     for response in responses.values():
         assert response["ResponseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"] == origin
         assert response["ResponseTemplates"]["application/json"].startswith('{"error": {"code": ')
+
+
+def test_undeclared_method_is_a_405_mock_with_allow(synth: Synthesized) -> None:
+    """Every resource with routes has an `ANY` gateway mock answering 405 with the path's methods in
+    `Allow` (and the CORS origin), so an undeclared method never reaches the function."""
+    methods = _method_paths(synth)
+    paths = {path for path, verb in methods if verb not in ("OPTIONS", "ANY")}
+    assert {path for path, verb in methods if verb == "ANY"} == paths
+    origin = f"'{synth.config.frontend_origin}'"
+    for path in paths:
+        props = methods[(path, "ANY")]
+        integration = props["Integration"]
+        assert integration["Type"] == "MOCK"
+        (answer,) = integration["IntegrationResponses"]
+        assert answer["StatusCode"] == "405"
+        declared = {verb for p, verb in methods if p == path and verb != "ANY"}
+        allow = answer["ResponseParameters"]["method.response.header.Allow"].strip("'")
+        assert set(allow.split(", ")) == declared | {"OPTIONS"}, path
+        assert answer["ResponseParameters"]["method.response.header.Access-Control-Allow-Origin"] == origin
+        assert json.loads(answer["ResponseTemplates"]["application/json"])["error"]["code"] == "method_not_allowed"
+
+
+def test_gateway_routes_are_the_openapi_operations() -> None:
+    """The routes the gateway declares are exactly the operations the function documents."""
+    from functions.api.handler import ROUTES
+
+    declared = {(p.replace("{path+}", "{path}"), v) for p, v in CONTRACT_ROUTES}
+    assert declared == {(p, m) for m, p in ROUTES}
 
 
 # --- secrets and monitoring ----------------------------------------------------------------------

@@ -265,7 +265,7 @@ def test_record_many_names_which_condition_failed_and_writes_nothing(events_tabl
 
 
 def _big_plan_generated(n: int) -> dict:
-    tasks = [{"id": f"t{i}", "name": "N", "type": "create_file", "description": "d" * 2000, "dependsOn": []}
+    tasks = [{"id": f"t{i}", "name": "N", "type": "create_file", "description": "d" * 2000, "estimatedDuration": 10, "dependsOn": []}
              for i in range(n)]
     return {"planId": "p", "taskCount": n, "estimatedDuration": 1.0, "recovery": None, "tasks": tasks}
 

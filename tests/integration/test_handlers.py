@@ -41,6 +41,7 @@ CONTRACT_ROUTES = {
     ("post", "/builds/{buildId}/approval"),
     ("post", "/builds/{buildId}/cancel"),
     ("post", "/builds/{buildId}/tasks/{taskId}/retry"),
+    ("post", "/builds/{buildId}/tasks/{taskId}/skip"),
     ("get", "/builds/{buildId}/files"),
     ("get", "/builds/{buildId}/files/{path}"),
     ("get", "/openapi.json"),
@@ -195,7 +196,86 @@ class TestApi:
         assert status == 200
         assert doc["openapi"].startswith("3.")
         routes = {(method, path) for path, ops in doc["paths"].items() for method in ops}
-        assert routes >= CONTRACT_ROUTES, CONTRACT_ROUTES - routes
+        assert routes == CONTRACT_ROUTES, routes ^ CONTRACT_ROUTES
+        from functions.api.handler import ROUTES
+
+        assert {(m.lower(), p) for m, p in ROUTES} - {("get", "/docs")} == routes  # 405 knows every path
+        accepted = {("post", "/builds"), *((m, p) for m, p in routes if p.endswith(("/cancel", "/retry", "/skip")))}
+        for path, ops in doc["paths"].items():
+            for method, op in ops.items():
+                codes = set(op["responses"])
+                success = "202" if (method, path) in accepted else "200"
+                assert success in codes and not ({"200", "202"} - {success}) & codes, (method, path)
+                if path == "/openapi.json":
+                    continue
+                assert {"401", "429"} <= codes and op["security"] == [{"bearerAuth": []}], (method, path)
+                if "{buildId}" in path:
+                    assert "404" in codes, (method, path)
+                for code, answer in op["responses"].items():
+                    if code.startswith("4"):
+                        ref = answer["content"]["application/json"]["schema"]["$ref"]
+                        assert ref.endswith("/ErrorResponse"), (method, path, code)
+        assert doc["paths"]["/builds"]["post"]["responses"]["409"]  # Idempotency-Key reuse
+        assert set(doc["paths"]["/builds/{buildId}/files/{path}"]["get"]["responses"]["200"]["content"]) >= {
+            "application/json",
+            "text/plain",
+            "text/html",
+        }
+
+    def test_concurrent_requests_never_see_each_others_caller(self, rt):
+        """`stepwise serve` answers requests on many threads through one handler: each request keeps
+        its own caller (another user's build would answer 404)."""
+        import threading
+
+        users = [_user() for _ in range(6)]
+        own = {u: self.start(rt, u, requireApproval=True) for u in users}
+        wrong: list[tuple[str, int]] = []
+        gate = threading.Barrier(len(users))
+
+        def read(user: str) -> None:
+            gate.wait()
+            for _ in range(15):
+                status, view = rt.invoke_api("GET", f"/builds/{own[user]}", user=user)
+                if status != 200 or view["buildId"] != own[user]:
+                    wrong.append((user, status))
+
+        threads = [threading.Thread(target=read, args=(u,)) for u in users]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert wrong == []
+
+    def test_racing_decisions_right_after_create_never_answer_5xx(self, rt):
+        """Cancel, approve, reject, retry and skip fired together at a build that just started."""
+        import threading
+
+        user = _user()
+        build_id = self.start(rt, user, requireApproval=True)
+        calls = [
+            ("POST", f"/builds/{build_id}/cancel", None),
+            ("POST", f"/builds/{build_id}/approval", {"approved": True}),
+            ("POST", f"/builds/{build_id}/approval", {"approved": False}),
+            ("POST", f"/builds/{build_id}/tasks/hero/retry", None),
+            ("POST", f"/builds/{build_id}/tasks/hero/skip", None),
+            ("POST", f"/builds/{build_id}/cancel", None),
+        ]
+        statuses: list[int] = []
+        gate = threading.Barrier(len(calls))
+
+        def call(method: str, path: str, body: Any) -> None:
+            gate.wait()
+            statuses.append(rt.invoke_api(method, path, user=user, body=body)[0])
+
+        threads = [threading.Thread(target=call, args=c) for c in calls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(statuses) <= {200, 202, 404, 409}, statuses
+        assert statuses.count(202) >= 1  # one cancel got through (or the other one did)
+        events = self.finished(rt, user, build_id)
+        assert [e["type"] for e in events].count("build_cancelled") == 1
 
     def test_same_idempotency_key_and_body_gives_the_same_build(self, rt):
         user, key = _user(), str(uuid.uuid4())
@@ -328,6 +408,17 @@ class TestApi:
             "durationMs",
         }
         assert metrics["totalTasks"] == metrics["completedTasks"] == len(view["plan"]["tasks"])
+        # what a page needs to draw the build after a reload, without replaying events
+        assert view["planVersion"] == 1 and view["startedAt"] >= view["createdAt"]
+        assert view["estimatedDuration"] == view["plan"]["estimatedDuration"] > 0
+        started = {e["data"]["taskId"]: e for e in events if e["type"] == "task_started"}
+        completed = {e["data"]["taskId"]: e for e in events if e["type"] == "task_completed"}
+        for t in view["plan"]["tasks"]:
+            assert t["estimatedDuration"] > 0 and isinstance(t["dependsOn"], list)
+            assert t["attempt"] == 1 and t["error"] is None and t["files"]
+            assert t["startedAt"] <= t["completedAt"] and t["durationMs"] == completed[t["id"]]["data"]["durationMs"]
+            assert t["usage"] == completed[t["id"]]["data"]["usage"]
+            assert started[t["id"]]["timestamp"] <= t["completedAt"]
         assert metrics["failedTasks"] == metrics["skippedTasks"] == 0
         generated = next(e for e in events if e["type"] == "plan_generated")
         assert [t["id"] for t in view["plan"]["tasks"]] == [t["id"] for t in generated["data"]["tasks"]]
@@ -442,10 +533,21 @@ class TestWorkers:
         assert [e.type.value for e in events] == ["plan_partial"] * 4 + ["plan_generated"]
         partials, generated = events[:4], events[4]
         assert [p.data["totalTasksSoFar"] for p in partials] == [1, 2, 3, 4]
-        assert [p.data["latestTasks"] for p in partials] == [
-            [{"id": t["id"], "name": t["name"], "type": t["type"], "description": t["description"]}] for t in PLAN
+        planned = [
+            {
+                "id": t["id"],
+                "name": t["name"],
+                "type": t["type"],
+                "description": t["description"],
+                "estimatedDuration": t["estimatedDuration"],
+                "dependsOn": t["input"]["dependencies"],
+            }
+            for t in PLAN
         ]
+        assert [p.data["latestTasks"] for p in partials] == [[t] for t in planned]
         assert {p.data["planId"] for p in partials} == {generated.data["planId"]}
+        assert generated.data["tasks"] == planned
+        assert generated.data["planVersion"] == 1
         assert generated.data["taskCount"] == 4 and generated.data["recovery"] is None
         assert generated.data["estimatedDuration"] == 5 + 20 + 5  # the critical path
         assert [(t["id"], t["dependsOn"]) for t in generated.data["tasks"]] == [
@@ -758,6 +860,63 @@ class TestWorkers:
             "broken": "failed",
             "joined": "skipped",
             "solo": "completed",
+        }
+
+    def test_a_retry_between_the_execute_answer_and_finalize_is_not_lost(self, quiet):
+        """The run's last task settled (Execute answered) and Finalize has not yet recorded the end:
+        a retry accepted then waits for that end and re-opens the build; the task runs again."""
+        import threading
+
+        plan = [task("fails-twice", target="a.txt"), task("after", "fails-twice", target="b.txt")]
+        build_id = executing(quiet, plan)
+        owner = services().builds.get(build_id)["ownerId"]
+        self._finished_messages(quiet)
+        self._queued(quiet)
+        self._run_task(quiet, build_id, "fails-twice", 1)
+        self._run_task(quiet, build_id, "fails-twice", 2)
+        self._finished_messages(quiet)
+        self._queued(quiet)
+        self._dispatch([self._finished_record(quiet, build_id, "fails-twice", "failed", 2)])
+        assert services().builds.get(build_id)["status"] == "executing"  # Finalize has not run yet
+
+        answer: dict[str, Any] = {}
+
+        def retry() -> None:
+            answer["r"] = quiet.invoke_api("POST", f"/builds/{build_id}/tasks/fails-twice/retry", user=owner)
+
+        thread = threading.Thread(target=retry)
+        thread.start()
+        thread.join(timeout=0.5)
+        assert thread.is_alive()  # it waits for the run's end instead of joining a run that is over
+        final = _handler("dispatch")({"action": "finalize", "state": {"buildId": build_id}}, lambda_context("dispatch"))
+        assert final["status"] == "completed_with_errors"
+        thread.join(timeout=30)
+        status, body = answer["r"]
+        assert status == 202, body
+        assert body["buildResumed"] is True and body["reopened"] == ["fails-twice", "after"]
+        assert _types(build_id)[-2:] == ["build_completed", "build_resumed"]
+
+        queued = self._queued(quiet)
+        assert queued == [("fails-twice", 3)]
+        for _ in range(5):  # be the event sources: run what is queued, deliver what is reported
+            for task_id, attempt in queued:
+                self._run_task(quiet, build_id, task_id, attempt)
+            for report in self._finished_messages(quiet):
+                b = report["body"]
+                self._dispatch([self._finished_record(quiet, build_id, b["taskId"], b["outcome"], b["attempt"])])
+            queued = self._queued(quiet)
+            if not queued:
+                break
+        ends = wait_for(
+            lambda: (lambda e: e if len(e) == 2 else None)(
+                [x for x in _events(build_id) if x.type.value == "build_completed"]
+            ),
+            what="the re-opened run to end",
+        )
+        assert [e.data["status"] for e in ends] == ["completed_with_errors", "completed"]
+        assert {t["taskId"]: t["status"] for t in services().tasks.list(build_id)} == {
+            "fails-twice": "completed",
+            "after": "completed",
         }
 
     def test_identical_task_is_served_from_the_cache(self, quiet):

@@ -12,7 +12,7 @@ from shared.models.events import MAX_DATA_BYTES, EventType, bounded, event_data,
 
 
 def _task(i: int, description: str = "") -> dict:
-    return {"id": f"t{i}", "name": f"Task {i}", "type": "create_file", "description": description, "dependsOn": []}
+    return {"id": f"t{i}", "name": f"Task {i}", "type": "create_file", "description": description, "estimatedDuration": 10, "dependsOn": []}
 
 
 def _generated(tasks: list[dict]) -> dict:

@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from shared.models.build import ApprovalRequest, BuildMetrics, BuildStatus, CreateBuildRequest
+from shared.models.build import (
+    RELATIVE_PATH_PATTERN,
+    ApprovalRequest,
+    BuildMetrics,
+    BuildStatus,
+    CreateBuildRequest,
+    InputFile,
+)
 from shared.models.events import EVENT_DATA, Event, EventType, event_data
-from shared.models.plan import Task, TaskStatus, TaskType
+from shared.models.plan import MAX_PATH_LENGTH, Task, TaskStatus, TaskType, safe_relative_path
 from tests.helpers import task
 
 # CONTRACT §3, copied: event type -> data fields.
@@ -18,8 +27,11 @@ CONTRACT_EVENTS = {
     "plan_partial": {"planId", "totalTasksSoFar", "latestTasks"},
     "plan_warning": {"planId", "warning", "message", "cycles"},
     "plan_blocked": {"planId", "reason", "message", "cycles", "cycleTasks", "edges"},
-    "plan_generated": {"planId", "taskCount", "estimatedDuration", "recovery", "tasks"},
-    "plan_approval_required": {"planId", "expiresAt"},
+    "plan_generated": {"planId", "planVersion", "taskCount", "estimatedDuration", "recovery", "tasks"},
+    "plan_approval_required": {"planId", "expiresAt", "taskCount", "estimatedDuration", "approvalUrl"},
+    "plan_approved": {"planId", "planVersion", "edited"},
+    "plan_rejected": {"planId", "reason"},
+    "build_resumed": {"runId", "taskIds"},
     "task_started": {"taskId", "taskName", "description", "attempt"},
     "task_completed": {"taskId", "taskName", "filesCreated", "files", "cached", "durationMs", "usage"},
     "task_failed": {"taskId", "taskName", "error", "attempt", "willRetry"},
@@ -30,8 +42,8 @@ CONTRACT_EVENTS = {
     "build_cancelled": {"reason"},
 }
 CONTRACT_NESTED = {
-    ("plan_partial", "latestTasks"): {"id", "name", "type", "description"},
-    ("plan_generated", "tasks"): {"id", "name", "type", "description", "dependsOn"},
+    ("plan_partial", "latestTasks"): {"id", "name", "type", "description", "estimatedDuration", "dependsOn"},
+    ("plan_generated", "tasks"): {"id", "name", "type", "description", "estimatedDuration", "dependsOn"},
     ("task_completed", "usage"): {"promptTokens", "completionTokens", "costUsd"},
 }
 CONTRACT_METRICS = {
@@ -110,7 +122,7 @@ def test_event_data_is_plain_json():
             "taskCount": 1,
             "estimatedDuration": 12.5,
             "recovery": None,
-            "tasks": [{"id": "a", "name": "A", "type": "create_file", "description": "", "dependsOn": []}],
+            "tasks": [{"id": "a", "name": "A", "type": "create_file", "description": "", "estimatedDuration": 12.5, "dependsOn": []}],
         },
     )
     assert json.loads(json.dumps(data)) == data
@@ -238,3 +250,25 @@ def test_invalid_task_is_refused(bad):
     data.update(bad)
     with pytest.raises(ValidationError):
         Task.model_validate(data)
+
+
+# --- what the API documents is what it validates ------------------------------------------------------
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(path=st.from_regex(RELATIVE_PATH_PATTERN, fullmatch=True).filter(lambda p: len(p) <= MAX_PATH_LENGTH))
+def test_every_path_the_document_admits_is_one_the_build_accepts(path: str) -> None:
+    """The documented `files[].path` pattern is a subset of what `safe_relative_path` accepts, so a
+    client following the document is never refused, and the validation enforces the pattern itself."""
+    assert safe_relative_path(path)
+    assert InputFile.model_validate({"path": path, "content": ""}).path == safe_relative_path(path)
+
+
+@pytest.mark.parametrize("path", ["../x", "/etc/passwd", "a/../../b", ".", "a\\b", "a:b", " ", "./", "a/../", "\x85x"])
+def test_paths_outside_the_pattern_are_refused(path: str) -> None:
+    with pytest.raises(ValidationError):
+        InputFile.model_validate({"path": path, "content": ""})
+
+
+@pytest.mark.parametrize("budget", [4.9e131, 1e-300, 1_000_000.5])
+def test_budgets_a_number_store_cannot_hold_are_422_not_5xx(budget: float) -> None:
+    with pytest.raises(ValidationError, match="budgetUsd"):
+        CreateBuildRequest.model_validate({"prompt": "x", "budgetUsd": budget})

@@ -468,3 +468,29 @@ def test_halt_before_anything_finishes_cancels_the_rest(reason):
     last = scheduler.task_succeeded(spec, state, running.pop(), 1)
     assert last.sends == [] and last.all_terminal
     assert state.halted == reason
+
+
+def test_retry_after_a_halt_reopens_the_tasks_the_halt_cancelled():
+    """A timed-out (or budget-halted) build can still complete: retrying re-opens what never ran."""
+    spec, state = _spec(task("a"), task("b", "a"), task("c"))
+    scheduler.start(spec, state, 1)  # "a" runs ("c" waits for the slot)
+    scheduler.halt(spec, state, "timed_out")
+    assert state.cancelled == {"b", "c"}
+    assert scheduler.task_succeeded(spec, state, "a", 1).all_terminal
+    assert sorted(scheduler.retry(spec, state, "c", 1)) == ["b", "c"]
+    assert state.halted is None and not state.cancelled
+    assert scheduler.fill(spec, state, 2).sends == [("b", 1), ("c", 1)]
+
+
+def test_skip_counts_the_failed_task_as_settled_for_its_dependents():
+    spec, state = _spec(task("a"), task("b", "a"), task("c", "b"), task("d"))
+    scheduler.start(spec, state, 5)
+    scheduler.task_failed(spec, state, "a", 5)
+    scheduler.task_succeeded(spec, state, "d", 5)
+    assert state.skipped == {"b", "c"} and scheduler.all_terminal(spec, state)
+    assert scheduler.skip(spec, state, "d", 5) is None  # only a failed task can be skipped
+    assert scheduler.skip(spec, state, "a", 5) == ["b", "c"]
+    assert scheduler.fill(spec, state, 5).sends == [("b", 1)]  # "a" never runs again
+    assert scheduler.task_succeeded(spec, state, "b", 5).sends == [("c", 1)]
+    assert scheduler.task_succeeded(spec, state, "c", 5).all_terminal
+    assert "a" in state.done and not state.failed
