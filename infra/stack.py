@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import Aws, CfnOutput, Stack
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from constructs import Construct
 
@@ -106,6 +106,7 @@ class StepwiseStack(Stack):
         # shared StepwiseApiGatewayAccount stack before this one (infra/account.py).
         self.dashboard.publish(
             api_url=self.api.url,
+            api_host=f"{self.api.rest_api.rest_api_id}.execute-api.{Aws.REGION}.{Aws.URL_SUFFIX}",
             websocket_url=self.websocket.url,
             user_pool=self.api.user_pool,
             user_pool_client=self.api.client,

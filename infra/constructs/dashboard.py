@@ -181,13 +181,17 @@ class Dashboard(Construct):
         self,
         *,
         api_url: str,
+        api_host: str,
         websocket_url: str | None,
         user_pool: cognito.UserPool,
         user_pool_client: cognito.UserPoolClient,
         hosted_ui: cognito.UserPoolDomain | None = None,
     ) -> None:
         """Configure sign-in and the CSP for these APIs, and deploy the app with its config.json.
-        `hosted_ui`: the pool's sign-in domain when the stack has one (a pool has at most one)."""
+        `hosted_ui`: the pool's sign-in domain when the stack has one (a pool has at most one).
+        `api_host`: the REST API's host, named by the API's id rather than its stage URL: the API's
+        CORS answers name this distribution, so the CSP must not depend on the API's deployment
+        (that would be a dependency cycle)."""
         stack = Stack.of(self)
         self.hosted_ui = hosted_ui or user_pool.add_domain(
             "HostedUi", cognito_domain=cognito.CognitoDomainOptions(domain_prefix=domain_prefix(stack.stack_name))
@@ -196,7 +200,7 @@ class Dashboard(Construct):
         self._enable_code_flow(user_pool_client)
 
         self._connect_src = [
-            f"https://{_host(api_url)}",
+            f"https://{api_host}",
             f"https://cognito-idp.{Aws.REGION}.amazonaws.com",
             hosted_ui,
         ]

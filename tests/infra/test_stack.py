@@ -289,7 +289,10 @@ def test_function_environment(synth: Synthesized, name: str) -> None:
     assert env[c.TASK_TIMEOUT_SECONDS] == "60"
     assert env[c.WEBHOOK_MAX_ATTEMPTS] == "8"
     if name == "api":
-        assert env[c.STEPWISE_CORS_ORIGINS] == synth.stack.config.frontend_origin
+        # the configured frontend origin, then the dashboard's CloudFront origin
+        cors_origins = env[c.STEPWISE_CORS_ORIGINS]
+        assert cors_origins["Fn::Join"][1][0] == synth.stack.config.frontend_origin + ",https://"
+        assert refs(cors_origins) == {synth.logical_id(synth.stack.dashboard.distribution)}
     extra = (
         set(env)
         - wiring
@@ -516,6 +519,9 @@ def test_every_route_is_authorized_except_openapi_and_preflight(synth: Synthesiz
     assert "RequestModels" in methods[("/builds", "POST")]
 
 
+ECHO_ORIGIN = "method.request.header.Origin"
+
+
 def test_api_stage_throttling_logging_cors(synth: Synthesized) -> None:
     (stage,) = synth.of_type("AWS::ApiGateway::Stage").values()
     props = stage["Properties"]
@@ -534,8 +540,10 @@ def test_api_stage_throttling_logging_cors(synth: Synthesized) -> None:
     }
     assert responses["UNAUTHORIZED"]["StatusCode"] == "401"
     assert responses["THROTTLED"]["StatusCode"] == "429"
+    # Two allowed origins (the frontend's and the dashboard's CloudFront origin): a gateway-made
+    # answer cannot choose among them, so it echoes the request's Origin (these answers hold no data).
     for response in responses.values():
-        assert response["ResponseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"] == origin
+        assert response["ResponseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"] == ECHO_ORIGIN
         assert response["ResponseTemplates"]["application/json"].startswith('{"error": {"code": ')
 
 
@@ -545,7 +553,6 @@ def test_undeclared_method_is_a_405_mock_with_allow(synth: Synthesized) -> None:
     methods = _method_paths(synth)
     paths = {path for path, verb in methods if verb not in ("OPTIONS", "ANY")}
     assert {path for path, verb in methods if verb == "ANY"} == paths
-    origin = f"'{synth.config.frontend_origin}'"
     for path in paths:
         props = methods[(path, "ANY")]
         integration = props["Integration"]
@@ -555,7 +562,7 @@ def test_undeclared_method_is_a_405_mock_with_allow(synth: Synthesized) -> None:
         declared = {verb for p, verb in methods if p == path and verb != "ANY"}
         allow = answer["ResponseParameters"]["method.response.header.Allow"].strip("'")
         assert set(allow.split(", ")) == declared | {"OPTIONS"}, path
-        assert answer["ResponseParameters"]["method.response.header.Access-Control-Allow-Origin"] == origin
+        assert answer["ResponseParameters"]["method.response.header.Access-Control-Allow-Origin"] == ECHO_ORIGIN
         assert json.loads(answer["ResponseTemplates"]["application/json"])["error"]["code"] == "method_not_allowed"
 
 
