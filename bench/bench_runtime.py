@@ -45,6 +45,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from local.sizes import item_size  # DynamoDB's item-size rules, as the size checks use them
+
 REPO = Path(__file__).resolve().parent.parent
 QUICK = False
 USER = "bench"
@@ -543,30 +545,6 @@ def latency_rows(b: Bench) -> list[dict[str, Any]]:
 
 
 # --- 7. AWS requests and cost ----------------------------------------------------------------------
-def _av_size(value: dict[str, Any]) -> int:
-    """DynamoDB's size of one attribute value (bytes), per its item-size rules."""
-    (kind, v), = value.items()
-    if kind == "S":
-        return len(v.encode())
-    if kind == "N":
-        return len(str(v).lstrip("-").replace(".", "").lstrip("0")) // 2 + 2
-    if kind == "B":
-        return len(v)
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind == "M":
-        return 3 + sum(len(k.encode()) + _av_size(x) + 1 for k, x in v.items())
-    if kind == "L":
-        return 3 + sum(_av_size(x) + 1 for x in v)
-    if kind in ("SS", "NS", "BS"):
-        return sum(len(str(x)) for x in v)
-    return len(json.dumps(v))
-
-
-def item_size(item: dict[str, Any]) -> int:
-    return sum(len(k.encode()) + _av_size(v) for k, v in item.items())
-
-
 class RequestCounter:
     """Counts every botocore API call while `active`, with who made it and what it costs."""
 
