@@ -85,11 +85,12 @@ class Monitoring(Construct):
             description: str,
             *,
             metric: cw.IMetric,
-            threshold: float,
-            comparison_operator: cw.ComparisonOperator,
-            evaluation_periods: int,
+            threshold: float = 0,
+            comparison_operator: cw.ComparisonOperator = cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods: int = 1,
             datapoints_to_alarm: int | None = None,
         ) -> cw.Alarm:
+            """An alarm notifying the topic; by default it fires on any datapoint above zero."""
             created = cw.Alarm(
                 self,
                 construct_id,
@@ -243,26 +244,17 @@ class Monitoring(Construct):
             "RecursiveInvocationsDropped",
             "Lambda stopped a recursive loop: an invocation of a Stepwise function was dropped",
             metric=dropped,
-            threshold=0,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
         )
 
         alarm(
             "TimedOutExecutions",
             "A build execution timed out (its state machine limit, not the build's own timeout)",
             metric=state_machine.metric_timed_out(period=Duration.minutes(5), statistic="Sum"),
-            threshold=0,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
         )
         alarm(
             "ThrottledExecutions",
             "Step Functions throttled build executions (state transitions or StartExecution)",
             metric=state_machine.metric_throttled(period=Duration.minutes(5), statistic="Sum"),
-            threshold=0,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
         )
 
         if pipe_name is not None:
@@ -280,9 +272,6 @@ class Monitoring(Construct):
                 "The outbox pipe failed to move events to the webhook queue (they are retried, then "
                 "dead-lettered to the outbox DLQ)",
                 metric=pipe_failures,
-                threshold=0,
-                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=1,
             )
 
         table_throttles: list[cw.IMetric] = []
@@ -301,9 +290,6 @@ class Monitoring(Construct):
                 f"{_title(name)}TableThrottles",
                 f"DynamoDB throttled reads or writes on the {name} table",
                 metric=metric,
-                threshold=0,
-                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=1,
             )
 
         # --- dashboard ----------------------------------------------------------------------------
