@@ -47,6 +47,13 @@ class StateConflict(StepwiseError):
     http_status = 409
 
 
+class Throttled(StepwiseError):
+    """An AWS service still refused for its request rate after the SDK's own retries."""
+
+    code = "throttled"
+    http_status = 429
+
+
 # --- errors the pipeline raises to Step Functions (their class name is the ASL error name) -------
 class PlanningFailed(StepwiseError):
     pass

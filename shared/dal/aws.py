@@ -50,11 +50,6 @@ def reset_clients() -> None:
         _clients.clear()
 
 
-def error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
 # --- DynamoDB attribute values -------------------------------------------------------------------
 def _serializer() -> Any:
     from boto3.dynamodb.types import TypeSerializer

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.dal.aws import client, error_code, from_item, to_item
+from shared.dal.aws import client, from_item, to_item
 from shared.dal.table import Update
-from shared.errors import NotFound, StateConflict
+from shared.dal.vendor_errors import domain_errors
+from shared.errors import NotFound
 from shared.models.build import BuildStatus
 
 
@@ -41,12 +42,18 @@ class BuildStore:
         return item
 
     def update(self, build_id: str, update: Update) -> None:
-        try:
+        with domain_errors(f"build {build_id} is not in the expected state"):
             client("dynamodb").update_item(**update.kwargs(self.table, {"buildId": build_id}))
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise StateConflict(f"build {build_id} is not in the expected state") from None
-            raise
+
+    def tx_create(self, item: dict[str, Any]) -> dict[str, Any]:
+        """A transaction item that writes a new build (it fails if the id is taken)."""
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": to_item(item),
+                "ConditionExpression": "attribute_not_exists(buildId)",
+            }
+        }
 
     def tx_update(self, build_id: str, update: Update) -> dict[str, Any]:
         return update.tx(self.table, {"buildId": build_id})

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.dal.aws import client, error_code
+from shared.dal.aws import client
+from shared.dal.vendor_errors import is_conditional_failure
 
 CONNECTION_SK = "connection"
 BY_CONNECTION_INDEX = "byConnection"
@@ -32,10 +33,6 @@ def _connection_key(connection_id: str) -> dict[str, Any]:
 
 def _subscription_key(connection_id: str, build_id: str) -> dict[str, Any]:
     return {"pk": {"S": build_id}, "sk": {"S": connection_id}}
-
-
-def _conditional(exc: Exception) -> bool:
-    return error_code(exc) == "ConditionalCheckFailedException"
 
 
 class ConnectionStore:
@@ -145,7 +142,7 @@ class ConnectionStore:
         try:
             client("dynamodb").put_item(**kwargs)
         except Exception as exc:
-            if _conditional(exc):
+            if is_conditional_failure(exc):
                 return False
             raise
         return True
@@ -170,7 +167,7 @@ class ConnectionStore:
                 ReturnValues="ALL_NEW",
             )
         except Exception as exc:
-            if _conditional(exc):
+            if is_conditional_failure(exc):
                 return None
             raise
         return int(resp["Attributes"]["delivered"]["N"])
@@ -187,7 +184,7 @@ class ConnectionStore:
                 ExpressionAttributeValues={":d": {"N": str(delivered)}, ":zero": {"N": "0"}, ":h": {"S": holder}},
             )
         except Exception as exc:
-            if _conditional(exc):
+            if is_conditional_failure(exc):
                 return False
             raise
         return True

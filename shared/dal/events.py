@@ -20,8 +20,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared.constants import TTL_ATTRIBUTE
-from shared.dal.aws import client, error_code, from_item, to_item
-from shared.dal.table import cancellation_codes
+from shared.dal.aws import client, from_item, to_item
+from shared.dal.vendor_errors import (
+    TRANSACTION_CANCELED,
+    cancellation_codes,
+    error_code,
+    is_conditional_failure,
+)
 from shared.errors import EventTooLarge, StateConflict
 from shared.ids import new_event_id, now_ms
 from shared.models.events import MAX_EVENT_BYTES, Event, EventType, event_data, json_size
@@ -129,9 +134,8 @@ class EventLog:
                     else:
                         ddb.put_item(**puts[0])
                 except Exception as exc:
-                    code = error_code(exc)
-                    codes = cancellation_codes(exc) if code == "TransactionCanceledException" else []
-                    if code == "ConditionalCheckFailedException" or "ConditionalCheckFailed" in codes[:count]:
+                    codes = cancellation_codes(exc)
+                    if is_conditional_failure(exc) or "ConditionalCheckFailed" in codes[:count]:
                         if _already_written(exc, events):  # it did commit: nothing to write again
                             self._remember(build_id, seq + count - 1)
                             return events
@@ -146,7 +150,7 @@ class EventLog:
                         raise StateConflict(
                             f"{payloads[0][0]} not recorded: state changed", details={"failed": failed}
                         ) from None
-                    if code == "TransactionCanceledException":
+                    if error_code(exc) == TRANSACTION_CANCELED:
                         time.sleep(random.uniform(0.002, 0.02))  # TransactionConflict: back off
                         seq = self._next_seq(build_id, refresh=True)
                         continue
@@ -185,6 +189,38 @@ class EventLog:
             self._last.move_to_end(build_id)
             while len(self._last) > 2048:
                 self._last.popitem(last=False)
+
+    # --- webhook delivery state ------------------------------------------------------------------
+    def mark_delivery(self, build_id: str, seq: int, state: str, reason: str | None, at_ms: int) -> None:
+        """Record how the event's webhook delivery ended (`delivered`, `gone`, `dead`, `no_endpoint`)."""
+        from shared.dal.table import Update
+
+        client("dynamodb").update_item(
+            **Update()
+            .set(delivery=state, deliveryReason=reason, deliveryAt=at_ms)
+            .when("attribute_exists({seq})")
+            .kwargs(self.table, {"buildId": build_id, "seq": seq})
+        )
+
+    def delivery_counts(self, build_id: str) -> dict[str, int]:
+        """How many of the build's events are in each delivery state (`pending` when unmarked)."""
+        ddb = client("dynamodb")
+        counts: dict[str, int] = {}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "buildId = :b",
+            "ExpressionAttributeValues": {":b": {"S": build_id}},
+            "ProjectionExpression": "delivery",
+            "ConsistentRead": True,
+        }
+        while True:
+            resp = ddb.query(**kwargs)
+            for item in resp.get("Items") or []:
+                state = item.get("delivery", {}).get("S", "pending")
+                counts[state] = counts.get(state, 0) + 1
+            if not resp.get("LastEvaluatedKey"):
+                return counts
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     # --- reading ---------------------------------------------------------------------------------
     def last_seq(self, build_id: str) -> int:
@@ -251,6 +287,11 @@ def _already_written(exc: Exception, events: list[Event]) -> bool:
     reasons = response.get("CancellationReasons")
     found = [r.get("Item") for r in reasons[: len(events)]] if reasons else [response.get("Item")]
     return any((item or {}).get("id", {}).get("S") == event.id for item, event in zip(found, events, strict=False))
+
+
+def event_from_stream_image(image: dict[str, Any]) -> Event:
+    """The event in a stream record's `NewImage` (DynamoDB attribute values)."""
+    return event_from_item(from_item(image))
 
 
 def event_from_item(item: dict[str, Any]) -> Event:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from shared.dal.aws import client, error_code
+from shared.dal.aws import client
+from shared.dal.vendor_errors import error_code
 from shared.errors import NotFound
 from shared.models.plan import FileInfo, safe_relative_path
 

@@ -83,6 +83,15 @@ def set_visibility(queue_url: str, receipt_handle: str, seconds: float) -> None:
     )
 
 
+def send_dead_letter(queue_url: str, body: str, reason: str) -> None:
+    """Put a message on a dead-letter queue at once, with why (`reason`, cut to 1,000 characters)."""
+    client("sqs").send_message(
+        QueueUrl=queue_url,
+        MessageBody=body,
+        MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:1000]}},
+    )
+
+
 class Lease:
     """A received message kept invisible while its work runs: `lease_s` at a time, renewed every
     third of it, so if the consumer dies the message is back within one lease. `come_back_in(s)`

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from shared.dal.aws import error_code
+from shared.dal.vendor_errors import error_code
 
 
 class ConnectionGone(Exception):

@@ -102,24 +102,11 @@ def _names_in(expression: str) -> Iterable[str]:
     return [f for _, f, _, _ in string.Formatter().parse(expression) if f]
 
 
-def cancellation_codes(exc: Exception) -> list[str]:
-    """Per-item codes of a cancelled transaction (`ConditionalCheckFailed`, `None`, ...)."""
-    response = getattr(exc, "response", None) or {}
-    reasons = response.get("CancellationReasons") or []
-    return [str(r.get("Code", "None")) for r in reasons]
-
-
 def transact(items: list[dict[str, Any]]) -> None:
     """Commit TransactWriteItems entries all or nothing. Raises StateConflict, whose `details` lists
     the indexes whose condition failed, when a condition fails."""
-    from shared.dal.aws import client, error_code
-    from shared.errors import StateConflict
+    from shared.dal.aws import client
+    from shared.dal.vendor_errors import domain_errors
 
-    try:
+    with domain_errors("transaction not committed: state changed"):
         client("dynamodb").transact_write_items(TransactItems=items)
-    except Exception as exc:
-        codes = cancellation_codes(exc) if error_code(exc) == "TransactionCanceledException" else []
-        failed = [i for i, c in enumerate(codes) if c == "ConditionalCheckFailed"]
-        if failed:
-            raise StateConflict("transaction not committed: state changed", details={"failed": failed}) from None
-        raise

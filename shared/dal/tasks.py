@@ -6,9 +6,9 @@ import time
 from typing import Any
 
 from shared.constants import TTL_ATTRIBUTE
-from shared.dal.aws import client, error_code, from_item, to_item
+from shared.dal.aws import client, from_item, to_item
 from shared.dal.table import Update
-from shared.errors import StateConflict
+from shared.dal.vendor_errors import domain_errors
 from shared.models.plan import Task, TaskStatus
 
 
@@ -97,12 +97,11 @@ class TaskStore:
         return out
 
     def update(self, build_id: str, task_id: str, update: Update) -> None:
-        try:
+        with domain_errors(f"task {task_id} is not in the expected state"):
             client("dynamodb").update_item(**update.kwargs(self.table, self.key(build_id, task_id)))
-        except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise StateConflict(f"task {task_id} is not in the expected state") from None
-            raise
+
+    def delete(self, build_id: str, task_id: str) -> None:
+        client("dynamodb").delete_item(TableName=self.table, Key=to_item(self.key(build_id, task_id)))
 
     def tx_update(self, build_id: str, task_id: str, update: Update) -> dict[str, Any]:
         return update.tx(self.table, self.key(build_id, task_id))

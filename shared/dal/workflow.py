@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.dal.aws import client, error_code
+from shared.dal.aws import client
+from shared.dal.vendor_errors import error_code
 
 
 class Workflow:

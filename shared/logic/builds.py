@@ -8,7 +8,6 @@ from typing import Any
 
 from shared import scheduler
 from shared.constants import TTL_ATTRIBUTE
-from shared.dal.aws import to_item
 from shared.dal.table import Update
 from shared.errors import Conflict, InvalidInput, NotFound, StateConflict
 from shared.ids import new_build_id, now_ms
@@ -71,13 +70,7 @@ def create_build(owner: str, req: CreateBuildRequest, svc: Services | None = Non
         "inputFiles": [f.path for f in req.files] or None,
         TTL_ATTRIBUTE: now // 1000 + svc.settings.record_ttl_seconds,  # with its tasks, events and files
     }
-    put = {
-        "Put": {
-            "TableName": svc.builds.table,
-            "Item": to_item(item),
-            "ConditionExpression": "attribute_not_exists(buildId)",
-        }
-    }
+    put = svc.builds.tx_create(item)
     svc.events.record(
         build_id,
         EventType.build_started,
@@ -302,13 +295,12 @@ def _validated_edit(tasks: list[EditedTask]) -> list[Task]:
 def _replace_plan(svc: Services, build: dict[str, Any], tasks: list[Task], version: int) -> None:
     """Store the approved edit as the plan and announce it (`plan_generated` with its new version)."""
     from shared import dag
-    from shared.dal.aws import client
 
     build_id = build["buildId"]
     old = {t["taskId"] for t in svc.tasks.list(build_id)}
     svc.tasks.put_plan(build_id, build["planId"], tasks)
     for stale in old - {t.id for t in tasks}:
-        client("dynamodb").delete_item(TableName=svc.tasks.table, Key=to_item(svc.tasks.key(build_id, stale)))
+        svc.tasks.delete(build_id, stale)
     estimated = dag.critical_path_length(
         {t.id: t.dependencies for t in tasks}, {t.id: t.estimatedDuration for t in tasks}
     )

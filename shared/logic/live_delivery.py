@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
 
-from shared.dal.aws import from_item
 from shared.dal.builds import BuildStore
 from shared.dal.connections import ConnectionStore
-from shared.dal.events import EventLog, event_from_item
+from shared.dal.events import EventLog, event_from_stream_image
 from shared.dal.sockets import ConnectionGone, ConnectionPoster
 from shared.errors import InvalidInput, NotFound
 from shared.live import encode_frame, event_frame
@@ -169,7 +168,7 @@ def events_of(records: list[dict[str, Any]]) -> dict[str, list[tuple[str, Event]
         if record.get("eventName") != "INSERT":
             continue
         ddb = record.get("dynamodb") or {}
-        event = event_from_item(from_item(ddb.get("NewImage") or {}))
+        event = event_from_stream_image(ddb.get("NewImage") or {})
         by_build.setdefault(event.buildId, []).append((str(ddb.get("SequenceNumber", "")), event))
     for items in by_build.values():
         items.sort(key=lambda pair: pair[1].seq)

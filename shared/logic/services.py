@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 from shared.dal.builds import BuildStore
+from shared.dal.cache import ResultCache
 from shared.dal.events import EventLog
 from shared.dal.file_index import FileIndex
 from shared.dal.files import FileStore
@@ -51,6 +52,10 @@ class Services:
     def has_webhook(self, build_id: str) -> bool:
         """Whether the build's events go out as webhooks (its own URL, or the deployment default)."""
         return bool(self.settings.webhook_url) or bool(self.webhook_url(build_id))
+
+    @cached_property
+    def cache(self) -> ResultCache:
+        return ResultCache(self.settings.cache_table)
 
     @cached_property
     def files(self) -> FileStore:

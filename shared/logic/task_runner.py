@@ -28,7 +28,6 @@ from pydantic import BaseModel
 
 from shared import limits
 from shared.constants import TTL_ATTRIBUTE
-from shared.dal.aws import client, error_code, from_item, to_item
 from shared.dal.queues import finished_message, send_batch, task_message
 from shared.dal.table import Update, transact
 from shared.errors import NotFound, StateConflict
@@ -792,14 +791,9 @@ def _cache_key(svc: Services, task: Task, context: TaskContext) -> str | None:
 def _cache_get(svc: Services, key: str | None) -> TransformResult | None:
     if not key:
         return None
-    try:
-        item = client("dynamodb").get_item(TableName=svc.settings.cache_table, Key={"cacheKey": {"S": key}}).get("Item")
-    except Exception as exc:  # the cache is an optimisation: never fail a task on it
-        logger.warning("cache read failed", extra={"code": error_code(exc)})
+    data = svc.cache.get(key)  # a failed read is a miss: the cache never fails a task
+    if not data:
         return None
-    if not item:
-        return None
-    data = from_item(item)
     if int(data.get(TTL_ATTRIBUTE, 0)) < time.time():  # DynamoDB's TTL deletes late: check it here
         return None
     return TransformResult(files=[GeneratedFile(**f) for f in data["files"]], usage=Usage())
@@ -809,17 +803,5 @@ def _cache_put(svc: Services, key: str, result: TransformResult) -> None:
     body = [{"path": f.path, "content": f.content} for f in result.files]
     if len(json.dumps(body)) > 96 * 1024:
         return  # kept well under DynamoDB's item limit: a bigger result is simply not cached
-    try:
-        client("dynamodb").put_item(
-            TableName=svc.settings.cache_table,
-            Item=to_item(
-                {
-                    "cacheKey": key,
-                    "files": body,
-                    TTL_ATTRIBUTE: int(time.time())
-                    + min(svc.settings.task_cache_ttl_seconds, svc.settings.record_ttl_seconds),
-                }
-            ),
-        )
-    except Exception as exc:
-        logger.warning("cache write failed", extra={"code": error_code(exc)})
+    ttl = min(svc.settings.task_cache_ttl_seconds, svc.settings.record_ttl_seconds)
+    svc.cache.put(key, body, int(time.time()) + ttl)

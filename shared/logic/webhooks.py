@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
-from shared.dal.aws import client, from_item
-from shared.dal.events import event_from_item
-from shared.dal.table import Update
+from shared.dal.events import event_from_stream_image
+from shared.dal.queues import send_dead_letter, set_visibility
 from shared.ids import now_ms
 from shared.logic.services import Services, services
 from shared.models.events import Event
@@ -45,7 +43,7 @@ def event_from_stream_record(body: str) -> Event | None:
     image = (record.get("dynamodb") or {}).get("NewImage")
     if not image:
         return None
-    return event_from_item(from_item(image))
+    return event_from_stream_image(image)
 
 
 def webhook_secrets(svc: Services) -> list[str]:
@@ -60,12 +58,7 @@ def webhook_secrets(svc: Services) -> list[str]:
 
 
 def _mark(svc: Services, event: Event, state: str, reason: str | None = None) -> None:
-    client("dynamodb").update_item(
-        **Update()
-        .set(delivery=state, deliveryReason=reason, deliveryAt=now_ms())
-        .when("attribute_exists({seq})")
-        .kwargs(svc.settings.events_table, {"buildId": event.buildId, "seq": event.seq})
-    )
+    svc.events.mark_delivery(event.buildId, event.seq, state, reason, now_ms())
 
 
 def handle(msg: Received, dlq_url: str | None = None, svc: Services | None = None) -> None:
@@ -112,11 +105,7 @@ def handle(msg: Received, dlq_url: str | None = None, svc: Services | None = Non
 def _retry_after(msg: Received, delay_s: float, event: Event) -> None:
     """Hide the message for the backoff (SQS allows up to 12 h), so retries reach hours on AWS."""
     try:
-        client("sqs").change_message_visibility(
-            QueueUrl=msg.queue_url,
-            ReceiptHandle=msg.receipt_handle,
-            VisibilityTimeout=int(min(43_200, max(0, round(delay_s)))),
-        )
+        set_visibility(msg.queue_url, msg.receipt_handle, delay_s)
     except Exception:  # the queue's default visibility timeout still brings it back
         logger.warning("could not set the webhook retry delay", extra={"eventId": event.id})
 
@@ -124,11 +113,7 @@ def _retry_after(msg: Received, delay_s: float, event: Event) -> None:
 def _dead_letter(svc: Services, msg: Received, event: Event, dlq_url: str | None, reason: str) -> None:
     _mark(svc, event, "dead", reason)
     if dlq_url:
-        client("sqs").send_message(
-            QueueUrl=dlq_url,
-            MessageBody=msg.body,
-            MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:1000]}},
-        )
+        send_dead_letter(dlq_url, msg.body, reason)
     else:
         logger.error("webhook refused and no DLQ configured", extra={"eventId": event.id, "reason": reason})
 
@@ -136,20 +121,4 @@ def _dead_letter(svc: Services, msg: Received, event: Event, dlq_url: str | None
 def delivery_summary(build_id: str, svc: Services | None = None) -> dict[str, int]:
     """How many of a build's events are delivered, dead, waiting (for `stepwise build --webhook`)."""
     svc = svc or services()
-    ddb = client("dynamodb")
-    counts: dict[str, int] = {}
-    kwargs: dict[str, Any] = {
-        "TableName": svc.settings.events_table,
-        "KeyConditionExpression": "buildId = :b",
-        "ExpressionAttributeValues": {":b": {"S": build_id}},
-        "ProjectionExpression": "delivery",
-        "ConsistentRead": True,
-    }
-    while True:
-        resp = ddb.query(**kwargs)
-        for item in resp.get("Items") or []:
-            state = item.get("delivery", {}).get("S", "pending")
-            counts[state] = counts.get(state, 0) + 1
-        if not resp.get("LastEvaluatedKey"):
-            return counts
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    return svc.events.delivery_counts(build_id)

@@ -1,0 +1,36 @@
+"""The task result cache table: one item per cache key (the files an identical task wrote).
+
+The cache is an optimisation: a read or write that fails is logged and treated as a miss, never
+as a task's failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.constants import TTL_ATTRIBUTE
+from shared.dal.aws import client, from_item, to_item
+from shared.dal.vendor_errors import error_code
+from shared.observability import logger
+
+
+class ResultCache:
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The item under `key` (`files`, and `expiresAt` in epoch seconds), or None."""
+        try:
+            item = client("dynamodb").get_item(TableName=self.table, Key={"cacheKey": {"S": key}}).get("Item")
+        except Exception as exc:
+            logger.warning("cache read failed", extra={"code": error_code(exc)})
+            return None
+        return from_item(item) if item else None
+
+    def put(self, key: str, files: list[dict[str, Any]], expires_at: int) -> None:
+        try:
+            client("dynamodb").put_item(
+                TableName=self.table, Item=to_item({"cacheKey": key, "files": files, TTL_ATTRIBUTE: expires_at})
+            )
+        except Exception as exc:
+            logger.warning("cache write failed", extra={"code": error_code(exc)})

@@ -1,0 +1,50 @@
+"""The layers keep their places: nothing in shared/logic talks to AWS except through shared/dal."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENDOR_MODULES = ("boto3", "botocore", "shared.dal.aws")
+
+
+def vendor_imports(path: Path) -> list[str]:
+    """Every import in the file (at any depth: module level, in functions, under TYPE_CHECKING)
+    of boto3, botocore or the AWS client helper, as `line: module`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        for name in names:
+            if any(name == m or name.startswith(m + ".") for m in VENDOR_MODULES):
+                found.append(f"{node.lineno}: {name}")
+                break
+    return found
+
+
+def test_the_logic_layer_never_imports_the_aws_sdk() -> None:
+    files = sorted((ROOT / "shared" / "logic").rglob("*.py"))
+    assert len(files) > 5
+    offenders = {str(f.relative_to(ROOT)): hits for f in files if (hits := vendor_imports(f))}
+    assert offenders == {}, "shared/logic must reach AWS through shared/dal only"
+
+
+def test_the_check_sees_every_form_of_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    for source in (
+        "import boto3",
+        "import botocore.config as c",
+        "from botocore.exceptions import ClientError",
+        "from shared.dal.aws import client",
+        "from shared.dal import aws",
+        "def f():\n    from shared.dal.aws import to_item\n",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import boto3\n",
+    ):
+        sample.write_text(source)
+        assert vendor_imports(sample), source
+    sample.write_text("from shared.dal.table import Update\nimport shared.dal.events\nfrom shared import dal\n")
+    assert vendor_imports(sample) == []
