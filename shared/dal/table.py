@@ -57,14 +57,23 @@ class Update:
         self.condition = expr if self.condition is None else f"({self.condition}) AND ({expr})"
         return self
 
-    def when_not_in(self, attr: str, values: Iterable[str]) -> Update:
-        """Condition: `attr` holds none of `values`."""
+    def among(self, attr: str, values: Iterable[str]) -> str:
+        """`attr IN (...)` as a fragment of a condition passed to `when` (names and values registered):
+        how a named set of statuses becomes part of a condition."""
         keys = []
         for v in sorted(values):
             self._n += 1
             keys.append(f":n{self._n}")
             self.values[keys[-1]] = to_ddb(v)
-        return self.when("NOT {" + attr + "} IN (" + ", ".join(keys) + ")")
+        return f"{self.name(attr)} IN ({', '.join(keys)})"
+
+    def when_in(self, attr: str, values: Iterable[str]) -> Update:
+        """Condition: `attr` holds one of `values`."""
+        return self.when(self.among(attr, values))
+
+    def when_not_in(self, attr: str, values: Iterable[str]) -> Update:
+        """Condition: `attr` holds none of `values`."""
+        return self.when("NOT " + self.among(attr, values))
 
     def expression(self) -> str:
         parts = []

@@ -33,7 +33,14 @@ from shared.models.build import (
     TaskView,
 )
 from shared.models.events import EventType, PlanGeneratedData, PlannedTask
-from shared.models.plan import FileInfo, Task, TaskStatus, Usage
+from shared.models.plan import (
+    RETRYABLE_TASK_STATUSES,
+    SKIPPABLE_TASK_STATUSES,
+    FileInfo,
+    Task,
+    TaskStatus,
+    Usage,
+)
 from shared.observability import count, logger
 
 
@@ -376,8 +383,6 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
     return CancelResult(buildId=build_id)
 
 
-RETRYABLE_TASK_STATUSES = (TaskStatus.failed, TaskStatus.timeout, TaskStatus.skipped, TaskStatus.cancelled)
-SKIPPABLE_TASK_STATUSES = (TaskStatus.failed, TaskStatus.timeout)
 _RUN_END_WAIT_S = 10.0
 
 

@@ -23,7 +23,13 @@ from shared.ids import now_ms
 from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
 from shared.models.events import EventType
-from shared.models.plan import Task, TaskStatus
+from shared.models.plan import (
+    RETRYABLE_TASK_STATUSES,
+    SKIPPABLE_TASK_STATUSES,
+    UNSTARTED_TASK_STATUSES,
+    Task,
+    TaskStatus,
+)
 from shared.observability import count, logger
 
 _plans: dict[tuple[str, str], tuple[scheduler.DagSpec, dict[str, Task]]] = {}
@@ -151,7 +157,7 @@ def unclaimed(svc: Services, build_id: str, state: scheduler.DispatchState) -> l
     out = []
     for task_id, attempt in sorted(state.running.items()):
         item = svc.tasks.get(build_id, task_id) or {}
-        if int(item.get("attempt") or 0) < attempt and item.get("status") in (None, "pending", "queued"):
+        if int(item.get("attempt") or 0) < attempt and (item.get("status") is None or item["status"] in UNSTARTED_TASK_STATUSES):
             out.append((task_id, attempt))
     return out
 
@@ -393,7 +399,7 @@ def _reopen_items(svc: Services, build_id: str, task_ids: list[str]) -> None:
                 t,
                 Update()
                 .set(status=TaskStatus.pending.value, error=None, skippedBecause=None, updatedAt=now_ms())
-                .when("{status} IN (:f, :t, :s, :c)", f="failed", t="timeout", s="skipped", c="cancelled"),
+                .when_in("status", RETRYABLE_TASK_STATUSES),
             )
 
 
@@ -439,7 +445,7 @@ def skip_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = Fals
                     task_id,
                     Update()
                     .set(status=TaskStatus.skipped.value, skippedBecause="user", updatedAt=now_ms())
-                    .when("{status} IN (:f, :t)", f="failed", t="timeout"),
+                    .when_in("status", SKIPPABLE_TASK_STATUSES),
                 )
             ],
         )
@@ -489,16 +495,12 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
             on_dead_task({"buildId": build_id, "taskId": child, "attempt": int(child_attempt)}, svc)
         return
     name = (item.get("task") or {}).get("name", task_id)
-    dead = (
-        Update()
-        .set(status=TaskStatus.failed.value, error="dead-lettered", updatedAt=now_ms())
-        .when(
-            "({attempt} = :n AND {status} = :ip) OR ({attempt} < :n AND {status} IN (:p, :q))",
-            n=attempt,
-            ip=TaskStatus.in_progress.value,
-            p=TaskStatus.pending.value,
-            q=TaskStatus.queued.value,
-        )
+    dead = Update().set(status=TaskStatus.failed.value, error="dead-lettered", updatedAt=now_ms())
+    unstarted = dead.among("status", UNSTARTED_TASK_STATUSES)
+    dead.when(
+        "({attempt} = :a AND {status} = :ip) OR ({attempt} < :a AND " + unstarted + ")",
+        a=attempt,
+        ip=TaskStatus.in_progress.value,
     )
     try:
         svc.events.record(
@@ -518,7 +520,12 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
         # Not this attempt's to fail. If the attempt did settle, tell the dispatcher again (its own
         # report may be what was lost); a later attempt reports for itself.
         current = svc.tasks.get(build_id, task_id) or {}
-        settled = {"completed": "completed", "failed": "failed", "timeout": "failed", "cancelled": "cancelled"}
+        settled: dict[str, str] = {
+            TaskStatus.completed: "completed",
+            TaskStatus.failed: "failed",
+            TaskStatus.timeout: "failed",
+            TaskStatus.cancelled: "cancelled",
+        }
         same = int(current.get("attempt") or 0) == attempt
         outcome = settled.get(str(current.get("status"))) if same else None
     if outcome is None:

@@ -11,9 +11,15 @@ from shared.errors import StateConflict
 from shared.ids import now_ms
 from shared.logic.dispatching import parse_cause
 from shared.logic.services import Services, services
-from shared.models.build import TERMINAL_BUILD_STATUSES, BuildMetrics, BuildStatus, FailureReason
+from shared.models.build import (
+    SUCCEEDED_BUILD_STATUSES,
+    TERMINAL_BUILD_STATUSES,
+    BuildMetrics,
+    BuildStatus,
+    FailureReason,
+)
 from shared.models.events import EventType
-from shared.models.plan import TaskStatus
+from shared.models.plan import FAILED_TASK_STATUSES, TaskStatus
 from shared.observability import count, logger
 
 _REASONS = {
@@ -43,7 +49,7 @@ def metrics_of(build: dict[str, Any], tasks: list[dict[str, Any]]) -> BuildMetri
     for t in tasks:
         status = t.get("status")
         m.completedTasks += status == TaskStatus.completed
-        m.failedTasks += status in (TaskStatus.failed, TaskStatus.timeout)
+        m.failedTasks += status in FAILED_TASK_STATUSES
         m.skippedTasks += status == TaskStatus.skipped
         m.cachedTasks += bool(t.get("cached")) and status == TaskStatus.completed
         usage = t.get("usage") or {}
@@ -129,4 +135,4 @@ def _halt_dispatch(svc: Services, build_id: str) -> None:
 
 
 def _outcome(status: str) -> dict[str, Any]:
-    return {"succeeded": status in (BuildStatus.completed, BuildStatus.completed_with_errors), "status": status}
+    return {"succeeded": status in SUCCEEDED_BUILD_STATUSES, "status": status}

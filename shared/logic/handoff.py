@@ -38,7 +38,7 @@ from shared.logic import dispatching
 from shared.logic.services import Services
 from shared.models.build import BuildStatus
 from shared.models.events import EventType
-from shared.models.plan import Task, TaskStatus
+from shared.models.plan import TERMINAL_TASK_STATUSES, Task, TaskStatus
 from shared.observability import count
 
 _TRIES = 3  # lost races on the dispatch state before leaving the step to the dispatcher
@@ -64,15 +64,8 @@ def claim_update(attempt: int, started: int) -> Update:
     return (
         Update()
         .set(status=TaskStatus.in_progress.value, attempt=attempt, startedAt=started, updatedAt=started)
-        .when(
-            "(attribute_not_exists({attempt}) OR {attempt} < :a) AND NOT {status} IN (:c, :s, :x, :f, :t)",
-            a=attempt,
-            c=TaskStatus.completed.value,
-            s=TaskStatus.skipped.value,
-            x=TaskStatus.cancelled.value,
-            f=TaskStatus.failed.value,
-            t=TaskStatus.timeout.value,
-        )
+        .when("attribute_not_exists({attempt}) OR {attempt} < :a", a=attempt)
+        .when_not_in("status", TERMINAL_TASK_STATUSES)
     )
 
 

@@ -37,6 +37,8 @@ from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES
 from shared.models.events import EventType
 from shared.models.plan import (
+    FAILED_TASK_STATUSES,
+    UNSTARTED_TASK_STATUSES,
     FileInfo,
     Task,
     TaskStatus,
@@ -623,7 +625,7 @@ def _cancel(svc: Services, msg: TaskMessage) -> None:
             msg.taskId,
             Update()
             .set(status=TaskStatus.cancelled.value, updatedAt=now_ms())
-            .when("{status} IN (:p, :q)", p="pending", q="queued"),
+            .when_in("status", UNSTARTED_TASK_STATUSES),
         )
     except StateConflict:
         return
@@ -674,11 +676,11 @@ def _replay(
         if "released" in current:  # its completion took the dispatcher's step itself
             return _replay_handoff(svc, msg, current, halted=halted)
         _tell_dispatcher(svc, msg, "completed", recorded.costUsd or 0.0)
-    elif status in (TaskStatus.failed, TaskStatus.timeout):
+    elif status in FAILED_TASK_STATUSES:
         _tell_dispatcher(svc, msg, "failed", recorded.costUsd or 0.0)
     elif status == TaskStatus.cancelled and attempt < msg.attempt:
         _tell_dispatcher(svc, msg, "cancelled", 0.0)  # the report of its cancel may have been lost
-    elif status in (TaskStatus.pending, TaskStatus.queued) and (halted or attempt < msg.attempt):
+    elif status in UNSTARTED_TASK_STATUSES and (halted or attempt < msg.attempt):
         if halted:
             _cancel(svc, msg)
         elif not handed:  # the claim lost to a race it may win now
@@ -748,7 +750,7 @@ def _replay_handoff(svc: Services, msg: TaskMessage, current: dict[str, Any], *,
             watched.append((child_msg, child))
             if child.get("status") == TaskStatus.in_progress and int(child.get("attempt") or 0) == int(attempt):
                 running_for = max(running_for, stale_s - (now_ms() - int(child.get("startedAt") or 0)) / 1000)
-        elif int(child.get("attempt") or 0) < int(attempt) and child.get("status") in ("pending", "queued"):
+        elif int(child.get("attempt") or 0) < int(attempt) and child.get("status") in UNSTARTED_TASK_STATUSES:
             if halted:
                 _cancel(svc, child_msg)
             else:

@@ -47,6 +47,7 @@ TERMINAL_BUILD_STATUSES = frozenset(
         BuildStatus.timed_out,
     }
 )
+SUCCEEDED_BUILD_STATUSES = frozenset({BuildStatus.completed, BuildStatus.completed_with_errors})
 
 
 class FailureReason(StrEnum):

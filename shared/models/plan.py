@@ -37,9 +37,15 @@ class TaskStatus(StrEnum):
     cancelled = "cancelled"
 
 
-TERMINAL_TASK_STATUSES = frozenset(
+# Named sets of task statuses: the rules compare against these, and the data layer turns them into
+# conditions (`Update.when_in` / `when_not_in`).
+TERMINAL_TASK_STATUSES = frozenset(  # settled: never claimed again until a retry re-opens it
     {TaskStatus.completed, TaskStatus.failed, TaskStatus.timeout, TaskStatus.skipped, TaskStatus.cancelled}
 )
+UNSTARTED_TASK_STATUSES = frozenset({TaskStatus.pending, TaskStatus.queued})  # waiting for a worker
+FAILED_TASK_STATUSES = frozenset({TaskStatus.failed, TaskStatus.timeout})  # ended without output
+RETRYABLE_TASK_STATUSES = FAILED_TASK_STATUSES | {TaskStatus.skipped, TaskStatus.cancelled}  # a retry re-opens
+SKIPPABLE_TASK_STATUSES = FAILED_TASK_STATUSES  # a user may skip it and let its dependents run
 
 
 class UnsafePathError(ValueError):
