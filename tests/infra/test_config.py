@@ -10,6 +10,8 @@ import pytest
 
 from shared import constants as c
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]  # one worker: one synth per stage
 pytest.importorskip("aws_cdk", reason="infra tests need the [infra] extra (aws-cdk-lib, cdk-nag)")
 
@@ -133,6 +135,10 @@ def test_function_staging_copies_only_shared_and_the_function(tmp_path: Path) ->
     out = stage_function_code("task", dest=tmp_path / "task")
     assert sorted(p.name for p in out.iterdir()) == ["functions", "shared"]
     assert sorted(p.name for p in (out / "functions").iterdir()) == ["__init__.py", "task"]
+    templates = Path("shared/providers/mock_content/templates")  # data files the mock reads
+    shipped = sorted(p.name for p in (out / templates).iterdir())
+    assert shipped == sorted(p.name for p in (REPO_ROOT / templates).iterdir() if p.name != "__pycache__")
+    assert "base.css" in shipped and "form.vue" in shipped
     with pytest.raises(FileNotFoundError):
         stage_function_code("nope", dest=tmp_path / "nope")
 

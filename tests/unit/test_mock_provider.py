@@ -544,3 +544,22 @@ def test_any_prompt_gives_a_valid_acyclic_plan_with_safe_files(prompt: str, fram
     assert unresolved_imports(files) == []
     digest = hashlib.sha256(json.dumps(tasks).encode()).hexdigest()
     assert digest == hashlib.sha256(json.dumps(plan(fast(), prompt, framework)).encode()).hexdigest()
+
+
+def test_every_template_is_package_data_and_every_used_name_exists() -> None:
+    import fnmatch
+    import tomllib
+
+    from shared.providers.mock_content import render
+    from shared.providers.mock_content.templates import template
+
+    folder = REPO_ROOT / "shared" / "providers" / "mock_content" / "templates"
+    files = sorted(p.name for p in folder.iterdir() if p.suffix != ".py" and p.is_file())
+    globs = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["shared"]
+    for name in files:  # a wheel (and so an installed `stepwise`) carries each template
+        assert any(fnmatch.fnmatch(f"providers/mock_content/templates/{name}", g) for g in globs), name
+    used = set(re.findall(r'template\(\s*"([^"]+)"', Path(render.__file__).read_text()))
+    used |= set(render._FORM_SOURCES.values()) | set(render._TODO_SOURCES.values())
+    used |= {f"{family}.css" for family in ("landing", "dashboard", "form", "blog", "todo", "generic")}
+    assert used == set(files)
+    assert all(template(name) for name in files)
