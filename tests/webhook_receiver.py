@@ -1,9 +1,10 @@
-"""Verify a Stepwise webhook and parse its envelope — a helper for receivers written in Python.
+"""Verify a Stepwise webhook and parse its envelope: the reference receiver the tests check every
+delivery with, and an example for receivers written in Python (it is not shipped in any Lambda).
 
 It checks the Standard Webhooks headers (any ``v1`` signature made with any of the receiver's
 secrets, so a receiver keeps working while a secret rotates) and the timestamp tolerance that
 stops replays of captured requests. Use ``webhook-id`` (== ``event.id``) as your dedup key:
-delivery is at-least-once and may be out of order (CONTRACT §4).
+delivery is at-least-once and may be out of order (docs/webhooks.md).
 
 Example::
 

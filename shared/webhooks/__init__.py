@@ -1,1 +1,1 @@
-"""Webhook delivery (sender side) and a verification helper for Python receivers (CONTRACT §4)."""
+"""Webhook delivery: signing and POSTing each recorded event (docs/webhooks.md)."""

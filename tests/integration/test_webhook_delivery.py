@@ -33,7 +33,7 @@ from shared.webhooks.delivery import (
     endpoint_key,
     parse_retry_after,
 )
-from shared.webhooks.receiver import verify_and_parse
+from tests.webhook_receiver import verify_and_parse
 
 EVENT_ID = "evt_01JDELIVERYTEST0000000000"
 

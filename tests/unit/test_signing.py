@@ -19,7 +19,7 @@ from shared.signing import (
     parse_secret_list,
     sign_headers,
 )
-from shared.webhooks.receiver import WebhookVerificationError, verify_and_parse
+from tests.webhook_receiver import WebhookVerificationError, verify_and_parse
 
 EVENT_ID = "evt_01JABCDEFGHJKMNPQRSTVWXYZ0"
 Mutation = Callable[[dict[str, str], bytes], tuple[dict[str, str], bytes]]
