@@ -135,7 +135,7 @@ class StepwiseStack(Stack):
         )
 
         outputs = {
-            "ApiUrl": (self.api.url, "Base URL of the HTTP API (CONTRACT section 2)"),
+            "ApiUrl": (self.api.url, "Base URL of the HTTP API (docs/api.md)"),
             "UserPoolId": (self.api.user_pool.user_pool_id, "Cognito user pool: create users here"),
             "UserPoolClientId": (self.api.client.user_pool_client_id, "Cognito app client for the frontend"),
             "FilesBucketName": (

@@ -48,7 +48,7 @@ def build(
         str | None, typer.Option(help="mock | anthropic | openai | bedrock (default: AI_PROVIDER or mock)")
     ] = None,
     mock_script: Annotated[
-        Path | None, typer.Option("--mock-script", help="Mock provider script (CONTRACT §8).")
+        Path | None, typer.Option("--mock-script", help="Mock provider script (docs/mock-provider.md).")
     ] = None,
     require_approval: Annotated[bool, typer.Option("--require-approval", help="Pause for plan approval.")] = False,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Approve the plan automatically.")] = False,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Final
 
-# --- user-facing configuration (CONTRACT §7) ---------------------------------------------------
+# --- user-facing configuration (docs/configuration.md) -----------------------------------------
 AI_PROVIDER: Final = "AI_PROVIDER"
 ANTHROPIC_API_KEY: Final = "ANTHROPIC_API_KEY"
 ANTHROPIC_MODEL: Final = "ANTHROPIC_MODEL"
@@ -37,7 +37,7 @@ LOG_LEVEL: Final = "LOG_LEVEL"
 TTL_ATTRIBUTE: Final = "expiresAt"
 STEPWISE_CORS_ORIGINS: Final = "STEPWISE_CORS_ORIGINS"  # origins a browser may call the API from ("*" locally)
 
-# --- extensions beyond CONTRACT §7 (documented in the README) ----------------------------------
+# --- extensions of the original design (also in docs/configuration.md) -------------------------
 TASK_RETRY_BASE_SECONDS: Final = "TASK_RETRY_BASE_SECONDS"  # task retry backoff base (default 1)
 MAX_PLAN_TASKS: Final = "MAX_PLAN_TASKS"  # tasks a plan may have (default and ceiling 1,000)
 

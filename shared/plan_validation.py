@@ -4,7 +4,7 @@ Fields longer than their limit are shortened (one warning lists the tasks): a cu
 better than a dropped task, and an over-long id is shortened with every reference to it.
 Malformed tasks are healed once through the provider's `heal_json` transform, else dropped with a
 warning; duplicate ids are renamed; unknown and self dependencies dropped; tasks writing the same
-targetPath serialized. Cycles go down the recovery ladder of CONTRACT §5:
+targetPath serialized. Cycles go down the recovery ladder (docs/plans.md#from-the-llms-text-to-a-plan):
 A drop the lowest-priority edge, B ask the LLM for acyclic dependencies, C run one by one (unless
 ALLOW_LINEAR_FALLBACK=false), D with approval required: blocked, waiting for an edited plan,
 E fail with circular_dependencies.

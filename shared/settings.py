@@ -1,4 +1,4 @@
-"""Typed configuration from the environment (CONTRACT §7), parsed once.
+"""Typed configuration from the environment (docs/configuration.md), parsed once.
 
 An invalid value fails at start with a message that names the variable.
 """

@@ -1,4 +1,4 @@
-"""Webhook secrets and signatures (CONTRACT §4). Pure logic: no I/O, nothing logged.
+"""Webhook secrets and signatures (docs/webhooks.md). Pure logic: no I/O, nothing logged.
 
 Two schemes are sent side by side on every delivery:
 

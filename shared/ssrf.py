@@ -1,4 +1,4 @@
-"""Is a webhook URL safe to POST to? (CONTRACT §2 ``webhookUrl``, §4).
+"""Is a webhook URL safe to POST to? (docs/api.md#request-rules ``webhookUrl``, docs/webhooks.md).
 
 A webhook URL is chosen by the caller, so without a check the delivery worker becomes a proxy into
 our own network: the instance metadata service (169.254.169.254), localhost admin ports, VPC

@@ -24,7 +24,7 @@ def task(
     name: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A plan task as the LLM writes it (CONTRACT §5)."""
+    """A plan task as the LLM writes it (docs/plans.md#a-task)."""
     data: dict[str, Any] = {
         "id": task_id,
         "type": type,

@@ -1,4 +1,4 @@
-"""The REST API (CONTRACT section 2) in front of the `api` function.
+"""The REST API (docs/api.md) in front of the `api` function.
 
 - Auth: a Cognito user pool made here; the REST API's Cognito authorizer validates the ID token in
   `Authorization: Bearer <token>` and hands the claims (`sub` is the owner id) to the function in
@@ -50,7 +50,7 @@ ACCESS_LOG_FIELDS = {
     "error": "$context.error.message",
 }
 
-# (path, method, body model) for every authorized route of CONTRACT section 2.
+# (path, method, body model) for every authorized route of docs/api.md#routes.
 ROUTES: tuple[tuple[str, str, bool], ...] = (
     ("/builds", "POST", True),
     ("/builds", "GET", False),

@@ -77,7 +77,7 @@ def function_specs(config: StackConfig) -> dict[str, FunctionSpec]:
         return FunctionSpec(limits.FUNCTION_MEMORY_MB[name], timeout, description, **kw)
 
     return {
-        "api": spec("api", "HTTP API behind API Gateway (CONTRACT section 2)"),
+        "api": spec("api", "HTTP API behind API Gateway (docs/api.md)"),
         # Reserved concurrency caps plans in flight (each streams an LLM reply: the main cost driver).
         "plan": spec(
             "plan",

@@ -1,4 +1,4 @@
-"""Builds and the HTTP request bodies (CONTRACT §2)."""
+"""Builds and the HTTP request bodies (docs/api.md#request-rules)."""
 
 from __future__ import annotations
 

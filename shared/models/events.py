@@ -1,4 +1,4 @@
-"""Event envelope and the data of each event type (CONTRACT §3), and the size every event keeps to.
+"""Event envelope and the data of each event type (docs/api.md#events), and the size every event keeps to.
 
 No event's JSON exceeds MAX_EVENT_BYTES, so each fits a DynamoDB item, an SQS message, an
 EventBridge Pipes event and an API Gateway WebSocket message with room to spare. The lists that grow

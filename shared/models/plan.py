@@ -1,4 +1,4 @@
-"""Plans and tasks (CONTRACT §5). Field names are the contract's, letter for letter."""
+"""Plans and tasks (docs/plans.md#a-task). Field names are the public ones, letter for letter."""
 
 from __future__ import annotations
 

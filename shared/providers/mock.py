@@ -1,4 +1,4 @@
-"""The mock AI provider: deterministic plans and files, scriptable failures (CONTRACT §8).
+"""The mock AI provider: deterministic plans and files, scriptable failures (docs/mock-provider.md).
 
 Without a script, `MockProvider` writes a realistic plan for any prompt (see `mock_content`) and
 streams it like a vendor would: the plan's JSON text goes through the same `PlanStreamParser` as a
@@ -7,7 +7,7 @@ objects close. Each task then "works" for about `estimatedDuration x 0.02` secon
 `TaskContext.cancel`) and returns deterministic file contents.
 
 With a script (`STEPWISE_MOCK_SCRIPT=FILE`, passed here as `script_path`, or a dict), JSON of the
-shape documented in CONTRACT §8:
+shape documented in docs/mock-provider.md#with-a-script:
 
 - `plan.tasks` is serialised and streamed; `plan.text` is streamed exactly as given (malformed JSON
   and cycles included); `chunk_chars` (default 40) and `chunk_delay_ms` (default 0 with a script,

@@ -1,6 +1,6 @@
 """One webhook delivery attempt, its classification, the retry schedule and per-endpoint rate limits.
 
-CONTRACT §4: any 2xx within 10 s is delivered; anything else is retried with exponential backoff and
+docs/webhooks.md#delivery-retries-and-the-dead-letter-queue: any 2xx within 10 s is delivered; anything else is retried with exponential backoff and
 jitter, and after the last attempt the message is dead-lettered. ``deliver`` performs exactly one
 attempt and says which of those applies; the queue consumer owns attempts, delays and the DLQ.
 
@@ -148,7 +148,7 @@ class _Bucket:
 
 
 class EndpointRateLimiter:
-    """A token bucket per endpoint (``scheme://host:port``), default 20 requests/s (CONTRACT §4).
+    """A token bucket per endpoint (``scheme://host:port``), default 20 requests/s (docs/webhooks.md).
 
     ``acquire`` reserves a token under the endpoint's own lock and sleeps *after* releasing it, so a
     slow endpoint never holds up another one, and waiters on one endpoint queue in reservation order

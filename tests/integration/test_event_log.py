@@ -1,5 +1,5 @@
 """The event log (shared.dal.events) on moto: per-build seq 1, 2, 3 ... with no gaps and no
-duplicates, however many writers there are (CONTRACT §3)."""
+duplicates, however many writers there are (docs/api.md#events)."""
 
 from __future__ import annotations
 

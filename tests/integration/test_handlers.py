@@ -32,7 +32,7 @@ from tests.integration.quiet import QuietRuntime, executing, lambda_context, new
 
 TERMINAL = {"build_completed", "build_failed", "build_cancelled"}
 
-# CONTRACT §2: every route, with its method.
+# docs/api.md#routes: every route, with its method.
 CONTRACT_ROUTES = {
     ("post", "/builds"),
     ("get", "/builds"),

@@ -1,4 +1,4 @@
-"""Webhook delivery against a real HTTP server on 127.0.0.1 (CONTRACT §4), plus its pure helpers.
+"""Webhook delivery against a real HTTP server on 127.0.0.1 (docs/webhooks.md), plus its pure helpers.
 
 The receiver is pytest-httpserver bound to 127.0.0.1; loopback is allow-listed the way a local
 deployment would do it with WEBHOOK_ALLOWED_HOSTS.

@@ -1,4 +1,5 @@
-"""Boundary models against the contract: request limits (CONTRACT §2), event data (§3), tasks (§5)."""
+"""Boundary models against the reference: request limits (docs/api.md#request-rules), event data (docs/api.md#events),
+tasks (docs/plans.md#a-task)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from shared.models.events import EVENT_DATA, Event, EventType, event_data
 from shared.models.plan import MAX_PATH_LENGTH, Task, TaskStatus, TaskType, safe_relative_path
 from tests.helpers import task
 
-# CONTRACT §3, copied: event type -> data fields.
+# docs/api.md#events, copied: event type -> data fields.
 CONTRACT_EVENTS = {
     "build_started": {"prompt", "framework"},
     "plan_partial": {"planId", "totalTasksSoFar", "latestTasks"},

@@ -1,5 +1,5 @@
 """From what the LLM wrote to a runnable plan (shared.plan_validation): healing, repairs and the
-cycle recovery ladder of CONTRACT §5 (A auto-priority, B llm-healed, C linear-fallback, D blocked,
+cycle recovery ladder of docs/plans.md (A auto-priority, B llm-healed, C linear-fallback, D blocked,
 E failed). The healer is a fake with the real signature (purpose, text, error, extra) -> str."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Typed configuration (CONTRACT §7): defaults, and a bad value fails at start naming the variable."""
+"""Typed configuration (docs/configuration.md): defaults, and a bad value fails at start naming the variable."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from shared import constants as c
 from shared.settings import ConfigurationError, Settings, get_settings, load_settings, reset_settings
 
-# CONTRACT §7, copied: every user-facing variable.
+# docs/configuration.md, copied: every user-facing variable.
 CONTRACT_VARIABLES = [
     "AI_PROVIDER",
     "BEDROCK_MODEL_ID",

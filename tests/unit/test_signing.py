@@ -1,4 +1,4 @@
-"""Webhook signing (CONTRACT §4) checked against the public Standard Webhooks library."""
+"""Webhook signing (docs/webhooks.md) checked against the public Standard Webhooks library."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SSRF guard for webhook URLs (CONTRACT §2 webhookUrl). Pure: every resolver here is a fake."""
+"""SSRF guard for webhook URLs (docs/api.md#request-rules webhookUrl). Pure: every resolver here is a fake."""
 
 from __future__ import annotations
 

@@ -1035,7 +1035,7 @@ class Blueprint:
     render: Renderer = field(compare=False, repr=False)
 
     def task(self, spec: AppSpec) -> dict[str, Any]:
-        """The task as the mock LLM writes it (CONTRACT §5 field names)."""
+        """The task as the mock LLM writes it (field names of docs/plans.md#a-task)."""
         context = (f"{spec.framework.label} + Vite + TypeScript project for {spec.subject}. "
                    f"Build request: {spec.excerpt}")
         return {
