@@ -57,3 +57,10 @@ def test_the_checks_see_what_they_look_for() -> None:
     assert OUTSIDE.search(b"open ../" + b"shared/STYLE.md") and not OUTSIDE.search(b"CONTRACT_ROUTES = {")
     assert slug("Delivery, retries and the dead-letter queue") == "delivery-retries-and-the-dead-letter-queue"
     assert slug("From the LLM's text to a plan") == "from-the-llms-text-to-a-plan"
+
+
+def test_the_readme_layout_names_every_sub_package_of_shared() -> None:
+    layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    packages = sorted(p.name for p in (ROOT / "shared").iterdir() if (p / "__init__.py").is_file())
+    assert {"dal", "logic", "models", "providers"} <= set(packages)
+    assert [p for p in packages if f"| `shared/{p}/` |" not in layout] == []
