@@ -16,12 +16,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared import limits
 from shared.dal.queues import Lease
 from shared.logic.services import services
-from shared.logic.task_runner import ComeBackLater, TaskMessage, run_task
+from shared.logic.task_runner import ComeBackLater, run_task
+from shared.models.messages import parse_task_message
 from shared.observability import correlate, lambda_handler
 
 
 def _record(record: SQSRecord, lambda_context: LambdaContext) -> None:
-    msg = TaskMessage.model_validate_json(record.body)
+    msg = parse_task_message(record.body)
     correlate(msg.buildId)
     settings = services().settings
     lease = Lease(settings.tasks_queue_url, record.receipt_handle, limits.task_lease_s(settings.task_timeout_seconds))

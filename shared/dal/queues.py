@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-import json
 import re
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 from shared.dal.aws import client
+from shared.models.messages import QueueMessage, TaskMessage, message_body
+from shared.models.plan import Usage
 from shared.observability import logger
 
 
@@ -39,14 +40,14 @@ def task_message(
     task: dict[str, Any] | None = None,
     spent: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A tasks-queue message. `task`, the task's definition, spares its consumer two reads;
+    """A tasks-queue entry. `task`, the task's definition, spares its consumer two reads;
     `spent`, on a retry, is what the earlier attempts of the task's run cost."""
-    body: dict[str, Any] = {"buildId": build_id, "taskId": task_id, "attempt": attempt}
-    if spent is not None:
-        body["spent"] = spent
-    text = json.dumps(body)
+    message = TaskMessage(
+        buildId=build_id, taskId=task_id, attempt=attempt, spent=Usage.model_validate(spent) if spent else None
+    )
+    text = message_body(message)
     if task is not None:
-        with_task = json.dumps({**body, "task": task}, separators=(",", ":"))
+        with_task = message_body(message.model_copy(update={"task": task}))
         if len(with_task) <= _MAX_EMBEDDED_TASK:
             text = with_task
     entry: dict[str, Any] = {"Id": f"m{idx}", "MessageBody": text}
@@ -55,20 +56,20 @@ def task_message(
     return entry
 
 
-def finished_message(body: dict[str, Any], dedup_id: str, *, idx: int = 0) -> dict[str, Any]:
-    """A message for the task-finished FIFO queue: one group per build keeps its dispatch serial.
+def finished_message(message: QueueMessage, dedup_id: str, *, idx: int = 0) -> dict[str, Any]:
+    """An entry for the task-finished FIFO queue: one group per build keeps its dispatch serial.
 
     The deduplication id is scoped to the build: a queue that deduplicates queue-wide (the local
     runtime's) must not drop build B's "setup:1:completed" as a copy of build A's. Ids that SQS
     would refuse or that would have to be cut (and so could collide) are hashed instead.
     """
-    dedup = f"{body['buildId']}:{dedup_id}"
+    dedup = f"{message.buildId}:{dedup_id}"
     if not _DEDUP_ID.fullmatch(dedup):
         dedup = hashlib.sha256(dedup.encode()).hexdigest()
     return {
         "Id": f"m{idx}",
-        "MessageBody": json.dumps(body, separators=(",", ":")),
-        "MessageGroupId": body["buildId"],
+        "MessageBody": message_body(message),
+        "MessageGroupId": message.buildId,
         "MessageDeduplicationId": dedup,
     }
 

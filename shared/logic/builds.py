@@ -33,6 +33,7 @@ from shared.models.build import (
     TaskView,
 )
 from shared.models.events import EventType, PlanGeneratedData, PlannedTask
+from shared.models.messages import HaltBuild
 from shared.models.plan import (
     RETRYABLE_TASK_STATUSES,
     SKIPPABLE_TASK_STATUSES,
@@ -377,7 +378,7 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
 
         send_batch(
             svc.settings.task_finished_queue_url,
-            [finished_message({"kind": "halt", "buildId": build_id, "reason": "cancelled"}, f"halt:{build_id}")],
+            [finished_message(HaltBuild(buildId=build_id, reason="cancelled"), f"halt:{build_id}")],
         )
     count("build.cancelled")
     return CancelResult(buildId=build_id)

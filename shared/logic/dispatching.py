@@ -23,6 +23,7 @@ from shared.ids import now_ms
 from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
 from shared.models.events import EventType
+from shared.models.messages import DispatchMessage, HaltBuild, Outcome, TaskFinished, parse_dispatch_message
 from shared.models.plan import (
     RETRYABLE_TASK_STATUSES,
     SKIPPABLE_TASK_STATUSES,
@@ -349,25 +350,23 @@ def finished_op(task_id: str, outcome: str, attempt: int, cost: float) -> Op:
     return op
 
 
-def on_finished(message: dict[str, Any], svc: Services | None = None) -> None:
+def on_finished(message: DispatchMessage | dict[str, Any], svc: Services | None = None) -> None:
     """A message from the task-finished FIFO queue (one group per build)."""
     svc = svc or services()
-    build_id = message["buildId"]
-    kind = message.get("kind", "finished")
+    msg = parse_dispatch_message(message) if isinstance(message, dict) else message
+    if msg is None:
+        logger.warning("unknown dispatch message dropped", extra={"kind": str(dict(message).get("kind"))})
+        return
+    build_id = msg.buildId
     try:
-        if kind == "finished":
-            task_id, outcome = message["taskId"], message["outcome"]
-            cost = float(message.get("costUsd") or 0.0)
-            attempt = int(message.get("attempt", 1))
-
-            apply(svc, build_id, finished_op(task_id, outcome, attempt, cost), label=f"finished {task_id}")
-        elif kind == "halt":
-            reason = message["reason"]
+        if isinstance(msg, TaskFinished):
+            op = finished_op(msg.taskId, msg.outcome, msg.attempt, msg.costUsd)
+            apply(svc, build_id, op, label=f"finished {msg.taskId}")
+        elif isinstance(msg, HaltBuild):
+            reason = msg.reason
             apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, reason), label="halt")
-        elif kind == "retry":
-            retry_task(build_id, message["taskId"], svc)
         else:
-            logger.warning("unknown dispatch message dropped", extra={"kind": kind})
+            retry_task(build_id, msg.taskId, svc)
     except NotFound:
         logger.warning("dispatch message for a missing build dropped", extra={"buildId": build_id})
 
@@ -515,12 +514,12 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
             },
             also=[svc.tasks.tx_update(build_id, task_id, dead)],
         )
-        outcome: str | None = "failed"
+        outcome: Outcome | None = "failed"
     except StateConflict:
         # Not this attempt's to fail. If the attempt did settle, tell the dispatcher again (its own
         # report may be what was lost); a later attempt reports for itself.
         current = svc.tasks.get(build_id, task_id) or {}
-        settled: dict[str, str] = {
+        settled: dict[str, Outcome] = {
             TaskStatus.completed: "completed",
             TaskStatus.failed: "failed",
             TaskStatus.timeout: "failed",
@@ -530,6 +529,4 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
         outcome = settled.get(str(current.get("status"))) if same else None
     if outcome is None:
         return
-    on_finished(
-        {"kind": "finished", "buildId": build_id, "taskId": task_id, "attempt": attempt, "outcome": outcome}, svc
-    )
+    on_finished(TaskFinished(buildId=build_id, taskId=task_id, attempt=attempt, outcome=outcome), svc)

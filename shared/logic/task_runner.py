@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel
 
 from shared import limits
 from shared.constants import TTL_ATTRIBUTE
@@ -36,6 +35,7 @@ from shared.logic import dispatching, handoff
 from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES
 from shared.models.events import EventType
+from shared.models.messages import Outcome, TaskFinished, TaskMessage
 from shared.models.plan import (
     FAILED_TASK_STATUSES,
     UNSTARTED_TASK_STATUSES,
@@ -69,14 +69,6 @@ _uploads: dict[str, dict[str, str]] = {}  # per process: buildId -> its uploaded
 # One thread per provider call in flight (made as needed): handed tasks run side by side, and a call
 # waiting for a free thread would spend its own time limit waiting.
 _pool = ThreadPoolExecutor(max_workers=256, thread_name_prefix="provider")
-
-
-class TaskMessage(BaseModel):
-    buildId: str
-    taskId: str
-    attempt: int
-    task: dict[str, Any] | None = None  # the task's definition, when the sender had it at hand
-    spent: Usage | None = None  # what the earlier attempts of this run of the task cost
 
 
 _KIND = {TaskType.modify_file: TransformKind.refactor}
@@ -606,15 +598,8 @@ def backoff_seconds(attempt: int, base: float) -> float:
     return min(900.0, base * (2 ** (attempt - 1)) * random.uniform(0.8, 1.2)) if base > 0 else 0.0
 
 
-def _tell_dispatcher(svc: Services, msg: TaskMessage, outcome: str, cost: float) -> None:
-    body = {
-        "kind": "finished",
-        "buildId": msg.buildId,
-        "taskId": msg.taskId,
-        "attempt": msg.attempt,
-        "outcome": outcome,
-        "costUsd": cost,
-    }
+def _tell_dispatcher(svc: Services, msg: TaskMessage, outcome: Outcome, cost: float) -> None:
+    body = TaskFinished(buildId=msg.buildId, taskId=msg.taskId, attempt=msg.attempt, outcome=outcome, costUsd=cost)
     send_batch(svc.settings.task_finished_queue_url, [finished_message(body, f"{msg.taskId}:{msg.attempt}:{outcome}")])
 
 

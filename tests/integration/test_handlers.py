@@ -27,6 +27,7 @@ from local.runtime import LocalRuntime
 from shared.dal.aws import client
 from shared.dal.queues import finished_message, send_batch
 from shared.logic.services import services
+from shared.models.messages import TaskFinished
 from tests.helpers import REGION, drain_queue, sqs_event, sqs_record, task, wait_for
 from tests.integration.quiet import QuietRuntime, executing, lambda_context, new_build
 
@@ -597,14 +598,7 @@ class TestWorkers:
         self, quiet, build_id: str, task_id: str, outcome: str = "completed", attempt: int = 1
     ) -> dict:
         """Send a "task finished" message the way the task runner does and receive it as Lambda would."""
-        body = {
-            "kind": "finished",
-            "buildId": build_id,
-            "taskId": task_id,
-            "attempt": attempt,
-            "outcome": outcome,
-            "costUsd": 0.0,
-        }
+        body = TaskFinished(buildId=build_id, taskId=task_id, attempt=attempt, outcome=outcome)
         url = quiet.resources.queues["task-finished.fifo"]
         self._finished_messages(quiet)  # whatever earlier steps reported is not this test's
         send_batch(url, [finished_message(body, f"{task_id}:{attempt}:{outcome}")])
