@@ -47,6 +47,7 @@ def install() -> None:
     _install_plain_dynamodb_results()
     _install_stream_signal()
     _install_single_pass_projection()
+    _install_query_size_memo()
     _install_stop_just_started()
     _installed = True
 
@@ -111,6 +112,38 @@ def _install_single_pass_projection() -> None:
         return item
 
     Item.project = project  # type: ignore[method-assign]
+
+
+def _install_query_size_memo() -> None:
+    """moto's Query measures every item twice (the 1 MB page check, then the page's running total),
+    each time walking the whole item. Within one Query (under the table lock, items unchanged)
+    measure each once."""
+    import threading
+
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import Table
+
+    original_size, original_query = Item.size, Table.query
+    local = threading.local()
+
+    def size(self: Any) -> int:
+        sizes = getattr(local, "sizes", None)
+        if sizes is None:
+            return int(original_size(self))
+        found = sizes.get(id(self))
+        if found is None:
+            found = sizes[id(self)] = original_size(self)
+        return int(found)
+
+    def query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        local.sizes = {}
+        try:
+            return original_query(self, *args, **kwargs)
+        finally:
+            local.sizes = None
+
+    Item.size = size  # type: ignore[method-assign]
+    Table.query = query  # type: ignore[method-assign]
 
 
 def _install_stream_signal() -> None:
