@@ -98,13 +98,14 @@ class LocalRuntime:
         *,
         task_workers: int = 8,
         webhook_workers: int = 4,
-        visibility_scale: float = 1.0,
+        visibility_scale: float = limits.LOCAL_VISIBILITY_SCALE,
         env: dict[str, str] | None = None,
         aws_port: int | None = None,
     ) -> None:
         self.task_workers = task_workers
         self.webhook_workers = webhook_workers
         self.visibility_scale = visibility_scale  # the queues' visibility timeouts: the deployed ones, times this
+        self.task_timeout_s = 60.0  # set at start, from the settings
         self.env = env or {}
         self.resources = Resources()
         self.pollers: list[SqsPoller] = []
@@ -272,11 +273,12 @@ class LocalRuntime:
         self._set_env(c.FILES_BUCKET, bucket)
 
         # As on AWS (shared.limits): the function timeouts, and the queues' visibility timeouts
-        # derived from them (scaled by `visibility_scale` alone, for tests).
+        # derived from them, scaled by `visibility_scale` alone (limits.LOCAL_VISIBILITY_SCALE).
         FUNCTION_TIMEOUTS.update(limits.function_timeouts_s(task_timeout_s))
+        self.task_timeout_s = task_timeout_s
 
         def visibility(queue: str) -> str:
-            return str(max(1, round(limits.queue_visibility_s(queue, task_timeout_s) * self.visibility_scale)))
+            return str(self.visibility_s(queue))
 
         self._queue("tasks-dlq", {"VisibilityTimeout": visibility("tasks-dlq")})
         self._queue(
@@ -346,6 +348,10 @@ class LocalRuntime:
             name=f"{PREFIX}-build", definition=definition, roleArn=role, type="STANDARD"
         )["stateMachineArn"]
         self._set_env(c.STATE_MACHINE_ARN, r.state_machine_arn)
+
+    def visibility_s(self, queue: str) -> int:
+        """The visibility timeout this runtime gives `queue` (tasks, tasks-dlq, task-finished, webhooks)."""
+        return limits.scaled_visibility_s(queue, self.task_timeout_s, self.visibility_scale)
 
     def _queue(self, name: str, attrs: dict[str, str], *, dlq: str | None = None, max_receive: int = 3) -> None:
         sqs = client("sqs")

@@ -489,6 +489,10 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
             on_dead_task({"buildId": build_id, "taskId": child, "attempt": int(child_attempt)}, svc)
         return
     name = (item.get("task") or {}).get("name", task_id)
+    # What the run's earlier attempts cost (each billed on the item when it settled) travels with the
+    # message: the run's total is what the task reports and the build's budget counts, as for any
+    # failure. The dead attempt itself left no usage behind.
+    spent: dict[str, Any] = message.get("spent") or {}
     dead = (
         Update()
         .set(status=TaskStatus.failed.value, error="dead-lettered", updatedAt=now_ms())
@@ -500,6 +504,8 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
             q=TaskStatus.queued.value,
         )
     )
+    if spent:
+        dead.set(usage=spent)
     try:
         svc.events.record(
             build_id,
@@ -514,6 +520,7 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
             also=[svc.tasks.tx_update(build_id, task_id, dead)],
         )
         outcome: str | None = "failed"
+        cost = float(spent.get("costUsd") or 0.0)
     except StateConflict:
         # Not this attempt's to fail. If the attempt did settle, tell the dispatcher again (its own
         # report may be what was lost); a later attempt reports for itself.
@@ -521,8 +528,11 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
         settled = {"completed": "completed", "failed": "failed", "timeout": "failed", "cancelled": "cancelled"}
         same = int(current.get("attempt") or 0) == attempt
         outcome = settled.get(str(current.get("status"))) if same else None
+        cost = float((current.get("usage") or {}).get("costUsd") or 0.0)  # the run's total, as it reported
     if outcome is None:
         return
     on_finished(
-        {"kind": "finished", "buildId": build_id, "taskId": task_id, "attempt": attempt, "outcome": outcome}, svc
+        {"kind": "finished", "buildId": build_id, "taskId": task_id, "attempt": attempt, "outcome": outcome,
+         "costUsd": cost},
+        svc,
     )

@@ -110,7 +110,8 @@ def test_layer_lock_pins_pyproject_and_its_whole_closure() -> None:
 
 def test_queues_and_functions_have_the_limits_the_local_runtime_runs_with(synth: Synthesized) -> None:
     """One place (shared.limits) decides the functions' time and memory and the queues' visibility
-    and receive counts: the stack deploys exactly those, and the local runtime creates the same."""
+    and receive counts: the stack deploys exactly those, and the local runtime creates the same,
+    its visibility timeouts scaled by the one local factor."""
     from shared import limits
     from tests.infra.test_stack import ids
     from tests.integration.quiet import QuietRuntime
@@ -135,7 +136,11 @@ def test_queues_and_functions_have_the_limits_the_local_runtime_runs_with(synth:
             assert props["VisibilityTimeout"] == limits.queue_visibility_s(name, tt)
             url = local.resources.queues[name if name != "task-finished" else "task-finished.fifo"]
             attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-            assert int(attrs["VisibilityTimeout"]) == props["VisibilityTimeout"], name
+            scaled = max(1, round(props["VisibilityTimeout"] * limits.LOCAL_VISIBILITY_SCALE))
+            assert int(attrs["VisibilityTimeout"]) == scaled, name
+            # never below the consumer's time limit: nothing still running is handed out twice
+            consumer = {"tasks": "task", "task-finished": "dispatch", "webhooks": "webhook"}[name]
+            assert scaled >= limits.function_timeout_s(consumer, tt), name
             if name != "webhooks":
                 local_receives = json.loads(attrs["RedrivePolicy"])["maxReceiveCount"]
                 assert int(local_receives) == props["RedrivePolicy"]["maxReceiveCount"], name
