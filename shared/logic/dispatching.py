@@ -72,9 +72,13 @@ def _load(svc: Services, build_id: str) -> Loaded:
 
 
 def decide(cur: Loaded, op: Op) -> scheduler.Decision:
-    """`op` on the loaded state, then what every step also checks: the build's time limit and
-    budget. Mutates `cur.state`; nothing is written."""
+    """`op` on the loaded state, after what every step also checks: a cancel, the build's time
+    limit and budget. Mutates `cur.state`; nothing is written."""
     max_conc = int(cur.build.get("maxConcurrency", 5))
+    if cur.build.get("status") == BuildStatus.cancelled and cur.state.halted is None:
+        # The cancel committed; its halt message may come later (or never, if the API died first):
+        # what has not started is cancelled now, not skipped after the build's end.
+        scheduler.halt(cur.spec, cur.state, "cancelled")
     if _past_deadline(cur.build) and cur.state.halted is None:
         scheduler.halt(cur.spec, cur.state, "timed_out")
     decision = op(cur.spec, cur.state, max_conc)

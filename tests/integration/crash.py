@@ -255,11 +255,11 @@ class Faults:
         params = context.get("harness_params") or {}
         if op == "ChangeMessageVisibility":
             self.visibility[str(params.get("ReceiptHandle"))] = float(params.get("VisibilityTimeout", 0))
-        if service == "sfn" and op in ("StartExecution", "StopExecution"):
-            return self._execution(op, params)  # the driver plays Step Functions: it runs what starts
+        # The driver plays Step Functions: it runs what starts (unless a fault stops the call below).
+        plays = service == "sfn" and op in ("StartExecution", "StopExecution")
         invocation = invocations.current.get()
         if invocation is None or _nested.get():
-            return None
+            return self._execution(op, params) if plays else None
         tables = _tables(params) if service == "dynamodb" else []
         with self._lock:
             n = self.calls[(service, op, None)] = self.calls.get((service, op, None), 0) + 1
@@ -289,6 +289,10 @@ class Faults:
                 self.fired.append(fault)
         if race is not None and self.on_call is not None:
             self.on_call(race)
+        if plays and (fault is None or fault.kind in ("lost_response", "expiry", "crash_after")):
+            if fault is not None and fault.kind == "crash_after":
+                context["harness_fault"] = fault.kind  # started, then the invocation dies (after-call)
+            return self._execution(op, params)
         if fault is None:
             return None
         if fault.kind in SERVICE_ERRORS:
