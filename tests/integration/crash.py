@@ -9,10 +9,13 @@ and Step Functions, with faults injected at the handlers' I/O boundaries.
   a service error would after the SDK's own retries; an *expiry* makes the message being handled
   visible again while its work runs, so a second consumer (another process: its own Services)
   takes it there and then; a *time limit* stops the invocation there as Lambda does at its
-  function's timeout: that much time passes (the fake clock), and the caller sees Sandbox.Timedout. An injected *conflict* or *throttle* is an error DynamoDB sends and moto
-  never does (a transaction cancelled by a TransactionConflict; ProvisionedThroughputExceeded or
-  ThrottlingException, on the build item or an event write): it is put on the wire (botocore's
-  `before-send`, in moto's place) for `times` sends in a row, so the SDK's own retries see it first.
+  function's timeout: that much time passes (the fake clock), and the caller sees Sandbox.Timedout.
+- An injected *conflict* or *throttle* is an error DynamoDB sends and moto never does (a
+  transaction cancelled by a TransactionConflict or a ThrottlingError; ProvisionedThroughputExceeded
+  or ThrottlingException), on the build item or an event write: it is put on the wire (botocore's
+  `before-send`, answered in moto's place, which never sees the request) for `times` sends in a row
+  of that operation, so the SDK's own retries see it first (their backoff runs on the fake clock),
+  then the caller's own retries.
 - A `Call` is an API request racing an invocation: at the nth call of an operation inside that
   invocation (a handoff's commit, Finalize's, an approval's), a user's cancel, retry, skip or second
   approval runs in another thread, as another Lambda would, before the invocation goes on.
@@ -20,8 +23,9 @@ and Step Functions, with faults injected at the handlers' I/O boundaries.
   a random order (again, sometimes, after they were deleted), moves a message past its
   maxReceiveCount to its DLQ (the tasks DLQ is consumed by the dispatcher, as deployed), and plays
   the state machine from infra/statemachine.asl.json: Execute with its task token and its Retry
-  rules, the token's answer, the state's timeout, Finalize with its retries. Time is a fake clock
-  the driver moves forward when every message waits.
+  rules, the token's answer, the state's timeout, Finalize with its retries, and each further run a
+  retry or skip after the end starts (StartExecution is answered by the harness). Time is a fake
+  clock the driver moves forward when every message waits.
 - `check_invariants` states what must hold however the faults fell.
 """
 
