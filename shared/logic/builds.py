@@ -431,9 +431,10 @@ def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Serv
             try:
                 reopened = act(build_id, task_id, svc, in_run=True)
                 return _acted(build_id, task_id, action, reopened, resumed=False)
-            except dispatching.RunEnding:
+            except (dispatching.RunEnding, dispatching.NotSettled):
                 # The run settled its last task and Finalize is recording its end: wait for that
-                # end, then re-open the build (the request is never lost in between).
+                # end, then re-open the build (the request is never lost in between). Or the task's
+                # attempt ended and the dispatcher is taking that step: wait for it.
                 if time.monotonic() > deadline:
                     raise Conflict("the build is finishing its run; try again in a moment") from None
                 time.sleep(0.1)

@@ -375,6 +375,16 @@ class RunEnding(Exception):
     is ending the run, so no task can join it any more; the caller re-opens the build once it ended."""
 
 
+class NotSettled(Exception):
+    """The task's attempt ended (its item says so) but the dispatcher has not taken that step yet: a
+    retry or skip now would act on a state that still has it running and be lost; the caller waits."""
+
+
+def _unsettled(st: scheduler.DispatchState, task_id: str, in_run: bool) -> None:
+    if in_run and task_id in st.running:
+        raise NotSettled(task_id)
+
+
 def reopenable(svc: Services, build: dict[str, Any], task_id: str) -> list[str]:
     """What a retry of `task_id` would re-open: the task and those of its skipped dependents that can
     run again (one that also waits on another failed task stays skipped), and the tasks a halt
@@ -410,12 +420,15 @@ def retry_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = Fal
     build = svc.builds.require(build_id)
     if in_run and _ending(svc, build):
         raise RunEnding(build_id)
+    spec = dag_spec(svc, build)
+    _unsettled(scheduler.DispatchState.from_json(build.get("dispatch"), spec.order), task_id, in_run)
     reopened = reopenable(svc, build, task_id)
     _reopen_items(svc, build_id, reopened)
 
     def op(spec: scheduler.DagSpec, st: scheduler.DispatchState, m: int) -> scheduler.Decision:
         if in_run and scheduler.all_terminal(spec, st):
             raise RunEnding(build_id)
+        _unsettled(st, task_id, in_run)
         scheduler.retry(spec, st, task_id, m)
         return scheduler.fill(spec, st, m)
 
@@ -431,6 +444,7 @@ def skip_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = Fals
         raise RunEnding(build_id)
     spec = dag_spec(svc, build)
     state = scheduler.DispatchState.from_json(build.get("dispatch"), spec.order)
+    _unsettled(state, task_id, in_run)
     reopened = scheduler.skip(spec, state, task_id, int(build.get("maxConcurrency", 5))) or []
     with contextlib.suppress(StateConflict):  # skipped already by an earlier try of this request
         svc.events.record(
@@ -452,6 +466,7 @@ def skip_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = Fals
     def op(spec: scheduler.DagSpec, st: scheduler.DispatchState, m: int) -> scheduler.Decision:
         if in_run and scheduler.all_terminal(spec, st):
             raise RunEnding(build_id)
+        _unsettled(st, task_id, in_run)
         if scheduler.skip(spec, st, task_id, m) is None:
             return scheduler.duplicate(spec, st)
         return scheduler.fill(spec, st, m)

@@ -457,7 +457,7 @@ class Driver:
 
         contextvars.Context().run(run)
         _wire.pending = None  # an injected error still owed dies with its invocation
-        self._join_races()
+        self._join_races(0.3)
         return outcome.get("result"), outcome.get("error")
 
     # --- API calls racing an invocation --------------------------------------------------------------
@@ -469,9 +469,13 @@ class Driver:
         thread.join(0.25)
         self._racing.append(thread)
 
-    def _join_races(self) -> None:
-        while self._racing:
-            self._racing.pop().join(30)
+    def _join_races(self, wait_s: float = 30.0) -> None:
+        """Wait for the API calls still racing (briefly, after an invocation: one that waits for a
+        step the driver has yet to deliver goes on beside the next deliveries)."""
+        for thread in list(self._racing):
+            thread.join(wait_s)
+            if not thread.is_alive():
+                self._racing.remove(thread)
 
     def _api(self, call: Call) -> None:
         from local.apigw import proxy_event
@@ -694,7 +698,9 @@ class Driver:
             for call in [r for r in self.faults.races if r.during == "end"]:
                 self.faults.races.remove(call)
                 self.faults.raced.append(call)
-                contextvars.Context().run(self._api, call)
+                self._race(call)  # it may wait for the next run's end, which the driver plays
+            if not self.faults.started:
+                self._join_races()
             if run.cancelled or not self.faults.started or run.runs >= 4:
                 break
             self.faults.started.pop(0)  # a retry or skip after the end started another run
@@ -713,6 +719,9 @@ class Driver:
                 continue
             if timeout_at is not None and run.deliveries >= timeout_at:
                 break
+            if not self.inbox and self._racing:  # what the API calls still racing will send
+                self._join_races()
+                continue
             if not self.inbox:
                 break
             visible = [m for m in self.inbox if m.visible_at <= self.clock]

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from local import invocations
@@ -198,6 +198,9 @@ def test_any_dag_under_any_faults_ends_as_its_faults_imply(
     with faults.active(schedule, races):
         run = Driver(quiet, faults, random.Random(seed)).run_build(build_id, cancel_at=cancel_at, approvals=edits)
     _count(run, faults, len(schedule) + len(races))
+    note(f"plan={[(t['id'], t['input'].get('dependencies')) for t in plan]} window={window} schedule={schedule} "
+         f"races={races} approvals={approvals} budget={budget} cancel_at={cancel_at} seed={seed}")
+    note(f"events={[(e.seq, e.type.value, e.data.get('taskId'), e.data.get('attempt')) for e in _events(build_id)]}")
     build = check_invariants(run)
     status = _status(build_id)
     if run.execute_error and not run.cancelled:  # Execute or AwaitApproval failed past its retries
@@ -561,3 +564,4 @@ def test_a_task_failing_after_a_cancel_whose_halt_never_came_cancels_its_depende
     dispatching.on_finished({"kind": "finished", "buildId": build_id, "taskId": "a", "attempt": 1, "outcome": "failed"})
     assert _status(build_id)["b"] == "cancelled"
     assert [e.type.value for e in _events(build_id)] == ["build_cancelled"]  # nothing recorded after the end
+
