@@ -42,15 +42,28 @@ class Loaded:
 def plan(svc: Services, build: dict[str, Any]) -> tuple[scheduler.DagSpec, dict[str, Task]]:
     """The build's current plan: its shape for the scheduler and each task's definition, read once
     per process and plan version (an approval edit makes a new version)."""
-    key = (build["buildId"], f"{build.get('planId')}:{build.get('planVersion', 0)}")
+    streamed = streamed_count(build)
+    key = (build["buildId"], f"{build.get('planId')}:{build.get('planVersion', 0)}:{streamed}")
     cached = _plans.get(key)
     if cached is None:
-        tasks = [Task.model_validate(i["task"]) for i in svc.tasks.list(build["buildId"])]
+        items = svc.tasks.list(build["buildId"])
+        if streamed is not None:  # the plan still streams: the tasks handed so far, in that order
+            items = sorted((i for i in items if int(i.get("streamOrder", streamed)) < streamed),
+                           key=lambda i: int(i["streamOrder"]))
+        tasks = [Task.model_validate(i["task"]) for i in items]
         cached = (scheduler.DagSpec.from_tasks(tasks), {t.id: t for t in tasks})
         if len(_plans) > 256:
             _plans.clear()
         _plans[key] = cached
     return cached
+
+
+def streamed_count(build: dict[str, Any]) -> int | None:
+    """While the plan streams and its plan step has started tasks: how many tasks it has handed to
+    the dispatch state (the plan so far, as far as dispatching goes). None once the plan is stored."""
+    if build.get("planId") or build.get("streamedTasks") is None:
+        return None
+    return int(build["streamedTasks"])
 
 
 def dag_spec(svc: Services, build: dict[str, Any]) -> scheduler.DagSpec:
@@ -238,6 +251,9 @@ def finish_execution(svc: Services, cur: Loaded) -> None:
         )
     elif cur.state.halted == "timed_out":  # the dispatcher saw the deadline pass before Step Functions did
         svc.workflow.fail(token, "BuildTimedOut", "The build ran past its time limit.")
+    elif cur.state.halted == "planning_failed":  # the tasks started while it streamed have settled
+        error = cur.build.get("planError") or {}
+        svc.workflow.fail(token, str(error.get("Error") or "PlanningFailed"), str(error.get("Cause") or ""))
     elif cur.state.halted is None:
         svc.workflow.succeed(token, {"halted": None})
 
