@@ -139,7 +139,10 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
     tasks = svc.tasks.list(build_id)
-    running = scheduler.DispatchState.from_json(build.get("dispatch"), [t["taskId"] for t in tasks]).running
+    from shared.logic.dispatching import dispatched_items
+
+    order = [t["taskId"] for t in dispatched_items(build, tasks)]
+    running = scheduler.DispatchState.from_json(build.get("dispatch"), order).running
     views = []
     for t in tasks:
         task = Task.model_validate(t["task"])

@@ -42,15 +42,10 @@ class Loaded:
 def plan(svc: Services, build: dict[str, Any]) -> tuple[scheduler.DagSpec, dict[str, Task]]:
     """The build's current plan: its shape for the scheduler and each task's definition, read once
     per process and plan version (an approval edit makes a new version)."""
-    streamed = streamed_count(build)
-    key = (build["buildId"], f"{build.get('planId')}:{build.get('planVersion', 0)}:{streamed}")
+    key = (build["buildId"], f"{build.get('planId')}:{build.get('planVersion', 0)}:{streamed_count(build)}")
     cached = _plans.get(key)
     if cached is None:
-        items = svc.tasks.list(build["buildId"])
-        if streamed is not None:  # the plan still streams: the tasks handed so far, in that order
-            items = sorted((i for i in items if int(i.get("streamOrder", streamed)) < streamed),
-                           key=lambda i: int(i["streamOrder"]))
-        tasks = [Task.model_validate(i["task"]) for i in items]
+        tasks = [Task.model_validate(i["task"]) for i in dispatched_items(build, svc.tasks.list(build["buildId"]))]
         cached = (scheduler.DagSpec.from_tasks(tasks), {t.id: t for t in tasks})
         if len(_plans) > 256:
             _plans.clear()
@@ -64,6 +59,16 @@ def streamed_count(build: dict[str, Any]) -> int | None:
     if build.get("planId") or build.get("streamedTasks") is None:
         return None
     return int(build["streamedTasks"])
+
+
+def dispatched_items(build: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of the build's task items (in plan order), those its dispatch state is written over, in its
+    order: all of them, or while the plan streams, the tasks handed so far in the order handed."""
+    streamed = streamed_count(build)
+    if streamed is None:
+        return items
+    return sorted((i for i in items if int(i.get("streamOrder", streamed)) < streamed),
+                  key=lambda i: int(i["streamOrder"]))
 
 
 def dag_spec(svc: Services, build: dict[str, Any]) -> scheduler.DagSpec:
