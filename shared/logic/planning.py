@@ -114,13 +114,16 @@ def _plan(
                     starter.offer(item)  # what follows an invalid task waits for the whole plan
                     continue
                 shown += 1
-                svc.events.record(
-                    build_id,
-                    EventType.plan_partial,
-                    {"planId": plan_id, "totalTasksSoFar": shown, "latestTasks": [task.planned()]},
-                    also=[still_planning],
-                )
-            starter.offer(item)  # after its plan_partial: start it now if its dependencies completed
+                partial = {"planId": plan_id, "totalTasksSoFar": shown, "latestTasks": [task.planned()]}
+
+                def record_partial(also: list[dict[str, Any]], partial: dict[str, Any] = partial) -> None:
+                    svc.events.record(build_id, EventType.plan_partial, partial, also=also or [still_planning])
+
+                # With its plan_partial, the task is handed to the dispatch state (and started, if its
+                # dependencies completed) in the same commit.
+                starter.offer(item, record_partial)
+            else:
+                starter.offer(item)  # malformed: what follows it waits for the whole plan
         usage = stream.usage
     except ProviderError as exc:
         _keep_plan_cost(svc, build_id, stream.usage if stream is not None else Usage())  # billed all the same

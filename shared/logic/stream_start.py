@@ -47,6 +47,9 @@ from shared.observability import count, logger
 from shared.plan_validation import FieldClipper, _renamed
 from shared.providers.base import MalformedTask
 
+# Records a streamed task's own event with the given transaction entries (see StreamStarter.offer).
+Record = Callable[[list[dict[str, Any]]], None]
+
 
 def _with_deps(task: Task, deps: list[str]) -> Task:
     return task.model_copy(update={"input": task.input.model_copy(update={"dependencies": deps})})
@@ -151,14 +154,21 @@ class StreamStarter:
         self.gate = StreamGate(clipper, enabled=enabled)
         self.committed = 0  # tasks handed in the dispatch state (the build's streamedTasks)
         self.unsent = False  # a hand's sends were refused by the queue
+        self._known: dict[str, Any] | None = None  # the build item as this step last committed it
 
-    def offer(self, item: dict[str, Any] | MalformedTask) -> None:
+    def offer(self, item: dict[str, Any] | MalformedTask, record: Record | None = None) -> None:
+        """Offer the next streamed item. `record(entries)` records the item's own event (its
+        `plan_partial`) with these transaction entries (an empty list: with its own check): the
+        hand commits in that same transaction, so a task starts one write after its JSON closed."""
         new = self.gate.offer(item)
-        if new:
-            self.resend()
-            self._hand(new)
+        if not new:
+            if record is not None:
+                record([])
+            return
+        self.resend()
+        self._hand(new, record)
 
-    def _hand(self, new: list[Task]) -> None:
+    def _hand(self, new: list[Task], record: Record | None) -> None:
         svc, build_id = self.svc, self.build_id
         first = len(self.gate.handed) - len(new)
         svc.tasks.put_streamed(build_id, self.plan_id, [(first + i, t) for i, t in enumerate(new)])
@@ -166,10 +176,13 @@ class StreamStarter:
         spec = scheduler.DagSpec.from_tasks(handed)
         new_ids = [t.id for t in new]
         op = handed_op(new_ids)
-        for _ in range(50):
-            build = svc.builds.require(build_id)
+        for attempt in range(50):
+            # What this step last committed is most likely still current (its version decides).
+            build = self._known if attempt == 0 and self._known is not None else svc.builds.require(build_id)
             if build["status"] != BuildStatus.planning:  # cancelled: nothing more is handed
                 self.gate.closed = "the build is no longer planning"
+                if record is not None:
+                    raise StateConflict(f"build {build_id} is {build['status']}")
                 return
             cur = dispatching.Loaded(
                 build,
@@ -181,14 +194,28 @@ class StreamStarter:
             update = dispatching.state_update(cur).set(streamedTasks=len(handed)).when(
                 "{status} = :planning", planning=BuildStatus.planning.value
             )
-            if build.get("deadlineAt") is None:  # the build's time limit holds from its first task
-                update.set(deadlineAt=dispatching.run_started_at(build) + svc.settings.build_timeout_seconds * 1000)
+            deadline = build.get("deadlineAt")
+            if deadline is None:  # the build's time limit holds from its first task
+                deadline = dispatching.run_started_at(build) + svc.settings.build_timeout_seconds * 1000
+                update.set(deadlineAt=deadline)
             if decision.sends:
                 update.set(stepVersion=cur.version + 1)
             try:
-                svc.builds.update(build_id, update)
+                if record is not None:
+                    record([svc.builds.tx_update(build_id, update)])
+                else:
+                    svc.builds.update(build_id, update)
             except StateConflict:
+                self._known = None
                 continue
+            self._known = {
+                **build,
+                "dispatch": cur.state.to_json(spec.order),
+                "dispatchVersion": cur.version + 1,
+                "haltedBy": cur.state.halted,
+                "streamedTasks": len(handed),
+                "deadlineAt": deadline,
+            }
             break
         else:  # pragma: no cover - 50 lost races in a row
             raise RuntimeError(f"handing streamed tasks of {build_id} kept losing races")
