@@ -26,39 +26,36 @@ class TaskStore:
                 self.update(build_id, t.id, Update().set(order=i, task=t.model_dump(mode="json")))
         self._put_items(build_id, plan_id, [(i, t, None) for i, t in enumerate(tasks) if t.id not in handed])
 
-    def put_streamed(self, build_id: str, plan_id: str, tasks: list[tuple[int, Task]]) -> None:
-        """Items of tasks handed to the dispatch state while the plan streams: `streamOrder` is the
-        place in the order they were handed, and never changes (what a dispatch step reads then)."""
-        self._put_items(build_id, plan_id, [(i, t, i) for i, t in tasks])
+    def tx_put_streamed(self, build_id: str, plan_id: str, tasks: list[tuple[int, Task]]) -> list[dict[str, Any]]:
+        """Transaction entries putting the items of tasks handed to the dispatch state while the plan
+        streams: `streamOrder` is the place in the order they were handed, and never changes (what a
+        dispatch step reads then)."""
+        return [{"Put": {"TableName": self.table, "Item": self._item(build_id, plan_id, i, t, i)}} for i, t in tasks]
 
     def _put_items(self, build_id: str, plan_id: str, tasks: list[tuple[int, Task, int | None]]) -> None:
         ddb = client("dynamodb")
-        kept = {TTL_ATTRIBUTE: int(time.time()) + self.ttl_seconds} if self.ttl_seconds else {}
-        items = [
-            {
-                "PutRequest": {
-                    "Item": to_item(
-                        {
-                            "buildId": build_id,
-                            "taskId": t.id,
-                            "planId": plan_id,
-                            "order": i,
-                            "task": t.model_dump(mode="json"),
-                            "status": TaskStatus.pending.value,
-                            "attempt": 0,
-                            **({"streamOrder": streamed} if streamed is not None else {}),
-                            **kept,
-                        }
-                    )
-                }
-            }
-            for i, t, streamed in tasks
-        ]
+        items = [{"PutRequest": {"Item": self._item(build_id, plan_id, i, t, streamed)}} for i, t, streamed in tasks]
         for start in range(0, len(items), 25):
             pending = {self.table: items[start : start + 25]}
             while pending:
                 resp = ddb.batch_write_item(RequestItems=pending)
                 pending = resp.get("UnprocessedItems") or {}
+
+    def _item(self, build_id: str, plan_id: str, order: int, task: Task, streamed: int | None) -> dict[str, Any]:
+        kept = {TTL_ATTRIBUTE: int(time.time()) + self.ttl_seconds} if self.ttl_seconds else {}
+        return to_item(
+            {
+                "buildId": build_id,
+                "taskId": task.id,
+                "planId": plan_id,
+                "order": order,
+                "task": task.model_dump(mode="json"),
+                "status": TaskStatus.pending.value,
+                "attempt": 0,
+                **({"streamOrder": streamed} if streamed is not None else {}),
+                **kept,
+            }
+        )
 
     def get(self, build_id: str, task_id: str) -> dict[str, Any] | None:
         item = (

@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared import scheduler
-from shared.dal.table import Update
+from shared.dal.table import Update, transact
 from shared.errors import StateConflict, StepwiseError
 from shared.ids import now_ms
 from shared.logic import dispatching
@@ -46,6 +46,14 @@ from shared.models.plan import Task
 from shared.observability import count, logger
 from shared.plan_validation import FieldClipper, _renamed
 from shared.providers.base import MalformedTask
+
+_ITEMS_IN_COMMIT = 50  # task items written in the commit that hands them (a transaction holds 100)
+
+
+def transact_in_batches(entries: list[dict[str, Any]]) -> None:
+    for start in range(0, len(entries), _ITEMS_IN_COMMIT):
+        transact(entries[start : start + _ITEMS_IN_COMMIT])
+
 
 # Records a streamed task's own event with the given transaction entries (see StreamStarter.offer).
 Record = Callable[[list[dict[str, Any]]], None]
@@ -171,7 +179,12 @@ class StreamStarter:
     def _hand(self, new: list[Task], record: Record | None) -> None:
         svc, build_id = self.svc, self.build_id
         first = len(self.gate.handed) - len(new)
-        svc.tasks.put_streamed(build_id, self.plan_id, [(first + i, t) for i, t in enumerate(new)])
+        # The items commit with the state over them (in one transaction, unless a long chain of
+        # waiting tasks is released at once: then they are written first, unread until that commit).
+        items = svc.tasks.tx_put_streamed(build_id, self.plan_id, [(first + i, t) for i, t in enumerate(new)])
+        if len(items) > _ITEMS_IN_COMMIT:
+            transact_in_batches(items)
+            items = []
         handed = list(self.gate.handed)
         spec = scheduler.DagSpec.from_tasks(handed)
         new_ids = [t.id for t in new]
@@ -201,10 +214,11 @@ class StreamStarter:
             if decision.sends:
                 update.set(stepVersion=cur.version + 1)
             try:
+                entries = [svc.builds.tx_update(build_id, update), *items]
                 if record is not None:
-                    record([svc.builds.tx_update(build_id, update)])
+                    record(entries)
                 else:
-                    svc.builds.update(build_id, update)
+                    transact(entries)
             except StateConflict:
                 self._known = None
                 continue
