@@ -55,6 +55,12 @@ def transact_in_batches(entries: list[dict[str, Any]]) -> None:
         transact(entries[start : start + _ITEMS_IN_COMMIT])
 
 
+# At most this many tasks are handed while a plan streams; the rest of a longer plan waits for its end.
+# A dispatch step reads every handed task's item while the plan streams (a stored plan is read once
+# per process), so this bounds that reading for the plans of MAX_PLAN_TASKS; the first tasks, whose
+# early start is the point, are the ones handed.
+STREAM_HAND_LIMIT = 64
+
 # Records a streamed task's own event with the given transaction entries (see StreamStarter.offer).
 Record = Callable[[list[dict[str, Any]]], None]
 
@@ -69,8 +75,11 @@ class StreamGate:
     `offer` each item the stream yields (clipped by `clipper`, the plan's own), in stream order; it
     returns the tasks handed by that item, in order, each with the dependencies it is handed with."""
 
-    def __init__(self, clipper: FieldClipper | None = None, *, enabled: bool = True) -> None:
+    def __init__(
+        self, clipper: FieldClipper | None = None, *, enabled: bool = True, limit: int = STREAM_HAND_LIMIT
+    ) -> None:
         self.clipper = clipper or FieldClipper()
+        self.limit = limit
         self.closed: str | None = None if enabled else "disabled"
         self.seen: set[str] = set()  # every valid task's id as the plan will have it (duplicates renamed)
         self.writers: dict[str, list[str]] = {}  # targetPath -> the ids writing it, in plan order
@@ -113,6 +122,10 @@ class StreamGate:
         while progress:
             progress = False
             for t in list(self.waiting):
+                if len(self.handed) >= self.limit:  # a long plan: the rest waits for its end
+                    self.closed = f"{self.limit} tasks handed while the plan streams"
+                    self.waiting.clear()
+                    return out
                 if all(d in self.handed_ids for d in t.dependencies):  # a self-dependency never is
                     self.waiting.remove(t)
                     self.handed.append(t)

@@ -63,6 +63,12 @@ def test_an_invalid_task_ends_the_handing_and_duplicates_wait_for_the_plan():
     assert invalid.offer(task("y")) == []
 
 
+def test_a_long_plan_hands_its_first_tasks_and_the_rest_waits_for_its_end():
+    gate = StreamGate(limit=2)
+    handed = [t for i in range(4) for t in gate.offer(task(f"t{i}"))]
+    assert _ids(handed) == ["t0", "t1"] and gate.closed
+
+
 def test_nothing_is_handed_when_streaming_execution_is_off():
     assert StreamGate(enabled=False).offer(task("a")) == []
 
