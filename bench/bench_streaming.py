@@ -33,7 +33,7 @@ from typing import Any
 
 CHUNK_CHARS = 40
 CHUNK_DELAY_MS = 20
-RUNS = 3
+RUNS = 5
 QUICK_RUNS = 1
 USER = "dev"
 TERMINAL = {"build_completed", "build_failed", "build_cancelled"}

@@ -78,6 +78,9 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
     tasks = svc.tasks.list(build_id)
     metrics = metrics_of(build, tasks)
     error = state.get("error")
+    planned_error = build.get("planError")  # planning failed after tasks started: its reason, in its words
+    if error and planned_error and error.get("Error") == planned_error.get("Error"):
+        error = {**error, **planned_error}
     not_terminal = Update().when_not_in("status", TERMINAL_BUILD_STATUSES)
     if not error:
         status = (

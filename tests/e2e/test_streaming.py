@@ -125,6 +125,7 @@ class TestStreamingExecution:
         check_log(events)
         end = end_of(events)
         assert end["type"] == "build_failed" and end["data"]["reason"] == "plan_too_large"
+        assert "MAX_PLAN_TASKS=3" in end["data"]["message"]  # the planning reason, in its words
         assert end is events[-1]  # after every started task has finished
         assert not of(events, "plan_generated")
         ran = {e["data"]["taskId"] for e in of(events, "task_started")}
