@@ -20,6 +20,8 @@ STEPWISE_MOCK_SCRIPT: Final = "STEPWISE_MOCK_SCRIPT"
 REQUIRE_PLAN_APPROVAL: Final = "REQUIRE_PLAN_APPROVAL"
 PLAN_APPROVAL_TIMEOUT_SECONDS: Final = "PLAN_APPROVAL_TIMEOUT_SECONDS"
 ALLOW_LINEAR_FALLBACK: Final = "ALLOW_LINEAR_FALLBACK"
+# Start a task while the plan still streams, once its JSON closed and its dependencies completed.
+STREAM_EXECUTION: Final = "STREAM_EXECUTION"
 TASK_TIMEOUT_SECONDS: Final = "TASK_TIMEOUT_SECONDS"
 TASK_MAX_ATTEMPTS: Final = "TASK_MAX_ATTEMPTS"
 BUILD_TIMEOUT_SECONDS: Final = "BUILD_TIMEOUT_SECONDS"
@@ -59,6 +61,9 @@ CONNECTIONS_TABLE: Final = "CONNECTIONS_TABLE"  # WebSocket connections and thei
 WEBSOCKET_CALLBACK_URL: Final = "WEBSOCKET_CALLBACK_URL"  # https://{api}.execute-api.{region}.amazonaws.com/{stage}
 COGNITO_ISSUER: Final = "COGNITO_ISSUER"  # https://cognito-idp.{region}.amazonaws.com/{userPoolId}
 COGNITO_CLIENT_ID: Final = "COGNITO_CLIENT_ID"  # the app client whose tokens open a WebSocket
+# The pool's hosted UI (https://{prefix}.auth.{region}.amazoncognito.com). With the two above it makes
+# `stepwise serve` sign its dashboard in through that pool and accept the pool's JWTs (opt-in).
+COGNITO_DOMAIN: Final = "COGNITO_DOMAIN"
 
 # Powertools
 POWERTOOLS_SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     require_plan_approval: bool = Field(False, alias=c.REQUIRE_PLAN_APPROVAL)
     plan_approval_timeout_seconds: int = Field(300, ge=1, le=86_400, alias=c.PLAN_APPROVAL_TIMEOUT_SECONDS)
     allow_linear_fallback: bool = Field(True, alias=c.ALLOW_LINEAR_FALLBACK)
+    stream_execution: bool = Field(True, alias=c.STREAM_EXECUTION)
     task_timeout_seconds: float = Field(60, gt=0, le=900, alias=c.TASK_TIMEOUT_SECONDS)
     task_max_attempts: int = Field(3, ge=1, le=10, alias=c.TASK_MAX_ATTEMPTS)
     task_retry_base_seconds: float = Field(1.0, ge=0, le=300, alias=c.TASK_RETRY_BASE_SECONDS)
@@ -78,6 +79,7 @@ class Settings(BaseSettings):
     websocket_callback_url: str = Field("", alias=c.WEBSOCKET_CALLBACK_URL)
     cognito_issuer: str = Field("", alias=c.COGNITO_ISSUER)
     cognito_client_id: str = Field("", alias=c.COGNITO_CLIENT_ID)
+    cognito_domain: str = Field("", alias=c.COGNITO_DOMAIN, pattern=r"^$|^https?://\S+[^/]$")
 
     @field_validator("webhook_allowed_hosts")
     @classmethod
@@ -114,6 +116,12 @@ class Settings(BaseSettings):
     def record_ttl_seconds(self) -> int:
         """How long builds, tasks, events, cache entries and files are kept (RECORD_TTL_DAYS)."""
         return self.record_ttl_days * 86_400
+
+    @property
+    def cognito(self) -> bool:
+        """`stepwise serve` signs its dashboard in through this user pool and accepts the pool's JWTs
+        (COGNITO_ISSUER, COGNITO_CLIENT_ID and COGNITO_DOMAIN all set)."""
+        return bool(self.cognito_issuer and self.cognito_client_id and self.cognito_domain)
 
     @property
     def tokens(self) -> dict[str, str]:

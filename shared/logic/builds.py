@@ -135,27 +135,62 @@ def list_builds(owner: str, limit: int, cursor: str | None, svc: Services | None
     )
 
 
+# What a build's page shows of each task and what its metrics add up: not the task's prompt and
+# context (up to 8,000 characters each) nor the engine's bookkeeping on the item.
+VIEW_ATTRIBUTES = (
+    "taskId",
+    "task.type",
+    "task.name",
+    "task.description",
+    "task.estimatedDuration",
+    "task.input.targetPath",
+    "task.input.dependencies",
+    "status",
+    "attempt",
+    "startedAt",
+    "completedAt",
+    "durationMs",
+    "usage",
+    "cached",
+    "skippedBecause",
+    "error",
+    "files",
+    "spentUsd",
+    "spentPromptTokens",
+    "spentCompletionTokens",
+    "spentUnpriced",
+    "streamOrder",
+)
+
+
 def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildView:
+    """The build with each task's run state: the build item and one Query of the tasks' shown
+    attributes (their definitions were validated when the plan was stored)."""
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
-    tasks = svc.tasks.list(build_id)
-    running = scheduler.DispatchState.from_json(build.get("dispatch"), [t["taskId"] for t in tasks]).running
+    tasks = svc.tasks.list(build_id, attributes=VIEW_ATTRIBUTES)
+    from shared.logic.dispatching import dispatched_items
+
+    # while the plan streams, the dispatch state is written over the tasks handed so far
+    order = [t["taskId"] for t in dispatched_items(build, tasks)]
+    running = scheduler.DispatchState.from_json(build.get("dispatch"), order).running
     views = []
     for t in tasks:
-        task = Task.model_validate(t["task"])
+        task, task_id = t["task"], t["taskId"]
+        task_input = task.get("input") or {}
         status = TaskStatus(t["status"])
-        if status == TaskStatus.pending and task.id in running:
+        if status == TaskStatus.pending and task_id in running:
             status = TaskStatus.queued
         usage = t.get("usage")
         views.append(
             TaskView(
-                id=task.id,
-                type=task.type.value,
-                name=task.name,
-                description=task.description,
-                estimatedDuration=task.estimatedDuration,
-                dependsOn=task.dependencies,
-                targetPath=task.input.targetPath,
+                id=task_id,
+                type=task["type"],
+                name=task["name"],
+                description=task.get("description", ""),
+                estimatedDuration=task.get("estimatedDuration", 10.0),
+                dependsOn=task_input.get("dependencies") or [],
+                targetPath=task_input.get("targetPath"),
                 status=status,
                 attempt=int(t.get("attempt", 0)),
                 startedAt=t.get("startedAt"),
@@ -373,7 +408,9 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
             svc.workflow.stop(run_id(build_id, run), why)
         except Exception as exc:
             logger.warning("could not stop the build's execution", extra={"run": run, "error": str(exc)[:300]})
-    if build.get("planId"):
+    # A build with a dispatch state (its plan stored, or tasks started while it streamed, which is
+    # read after the cancel committed: no task is handed after it) halts it: nothing more starts.
+    if build.get("planId") or svc.builds.get(build_id, attributes=["streamedTasks"]):
         from shared.dal.queues import finished_message, send_batch
 
         send_batch(
@@ -421,6 +458,8 @@ def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Serv
         )
     if item.get("status") == TaskStatus.cancelled and build["status"] == BuildStatus.executing:
         raise Conflict(f"task {task_id} was cancelled; it can be retried once the build has ended")
+    if not build.get("planId"):  # its plan failed after tasks started while it streamed: no plan to run
+        raise Conflict(f"build {build_id} has no plan; a task can be {action}ped only in a planned build")
     act = dispatching.retry_task if action == "retry" else dispatching.skip_task
     deadline = time.monotonic() + _RUN_END_WAIT_S
     while True:
