@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from local.sizes import item_size  # DynamoDB's item-size rules, as the size checks use them
+from shared.limits import FUNCTION_MEMORY_MB  # what each function gets on AWS, for the GB-s estimate
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = False
@@ -77,9 +78,6 @@ QUICK_BIG_BUDGET_S = 90.0
 SMALL_BUDGET_S = 180.0
 THROUGHPUT_CONCURRENCY = 20
 REFERENCE_LLM = "claude-sonnet-4-5"  # mock token counts priced as this model would charge them
-
-# Memory each function gets on AWS (mirrors infra/constructs/functions.py), for the duration estimate.
-FUNCTION_MEMORY_MB = {"api": 512, "plan": 1024, "dispatch": 512, "task": 1024, "webhook": 256}
 
 # --- public AWS prices, us-east-1, list prices without free tier -----------------------------------
 PRICES_AS_OF = "2025-11"

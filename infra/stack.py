@@ -11,7 +11,7 @@ from constructs import Construct
 from infra.config import StackConfig
 from infra.constructs.api import Api
 from infra.constructs.dashboard import Dashboard
-from infra.constructs.functions import SERVICE_NAME, Functions, function_specs, log_retention
+from infra.constructs.functions import SERVICE_NAME, Functions, log_retention
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.outbox import Outbox
 from infra.constructs.queues import Queues
@@ -34,14 +34,11 @@ class StepwiseStack(Stack):
             self, "Storage", record_ttl_days=config.record_ttl_days, deletion_protection=config.production
         )
         self.secrets = Secrets(self, "Secrets")
-        # Function timeouts decide the queues' visibility timeouts, so they are known first.
-        specs = function_specs(config)
+        # The queues' visibility timeouts follow their consumers' timeouts (`shared.resources`).
         self.queues = Queues(
             self,
             "Queues",
-            task_function_timeout=specs["task"].timeout,
-            dispatch_function_timeout=specs["dispatch"].timeout,
-            webhook_function_timeout=specs["webhook"].timeout,
+            task_timeout_s=config.settings.task_timeout_seconds,
             webhook_max_attempts=config.settings.webhook_max_attempts,
         )
         self.functions = Functions(

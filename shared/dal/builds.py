@@ -8,6 +8,7 @@ from shared.dal.aws import client, error_code, from_item, to_item
 from shared.dal.table import Update
 from shared.errors import NotFound, StateConflict
 from shared.models.build import BuildStatus
+from shared.resources import BUILDS_BY_OWNER_INDEX
 
 
 class BuildStore:
@@ -62,7 +63,7 @@ class BuildStore:
     def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "IndexName": "byOwner",
+            "IndexName": BUILDS_BY_OWNER_INDEX,
             "KeyConditionExpression": "ownerId = :o",
             "ExpressionAttributeValues": {":o": {"S": owner}},
             "ScanIndexForward": False,
