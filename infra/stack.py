@@ -20,7 +20,7 @@ from infra.constructs.storage import Storage
 from infra.constructs.websocket import WebSocket
 from infra.constructs.workflow import Workflow
 from shared import constants as c
-from shared.webhooks.delivery import backoff_seconds
+from shared.webhooks.delivery import delivery_delay_s
 
 
 class StepwiseStack(Stack):
@@ -170,7 +170,7 @@ def queue_age_thresholds(config: StackConfig) -> dict[str, int]:
     base = config.deployment.queue_age_alarm_seconds
     s = config.settings
     schedule = sum(
-        backoff_seconds(n, s.webhook_backoff_base_seconds, s.webhook_backoff_max_seconds, None, rng=lambda: 1.0)
+        delivery_delay_s(n, s.webhook_backoff_base_seconds, s.webhook_backoff_max_seconds, None, rng=lambda: 1.0)
         for n in range(1, s.webhook_max_attempts)
     )
     return {"tasks": base, "task-finished": base, "webhooks": base + int(schedule)}

@@ -421,7 +421,7 @@ def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Serv
         )
     if item.get("status") == TaskStatus.cancelled and build["status"] == BuildStatus.executing:
         raise Conflict(f"task {task_id} was cancelled; it can be retried once the build has ended")
-    act = dispatching.retry_task if action == "retry" else dispatching.skip_task
+    act = dispatching.reopen_task if action == "retry" else dispatching.skip_failed_task
     deadline = time.monotonic() + _RUN_END_WAIT_S
     while True:
         status = build["status"]
@@ -487,7 +487,7 @@ def _resume(svc: Services, build: dict[str, Any], task_id: str, action: str) -> 
         )
     except StateConflict:
         raise Conflict("build changed while re-opening it; try again") from None
-    act = dispatching.retry_task if action == "retry" else dispatching.skip_task
+    act = dispatching.reopen_task if action == "retry" else dispatching.skip_failed_task
     reopened = act(build_id, task_id, svc)
     svc.workflow.start(
         execution,

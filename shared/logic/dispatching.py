@@ -57,7 +57,8 @@ def dag_spec(svc: Services, build: dict[str, Any]) -> scheduler.DagSpec:
     return plan(svc, build)[0]
 
 
-def loaded(svc: Services, build: dict[str, Any]) -> Loaded:
+def dispatch_state_of(svc: Services, build: dict[str, Any]) -> Loaded:
+    """The dispatch state of a build item already read."""
     spec = dag_spec(svc, build)
     return Loaded(
         build,
@@ -67,8 +68,8 @@ def loaded(svc: Services, build: dict[str, Any]) -> Loaded:
     )
 
 
-def _load(svc: Services, build_id: str) -> Loaded:
-    return loaded(svc, svc.builds.require(build_id))
+def _read_dispatch_state(svc: Services, build_id: str) -> Loaded:
+    return dispatch_state_of(svc, svc.builds.require(build_id))
 
 
 def decide(cur: Loaded, op: Op) -> scheduler.Decision:
@@ -111,7 +112,7 @@ def state_update(cur: Loaded) -> Update:
 def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, scheduler.Decision]:
     """Run `op` against the build's dispatch state until its commit wins; then act on the decision."""
     for _ in range(50):
-        cur = _load(svc, build_id)
+        cur = _read_dispatch_state(svc, build_id)
         decision = decide(cur, op)
         if decision.duplicate:
             break
@@ -359,7 +360,7 @@ def on_finished(message: dict[str, Any], svc: Services | None = None) -> None:
             reason = message["reason"]
             apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, reason), label="halt")
         elif kind == "retry":
-            retry_task(build_id, message["taskId"], svc)
+            reopen_task(build_id, message["taskId"], svc)
         else:
             logger.warning("unknown dispatch message dropped", extra={"kind": kind})
     except NotFound:
@@ -397,7 +398,7 @@ def _reopen_items(svc: Services, build_id: str, task_ids: list[str]) -> None:
             )
 
 
-def retry_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
+def reopen_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
     """Re-open a task and its skipped dependents that can run (items first, so a re-opened child can
     be claimed), then let the scheduler start it. Returns the re-opened ids.
 
@@ -419,9 +420,9 @@ def retry_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = Fal
     return reopened
 
 
-def skip_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
+def skip_failed_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
     """The user skips a failed task: it becomes `skipped` (reason user) and the dependents it held
-    back run without its output. Returns the re-opened dependents. `in_run` as for retry_task."""
+    back run without its output. Returns the re-opened dependents. `in_run` as for reopen_task."""
     build = svc.builds.require(build_id)
     if in_run and _ending(svc, build):
         raise RunEnding(build_id)

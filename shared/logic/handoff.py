@@ -106,7 +106,7 @@ def complete(
             build = svc.builds.get(build_id)
             if not build or build.get("status") != BuildStatus.executing or build.get("haltedBy"):
                 return None
-            cur = dispatching.loaded(svc, build)
+            cur = dispatching.dispatch_state_of(svc, build)
             decision = dispatching.decide(cur, op)
             if decision.duplicate or decision.all_terminal or decision.skipped or cur.state.halted:
                 return None  # the dispatcher's to handle: nothing new, the end, or a halt

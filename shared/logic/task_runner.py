@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
 
 from shared import limits
+from shared.backoff import exponential_backoff_s
 from shared.constants import TTL_ATTRIBUTE
 from shared.dal.aws import client, error_code, from_item, to_item
 from shared.dal.queues import finished_message, send_batch, task_message
@@ -59,6 +59,7 @@ from shared.providers.base import (
 from shared.providers.prompts import TEMPLATES_VERSION
 
 _SAFETY_MARGIN_S = 2.0
+RETRY_DELAY_CAP_S = 900.0  # a retry is a delayed message: SQS delays one by 15 minutes at most
 # What a task needs of its build: never the dispatch state, which grows with the build's size.
 _BUILD_FIELDS = ["buildId", "status", "haltedBy", "prompt", "framework", "inputFiles"]
 _STATIC_BUILD_FIELDS = ("buildId", "prompt", "framework", "inputFiles")
@@ -582,7 +583,9 @@ def _settle_failure(
 
 def _follow_failure(svc: Services, msg: TaskMessage, will_retry: bool) -> None:
     if will_retry:
-        delay = backoff_seconds(msg.attempt, svc.settings.task_retry_base_seconds)
+        delay = exponential_backoff_s(
+            msg.attempt, base=svc.settings.task_retry_base_seconds, cap=RETRY_DELAY_CAP_S, jitter=(0.8, 1.2)
+        )
         send_batch(
             svc.settings.tasks_queue_url,
             [
@@ -598,11 +601,6 @@ def _follow_failure(svc: Services, msg: TaskMessage, will_retry: bool) -> None:
         )
     else:
         _tell_dispatcher(svc, msg, "failed", (msg.spent.costUsd or 0.0) if msg.spent else 0.0)
-
-
-def backoff_seconds(attempt: int, base: float) -> float:
-    """Exponential backoff with a little jitter: base, 2*base, 4*base ... (max 15 min)."""
-    return min(900.0, base * (2 ** (attempt - 1)) * random.uniform(0.8, 1.2)) if base > 0 else 0.0
 
 
 def _tell_dispatcher(svc: Services, msg: TaskMessage, outcome: str, cost: float) -> None:

@@ -21,7 +21,7 @@ from shared.logic.services import Services, services
 from shared.models.events import Event
 from shared.observability import count, logger
 from shared.signing import parse_secret_list
-from shared.webhooks.delivery import DeliveryOutcome, EndpointRateLimiter, backoff_seconds, deliver
+from shared.webhooks.delivery import DeliveryOutcome, EndpointRateLimiter, deliver, delivery_delay_s
 
 _limiter = EndpointRateLimiter(rate_per_s=20)
 
@@ -99,7 +99,7 @@ def handle(msg: Received, dlq_url: str | None = None, svc: Services | None = Non
         count("webhook.dead_lettered")
         _retry_after(msg, 0, event)
         raise RetryLater(f"last attempt failed: {result.reason}")
-    delay = backoff_seconds(
+    delay = delivery_delay_s(
         msg.receive_count,
         svc.settings.webhook_backoff_base_seconds,
         svc.settings.webhook_backoff_max_seconds,
