@@ -22,8 +22,9 @@ from local.context import LocalContext
 from local.pollers import MAX_MESSAGE_BYTES, Handler, SqsPoller, StreamRelay
 from shared import constants as c
 from shared import limits, resources
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.dal.aws import client, reset_clients
-from shared.logic.services import reset_services
+from shared.logic.services import reset_services, use_clock
 from shared.settings import ConfigurationError, get_settings, missing_credentials, reset_settings
 
 ASL_PATH = Path(__file__).resolve().parent.parent / "infra" / "statemachine.asl.json"
@@ -99,6 +100,7 @@ class LocalRuntime:
         visibility_scale: float = 1.0,
         env: dict[str, str] | None = None,
         aws_port: int | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.task_workers = task_workers
         self.webhook_workers = webhook_workers
@@ -107,6 +109,7 @@ class LocalRuntime:
         # What each function is stopped at, as deployed (`shared.resources`); set when it starts.
         self.functions: dict[str, resources.FunctionLimits] = resources.functions(60)
         self.env = env or {}
+        self.clock = clock or SYSTEM_CLOCK  # what the handlers' logic reads the time from
         self.resources = Resources()
         self.pollers: list[SqsPoller] = []
         self.relay: StreamRelay | None = None
@@ -139,7 +142,7 @@ class LocalRuntime:
         invocations.install()
         reset_clients()
         reset_settings()
-        reset_services()
+        use_clock(self.clock)
         settings = get_settings()  # fail fast, naming a bad variable, before anything runs
         try:
             missing = missing_credentials(settings)
@@ -201,7 +204,7 @@ class LocalRuntime:
             else:
                 os.environ[key] = value
         reset_settings()
-        reset_services()
+        use_clock(None)
 
     def _set_env(self, key: str, value: str) -> None:
         if key not in self._saved_env:

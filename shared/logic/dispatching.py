@@ -19,7 +19,6 @@ from shared import scheduler
 from shared.dal.queues import send_batch, task_message
 from shared.dal.table import Update
 from shared.errors import NotFound, StateConflict
-from shared.ids import now_ms
 from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
 from shared.models.events import EventType
@@ -37,6 +36,7 @@ class Loaded:
     spec: scheduler.DagSpec
     state: scheduler.DispatchState
     version: int
+    now_ms: int  # when it was read (services' clock): the step's deadline check and updatedAt
 
 
 def plan(svc: Services, build: dict[str, Any]) -> tuple[scheduler.DagSpec, dict[str, Task]]:
@@ -65,6 +65,7 @@ def dispatch_state_of(svc: Services, build: dict[str, Any]) -> Loaded:
         spec,
         scheduler.DispatchState.from_json(build.get("dispatch"), spec.order),
         int(build.get("dispatchVersion", 0)),
+        svc.clock.now_ms(),
     )
 
 
@@ -76,7 +77,7 @@ def decide(cur: Loaded, op: Op) -> scheduler.Decision:
     """`op` on the loaded state, then what every step also checks: the build's time limit and
     budget. Mutates `cur.state`; nothing is written."""
     max_conc = int(cur.build.get("maxConcurrency", 5))
-    if _past_deadline(cur.build) and cur.state.halted is None:
+    if _past_deadline(cur.build, cur.now_ms) and cur.state.halted is None:
         scheduler.halt(cur.spec, cur.state, "timed_out")
     decision = op(cur.spec, cur.state, max_conc)
     budget = cur.build.get("budgetUsd")
@@ -103,7 +104,7 @@ def state_update(cur: Loaded) -> Update:
             dispatch=cur.state.to_json(cur.spec.order),
             dispatchVersion=cur.version + 1,
             haltedBy=cur.state.halted,  # None removes it; a task claim checks it is absent
-            updatedAt=now_ms(),
+            updatedAt=cur.now_ms,
         )
         .when("attribute_not_exists({dispatchVersion}) OR {dispatchVersion} = :ver", ver=cur.version)
     )
@@ -162,16 +163,16 @@ def run_started_at(build: dict[str, Any]) -> int:
     return int(build.get("runStartedAt") or build["createdAt"])
 
 
-def _past_deadline(build: dict[str, Any]) -> bool:
+def _past_deadline(build: dict[str, Any], now_ms: int) -> bool:
     deadline = build.get("deadlineAt")
-    return deadline is not None and now_ms() > int(deadline)
+    return deadline is not None and now_ms > int(deadline)
 
 
 def _record_skips(svc: Services, build_id: str, decision: scheduler.Decision) -> None:
     for task_id, dependency in decision.skipped:
         skip = (
             Update()
-            .set(status=TaskStatus.skipped.value, skippedBecause=dependency, updatedAt=now_ms())
+            .set(status=TaskStatus.skipped.value, skippedBecause=dependency, updatedAt=svc.clock.now_ms())
             .when("{status} = :pending", pending=TaskStatus.pending.value)
         )
         with contextlib.suppress(StateConflict):  # already skipped by an earlier run of this step
@@ -192,7 +193,7 @@ def _cancel_unstarted(svc: Services, build_id: str, cur: Loaded) -> None:
                 build_id,
                 task_id,
                 Update()
-                .set(status=TaskStatus.cancelled.value, updatedAt=now_ms())
+                .set(status=TaskStatus.cancelled.value, updatedAt=svc.clock.now_ms())
                 .when("{status} = :pending", pending=TaskStatus.pending.value),
             )
 
@@ -247,7 +248,7 @@ def finish_execution(svc: Services, cur: Loaded) -> None:
 def await_approval(build_id: str, token: str, svc: Services | None = None) -> dict[str, Any]:
     svc = svc or services()
     build = svc.builds.require(build_id)
-    expires = now_ms() + svc.settings.plan_approval_timeout_seconds * 1000
+    expires = svc.clock.now_ms() + svc.settings.plan_approval_timeout_seconds * 1000
     try:
         svc.events.record(
             build_id,
@@ -266,9 +267,9 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
                     .set(
                         status=BuildStatus.awaiting_approval.value,
                         approvalToken=token,
-                        approvalRequestedAt=now_ms(),
+                        approvalRequestedAt=svc.clock.now_ms(),
                         approvalExpiresAt=expires,
-                        updatedAt=now_ms(),
+                        updatedAt=svc.clock.now_ms(),
                     )
                     .when("{status} = :planning", planning=BuildStatus.planning.value),
                 )
@@ -281,7 +282,7 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
             svc.builds.update(
                 build_id,
                 Update()
-                .set(approvalToken=token, updatedAt=now_ms())
+                .set(approvalToken=token, updatedAt=svc.clock.now_ms())
                 .when("{status} = :waiting", waiting=BuildStatus.awaiting_approval.value),
             )
         logger.info("approval already requested or build moved on", extra={"buildId": build_id})
@@ -296,13 +297,13 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
         return {"started": False}
     if build.get("executeStartedAt") is None:
         run_started = run_started_at(build)  # a retried run has its own time limit
-        remaining = svc.settings.build_timeout_seconds - (now_ms() - run_started) / 1000
+        remaining = svc.settings.build_timeout_seconds - (svc.clock.now_ms() - run_started) / 1000
         approved = int(build.get("approvedAt") or 0)
         if approved >= run_started:  # time spent waiting for a human does not count
             remaining += (approved - int(build.get("approvalRequestedAt") or approved)) / 1000
-        deadline = now_ms() + int(max(1.0, remaining) * 1000)
+        deadline = svc.clock.now_ms() + int(max(1.0, remaining) * 1000)
     else:
-        deadline = int(build.get("deadlineAt") or now_ms())
+        deadline = int(build.get("deadlineAt") or svc.clock.now_ms())
     try:
         svc.builds.update(
             build_id,
@@ -311,8 +312,8 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
                 status=BuildStatus.executing.value,
                 executeToken=token,
                 deadlineAt=deadline,
-                executeStartedAt=build.get("executeStartedAt") or now_ms(),
-                updatedAt=now_ms(),
+                executeStartedAt=build.get("executeStartedAt") or svc.clock.now_ms(),
+                updatedAt=svc.clock.now_ms(),
             )
             .when_not_in("status", TERMINAL_BUILD_STATUSES),
         )
@@ -393,7 +394,7 @@ def _reopen_items(svc: Services, build_id: str, task_ids: list[str]) -> None:
                 build_id,
                 t,
                 Update()
-                .set(status=TaskStatus.pending.value, error=None, skippedBecause=None, updatedAt=now_ms())
+                .set(status=TaskStatus.pending.value, error=None, skippedBecause=None, updatedAt=svc.clock.now_ms())
                 .when("{status} IN (:f, :t, :s, :c)", f="failed", t="timeout", s="skipped", c="cancelled"),
             )
 
@@ -439,7 +440,7 @@ def skip_failed_task(build_id: str, task_id: str, svc: Services, *, in_run: bool
                     build_id,
                     task_id,
                     Update()
-                    .set(status=TaskStatus.skipped.value, skippedBecause="user", updatedAt=now_ms())
+                    .set(status=TaskStatus.skipped.value, skippedBecause="user", updatedAt=svc.clock.now_ms())
                     .when("{status} IN (:f, :t)", f="failed", t="timeout"),
                 )
             ],
@@ -492,7 +493,7 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
     name = (item.get("task") or {}).get("name", task_id)
     dead = (
         Update()
-        .set(status=TaskStatus.failed.value, error="dead-lettered", updatedAt=now_ms())
+        .set(status=TaskStatus.failed.value, error="dead-lettered", updatedAt=svc.clock.now_ms())
         .when(
             "({attempt} = :n AND {status} = :ip) OR ({attempt} < :n AND {status} IN (:p, :q))",
             n=attempt,

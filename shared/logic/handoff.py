@@ -33,7 +33,6 @@ from typing import Any
 
 from shared.dal.table import Update
 from shared.errors import StateConflict
-from shared.ids import now_ms
 from shared.logic import dispatching
 from shared.logic.services import Services
 from shared.models.build import BuildStatus
@@ -113,7 +112,7 @@ def complete(
             sends = decision.sends
             tasks = dispatching.plan(svc, build)[1]
             nxt = [(t, a) for t, a in sends if t in tasks][: max(0, min(run_here, HANDOFF_LIMIT))]
-            started = now_ms()
+            started = svc.clock.now_ms()
             done = completion().set(released=[[t, a] for t, a in sends], handedTo=[[t, a] for t, a in nxt] or None)
             entries: list[tuple[EventType, Any]] = [(EventType.task_completed, completed)]
             also = [

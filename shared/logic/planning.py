@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from shared import dag
 from shared.dal.table import Update
 from shared.errors import CircularDependencies, PlanningFailed, PlanTooLarge, StateConflict
-from shared.ids import new_plan_id, now_ms
+from shared.ids import new_plan_id
 from shared.logic.dispatching import run_started_at
 from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
@@ -150,7 +150,7 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
             blocked=plan.blocked,
             cycles=plan.cycles or None,
             planUsage=usage.model_dump(),
-            updatedAt=now_ms(),
+            updatedAt=svc.clock.now_ms(),
         )
         .when("{status} = :planning", planning=BuildStatus.planning.value)
     )
@@ -193,7 +193,7 @@ def _ended(build_id: str, status: str) -> dict[str, Any]:
 
 
 def _result(svc: Services, build: dict[str, Any]) -> dict[str, Any]:
-    elapsed = (now_ms() - run_started_at(build)) / 1000
+    elapsed = (svc.clock.now_ms() - run_started_at(build)) / 1000
     remaining = max(1, int(svc.settings.build_timeout_seconds - elapsed))
     first_run = build["status"] == BuildStatus.planning
     wants = bool(build.get("requireApproval")) or bool(build.get("blocked"))
@@ -209,7 +209,7 @@ def _keep_plan_cost(svc: Services, build_id: str, usage: Usage) -> None:
     with contextlib.suppress(StateConflict):  # the build moved on: nothing to keep it on
         svc.builds.update(
             build_id,
-            Update().set(planUsage=usage.model_dump(), updatedAt=now_ms()).when(
+            Update().set(planUsage=usage.model_dump(), updatedAt=svc.clock.now_ms()).when(
                 "{status} = :planning", planning=BuildStatus.planning.value
             ),
         )

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,7 +31,6 @@ from shared.dal.aws import client, error_code, from_item, to_item
 from shared.dal.queues import finished_message, send_batch, task_message
 from shared.dal.table import Update, transact
 from shared.errors import NotFound, StateConflict
-from shared.ids import now_ms
 from shared.logic import dispatching, handoff
 from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES
@@ -238,7 +236,7 @@ def _claim(svc: Services, msg: TaskMessage) -> list[Claimed]:
         if _stopped(fresh):
             return _replay(svc, msg, task, current=item, halted=True)
         build = _remember_build(fresh)
-    started = now_ms()
+    started = svc.clock.now_ms()
     try:
         svc.events.record(
             msg.buildId,
@@ -300,7 +298,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
 
     attempt_usage = Usage() if cached else result.usage
     usage = spent + attempt_usage
-    duration = now_ms() - started
+    duration = svc.clock.now_ms() - started
     completed = {
         "taskId": task.id,
         "taskName": task.name,
@@ -320,8 +318,8 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
                 cached=cached,
                 usage=usage.model_dump(),
                 durationMs=duration,
-                completedAt=now_ms(),
-                updatedAt=now_ms(),
+                completedAt=svc.clock.now_ms(),
+                updatedAt=svc.clock.now_ms(),
                 error=None,
             )
             .when("{status} = :ip AND {attempt} = :a", ip=TaskStatus.in_progress.value, a=msg.attempt)
@@ -332,7 +330,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     # runs one, and the memory's free slots the others.
     may_run_next = remaining_ms() / 1000 - _SAFETY_MARGIN_S >= settings.task_timeout_seconds
     extra = slots.take(handoff.HANDOFF_LIMIT - 1) if may_run_next else 0
-    indexed_at = now_ms()
+    indexed_at = svc.clock.now_ms()
     index = svc.file_index.tx_puts(msg.buildId, infos, indexed_at)  # the paths, readable once completed
     try:
         handed = handoff.complete(
@@ -557,10 +555,10 @@ def _settle_failure(
     status = TaskStatus.queued if will_retry else TaskStatus.timeout if timed_out else TaskStatus.failed
     this = attempt_usage or Usage()
     total = (usage or Usage()) + this
-    duration = now_ms() - started
+    duration = svc.clock.now_ms() - started
     update = (
         _billed(Update(), this)
-        .set(status=status.value, error=error, updatedAt=now_ms(), durationMs=duration, usage=total.model_dump())
+        .set(status=status.value, error=error, updatedAt=svc.clock.now_ms(), durationMs=duration, usage=total.model_dump())
         .when("{status} = :ip AND {attempt} = :a", ip=TaskStatus.in_progress.value, a=msg.attempt)
     )
     if timed_out:
@@ -621,7 +619,7 @@ def _cancel(svc: Services, msg: TaskMessage) -> None:
             msg.buildId,
             msg.taskId,
             Update()
-            .set(status=TaskStatus.cancelled.value, updatedAt=now_ms())
+            .set(status=TaskStatus.cancelled.value, updatedAt=svc.clock.now_ms())
             .when("{status} IN (:p, :q)", p="pending", q="queued"),
         )
     except StateConflict:
@@ -686,7 +684,7 @@ def _replay(
         _follow_failure(svc, msg.model_copy(update={"spent": recorded}), True)  # the retry may not have been sent
     elif status == TaskStatus.in_progress and attempt == msg.attempt:
         started = int(current.get("startedAt", 0))
-        stale_in = limits.stale_after_s(svc.settings.task_timeout_seconds) - (now_ms() - started) / 1000
+        stale_in = limits.stale_after_s(svc.settings.task_timeout_seconds) - (svc.clock.now_ms() - started) / 1000
         if stale_in > 0:
             raise TaskStillRunning(f"{msg.taskId} attempt {msg.attempt} may still be running; checking later", stale_in)
         if halted:
@@ -706,7 +704,7 @@ def _replay(
 def _adopt(svc: Services, msg: TaskMessage, task: Task, started: int) -> Claimed | None:
     """Take over an attempt whose worker died before settling it: the same attempt, run again by
     this consumer, only while the build runs and nobody else took it over. None if that lost."""
-    now = now_ms()
+    now = svc.clock.now_ms()
     take = (
         Update()
         .set(startedAt=now, updatedAt=now)
@@ -746,7 +744,7 @@ def _replay_handoff(svc: Services, msg: TaskMessage, current: dict[str, Any], *,
         if (task_id, int(attempt)) in handed:
             watched.append((child_msg, child))
             if child.get("status") == TaskStatus.in_progress and int(child.get("attempt") or 0) == int(attempt):
-                running_for = max(running_for, stale_s - (now_ms() - int(child.get("startedAt") or 0)) / 1000)
+                running_for = max(running_for, stale_s - (svc.clock.now_ms() - int(child.get("startedAt") or 0)) / 1000)
         elif int(child.get("attempt") or 0) < int(attempt) and child.get("status") in ("pending", "queued"):
             if halted:
                 _cancel(svc, child_msg)
@@ -798,7 +796,7 @@ def _cache_get(svc: Services, key: str | None) -> TransformResult | None:
     if not item:
         return None
     data = from_item(item)
-    if int(data.get(TTL_ATTRIBUTE, 0)) < time.time():  # DynamoDB's TTL deletes late: check it here
+    if int(data.get(TTL_ATTRIBUTE, 0)) < svc.clock.time():  # DynamoDB's TTL deletes late: check it here
         return None
     return TransformResult(files=[GeneratedFile(**f) for f in data["files"]], usage=Usage())
 
@@ -814,7 +812,7 @@ def _cache_put(svc: Services, key: str, result: TransformResult) -> None:
                 {
                     "cacheKey": key,
                     "files": body,
-                    TTL_ATTRIBUTE: int(time.time())
+                    TTL_ATTRIBUTE: int(svc.clock.time())
                     + min(svc.settings.task_cache_ttl_seconds, svc.settings.record_ttl_seconds),
                 }
             ),

@@ -16,7 +16,6 @@ from typing import Any
 from shared.dal.aws import client, from_item
 from shared.dal.events import event_from_item
 from shared.dal.table import Update
-from shared.ids import now_ms
 from shared.logic.services import Services, services
 from shared.models.events import Event
 from shared.observability import count, logger
@@ -62,7 +61,7 @@ def webhook_secrets(svc: Services) -> list[str]:
 def _mark(svc: Services, event: Event, state: str, reason: str | None = None) -> None:
     client("dynamodb").update_item(
         **Update()
-        .set(delivery=state, deliveryReason=reason, deliveryAt=now_ms())
+        .set(delivery=state, deliveryReason=reason, deliveryAt=svc.clock.now_ms())
         .when("attribute_exists({seq})")
         .kwargs(svc.settings.events_table, {"buildId": event.buildId, "seq": event.seq})
     )
