@@ -52,7 +52,7 @@ class TableSpec:
         return (self.partition, self.sort) if self.sort else (self.partition,)
 
 
-BUILDS_BY_OWNER_INDEX = "byOwner"
+BUILDS_BY_OWNER_INDEX = c.BUILDS_BY_OWNER_INDEX
 
 # Retention (RECORD_TTL_DAYS): each build, task, event and cache entry carries its expiry in
 # TTL_ATTRIBUTE. The idempotency table is laid out as Powertools wants it: key `id`, TTL `expiration`.

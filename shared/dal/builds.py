@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.constants import BUILDS_BY_OWNER_INDEX
 from shared.dal.aws import client, error_code, from_item, to_item
 from shared.dal.table import Update
 from shared.errors import NotFound, StateConflict
 from shared.models.build import BuildStatus
-from shared.resources import BUILDS_BY_OWNER_INDEX
 
 
 class BuildStore:
