@@ -47,6 +47,7 @@ def install() -> None:
     _install_sqs()
     _install_plain_dynamodb_results()
     _install_plain_stream_records()
+    _install_parsed_update_expressions()
     _install_stream_signal()
     _install_stop_just_started()
     _installed = True
@@ -110,6 +111,17 @@ def _install_plain_dynamodb_results() -> None:
     # size during iteration").
     DynamoResult.__init__ = _locked(DynamoResult.__init__)  # type: ignore[method-assign]
     DynamoResult._moto_execute_result = original  # type: ignore[attr-defined]  # for the equivalence test
+
+
+def _install_parsed_update_expressions() -> None:
+    """moto parses an update expression twice per update (to validate the request, then to apply
+    it), and Stepwise writes the same few expressions over and over: keep the parsed trees. moto
+    never changes a parsed tree: it validates and applies a deep copy."""
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    make = UpdateExpressionParser.make.__func__  # type: ignore[attr-defined]
+    cached = functools.lru_cache(maxsize=1024)(lambda cls, expression: make(cls, expression))
+    UpdateExpressionParser.make = classmethod(cached)  # type: ignore[assignment, method-assign]
 
 
 def _install_plain_stream_records() -> None:

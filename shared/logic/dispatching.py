@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,11 @@ from shared.models.plan import Task, TaskStatus
 from shared.observability import count, logger
 
 _plans: dict[tuple[str, str], tuple[scheduler.DagSpec, dict[str, Task]]] = {}
+# Per process: each build as this process's last dispatch step committed it (buildId -> item). The
+# next step here starts from it instead of reading the build again; its version condition still
+# decides, and a step that loses re-reads.
+_committed: dict[str, dict[str, Any]] = {}
+_committed_lock = threading.Lock()
 
 Op = Callable[[scheduler.DagSpec, scheduler.DispatchState, int], scheduler.Decision]
 
@@ -51,6 +57,30 @@ def plan(svc: Services, build: dict[str, Any]) -> tuple[scheduler.DagSpec, dict[
             _plans.clear()
         _plans[key] = cached
     return cached
+
+
+def committed(build_id: str) -> dict[str, Any] | None:
+    """The build as this process last committed a dispatch step of it (a copy), if it did."""
+    with _committed_lock:
+        found = _committed.get(build_id)
+    return dict(found) if found is not None else None
+
+
+def remember_commit(cur: Loaded) -> None:
+    """`cur`'s build as the step that wrote `state_update(cur)` left it (once that committed)."""
+    build = {**cur.build, "dispatch": cur.state.to_json(cur.spec.order), "dispatchVersion": cur.version + 1}
+    build.pop("haltedBy", None)
+    if cur.state.halted is not None:
+        build["haltedBy"] = cur.state.halted
+    with _committed_lock:
+        if len(_committed) > 256:
+            _committed.clear()
+        _committed[str(build["buildId"])] = build
+
+
+def forget_commit(build_id: str) -> None:
+    with _committed_lock:
+        _committed.pop(build_id, None)
 
 
 def dag_spec(svc: Services, build: dict[str, Any]) -> scheduler.DagSpec:
@@ -123,7 +153,9 @@ def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, 
         try:
             svc.builds.update(build_id, update)
         except StateConflict:
+            forget_commit(build_id)
             continue
+        remember_commit(cur)
         if cur.state.halted == "budget_exceeded" and not cur.build.get("haltedBy"):
             count("build.budget_exceeded")  # once, by the step that committed the halt
         break

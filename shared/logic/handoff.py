@@ -102,13 +102,18 @@ def complete(
     """
     op = dispatching.finished_op(task_id, "completed", attempt, cost)
     with svc.events.serial(build_id):  # this process's writers of the build take turns: no lost races
-        for _ in range(_TRIES):
-            build = svc.builds.get(build_id)
+        # The build as this process's last step of it left it, when there was one: no read. If
+        # another step came between, the version condition fails and it is read and decided again.
+        held = dispatching.committed(build_id)
+        for _ in range(_TRIES + (held is not None)):
+            build, from_held, held = held or svc.builds.get(build_id), held is not None, None
             if not build or build.get("status") != BuildStatus.executing or build.get("haltedBy"):
                 return None
             cur = dispatching.loaded(svc, build)
             decision = dispatching.decide(cur, op)
             if decision.duplicate or decision.all_terminal or decision.skipped or cur.state.halted:
+                if from_held:
+                    continue  # decide that on the stored state, not on what this process last saw
                 return None  # the dispatcher's to handle: nothing new, the end, or a halt
             sends = decision.sends
             tasks = dispatching.plan(svc, build)[1]
@@ -127,9 +132,11 @@ def complete(
             try:
                 svc.events.record_many(build_id, entries, also=also)
             except StateConflict as exc:
+                dispatching.forget_commit(build_id)
                 if 0 in ((exc.details or {}).get("failed") or []):
                     raise  # the finished task's own condition: its attempt was settled elsewhere
                 continue  # the dispatch state moved on: read it again
+            dispatching.remember_commit(cur)
             break
         else:
             count("task.handoff_contended")
