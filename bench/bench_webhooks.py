@@ -87,14 +87,20 @@ def _run_build(rt: Any, url: str) -> tuple[list[dict[str, Any]], dict[str, int]]
     build_id = body["buildId"]
     deadline = time.monotonic() + 300
     events: list[dict[str, Any]] = []
+    # Watched as a client watches a build: a long poll for the events after the last one seen (not
+    # the whole log read again every few ms, which loaded the one process the build runs in).
     while time.monotonic() < deadline:
-        _, page = rt.invoke_api("GET", f"/builds/{build_id}/events", user="dev", query={"limit": "1000"})
-        events = page["events"]
+        after = events[-1]["seq"] if events else 0
+        _, page = rt.invoke_api("GET", f"/builds/{build_id}/events", user="dev",
+                                query={"after": str(after), "limit": "1000", "wait": "1"})
+        events += page["events"]
         if events and events[-1]["type"] in ("build_completed", "build_failed"):
-            counts = delivery_summary(build_id)
-            if not counts.get("pending"):
-                return events, counts
-        time.sleep(0.05)
+            break
+    while time.monotonic() < deadline:
+        counts = delivery_summary(build_id)
+        if not counts.get("pending"):
+            return events, counts
+        time.sleep(0.1)
     return events, delivery_summary(build_id)
 
 

@@ -117,11 +117,12 @@ def _install_parsed_update_expressions() -> None:
     """moto parses an update expression twice per update (to validate the request, then to apply
     it), and Stepwise writes the same few expressions over and over: keep the parsed trees. moto
     never changes a parsed tree: it validates and applies a deep copy."""
-    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+    from moto.dynamodb.parsing import expressions
 
-    make = UpdateExpressionParser.make.__func__  # type: ignore[attr-defined]
-    cached = functools.lru_cache(maxsize=1024)(lambda cls, expression: make(cls, expression))
-    UpdateExpressionParser.make = classmethod(cached)  # type: ignore[assignment, method-assign]
+    parser: Any = expressions.UpdateExpressionParser  # type: ignore[attr-defined]
+    make = parser.make.__func__
+    cached: Any = functools.lru_cache(maxsize=1024)(lambda cls, expression: make(cls, expression))
+    parser.make = classmethod(cached)
 
 
 def _install_plain_stream_records() -> None:

@@ -52,6 +52,7 @@ def create_build(owner: str, req: CreateBuildRequest, svc: Services | None = Non
     if req.webhookUrl:
         check_webhook_url(req.webhookUrl, svc)
     build_id = new_build_id()
+    svc.events.begin(build_id)  # a new build's log is empty: its first event is seq 1, no read needed
     now = now_ms()
     for f in req.files:
         svc.files.put(build_id, f.path, f.content, "input", kind="input")

@@ -182,7 +182,8 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
             svc.events.record(build_id, EventType.plan_generated, data, also=[svc.builds.tx_update(build_id, update)])
     except StateConflict:
         return _ended(build_id, "cancelled")
-    return _result(svc, svc.builds.require(build_id))
+    # The build as that commit left it (it held only while the build planned): no read back.
+    return _result(svc, {**build, "taskCount": len(plan.tasks), "blocked": plan.blocked})
 
 
 def _ended(build_id: str, status: str) -> dict[str, Any]:

@@ -89,8 +89,8 @@ class Claimed:
     build: dict[str, Any]  # _STATIC_BUILD_FIELDS
     task: Task
     started: int
-    # What this invocation already holds of the build's files: the files a parent that handed this
-    # attempt over just wrote (task id -> path -> content), so the attempt does not read them back.
+    # What this invocation already holds of the build's files: what each task it completed wrote
+    # (task id -> path -> content), shared by every attempt it runs, so none reads them back.
     known: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -281,9 +281,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     spend = Spend()
     _log_start(msg.buildId, task, msg.attempt)
     try:
-        context = _context(svc, build, task, msg.attempt, budget_s, spend, claimed.known)
-        cache_key = _cache_key(svc, task, context)
-        result = _cache_get(svc, cache_key)
+        context, cache_key, result = _context(svc, build, task, msg.attempt, budget_s, spend, claimed.known)
         cached = result is not None
         if result is None:
             result = _call_with_timeout(svc, task, context, budget_s)
@@ -361,12 +359,26 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     if handed is None:
         _tell_dispatcher(svc, msg, "completed", cost)
         return []
-    wrote = {task.id: {info.path: f.content for info, f in zip(infos, result.files, strict=True)}}
+    held = claimed.known  # the invocation's: its dependents (run here) read these files from it
+    held[task.id] = {info.path: f.content for info, f in zip(infos, result.files, strict=True)}
+    _bound_held(held)
     return [
         Claimed(TaskMessage(buildId=msg.buildId, taskId=h.task.id, attempt=h.attempt), build, h.task, h.started,
-                wrote)
+                held)
         for h in handed
     ]
+
+
+_HELD_BYTES = 32 * 1024 * 1024  # what one invocation keeps of the files its tasks wrote
+
+
+def _bound_held(held: dict[str, dict[str, str]]) -> None:
+    """Forget the oldest tasks' files past _HELD_BYTES (a dependent then reads them back)."""
+    size = sum(len(c) for files in list(held.values()) for c in files.values())
+    for task_id in list(held):
+        if size <= _HELD_BYTES:
+            return
+        size -= sum(len(c) for c in held.pop(task_id, {}).values())
 
 
 def _billed(update: Update, attempt: Usage) -> Update:
@@ -464,30 +476,66 @@ def _call_with_timeout(svc: Services, task: Task, context: TaskContext, budget_s
 def _context(
     svc: Services, build: dict[str, Any], task: Task, attempt: int, budget_s: float, spend: Spend,
     known: dict[str, dict[str, str]] | None = None,
-) -> TaskContext:
+) -> tuple[TaskContext, str | None, TransformResult | None]:
     """What the task sees: every file uploaded with the build, what its dependencies wrote (the
     current version of each of their files), and the current content of its target if it exists —
-    the last version a task wrote (writers of one path run one after another), else the upload."""
+    the last version a task wrote (writers of one path run one after another), else the upload.
+    With it, the task's cache key and what the cache holds for it (None: nothing).
+
+    Reads: the dependencies this invocation did not run and the target's file-index item in one
+    BatchGetItem, which also looks the cache up when the key is known before that read (every
+    dependency's files at hand): the target then only changes the key if it exists."""
     build_id = build["buildId"]
     files = dict(_uploaded(svc, build))
     from_deps: set[str] = set()
     known = known or {}
-    for dep in task.dependencies:
-        if dep in known:  # its parent, which handed it over: what it wrote is at hand
-            files.update(known[dep])
-            from_deps.update(known[dep])
+    held = [dep for dep in task.dependencies if dep in known]
+    seen: dict[str, int] = {}
+    for dep in held:
+        for path in known[dep]:
+            seen[path] = seen.get(path, 0) + 1
+    for dep in held:  # its dependencies this invocation ran: what they wrote is at hand
+        files.update({p: c for p, c in known[dep].items() if seen[p] == 1})
+        from_deps.update(known[dep])
+    # A path two of them wrote: its current version is read (whichever wrote it last).
+    shared_paths = sorted(p for p, n in seen.items() if n > 1)
     target = task.input.targetPath
-    # The other dependencies' items and the target's file-index item, in one read.
     keys = [(build_id, dep) for dep in task.dependencies if dep not in known]
     target_key = (svc.file_index.partition(build_id), target) if target and target not in from_deps else None
-    got = svc.tasks.get_many([*keys, *([target_key] if target_key else [])])
-    for key in keys:
-        for f in (got.get(key) or {}).get("files") or []:
+
+    def context() -> TaskContext:
+        return TaskContext(
+            build_id=build_id,
+            task_id=task.id,
+            task_type=task.type.value,
+            task_name=task.name,
+            attempt=attempt,
+            build_prompt=build["prompt"],
+            framework=build.get("framework"),
+            target_path=target,
+            files=files,
+            deadline_s=budget_s,
+            cancel=threading.Event(),
+            spend=spend,
+        )
+
+    early_key = _cache_key(svc, task, context()) if not keys and not shared_paths else None
+    wanted = [*keys, *([target_key] if target_key else [])]
+    cached: dict[str, Any] | None = None
+    if early_key and wanted:
+        got, cached = svc.tasks.get_many_with(wanted, svc.settings.cache_table, {"cacheKey": {"S": early_key}})
+    else:
+        got = svc.tasks.get_many(wanted) if wanted else {}
+    for path in shared_paths:
+        files[path] = svc.files.get_text(build_id, path)
+    for dep_key in keys:
+        for f in (got.get(dep_key) or {}).get("files") or []:
             files[f["path"]] = svc.files.get_text(build_id, f["path"])
             from_deps.add(f["path"])
-    if target and target_key and target not in from_deps and target_key in got:
+    target_read = bool(target and target_key and target not in from_deps and target_key in got)
+    if target_read:
         with contextlib.suppress(NotFound):  # else the upload (if any) is its current content
-            files[target] = svc.files.get_text(build_id, target)
+            files[str(target)] = svc.files.get_text(build_id, str(target))
     if logger.log_level <= logging.DEBUG:  # hashing every file costs a little: only when it is logged
         logger.debug(
             "task.context",
@@ -500,20 +548,11 @@ def _context(
                 "files": [{"path": p, **fingerprint(c)} for p, c in sorted(files.items())],
             },
         )
-    return TaskContext(
-        build_id=build_id,
-        task_id=task.id,
-        task_type=task.type.value,
-        task_name=task.name,
-        attempt=attempt,
-        build_prompt=build["prompt"],
-        framework=build.get("framework"),
-        target_path=target,
-        files=files,
-        deadline_s=budget_s,
-        cancel=threading.Event(),
-        spend=spend,
-    )
+    ctx = context()
+    if early_key and wanted and not target_read:  # the files are those the key was made of
+        return ctx, early_key, _cache_result(cached)
+    cache_key = early_key if early_key and not target_read and not wanted else _cache_key(svc, task, ctx)
+    return ctx, cache_key, _cache_get(svc, cache_key)
 
 
 def _uploaded(svc: Services, build: dict[str, Any]) -> dict[str, str]:
@@ -797,9 +836,13 @@ def _cache_get(svc: Services, key: str | None) -> TransformResult | None:
     except Exception as exc:  # the cache is an optimisation: never fail a task on it
         logger.warning("cache read failed", extra={"code": error_code(exc)})
         return None
-    if not item:
+    return _cache_result(from_item(item) if item else None)
+
+
+def _cache_result(data: dict[str, Any] | None) -> TransformResult | None:
+    """What a cache item holds, unless it expired (DynamoDB's TTL deletes late)."""
+    if not data:
         return None
-    data = from_item(item)
     if int(data.get(TTL_ATTRIBUTE, 0)) < time.time():  # DynamoDB's TTL deletes late: check it here
         return None
     return TransformResult(files=[GeneratedFile(**f) for f in data["files"]], usage=Usage())
