@@ -488,19 +488,20 @@ def _context(
     build_id = build["buildId"]
     files = dict(_uploaded(svc, build))
     from_deps: set[str] = set()
-    known = known or {}
-    held = [dep for dep in task.dependencies if dep in known]
+    # Its dependencies this invocation ran: what they wrote is at hand (a snapshot: the
+    # invocation's other threads add to the map, and forget the oldest past its bound).
+    at_hand = {dep: wrote for dep in task.dependencies if (wrote := (known or {}).get(dep)) is not None}
     seen: dict[str, int] = {}
-    for dep in held:
-        for path in known[dep]:
+    for wrote in at_hand.values():
+        for path in wrote:
             seen[path] = seen.get(path, 0) + 1
-    for dep in held:  # its dependencies this invocation ran: what they wrote is at hand
-        files.update({p: c for p, c in known[dep].items() if seen[p] == 1})
-        from_deps.update(known[dep])
+    for wrote in at_hand.values():
+        files.update({p: c for p, c in wrote.items() if seen[p] == 1})
+        from_deps.update(wrote)
     # A path two of them wrote: its current version is read (whichever wrote it last).
     shared_paths = sorted(p for p, n in seen.items() if n > 1)
     target = task.input.targetPath
-    keys = [(build_id, dep) for dep in task.dependencies if dep not in known]
+    keys = [(build_id, dep) for dep in task.dependencies if dep not in at_hand]
     target_key = (svc.file_index.partition(build_id), target) if target and target not in from_deps else None
 
     def context() -> TaskContext:
@@ -522,10 +523,15 @@ def _context(
     early_key = _cache_key(svc, task, context()) if not keys and not shared_paths else None
     wanted = [*keys, *([target_key] if target_key else [])]
     cached: dict[str, Any] | None = None
+    got: dict[tuple[str, str], dict[str, Any]] = {}
     if early_key and wanted:
-        got, cached = svc.tasks.get_many_with(wanted, svc.settings.cache_table, {"cacheKey": {"S": early_key}})
-    else:
-        got = svc.tasks.get_many(wanted) if wanted else {}
+        try:
+            got, cached = svc.tasks.get_many_with(wanted, svc.settings.cache_table, {"cacheKey": {"S": early_key}})
+        except Exception as exc:  # the cache is an optimisation: read the context alone, never fail on it
+            logger.warning("context read with the cache look-up failed", extra={"code": error_code(exc)})
+            early_key = None
+    if not got and wanted and early_key is None:
+        got = svc.tasks.get_many(wanted)
     for path in shared_paths:
         files[path] = svc.files.get_text(build_id, path)
     for dep_key in keys:
