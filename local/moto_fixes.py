@@ -48,6 +48,7 @@ def install() -> None:
     _install_plain_dynamodb_results()
     _install_plain_stream_records()
     _install_parsed_update_expressions()
+    _install_item_size_check_once()
     _install_stream_signal()
     _install_stop_just_started()
     _installed = True
@@ -111,6 +112,27 @@ def _install_plain_dynamodb_results() -> None:
     # size during iteration").
     DynamoResult.__init__ = _locked(DynamoResult.__init__)  # type: ignore[method-assign]
     DynamoResult._moto_execute_result = original  # type: ignore[attr-defined]  # for the equivalence test
+
+
+def _install_item_size_check_once() -> None:
+    """moto builds an item attribute by attribute into a dict that re-sums the size of everything
+    already in it on every insert (quadratic in the attributes, each map walked each time): a
+    tenth of a build's CPU for its event items. Build it at once and check the same limit once:
+    sizes only add up, so the sum passes the limit at some insert exactly when it does at the end."""
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+    from moto.dynamodb.models.utilities import bytesize
+
+    def __init__(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
+        self.hash_key = hash_key
+        self.range_key = range_key
+        built = {key: DynamoType(value) for key, value in attrs.items()}
+        if sum(bytesize(key) + value.size() for key, value in built.items()) > 405000:  # moto's limit
+            raise ItemSizeTooLarge
+        self.attrs = LimitedSizeDict.__new__(LimitedSizeDict)
+        dict.__init__(self.attrs, built)
+
+    Item.__init__ = __init__  # type: ignore[method-assign]
 
 
 def _install_parsed_update_expressions() -> None:

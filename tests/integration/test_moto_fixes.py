@@ -203,3 +203,17 @@ def test_plain_stream_records_are_the_response_moto_would_write(aws: None) -> No
         DynamoDBStreamsHandler.get_records = fast  # type: ignore[method-assign]
     assert len(ours) == 2
     assert json.dumps(ours, default=str) == json.dumps(theirs, default=str)
+
+
+def test_an_item_over_the_size_limit_is_still_refused(table) -> None:  # type: ignore[no-untyped-def]
+    """The item is built at once and its size checked once: the same items pass and fail."""
+    from botocore.exceptions import ClientError
+
+    near = "x" * 200_000
+    table.put_item(TableName="t", Item={"k": {"S": "ok"}, "a": {"S": near}, "m": {"M": {"b": {"S": near}}}})
+    got = table.get_item(TableName="t", Key={"k": {"S": "ok"}}, ConsistentRead=True)["Item"]
+    assert got["m"]["M"]["b"]["S"] == near
+    with pytest.raises(ClientError) as refused:
+        table.put_item(TableName="t", Item={"k": {"S": "big"}, "a": {"S": near}, "m": {"M": {"b": {"S": near + near}}}})
+    assert "size" in str(refused.value).lower()
+    assert "Item" not in table.get_item(TableName="t", Key={"k": {"S": "big"}}, ConsistentRead=True)
