@@ -1,8 +1,8 @@
 """The fast path from a finished task to its dependents: one commit, no queue hop.
 
-When a task attempt succeeds, its consumer takes the dispatcher's step itself. It reads the build's
-dispatch state, decides with the same pure scheduler (`dispatching.decide`), and commits in ONE
-transaction:
+When a task attempt succeeds, its consumer takes the dispatcher's step itself. It takes the build's
+dispatch state (as this process's last step of the build committed it, when there was one, else
+read), decides with the same pure scheduler (`dispatching.decide`), and commits in ONE transaction:
 
 - the task's completion: `task_completed` and the task item (`completed`, only if this attempt
   still holds it), with `released` — what this step decided to start — recorded on the item;
