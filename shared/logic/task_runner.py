@@ -331,6 +331,11 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     extra = slots.take(handoff.HANDOFF_LIMIT - 1) if may_run_next else 0
     indexed_at = now_ms()
     index = svc.file_index.tx_puts(msg.buildId, infos, indexed_at)  # the paths, readable once completed
+    # What it wrote, for the dependents this invocation runs: held before the commit, so a sibling
+    # whose completion releases one of them (in this invocation) finds it.
+    held = claimed.known
+    held[task.id] = {info.path: f.content for info, f in zip(infos, result.files, strict=True)}
+    _bound_held(held)
     try:
         handed = handoff.complete(
             svc, msg.buildId, task.id, msg.attempt, cost, completed, completion, run_here=1 + extra if may_run_next else 0,
@@ -345,6 +350,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
                 also=[svc.tasks.tx_update(msg.buildId, task.id, completion()), *index],
             )
     except StateConflict:
+        held.pop(task.id, None)  # settled elsewhere: not what it wrote
         slots.give(extra)
         logger.info("task result discarded: the attempt was settled elsewhere",
                     extra={"taskId": msg.taskId, "attempt": msg.attempt})
@@ -359,9 +365,6 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     if handed is None:
         _tell_dispatcher(svc, msg, "completed", cost)
         return []
-    held = claimed.known  # the invocation's: its dependents (run here) read these files from it
-    held[task.id] = {info.path: f.content for info, f in zip(infos, result.files, strict=True)}
-    _bound_held(held)
     return [
         Claimed(TaskMessage(buildId=msg.buildId, taskId=h.task.id, attempt=h.attempt), build, h.task, h.started,
                 held)
