@@ -22,6 +22,8 @@ def test_the_hooked_signatures_are_still_there() -> None:
         "self", "function_name", "qualifier", "body", "headers", "response_headers"]
     assert list(inspect.signature(SQSBackend.receive_message).parameters)[:5] == [
         "self", "queue_name", "count", "wait_seconds_timeout", "visibility_timeout"]
+    assert list(inspect.signature(SQSBackend.is_message_valid_based_on_retention_period).parameters) == [
+        "self", "queue_name", "message"]
     for name in ("put_item", "get_item", "query", "update_item", "delete_item", "transact_write_items"):
         assert callable(getattr(DynamoDBBackend, name))
     from moto.dynamodb.models.table import StreamShard
