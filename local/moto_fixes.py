@@ -243,6 +243,31 @@ def _install_sqs() -> None:
         is_message_valid_based_on_retention_period
     )
 
+    # The same per message sent: moto reads one setting through every attribute of the queue.
+    from moto.sqs.models import Queue
+
+    sending = threading.local()
+    all_attributes = Queue.attributes
+
+    def attributes(self: Any) -> dict[str, Any]:
+        if getattr(sending, "on", False) and self.fifo_queue:  # all send_message reads of them
+            return {"ContentBasedDeduplication": str(bool(self.content_based_deduplication)).lower()}
+        if getattr(sending, "on", False):
+            return {}
+        return all_attributes.fget(self)  # type: ignore[attr-defined, no-any-return]
+
+    original_send = SQSBackend.send_message
+
+    def send_message(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sending.on = True
+        try:
+            return original_send(self, *args, **kwargs)
+        finally:
+            sending.on = False
+
+    Queue.attributes = property(attributes)  # type: ignore[assignment, method-assign]
+    SQSBackend.send_message = send_message  # type: ignore[method-assign]
+
 
 def _locked(fn: Any, lock: Any = _lock) -> Any:
     @functools.wraps(fn)
