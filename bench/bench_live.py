@@ -13,10 +13,6 @@ clocks are this machine's. WebSocket figures count only events pushed live (seq 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,12 +31,6 @@ POLL_EVERY_S = 1.0
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))] if ordered else float("nan")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _script(tasks: int) -> dict[str, Any]:
@@ -84,42 +74,6 @@ class _Receiver:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-
-def _serve(port: int, script: Path, secret: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPWISE_", "AI_PROVIDER", "TASK_", "WEBHOOK_"))}
-    env.update(
-        {
-            "PYTHONPATH": str(REPO),
-            "STEPWISE_LOCAL_TOKENS": f"{TOKEN}:bench",
-            "STEPWISE_MOCK_SCRIPT": str(script),
-            "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
-            "WEBHOOK_SECRET": secret,
-        }
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "local", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=REPO,
-    )
-
-
-def _wait_up(base: str, proc: subprocess.Popen[str]) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{base}/openapi.json", timeout=1)
-            return
-        except httpx.TransportError:
-            if proc.poll() is not None:
-                raise RuntimeError("stepwise serve exited") from None
-            time.sleep(0.1)
-    raise RuntimeError("stepwise serve never answered")
 
 
 def _measure(base: str, hook_url: str, receiver: _Receiver, tasks: int) -> dict[str, Any]:
@@ -204,22 +158,24 @@ def _measure(base: str, hook_url: str, receiver: _Receiver, tasks: int) -> dict[
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     from shared.signing import generate_secret
+    from tests.serving import serving
 
     tasks = 10 if quick else TASKS
-    port = _free_port()
     receiver = _Receiver()
-    with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "script.json"
-        script.write_text(json.dumps(_script(tasks)))
-        proc = _serve(port, script, generate_secret())
-        base = f"http://127.0.0.1:{port}"
-        try:
-            _wait_up(base, proc)
-            m = _measure(base, receiver.url, receiver, tasks)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            receiver.server.shutdown()
+    try:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            serving(
+                Path(tmp),
+                tokens={TOKEN: "bench"},
+                script=_script(tasks),
+                env={"WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "WEBHOOK_SECRET": generate_secret()},
+                timeout=120,
+            ) as serve,
+        ):
+            m = _measure(serve.base, receiver.url, receiver, tasks)
+    finally:
+        receiver.server.shutdown()
     w50, w99 = _pct(m["ws"], 0.5), _pct(m["ws"], 0.99)
     p50, p99 = _pct(m["poll"], 0.5), _pct(m["poll"], 0.99)
     h50, h99 = _pct(m["hook"], 0.5), _pct(m["hook"], 0.99)

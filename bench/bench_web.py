@@ -22,7 +22,6 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -101,49 +100,18 @@ def _plan(n: int) -> list[dict[str, Any]]:
 
 
 class _Serve:
-    def __init__(self, tmp: Path) -> None:
-        import socket
+    """The dashboard's server: a real `stepwise serve` (tests/serving.py) with the bench's script."""
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        script = tmp / "script.json"
-        script.write_text(
-            json.dumps(
-                {
-                    "plan": {"tasks": _plan(TASKS), "chunk_chars": 400, "chunk_delay_ms": 0},
-                    "default_task": {"delay_ms": 0, "fail_attempts": 1},
-                }
-            )
-        )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPWISE_", "AI_PROVIDER", "TASK_"))}
-        env.update(
-            {
-                "PYTHONPATH": str(REPO),
-                "STEPWISE_LOCAL_TOKENS": f"{TOKEN}:bench",
-                "STEPWISE_MOCK_SCRIPT": str(script),
-                "TASK_RETRY_BASE_SECONDS": "0",
-                "TASK_CACHE_TTL_SECONDS": "0",
-            }
-        )
-        self.log = (tmp / "serve.log").open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "local", "serve", "--port", str(port)],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(self, serve: Any) -> None:
+        self.base = serve.base
         self.headers = {"Authorization": f"Bearer {TOKEN}"}
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/openapi.json", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError("stepwise serve did not start")
+
+    @staticmethod
+    def script() -> dict[str, Any]:
+        return {
+            "plan": {"tasks": _plan(TASKS), "chunk_chars": 400, "chunk_delay_ms": 0},
+            "default_task": {"delay_ms": 0, "fail_attempts": 1},
+        }
 
     def start(self, prompt: str) -> str:
         answer = httpx.post(f"{self.base}/builds", json={"prompt": prompt, "maxConcurrency": 20}, headers=self.headers)
@@ -169,14 +137,6 @@ class _Serve:
             if len(page["events"]) < 1000:
                 return count
             after = page["events"][-1]["seq"]
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 _FRAMES = """() => { window.__frames = []; const tick = (t) => { window.__frames.push(t);
@@ -211,8 +171,20 @@ def _browser_rows(quick: bool) -> list[dict[str, Any]]:
 
     runs = QUICK_RUNS if quick else RUNS
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
-        serve = _Serve(Path(tmp))
+    from tests.serving import serving
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        serving(
+            Path(tmp),
+            tokens={TOKEN: "bench"},
+            script=_Serve.script(),
+            env={"TASK_RETRY_BASE_SECONDS": "0", "TASK_CACHE_TTL_SECONDS": "0"},
+            timeout=120,
+        ) as running,
+        sync_playwright() as p,
+    ):
+        serve = _Serve(running)
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -271,7 +243,6 @@ def _browser_rows(quick: bool) -> list[dict[str, Any]]:
             listed = median_mark("#/", "builds-listed")
         finally:
             browser.close()
-            serve.close()
     rows.append(
         {
             "figure": f"navigation -> {TASKS}-task DAG drawn (median of {runs})",

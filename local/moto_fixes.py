@@ -50,6 +50,8 @@ def install() -> None:
     _install_parsed_update_expressions()
     _install_item_size_check_once()
     _install_stream_signal()
+    _install_single_pass_projection()
+    _install_query_size_memo()
     _install_stop_just_started()
     _installed = True
 
@@ -73,6 +75,79 @@ def _install_stop_just_started() -> None:
 
 
 stream_written = threading.Event()  # set whenever a DynamoDB stream gets a record
+
+
+_moto_project: Any = None  # moto's own Item.project, for the equivalence test
+
+
+def _install_single_pass_projection() -> None:
+    """moto turns the whole item into plain JSON (deep copies at every level) once per path of a
+    ProjectionExpression, so naming 20 attributes costs several times reading the whole item; on
+    DynamoDB a projection makes an answer smaller. Pick the paths from the item's attributes instead
+    (paths with a list index still go the original way)."""
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+
+    original = Item.project
+    global _moto_project
+    _moto_project = original
+
+    def pick(attrs: dict[str, Any], path: list[str], out: dict[str, Any]) -> None:
+        value = attrs.get(path[0])
+        if value is None or out.get(path[0]) is value:  # absent, or already taken whole
+            return
+        if len(path) == 1:
+            out[path[0]] = value
+        elif value.is_map():
+            inner = out.get(path[0]) or DynamoType({"M": {}})
+            pick(value.value, path[1:], inner.value)
+            if inner.value:  # a path that names nothing adds no empty map
+                out[path[0]] = inner
+
+    def project(self: Any, projection_expressions: list[list[str]]) -> Any:
+        if any("[" in part for expr in projection_expressions for part in expr):
+            return original(self, projection_expressions)
+        out: dict[str, Any] = {}
+        for expr in projection_expressions:
+            pick(self.attrs, expr, out)
+        # Item() re-measures the whole item on every attribute it sets (a part of a stored item is
+        # never over the item limit); its attributes are the stored ones, read under the lock.
+        item: Any = Item.__new__(Item)
+        item.hash_key, item.range_key, item.attrs = self.hash_key, self.range_key, LimitedSizeDict(out)
+        return item
+
+    Item.project = project  # type: ignore[method-assign]
+
+
+def _install_query_size_memo() -> None:
+    """moto's Query measures every item twice (the 1 MB page check, then the page's running total),
+    each time walking the whole item. Within one Query (under the table lock, items unchanged)
+    measure each once."""
+    import threading
+
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import Table
+
+    original_size, original_query = Item.size, Table.query
+    local = threading.local()
+
+    def size(self: Any) -> int:
+        sizes = getattr(local, "sizes", None)
+        if sizes is None:
+            return int(original_size(self))
+        found = sizes.get(id(self))
+        if found is None:
+            found = sizes[id(self)] = original_size(self)
+        return int(found)
+
+    def query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        local.sizes = {}
+        try:
+            return original_query(self, *args, **kwargs)
+        finally:
+            local.sizes = None
+
+    Item.size = size  # type: ignore[method-assign]
+    Table.query = query  # type: ignore[method-assign]
 
 
 def _install_stream_signal() -> None:

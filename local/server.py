@@ -1,6 +1,6 @@
 """`stepwise serve`: the HTTP API on uvicorn, each request turned into the API Gateway proxy event
-the `api` handler gets on AWS. The bearer token check plays the authorizer (STEPWISE_LOCAL_TOKENS);
-like API Gateway, preflights (`OPTIONS`) and the public documents need no token, and the answers
+the `api` handler gets on AWS. The bearer token check plays the authorizer (local/auth.py: the
+STEPWISE_LOCAL_TOKENS, and a user pool's JWTs when COGNITO_* are set); like API Gateway, preflights (`OPTIONS`) and the public documents need no token, and the answers
 made here (401) carry the CORS headers of an allowed origin (STEPWISE_CORS_ORIGINS)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from local.apigw import proxy_event
+from local.auth import user_for
 from local.context import LocalContext
 from local.runtime import FUNCTION_TIMEOUTS, PREFIX, load_handler
 from local.static import static_answer
@@ -43,7 +44,7 @@ def handle_request(
     if (method, path) not in PUBLIC_ROUTES and method != "OPTIONS":
         auth = headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
-        user = get_settings().tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        user = user_for(token) if scheme.lower() == "bearer" else None
         if not user:
             return _unauthorized(headers.get("origin"))
     event = proxy_event(

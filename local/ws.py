@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from local.auth import user_for
 from local.live import feed
 from shared.errors import InvalidInput, NotFound
 from shared.live import Sequencer, encode_frame, event_frame
@@ -21,7 +22,6 @@ from shared.logic.services import services
 from shared.models import live as frames
 from shared.models.events import Event
 from shared.observability import logger
-from shared.settings import get_settings
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -43,7 +43,7 @@ async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     token = (query.get("token") or [""])[0]
-    user = get_settings().tokens.get(token) if token else None
+    user = await asyncio.to_thread(user_for, token)  # a JWT's check may fetch the pool's keys
     await send({"type": "websocket.accept"})
     if not user:
         await send({"type": "websocket.close", "code": CLOSE_UNAUTHORIZED, "reason": "unauthorized"})

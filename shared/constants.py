@@ -59,6 +59,9 @@ CONNECTIONS_TABLE: Final = "CONNECTIONS_TABLE"  # WebSocket connections and thei
 WEBSOCKET_CALLBACK_URL: Final = "WEBSOCKET_CALLBACK_URL"  # https://{api}.execute-api.{region}.amazonaws.com/{stage}
 COGNITO_ISSUER: Final = "COGNITO_ISSUER"  # https://cognito-idp.{region}.amazonaws.com/{userPoolId}
 COGNITO_CLIENT_ID: Final = "COGNITO_CLIENT_ID"  # the app client whose tokens open a WebSocket
+# The pool's hosted UI (https://{prefix}.auth.{region}.amazoncognito.com). With the two above it makes
+# `stepwise serve` sign its dashboard in through that pool and accept the pool's JWTs (opt-in).
+COGNITO_DOMAIN: Final = "COGNITO_DOMAIN"
 
 # Powertools
 POWERTOOLS_SERVICE_NAME: Final = "POWERTOOLS_SERVICE_NAME"

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     websocket_callback_url: str = Field("", alias=c.WEBSOCKET_CALLBACK_URL)
     cognito_issuer: str = Field("", alias=c.COGNITO_ISSUER)
     cognito_client_id: str = Field("", alias=c.COGNITO_CLIENT_ID)
+    cognito_domain: str = Field("", alias=c.COGNITO_DOMAIN, pattern=r"^$|^https?://\S+[^/]$")
 
     @field_validator("webhook_allowed_hosts")
     @classmethod
@@ -114,6 +115,12 @@ class Settings(BaseSettings):
     def record_ttl_seconds(self) -> int:
         """How long builds, tasks, events, cache entries and files are kept (RECORD_TTL_DAYS)."""
         return self.record_ttl_days * 86_400
+
+    @property
+    def cognito(self) -> bool:
+        """`stepwise serve` signs its dashboard in through this user pool and accepts the pool's JWTs
+        (COGNITO_ISSUER, COGNITO_CLIENT_ID and COGNITO_DOMAIN all set)."""
+        return bool(self.cognito_issuer and self.cognito_client_id and self.cognito_domain)
 
     @property
     def tokens(self) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from shared.constants import TTL_ATTRIBUTE
@@ -97,7 +98,9 @@ class TaskStore:
                     time.sleep(0.05)  # throttled: back off before asking for the rest
         return out, found
 
-    def list(self, build_id: str) -> list[dict[str, Any]]:
+    def list(self, build_id: str, *, attributes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The build's task items in plan order; with `attributes` (paths like `task.input.targetPath`),
+        only those parts of each item (`order` is always read)."""
         ddb = client("dynamodb")
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -105,6 +108,8 @@ class TaskStore:
             "ExpressionAttributeValues": {":b": {"S": build_id}},
             "ConsistentRead": True,
         }
+        if attributes:
+            kwargs.update(_projection(["order", *attributes]))
         out: list[dict[str, Any]] = []
         while True:
             resp = ddb.query(**kwargs)
@@ -129,3 +134,13 @@ class TaskStore:
     @staticmethod
     def key(build_id: str, task_id: str) -> dict[str, str]:
         return {"buildId": build_id, "taskId": task_id}
+
+
+def _projection(paths: Sequence[str]) -> dict[str, Any]:
+    """A ProjectionExpression naming each path segment by a placeholder (many are reserved words)."""
+    names: dict[str, str] = {}
+    for segment in dict.fromkeys(part for path in paths for part in path.split(".")):
+        names[f"#p{len(names)}"] = segment
+    placeholder = {segment: key for key, segment in names.items()}
+    expression = ", ".join(".".join(placeholder[part] for part in path.split(".")) for path in dict.fromkeys(paths))
+    return {"ProjectionExpression": expression, "ExpressionAttributeNames": names}

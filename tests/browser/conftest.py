@@ -8,10 +8,7 @@ Screenshots of every test are kept in test-artifacts/browser/ (or $STEPWISE_TEST
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.serving import ROOT, serving
+
 CHROMIUM = Path("/usr/bin/chromium")
 WEB = ROOT / "web"
 TOKEN = "browser-token"
@@ -111,14 +109,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="browser tests need: " + "; ".join(missing)))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     def __init__(self, base: str) -> None:
         self.base = base
@@ -158,52 +148,16 @@ class Server:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    port = _free_port()
-    script = tmp_path_factory.mktemp("browser") / "script.json"
-    script.write_text(json.dumps(SCRIPT))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPWISE_", "AI_PROVIDER", "TASK_", "BUILD_"))}
-    env.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "STEPWISE_LOCAL_TOKENS": f"{TOKEN}:browser-user",
-            "STEPWISE_MOCK_SCRIPT": str(script),
-            "TASK_MAX_ATTEMPTS": "3",
-            "TASK_RETRY_BASE_SECONDS": "0.05",
-            "TASK_CACHE_TTL_SECONDS": "0",
-        }
-    )
-    log = tmp_path_factory.mktemp("browser-log") / "serve.log"
-    with log.open("w") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "local", "serve", "--port", str(port)],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/openapi.json", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError("stepwise serve exited:\n" + log.read_text())
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("stepwise serve never answered:\n" + log.read_text())
-        ready = Server(base)
+    with serving(
+        tmp_path_factory.mktemp("browser"),
+        tokens={TOKEN: "browser-user"},
+        script=SCRIPT,
+        env={"TASK_MAX_ATTEMPTS": "3", "TASK_RETRY_BASE_SECONDS": "0.05", "TASK_CACHE_TTL_SECONDS": "0"},
+    ) as serve:
+        ready = Server(serve.base)
+        # Builds several tests only read once they have ended: started as soon as the server is up.
         ready.early = {"retry": ready.start("Retry me from the page"), "finished": ready.start("A finished build")}
         yield ready
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="session")

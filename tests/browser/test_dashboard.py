@@ -5,6 +5,7 @@ plan, cancel, retry a task that failed for good, read a file; no serious accessi
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 import zipfile
@@ -161,6 +162,41 @@ def test_cancel_from_the_page_stops_the_build(page: Page, server: Server) -> Non
     assert server.build(build_id)["status"] == "cancelled"
     time.sleep(0.5)
     assert not [e for e in server.events(build_id) if e["type"] == "task_started"]
+
+
+def test_a_dropped_live_connection_resumes_without_gaps_or_duplicates(page: Page, server: Server) -> None:
+    """The page's WebSocket is dropped mid-build; on reconnecting it asks for what came after the
+    highest seq it applied, and here the server is made to send everything again from seq 1: the page
+    drops what it already has (by seq) and misses nothing that happened while it was away."""
+    sockets: list[Any] = []
+
+    def route(ws: Any) -> None:
+        upstream = ws.connect_to_server()
+        again = bool(sockets)
+        sockets.append(ws)
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if again and frame.get("action") == "subscribe":
+                frame["after"] = 0  # every event again, the ones the page has included
+            upstream.send(json.dumps(frame))
+
+        ws.on_message(from_page)
+
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    build_id = server.start("Watched through a dropped connection")
+    open_page(page, server, f"#/builds/{build_id}")
+    expect(node(page, "setup")).to_have_attribute("data-status", re.compile("in_progress|completed"))
+    sockets[0].close(code=4000, reason="dropped by the test")
+
+    expect(build_status(page)).to_have_attribute("data-build-status", "completed_with_errors", timeout=30_000)
+    assert len(sockets) >= 2, "the page reconnected"
+    for task_id, status in (("setup", "completed"), ("hero", "completed"), ("flaky", "failed"), ("page", "skipped")):
+        expect(node(page, task_id)).to_have_attribute("data-status", status)
+    node(page, "flaky").click()
+    attempts = page.locator("aside.task-panel table.attempts tbody tr")
+    expect(attempts).to_have_count(3)  # three task_failed events, each applied once
+    expect(page.get_by_test_id("task-count")).to_contain_text(f"3/{len(PLAN_TASKS)}")
 
 
 def test_a_file_is_opened_highlighted_and_downloaded(page: Page, server: Server) -> None:

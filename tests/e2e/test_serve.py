@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.conftest import ROOT, free_port
+from tests.serving import ROOT, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -21,44 +21,12 @@ ALICE, BOB = "alice-token", "bob-token"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, float]]:
-    port = free_port()
-    script = tmp_path_factory.mktemp("serve") / "script.json"
-    script.write_text('{"default_task": {"delay_ms": 0}}')
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPWISE_", "AI_PROVIDER", "TASK_"))}
-    env.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "STEPWISE_LOCAL_TOKENS": f"{ALICE}:alice,{BOB}:bob",
-            "STEPWISE_MOCK_SCRIPT": str(script),
-        }
-    )
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "local", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    first_answer = None
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{base}/openapi.json", timeout=1)
-                first_answer = time.monotonic() - started
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None:
-                    raise RuntimeError(proc.stderr.read() if proc.stderr else "serve exited") from None
-                time.sleep(0.05)
-        assert first_answer is not None, "stepwise serve never answered"
-        yield base, first_answer
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with serving(
+        tmp_path_factory.mktemp("serve"),
+        tokens={ALICE: "alice", BOB: "bob"},
+        script={"default_task": {"delay_ms": 0}},
+    ) as serve:
+        yield serve.base, serve.started_in
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -218,7 +186,9 @@ def test_docs_is_swagger_ui_over_the_document_without_a_token(server: tuple[str,
 
 def test_long_poll_is_held_until_an_event_and_empty_after_wait(server: tuple[str, float]) -> None:
     base, _ = server
-    r = httpx.post(f"{base}/builds", json={"prompt": "A long-polled page", "requireApproval": True}, headers=_auth(ALICE))
+    r = httpx.post(
+        f"{base}/builds", json={"prompt": "A long-polled page", "requireApproval": True}, headers=_auth(ALICE)
+    )
     build_id = r.json()["buildId"]
     events: list[dict] = []
     while not any(e["type"] == "plan_approval_required" for e in events):

@@ -4,9 +4,6 @@ get the recorded events then the live ones in order, reconnect with `after` and 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import ROOT, free_port
+from tests.serving import serving
 
 pytestmark = pytest.mark.e2e
 websockets_sync = pytest.importorskip("websockets.sync.client")
@@ -42,42 +39,8 @@ def _script() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    script = tmp_path_factory.mktemp("ws") / "script.json"
-    script.write_text(json.dumps(_script()))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPWISE_", "AI_PROVIDER", "TASK_", "WEBHOOK_"))}
-    env.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "STEPWISE_LOCAL_TOKENS": f"{ALICE}:alice,{BOB}:bob",
-            "STEPWISE_MOCK_SCRIPT": str(script),
-        }
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "local", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                httpx.get(f"{base}/openapi.json", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None:
-                    raise RuntimeError(proc.stderr.read() if proc.stderr else "serve exited") from None
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with serving(tmp_path_factory.mktemp("ws"), tokens={ALICE: "alice", BOB: "bob"}, script=_script()) as serve:
+        yield serve.base
 
 
 def _ws(base: str, token: str) -> Any:

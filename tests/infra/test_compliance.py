@@ -19,6 +19,15 @@ def _report(synth: Synthesized) -> dict:
     return json.loads((synth.outdir / "validation-report.json").read_text())
 
 
+def _nag(synth: Synthesized) -> dict:
+    """cdk-nag's report. Besides it, the report holds the construct annotations when there are any:
+    in a checkout whose web/dist was never built, the dashboard's placeholder warning (nothing else)."""
+    reports = {r["pluginName"]: r for r in _report(synth)["pluginReports"]}
+    others = [v for name, r in reports.items() if name != "AwsSolutions" for v in r.get("violations", [])]
+    assert [v["ruleName"] for v in others] in ([], ["Annotation::stepwise:dashboard-not-built"]), others
+    return reports["AwsSolutions"]
+
+
 def _acknowledgements(synth: Synthesized) -> dict[tuple[str, str], str]:
     """(construct path, acknowledged id) -> reason, from the cloud assembly's metadata."""
     metadata: dict[str, list[dict]] = {}
@@ -36,8 +45,7 @@ def _acknowledgements(synth: Synthesized) -> dict[tuple[str, str], str]:
 def test_cdk_nag_has_zero_unacknowledged_findings(each_stage: Synthesized) -> None:
     synth = each_stage
     # The synth in the fixture would have raised on a finding; the report says so explicitly too.
-    (plugin,) = _report(synth)["pluginReports"]
-    assert plugin["pluginName"] == "AwsSolutions"
+    plugin = _nag(synth)
     assert plugin["conclusion"] == "success"
     assert plugin["violations"] == []
 
@@ -49,7 +57,7 @@ def test_every_acknowledgement_is_specific_and_used(each_stage: Synthesized) -> 
     for (path, rule_id), reason in acks.items():
         assert rule_id.startswith(ACK_PREFIX + "AwsSolutions-"), (path, rule_id)
         assert len(reason) >= 60, f"{path} {rule_id}: reason too vague: {reason!r}"
-    (plugin,) = _report(synth)["pluginReports"]
+    plugin = _nag(synth)
     used = {(s["acknowledgedAt"], s["acknowledgedId"]) for s in plugin["suppressedViolations"]}
     stale = set(acks) - used
     assert not stale, f"acknowledgements that suppress nothing (remove them): {sorted(stale)}"

@@ -111,6 +111,35 @@ def test_plain_dynamodb_results_are_the_responses_moto_would_write(table) -> Non
     assert set(compared) >= {"PutItem", "GetItem", "UpdateItem", "Query", "Scan", "DeleteItem"}
 
 
+def test_a_projection_picks_what_moto_itself_picks(table) -> None:  # type: ignore[no-untyped-def]
+    """The one-pass projection answers what moto's own (one full copy per path) answers, and leaves
+    the stored item as it was."""
+    from moto.dynamodb.models.dynamo_type import Item
+
+    item = {"k": {"S": "a"}, "n": {"N": "1.5"}, "task": {"M": {
+        "name": {"S": "Hero"}, "type": {"S": "create_file"},
+        "input": {"M": {"targetPath": {"S": "src/a.ts"}, "dependencies": {"L": [{"S": "x"}]}, "prompt": {"S": "p"}}}}},
+        "files": {"L": [{"M": {"path": {"S": "a"}, "sha256": {"S": "f00"}}}]}, "empty": {"M": {}}}
+    table.put_item(TableName="t", Item=item)
+    names = {"#t": "task", "#n": "name", "#i": "input", "#p": "targetPath", "#d": "dependencies", "#f": "files",
+             "#x": "missing", "#y": "deeper", "#e": "empty", "#v": "n", "#h": "path"}
+    projections = [
+        "#v", "#t.#n, #t.#i.#p, #t.#i.#d, #f", "#t, #t.#n", "#t.#n, #t", "#t.#i.#x, #x.#y", "files[0].#h, #v",
+        "#e, #t.#i",
+    ]
+    ours = Item.project
+    for expression in projections:
+        used = {k: v for k, v in names.items() if k in expression}
+        answers = []
+        for project in (ours, moto_fixes._moto_project):
+            Item.project = project  # type: ignore[method-assign]
+            answers.append(table.get_item(TableName="t", Key={"k": {"S": "a"}}, ProjectionExpression=expression,
+                                          ExpressionAttributeNames=used).get("Item"))
+        Item.project = ours  # type: ignore[method-assign]
+        assert answers[0] == answers[1], expression
+    assert table.get_item(TableName="t", Key={"k": {"S": "a"}})["Item"] == item
+
+
 def test_a_stream_write_wakes_the_relay() -> None:
     with mock_aws():
         moto_fixes.install()

@@ -59,3 +59,31 @@ def test_an_unbuilt_dashboard_says_how_to_build_it(tmp_path: Path) -> None:
 def test_dashboard_url_carries_the_token() -> None:
     assert dashboard_url("127.0.0.1", 8000, "dev-token") == "http://127.0.0.1:8000/?token=dev-token"
     assert dashboard_url("0.0.0.0", 9, "a b&c") == "http://127.0.0.1:9/?token=a%20b%26c"
+
+
+def test_with_a_user_pool_the_app_signs_in_through_it(dist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from local.auth import user_for
+    from shared.settings import reset_settings
+
+    issuer, domain = (
+        "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Abc",
+        "https://me.auth.eu-west-1.amazoncognito.com",
+    )
+    monkeypatch.setenv("COGNITO_ISSUER", issuer)
+    monkeypatch.setenv("COGNITO_CLIENT_ID", "client1")
+    monkeypatch.setenv("COGNITO_DOMAIN", domain)
+    monkeypatch.setenv("STEPWISE_LOCAL_TOKENS", "dev-token:dev")
+    reset_settings()
+    try:
+        _, _, body = static_answer("GET", "/config.json", dist)  # type: ignore[misc]
+        auth = json.loads(body)["auth"]
+        assert auth == {"kind": "cognito", "authority": issuer, "clientId": "client1", "domain": domain}
+        _, headers, _ = static_answer("GET", "/", dist)  # type: ignore[misc]
+        connect = next(d for d in headers["Content-Security-Policy"].split("; ") if d.startswith("connect-src"))
+        assert connect == "connect-src 'self' https://cognito-idp.eu-west-1.amazonaws.com " + domain
+        # The dev tokens still work; what is not a token of the pool (or not a JWT at all) is nobody.
+        assert user_for("dev-token") == "dev"
+        assert user_for("not-a-jwt") is None
+        assert user_for("") is None
+    finally:
+        reset_settings()

@@ -110,7 +110,9 @@ export class CognitoSession extends BaseSession implements Session {
     const url = new URL(location.href);
     if (url.searchParams.has("code") && url.searchParams.has("state")) {
       session.user = await manager.signinRedirectCallback();
-      history.replaceState(history.state, "", `${url.pathname}${url.hash}`);
+      // Back on the page the person was on when they signed in (signIn keeps its hash as the state).
+      const back = typeof session.user.state === "string" && session.user.state.startsWith("#/") ? session.user.state : url.hash;
+      history.replaceState(history.state, "", `${url.pathname}${back}`);
     } else {
       session.user = await manager.getUser();
     }

@@ -65,6 +65,11 @@ export function age(epochMs: number | undefined, now: number): string {
   return `${Math.floor(s / 86400)} d ago`;
 }
 
+const pad = (n: number) => String(n).padStart(2, "0");
+
+/** Local date and time, `2026-11-30 09:42:07` (no Intl: its first use costs a page tens of ms). */
 export function when(epochMs: number | undefined): string {
-  return epochMs ? new Date(epochMs).toLocaleString() : "";
+  if (!epochMs) return "";
+  const d = new Date(epochMs);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }

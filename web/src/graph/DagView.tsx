@@ -56,6 +56,8 @@ const TaskNode = memo(function TaskNode({ data }: NodeProps<TaskFlowNode>) {
 });
 
 const nodeTypes = { task: TaskNode };
+/** Graphs with more tasks than this get an overview map. */
+const MINIMAP_FROM = 20;
 
 export interface DagViewProps {
   graph: GraphInput;
@@ -180,6 +182,14 @@ export const DagView = memo(function DagView({ graph, selected, onSelect, onDraw
     }
   }, [flow, graph.nodes.length, onDrawn]);
 
+  // The overview map (a second drawing of every node) comes once the graph itself is on screen.
+  const [showMap, setShowMap] = useState(false);
+  useEffect(() => {
+    if (!flow || showMap || graph.nodes.length <= MINIMAP_FROM) return;
+    const id = setTimeout(() => setShowMap(true), 0);
+    return () => clearTimeout(id);
+  }, [flow, showMap, graph.nodes.length]);
+
   return (
     <div className="dag" role="region" aria-label={`Task graph: ${graph.nodes.length} tasks`} ref={box}>
       <ReactFlow<TaskFlowNode, Edge>
@@ -218,7 +228,7 @@ export const DagView = memo(function DagView({ graph, selected, onSelect, onDraw
       >
         <Background gap={24} />
         <Controls showInteractive={false} aria-label="Zoom controls" />
-        {graph.nodes.length > 20 ? (
+        {showMap && graph.nodes.length > MINIMAP_FROM ? (
           <MiniMap pannable zoomable ariaLabel="Overview of the whole graph" nodeClassName={(n) => `minimap-${(n.data as TaskNodeData).status}`} />
         ) : null}
       </ReactFlow>

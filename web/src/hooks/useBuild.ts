@@ -15,6 +15,9 @@ import { buildReducer, initialStore } from "../model/store";
 // 200-task graph for each would cost more frames than it shows.
 const MIN_RENDER_INTERVAL_MS = 150;
 
+// The live feed starts at the latest this long after the snapshot arrived (a build with no graph yet).
+const FEED_START_LATEST_MS = 300;
+
 const REFRESH_ON = new Set(["build_completed", "build_failed", "build_cancelled", "build_resumed", "plan_approved"]);
 
 export interface LiveBuild {
@@ -25,6 +28,8 @@ export interface LiveBuild {
   refresh: () => void;
   /** The API accepted an edited plan: show it. */
   planEdited: (tasks: PlannedTask[]) => void;
+  /** The snapshot's graph is on screen: the live feed may start. */
+  drawn: () => void;
 }
 
 export function useBuild(api: Api, wsUrl: string | null, token: () => Promise<string | null>, buildId: string, onUnauthorized: () => void): LiveBuild {
@@ -35,6 +40,7 @@ export function useBuild(api: Api, wsUrl: string | null, token: () => Promise<st
   const frame = useRef<number | null>(null);
   const refreshTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
 
+  const drawnRef = useRef<(() => void) | null>(null);
   const lastFlush = useRef(0);
   const wait = useRef<ReturnType<typeof setTimeout> | null>(null);
 
@@ -91,19 +97,29 @@ export function useBuild(api: Api, wsUrl: string | null, token: () => Promise<st
       onUnauthorized,
     });
     // The snapshot first (a reload draws the build from it at once), then the event log from seq 1:
-    // the two requests would only slow each other down.
+    // the two requests would only slow each other down. The log's replay (a big build's thousands of
+    // events) waits until the snapshot's graph is on screen, or FEED_START_LATEST_MS at most.
+    let started = false;
+    let latest: ReturnType<typeof setTimeout> | undefined;
+    const start = () => {
+      if (started || abort.signal.aborted) return;
+      started = true;
+      drawnRef.current = null;
+      clearTimeout(latest);
+      live.start();
+    };
     api
       .getBuild(buildId, abort.signal)
       .then((snapshot) => {
         performance.mark("snapshot-received");
         push({ type: "snapshot", snapshot });
+        drawnRef.current = start;
+        latest = setTimeout(start, FEED_START_LATEST_MS);
       })
       .catch((err) => {
         if (abort.signal.aborted) return;
         setError(err instanceof ApiError ? err.message : String(err));
-      })
-      .finally(() => {
-        if (!abort.signal.aborted) live.start();
+        start();
       });
     const online = () => live.nudge();
     window.addEventListener("online", online);
@@ -117,10 +133,13 @@ export function useBuild(api: Api, wsUrl: string | null, token: () => Promise<st
       wait.current = null;
       queue.current = [];
       if (refreshTimer.current) clearTimeout(refreshTimer.current);
+      clearTimeout(latest);
+      drawnRef.current = null;
     };
   }, [api, buildId, wsUrl, token, push, refresh, onUnauthorized]);
 
   const planEdited = useCallback((tasks: PlannedTask[]) => push({ type: "planEdited", tasks }), [push]);
+  const drawn = useCallback(() => drawnRef.current?.(), []);
 
-  return { store, feed, error, refresh, planEdited };
+  return { store, feed, error, refresh, planEdited, drawn };
 }

@@ -45,7 +45,14 @@ function markDrawn(count: number): void {
 }
 
 export function BuildPage({ buildId, api, wsUrl, token, onUnauthorized }: BuildPageProps) {
-  const { store, feed, error, planEdited } = useBuild(api, wsUrl, token, buildId, onUnauthorized);
+  const { store, feed, error, planEdited, drawn } = useBuild(api, wsUrl, token, buildId, onUnauthorized);
+  const onDrawn = useCallback(
+    (count: number) => {
+      markDrawn(count);
+      drawn();
+    },
+    [drawn],
+  );
   const state = store.view;
   const now = useNow(1000);
   const [tab, setTab] = useState<Tab>("graph");
@@ -323,7 +330,7 @@ export function BuildPage({ buildId, api, wsUrl, token, onUnauthorized }: BuildP
         <div role="tabpanel" id={`panel-${tab}`} aria-labelledby={`tab-${tab}`} className="tabpanel">
           {tab === "graph" ? (
             total ? (
-              <DagView graph={graph} selected={selected} onSelect={setSelected} onDrawn={markDrawn} />
+              <DagView graph={graph} selected={selected} onSelect={setSelected} onDrawn={onDrawn} />
             ) : (
               <p className="muted">{planning ? "The plan's tasks appear here as the AI writes them." : "No tasks."}</p>
             )
