@@ -160,6 +160,7 @@ VIEW_ATTRIBUTES = (
     "spentPromptTokens",
     "spentCompletionTokens",
     "spentUnpriced",
+    "streamOrder",
 )
 
 
@@ -169,7 +170,11 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
     tasks = svc.tasks.list(build_id, attributes=VIEW_ATTRIBUTES)
-    running = scheduler.DispatchState.from_json(build.get("dispatch"), [t["taskId"] for t in tasks]).running
+    from shared.logic.dispatching import dispatched_items
+
+    # while the plan streams, the dispatch state is written over the tasks handed so far
+    order = [t["taskId"] for t in dispatched_items(build, tasks)]
+    running = scheduler.DispatchState.from_json(build.get("dispatch"), order).running
     views = []
     for t in tasks:
         task, task_id = t["task"], t["taskId"]
@@ -404,7 +409,9 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
             svc.workflow.stop(run_id(build_id, run), why)
         except Exception as exc:
             logger.warning("could not stop the build's execution", extra={"run": run, "error": str(exc)[:300]})
-    if build.get("planId"):
+    # A build with a dispatch state (its plan stored, or tasks started while it streamed, which is
+    # read after the cancel committed: no task is handed after it) halts it: nothing more starts.
+    if build.get("planId") or svc.builds.get(build_id, attributes=["streamedTasks"]):
         from shared.dal.queues import finished_message, send_batch
 
         send_batch(
@@ -452,6 +459,8 @@ def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Serv
         )
     if item.get("status") == TaskStatus.cancelled and build["status"] == BuildStatus.executing:
         raise Conflict(f"task {task_id} was cancelled; it can be retried once the build has ended")
+    if not build.get("planId"):  # its plan failed after tasks started while it streamed: no plan to run
+        raise Conflict(f"build {build_id} has no plan; a task can be {action}ped only in a planned build")
     act = dispatching.retry_task if action == "retry" else dispatching.skip_task
     deadline = time.monotonic() + _RUN_END_WAIT_S
     while True:

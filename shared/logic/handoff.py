@@ -76,6 +76,14 @@ def claim_update(attempt: int, started: int) -> Update:
     )
 
 
+def _running(build: dict[str, Any]) -> bool:
+    """The build executes, or still plans with tasks started as its plan streamed (the same test
+    as `tx_still_running`), and nothing halted it."""
+    status = build.get("status")
+    streaming = status == BuildStatus.planning and build.get("streamedTasks") is not None
+    return (status == BuildStatus.executing or streaming) and not build.get("haltedBy")
+
+
 def started_data(task: Task, attempt: int) -> dict[str, Any]:
     return {"taskId": task.id, "taskName": task.name, "description": task.description, "attempt": attempt}
 
@@ -107,7 +115,7 @@ def complete(
         held = dispatching.committed(build_id)
         for _ in range(_TRIES + (held is not None)):
             build, from_held, held = held or svc.builds.get(build_id), held is not None, None
-            if not build or build.get("status") != BuildStatus.executing or build.get("haltedBy"):
+            if not build or not _running(build):
                 return None
             cur = dispatching.loaded(svc, build)
             decision = dispatching.decide(cur, op)
