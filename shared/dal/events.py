@@ -163,6 +163,11 @@ class EventLog:
                 return events
         raise RuntimeError(f"could not record {payloads[0][0]} for {build_id}: too much contention")
 
+    def begin(self, build_id: str) -> None:
+        """The build is new (its id just made): its log is empty. Its seq condition still holds
+        every writer to the real end of the log."""
+        self._remember(build_id, 0)
+
     @contextlib.contextmanager
     def serial(self, build_id: str) -> Iterator[None]:
         """Hold the build's in-process turn: its event writes (and a step that reads state before

@@ -51,6 +51,7 @@ def create_build(owner: str, req: CreateBuildRequest, svc: Services | None = Non
     if req.webhookUrl:
         check_webhook_url(req.webhookUrl, svc)
     build_id = new_build_id()
+    svc.events.begin(build_id)  # a new build's log is empty: its first event is seq 1, no read needed
     now = svc.clock.now_ms()
     for f in req.files:
         svc.files.put(build_id, f.path, f.content, "input", kind="input")
@@ -158,6 +159,7 @@ VIEW_ATTRIBUTES = (
     "spentPromptTokens",
     "spentCompletionTokens",
     "spentUnpriced",
+    "streamOrder",
 )
 
 
@@ -167,7 +169,11 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
     tasks = svc.tasks.list(build_id, attributes=VIEW_ATTRIBUTES)
-    running = scheduler.DispatchState.from_json(build.get("dispatch"), [t["taskId"] for t in tasks]).running
+    from shared.logic.dispatching import dispatched_items
+
+    # while the plan streams, the dispatch state is written over the tasks handed so far
+    order = [t["taskId"] for t in dispatched_items(build, tasks)]
+    running = scheduler.DispatchState.from_json(build.get("dispatch"), order).running
     views = []
     for t in tasks:
         task, task_id = t["task"], t["taskId"]
@@ -402,7 +408,9 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
             svc.workflow.stop(run_id(build_id, run), why)
         except Exception as exc:
             logger.warning("could not stop the build's execution", extra={"run": run, "error": str(exc)[:300]})
-    if build.get("planId"):
+    # A build with a dispatch state (its plan stored, or tasks started while it streamed, which is
+    # read after the cancel committed: no task is handed after it) halts it: nothing more starts.
+    if build.get("planId") or svc.builds.get(build_id, attributes=["streamedTasks"]):
         from shared.dal.queues import finished_message, send_batch
 
         send_batch(
@@ -450,6 +458,8 @@ def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Serv
         )
     if item.get("status") == TaskStatus.cancelled and build["status"] == BuildStatus.executing:
         raise Conflict(f"task {task_id} was cancelled; it can be retried once the build has ended")
+    if not build.get("planId"):  # its plan failed after tasks started while it streamed: no plan to run
+        raise Conflict(f"build {build_id} has no plan; a task can be {action}ped only in a planned build")
     act = dispatching.reopen_task if action == "retry" else dispatching.skip_failed_task
     deadline = svc.clock.monotonic() + _RUN_END_WAIT_S
     while True:

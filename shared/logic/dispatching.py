@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,11 @@ from shared.models.plan import Task, TaskStatus
 from shared.observability import count, logger
 
 _plans: dict[tuple[str, str], tuple[scheduler.DagSpec, dict[str, Task]]] = {}
+# Per process: each build as this process's last dispatch step committed it (buildId -> item). The
+# next step here starts from it instead of reading the build again; its version condition still
+# decides, and a step that loses re-reads.
+_committed: dict[str, dict[str, Any]] = {}
+_committed_lock = threading.Lock()
 
 Op = Callable[[scheduler.DagSpec, scheduler.DispatchState, int], scheduler.Decision]
 
@@ -42,15 +48,57 @@ class Loaded:
 def plan(svc: Services, build: dict[str, Any]) -> tuple[scheduler.DagSpec, dict[str, Task]]:
     """The build's current plan: its shape for the scheduler and each task's definition, read once
     per process and plan version (an approval edit makes a new version)."""
-    key = (build["buildId"], f"{build.get('planId')}:{build.get('planVersion', 0)}")
+    key = (build["buildId"], f"{build.get('planId')}:{build.get('planVersion', 0)}:{streamed_count(build)}")
     cached = _plans.get(key)
     if cached is None:
-        tasks = [Task.model_validate(i["task"]) for i in svc.tasks.list(build["buildId"])]
+        tasks = [Task.model_validate(i["task"]) for i in dispatched_items(build, svc.tasks.list(build["buildId"]))]
         cached = (scheduler.DagSpec.from_tasks(tasks), {t.id: t for t in tasks})
         if len(_plans) > 256:
             _plans.clear()
         _plans[key] = cached
     return cached
+
+
+def committed(build_id: str) -> dict[str, Any] | None:
+    """The build as this process last committed a dispatch step of it (a copy), if it did."""
+    with _committed_lock:
+        found = _committed.get(build_id)
+    return dict(found) if found is not None else None
+
+
+def remember_commit(cur: Loaded) -> None:
+    """`cur`'s build as the step that wrote `state_update(cur)` left it (once that committed)."""
+    build = {**cur.build, "dispatch": cur.state.to_json(cur.spec.order), "dispatchVersion": cur.version + 1}
+    build.pop("haltedBy", None)
+    if cur.state.halted is not None:
+        build["haltedBy"] = cur.state.halted
+    with _committed_lock:
+        if len(_committed) > 256:
+            _committed.clear()
+        _committed[str(build["buildId"])] = build
+
+
+def forget_commit(build_id: str) -> None:
+    with _committed_lock:
+        _committed.pop(build_id, None)
+
+
+def streamed_count(build: dict[str, Any]) -> int | None:
+    """While the plan streams and its plan step has started tasks: how many tasks it has handed to
+    the dispatch state (the plan so far, as far as dispatching goes). None once the plan is stored."""
+    if build.get("planId") or build.get("streamedTasks") is None:
+        return None
+    return int(build["streamedTasks"])
+
+
+def dispatched_items(build: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of the build's task items (in plan order), those its dispatch state is written over, in its
+    order: all of them, or while the plan streams, the tasks handed so far in the order handed."""
+    streamed = streamed_count(build)
+    if streamed is None:
+        return items
+    return sorted((i for i in items if int(i.get("streamOrder", streamed)) < streamed),
+                  key=lambda i: int(i["streamOrder"]))
 
 
 def dag_spec(svc: Services, build: dict[str, Any]) -> scheduler.DagSpec:
@@ -125,7 +173,9 @@ def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, 
         try:
             svc.builds.update(build_id, update)
         except StateConflict:
+            forget_commit(build_id)
             continue
+        remember_commit(cur)
         if cur.state.halted == "budget_exceeded" and not cur.build.get("haltedBy"):
             count("build.budget_exceeded")  # once, by the step that committed the halt
         break
@@ -240,6 +290,9 @@ def finish_execution(svc: Services, cur: Loaded) -> None:
         )
     elif cur.state.halted == "timed_out":  # the dispatcher saw the deadline pass before Step Functions did
         svc.workflow.fail(token, "BuildTimedOut", "The build ran past its time limit.")
+    elif cur.state.halted == "planning_failed":  # the tasks started while it streamed have settled
+        error = cur.build.get("planError") or {}
+        svc.workflow.fail(token, str(error.get("Error") or "PlanningFailed"), str(error.get("Cause") or ""))
     elif cur.state.halted is None:
         svc.workflow.succeed(token, {"halted": None})
 

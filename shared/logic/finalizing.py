@@ -77,6 +77,9 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
     tasks = svc.tasks.list(build_id)
     metrics = metrics_of(build, tasks, svc.clock.now_ms())
     error = state.get("error")
+    planned_error = build.get("planError")  # planning failed after tasks started: its reason, in its words
+    if error and planned_error and error.get("Error") == planned_error.get("Error"):
+        error = {**error, **planned_error}
     not_terminal = Update().when_not_in("status", TERMINAL_BUILD_STATUSES)
     if not error:
         status = (
@@ -94,7 +97,9 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
         data = {"reason": reason.value, "message": message}
         event = EventType.build_failed
         if reason == FailureReason.timed_out:
-            _halt_dispatch(svc, build_id)
+            _halt_dispatch(svc, build_id, "timed_out")
+        elif error.get("stage") == "plan":  # tasks may have started while the plan streamed
+            _halt_dispatch(svc, build_id, "planning_failed")
     update = not_terminal.set(
         status=status.value,
         metrics=metrics.model_dump(),
@@ -119,12 +124,12 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
     return _outcome(status.value)
 
 
-def _halt_dispatch(svc: Services, build_id: str) -> None:
+def _halt_dispatch(svc: Services, build_id: str, reason: str) -> None:
     from shared import scheduler
     from shared.logic.dispatching import apply
 
     if svc.builds.get(build_id, attributes=["dispatch"]):
-        apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, "timed_out"), label="timeout")
+        apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, reason), label=reason)
 
 
 def _outcome(status: str) -> dict[str, Any]:

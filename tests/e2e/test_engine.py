@@ -10,6 +10,7 @@ cached provider, so the next build reads it afresh (the runtime is in-process).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -193,6 +194,23 @@ def plan_running() -> bool:
     return any(t.name.endswith("-plan-invocation") and t.is_alive() for t in threading.enumerate())
 
 
+@contextlib.contextmanager
+def planning_first() -> Iterator[None]:
+    """STREAM_EXECUTION=false for what runs inside: the whole plan is stored before any task starts
+    (tests of what the scheduler does with a known plan)."""
+    import os
+
+    from shared.settings import reset_settings
+
+    os.environ["STREAM_EXECUTION"] = "false"
+    reset_settings()
+    try:
+        yield
+    finally:
+        os.environ.pop("STREAM_EXECUTION", None)
+        reset_settings()
+
+
 def fast(**extra: Any) -> dict[str, Any]:
     return {"default_task": {"delay_ms": 0, **extra}}
 
@@ -248,8 +266,11 @@ class TestEngine:
 
         monkeypatch.setattr(dispatching, "send_batch", fails_once)
         plan = [task("exec-retry", target="a.txt"), task("after", "exec-retry", target="b.txt")]
-        bid = engine.build("execute retried", {"plan": {"tasks": plan}, **fast()})
-        events = engine.wait_end(bid)
+        # The first send must be the Execute step's: nothing starts while the plan streams (a failed
+        # send there: tests/e2e/test_streaming.py).
+        with planning_first():
+            bid = engine.build("execute retried", {"plan": {"tasks": plan}, **fast()})
+            events = engine.wait_end(bid)
         check_log(events)
         assert failed  # the execute step did fail once
         assert end_of(events)["type"] == "build_completed" and end_of(events)["data"]["status"] == "completed"
@@ -296,9 +317,12 @@ class TestEngine:
         generated = of(events, "plan_generated")[0]
         assert generated["data"]["recovery"] == "linear-fallback"
         assert warnings[0]["seq"] < generated["seq"]
-        # one by one, by priority (c first), then plan order
-        assert started_order(events) == ["c", "a", "b", "d"]
-        assert max_in_flight(events) == 1
+        # c and d were handed to the dispatch state as the plan streamed (STREAM_EXECUTION): they keep
+        # their dependencies; the rung acts on the cycle, a and b, which run one by one after them
+        order = started_order(events)
+        assert sorted(order[:2]) == ["c", "d"] and order[2:] == ["a", "b"]
+        assert max(seq_of(events, "task_completed", t) for t in "cd") < seq_of(events, "task_started", "a")
+        assert seq_of(events, "task_completed", "a") < seq_of(events, "task_started", "b")
         assert end_of(events)["data"]["status"] == "completed"
         assert engine.view(bid)["recovery"] == "linear-fallback"
 
@@ -379,6 +403,7 @@ class TestEngine:
         script = {"plan": {"tasks": plan}, "tasks": {"first": {"delay_ms": 600}}, **fast()}
         bid = engine.build("cancel me", script)
         engine.wait_event(bid, "task_started")
+        engine.wait_event(bid, "plan_generated")  # `first` may start while the plan streams
         status, body = engine.api("POST", f"/builds/{bid}/cancel")
         assert status == 202, body
         events = engine.wait_end(bid)
@@ -564,8 +589,14 @@ class TestEngine:
         wait_for(lambda: not plan_running(), what="the plan function to return")  # its stream is over
         events = engine.events(bid)
         check_log(events)
-        assert events[-1]["type"] == "build_cancelled"  # nothing is recorded after the end
-        assert not of(events, "plan_generated") and not of(events, "task_started")
+        cancelled = seq_of(events, "build_cancelled")
+        # Nothing of the plan after the end, and no task starts after it; a task started while the
+        # plan streamed (before the cancel) settles, as in a cancel while executing.
+        started = {e["data"]["taskId"] for e in of(events, "task_started")}
+        after = events[cancelled:]
+        assert all(e["type"] in ("task_completed", "task_failed") and e["data"]["taskId"] in started for e in after)
+        assert all(e["seq"] < cancelled for e in of(events, "task_started"))
+        assert not of(events, "plan_generated")
         assert engine.view(bid)["status"] == "cancelled"
         logged = capfd.readouterr()
         lines = (logged.out + logged.err).splitlines()
@@ -661,8 +692,10 @@ class TestEngine:
             task("long", duration=5, target="l1.txt"),
             task("long-next", "long", duration=5, target="l2.txt"),
         ]
-        bid = engine.build("critical path", {"plan": {"tasks": plan}, **fast()}, maxConcurrency=1)
-        events = engine.wait_end(bid)
+        # Among the tasks known: while the plan streams, a task may start before a longer one arrives.
+        with planning_first():
+            bid = engine.build("critical path", {"plan": {"tasks": plan}, **fast()}, maxConcurrency=1)
+            events = engine.wait_end(bid)
         check_log(events)
         # remaining path: long 10, long-next 5, then equal 1s by priority (lower first)
         assert started_order(events) == ["long", "long-next", "short-early", "short-late"]

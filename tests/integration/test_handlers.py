@@ -573,6 +573,9 @@ class TestWorkers:
         from shared.settings import reset_settings
 
         monkeypatch.setenv("MAX_PLAN_TASKS", "3")  # the script's plan has 4 tasks
+        # Nothing started while it streamed (with tasks started, the build waits for them first:
+        # tests/e2e/test_streaming.py).
+        monkeypatch.setenv("STREAM_EXECUTION", "false")
         reset_settings()
         reset_services()
         try:
@@ -585,6 +588,7 @@ class TestWorkers:
             assert finalize({"buildId": build_id, "error": {"Error": "PlanTooLarge", "Cause": cause}})["status"] == "failed"
         finally:
             monkeypatch.delenv("MAX_PLAN_TASKS")
+            monkeypatch.delenv("STREAM_EXECUTION")
             reset_settings()
             reset_services()
         end = _events(build_id)[-1]
