@@ -37,6 +37,7 @@ RECORD_TTL_DAYS: Final = "RECORD_TTL_DAYS"
 LOG_LEVEL: Final = "LOG_LEVEL"
 # The attribute (epoch seconds) after which DynamoDB's TTL deletes a build, task, event or cache entry.
 TTL_ATTRIBUTE: Final = "expiresAt"
+BUILDS_BY_OWNER_INDEX: Final = "byOwner"  # the builds table's index by owner, newest first
 STEPWISE_CORS_ORIGINS: Final = "STEPWISE_CORS_ORIGINS"  # origins a browser may call the API from ("*" locally)
 
 # --- extensions beyond CONTRACT §7 (documented in the README) ----------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.constants import BUILDS_BY_OWNER_INDEX
 from shared.dal.aws import client, error_code, from_item, to_item
 from shared.dal.table import Update
 from shared.errors import NotFound, StateConflict
@@ -66,7 +67,7 @@ class BuildStore:
     def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "IndexName": "byOwner",
+            "IndexName": BUILDS_BY_OWNER_INDEX,
             "KeyConditionExpression": "ownerId = :o",
             "ExpressionAttributeValues": {":o": {"S": owner}},
             "ScanIndexForward": False,

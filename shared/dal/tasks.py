@@ -70,25 +70,44 @@ class TaskStore:
     def get_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         """Items of this table by (buildId, taskId), strongly consistent, in as few requests as
         BatchGetItem allows (100 keys each); keys with no item are absent from the answer."""
+        return self._batch_get(keys, None)[0]
+
+    def get_many_with(
+        self, keys: list[tuple[str, str]], table: str, key: dict[str, Any]
+    ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any] | None]:
+        """`get_many`, and the item of another table at `key` (DynamoDB JSON; an eventually
+        consistent read) in the same request: (items, that item or None)."""
+        return self._batch_get(keys, (table, key))
+
+    def _batch_get(
+        self, keys: list[tuple[str, str]], other: tuple[str, dict[str, Any]] | None
+    ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any] | None]:
         ddb = client("dynamodb")
         out: dict[tuple[str, str], dict[str, Any]] = {}
+        found: dict[str, Any] | None = None
         unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 100):
-            pending: dict[str, Any] = {
-                self.table: {
-                    "Keys": [{"buildId": {"S": b}, "taskId": {"S": t}} for b, t in unique[start : start + 100]],
+        size = 100 - (other is not None)  # the other item rides in the first request
+        for start in range(0, max(1, len(unique)), size):
+            pending: dict[str, Any] = {}
+            if unique:
+                pending[self.table] = {
+                    "Keys": [{"buildId": {"S": b}, "taskId": {"S": t}} for b, t in unique[start : start + size]],
                     "ConsistentRead": True,
                 }
-            }
+            if other is not None and start == 0:
+                pending[other[0]] = {"Keys": [other[1]]}
             while pending:
                 resp = ddb.batch_get_item(RequestItems=pending)
-                for raw in (resp.get("Responses") or {}).get(self.table) or []:
+                responses = resp.get("Responses") or {}
+                for raw in responses.get(self.table) or []:
                     item = from_item(raw)
                     out[(str(item["buildId"]), str(item["taskId"]))] = item
+                if other is not None and responses.get(other[0]):
+                    found = from_item(responses[other[0]][0])
                 pending = resp.get("UnprocessedKeys") or {}
                 if pending:
                     time.sleep(0.05)  # throttled: back off before asking for the rest
-        return out
+        return out, found
 
     def list(self, build_id: str, *, attributes: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """The build's task items in plan order; with `attributes` (paths like `task.input.targetPath`),

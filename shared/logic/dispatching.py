@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,6 @@ from shared import scheduler
 from shared.dal.queues import send_batch, task_message
 from shared.dal.table import Update
 from shared.errors import NotFound, StateConflict
-from shared.ids import now_ms
 from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
 from shared.models.events import EventType
@@ -27,6 +27,11 @@ from shared.models.plan import Task, TaskStatus
 from shared.observability import count, logger
 
 _plans: dict[tuple[str, str], tuple[scheduler.DagSpec, dict[str, Task]]] = {}
+# Per process: each build as this process's last dispatch step committed it (buildId -> item). The
+# next step here starts from it instead of reading the build again; its version condition still
+# decides, and a step that loses re-reads.
+_committed: dict[str, dict[str, Any]] = {}
+_committed_lock = threading.Lock()
 
 Op = Callable[[scheduler.DagSpec, scheduler.DispatchState, int], scheduler.Decision]
 
@@ -37,6 +42,7 @@ class Loaded:
     spec: scheduler.DagSpec
     state: scheduler.DispatchState
     version: int
+    now_ms: int  # when it was read (services' clock): the step's deadline check and updatedAt
 
 
 def plan(svc: Services, build: dict[str, Any]) -> tuple[scheduler.DagSpec, dict[str, Task]]:
@@ -51,6 +57,30 @@ def plan(svc: Services, build: dict[str, Any]) -> tuple[scheduler.DagSpec, dict[
             _plans.clear()
         _plans[key] = cached
     return cached
+
+
+def committed(build_id: str) -> dict[str, Any] | None:
+    """The build as this process last committed a dispatch step of it (a copy), if it did."""
+    with _committed_lock:
+        found = _committed.get(build_id)
+    return dict(found) if found is not None else None
+
+
+def remember_commit(cur: Loaded) -> None:
+    """`cur`'s build as the step that wrote `state_update(cur)` left it (once that committed)."""
+    build = {**cur.build, "dispatch": cur.state.to_json(cur.spec.order), "dispatchVersion": cur.version + 1}
+    build.pop("haltedBy", None)
+    if cur.state.halted is not None:
+        build["haltedBy"] = cur.state.halted
+    with _committed_lock:
+        if len(_committed) > 256:
+            _committed.clear()
+        _committed[str(build["buildId"])] = build
+
+
+def forget_commit(build_id: str) -> None:
+    with _committed_lock:
+        _committed.pop(build_id, None)
 
 
 def streamed_count(build: dict[str, Any]) -> int | None:
@@ -75,18 +105,20 @@ def dag_spec(svc: Services, build: dict[str, Any]) -> scheduler.DagSpec:
     return plan(svc, build)[0]
 
 
-def loaded(svc: Services, build: dict[str, Any]) -> Loaded:
+def dispatch_state_of(svc: Services, build: dict[str, Any]) -> Loaded:
+    """The dispatch state of a build item already read."""
     spec = dag_spec(svc, build)
     return Loaded(
         build,
         spec,
         scheduler.DispatchState.from_json(build.get("dispatch"), spec.order),
         int(build.get("dispatchVersion", 0)),
+        svc.clock.now_ms(),
     )
 
 
-def _load(svc: Services, build_id: str) -> Loaded:
-    return loaded(svc, svc.builds.require(build_id))
+def _read_dispatch_state(svc: Services, build_id: str) -> Loaded:
+    return dispatch_state_of(svc, svc.builds.require(build_id))
 
 
 def decide(cur: Loaded, op: Op) -> scheduler.Decision:
@@ -97,7 +129,7 @@ def decide(cur: Loaded, op: Op) -> scheduler.Decision:
         # The cancel committed; its halt message may come later (or never, if the API died first):
         # what has not started is cancelled now, not skipped after the build's end.
         scheduler.halt(cur.spec, cur.state, "cancelled")
-    if _past_deadline(cur.build) and cur.state.halted is None:
+    if _past_deadline(cur.build, cur.now_ms) and cur.state.halted is None:
         scheduler.halt(cur.spec, cur.state, "timed_out")
     decision = op(cur.spec, cur.state, max_conc)
     budget = cur.build.get("budgetUsd")
@@ -124,7 +156,7 @@ def state_update(cur: Loaded) -> Update:
             dispatch=cur.state.to_json(cur.spec.order),
             dispatchVersion=cur.version + 1,
             haltedBy=cur.state.halted,  # None removes it; a task claim checks it is absent
-            updatedAt=now_ms(),
+            updatedAt=cur.now_ms,
         )
         .when("attribute_not_exists({dispatchVersion}) OR {dispatchVersion} = :ver", ver=cur.version)
     )
@@ -133,7 +165,7 @@ def state_update(cur: Loaded) -> Update:
 def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, scheduler.Decision]:
     """Run `op` against the build's dispatch state until its commit wins; then act on the decision."""
     for _ in range(50):
-        cur = _load(svc, build_id)
+        cur = _read_dispatch_state(svc, build_id)
         decision = decide(cur, op)
         if decision.duplicate:
             break
@@ -145,7 +177,9 @@ def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, 
         try:
             svc.builds.update(build_id, update)
         except StateConflict:
+            forget_commit(build_id)
             continue
+        remember_commit(cur)
         if cur.state.halted == "budget_exceeded" and not cur.build.get("haltedBy"):
             count("build.budget_exceeded")  # once, by the step that committed the halt
         break
@@ -183,16 +217,16 @@ def run_started_at(build: dict[str, Any]) -> int:
     return int(build.get("runStartedAt") or build["createdAt"])
 
 
-def _past_deadline(build: dict[str, Any]) -> bool:
+def _past_deadline(build: dict[str, Any], now_ms: int) -> bool:
     deadline = build.get("deadlineAt")
-    return deadline is not None and now_ms() > int(deadline)
+    return deadline is not None and now_ms > int(deadline)
 
 
 def _record_skips(svc: Services, build_id: str, decision: scheduler.Decision) -> None:
     for task_id, dependency in decision.skipped:
         skip = (
             Update()
-            .set(status=TaskStatus.skipped.value, skippedBecause=dependency, updatedAt=now_ms())
+            .set(status=TaskStatus.skipped.value, skippedBecause=dependency, updatedAt=svc.clock.now_ms())
             .when("{status} = :pending", pending=TaskStatus.pending.value)
         )
         with contextlib.suppress(StateConflict):  # already skipped by an earlier run of this step
@@ -213,7 +247,7 @@ def _cancel_unstarted(svc: Services, build_id: str, cur: Loaded) -> None:
                 build_id,
                 task_id,
                 Update()
-                .set(status=TaskStatus.cancelled.value, updatedAt=now_ms())
+                .set(status=TaskStatus.cancelled.value, updatedAt=svc.clock.now_ms())
                 .when("{status} = :pending", pending=TaskStatus.pending.value),
             )
 
@@ -271,7 +305,7 @@ def finish_execution(svc: Services, cur: Loaded) -> None:
 def await_approval(build_id: str, token: str, svc: Services | None = None) -> dict[str, Any]:
     svc = svc or services()
     build = svc.builds.require(build_id)
-    expires = now_ms() + svc.settings.plan_approval_timeout_seconds * 1000
+    expires = svc.clock.now_ms() + svc.settings.plan_approval_timeout_seconds * 1000
     try:
         svc.events.record(
             build_id,
@@ -290,9 +324,9 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
                     .set(
                         status=BuildStatus.awaiting_approval.value,
                         approvalToken=token,
-                        approvalRequestedAt=now_ms(),
+                        approvalRequestedAt=svc.clock.now_ms(),
                         approvalExpiresAt=expires,
-                        updatedAt=now_ms(),
+                        updatedAt=svc.clock.now_ms(),
                     )
                     .when("{status} = :planning", planning=BuildStatus.planning.value),
                 )
@@ -305,7 +339,7 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
             svc.builds.update(
                 build_id,
                 Update()
-                .set(approvalToken=token, updatedAt=now_ms())
+                .set(approvalToken=token, updatedAt=svc.clock.now_ms())
                 .when("{status} = :waiting", waiting=BuildStatus.awaiting_approval.value),
             )
         logger.info("approval already requested or build moved on", extra={"buildId": build_id})
@@ -320,13 +354,13 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
         return {"started": False}
     if build.get("executeStartedAt") is None:
         run_started = run_started_at(build)  # a retried run has its own time limit
-        remaining = svc.settings.build_timeout_seconds - (now_ms() - run_started) / 1000
+        remaining = svc.settings.build_timeout_seconds - (svc.clock.now_ms() - run_started) / 1000
         approved = int(build.get("approvedAt") or 0)
         if approved >= run_started:  # time spent waiting for a human does not count
             remaining += (approved - int(build.get("approvalRequestedAt") or approved)) / 1000
-        deadline = now_ms() + int(max(1.0, remaining) * 1000)
+        deadline = svc.clock.now_ms() + int(max(1.0, remaining) * 1000)
     else:
-        deadline = int(build.get("deadlineAt") or now_ms())
+        deadline = int(build.get("deadlineAt") or svc.clock.now_ms())
     try:
         svc.builds.update(
             build_id,
@@ -335,8 +369,8 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
                 status=BuildStatus.executing.value,
                 executeToken=token,
                 deadlineAt=deadline,
-                executeStartedAt=build.get("executeStartedAt") or now_ms(),
-                updatedAt=now_ms(),
+                executeStartedAt=build.get("executeStartedAt") or svc.clock.now_ms(),
+                updatedAt=svc.clock.now_ms(),
             )
             .when_not_in("status", TERMINAL_BUILD_STATUSES),
         )
@@ -384,7 +418,7 @@ def on_finished(message: dict[str, Any], svc: Services | None = None) -> None:
             reason = message["reason"]
             apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, reason), label="halt")
         elif kind == "retry":
-            retry_task(build_id, message["taskId"], svc)
+            reopen_task(build_id, message["taskId"], svc)
         else:
             logger.warning("unknown dispatch message dropped", extra={"kind": kind})
     except NotFound:
@@ -427,12 +461,12 @@ def _reopen_items(svc: Services, build_id: str, task_ids: list[str]) -> None:
                 build_id,
                 t,
                 Update()
-                .set(status=TaskStatus.pending.value, error=None, skippedBecause=None, updatedAt=now_ms())
+                .set(status=TaskStatus.pending.value, error=None, skippedBecause=None, updatedAt=svc.clock.now_ms())
                 .when("{status} IN (:f, :t, :s, :c)", f="failed", t="timeout", s="skipped", c="cancelled"),
             )
 
 
-def retry_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
+def reopen_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
     """Re-open a task and its skipped dependents that can run (items first, so a re-opened child can
     be claimed), then let the scheduler start it. Returns the re-opened ids.
 
@@ -457,9 +491,9 @@ def retry_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = Fal
     return reopened
 
 
-def skip_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
+def skip_failed_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
     """The user skips a failed task: it becomes `skipped` (reason user) and the dependents it held
-    back run without its output. Returns the re-opened dependents. `in_run` as for retry_task."""
+    back run without its output. Returns the re-opened dependents. `in_run` as for reopen_task."""
     build = svc.builds.require(build_id)
     if in_run and _ending(svc, build):
         raise RunEnding(build_id)
@@ -477,7 +511,7 @@ def skip_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = Fals
                     build_id,
                     task_id,
                     Update()
-                    .set(status=TaskStatus.skipped.value, skippedBecause="user", updatedAt=now_ms())
+                    .set(status=TaskStatus.skipped.value, skippedBecause="user", updatedAt=svc.clock.now_ms())
                     .when("{status} IN (:f, :t)", f="failed", t="timeout"),
                 )
             ],
@@ -535,7 +569,7 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
     spent: dict[str, Any] = message.get("spent") or {}
     dead = (
         Update()
-        .set(status=TaskStatus.failed.value, error="dead-lettered", updatedAt=now_ms())
+        .set(status=TaskStatus.failed.value, error="dead-lettered", updatedAt=svc.clock.now_ms())
         .when(
             "({attempt} = :n AND {status} = :ip) OR ({attempt} < :n AND {status} IN (:p, :q))",
             n=attempt,

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from shared import dag
 from shared.dal.table import Update
 from shared.errors import CircularDependencies, PlanningFailed, PlanTooLarge, StateConflict, StepwiseError
-from shared.ids import new_plan_id, now_ms
+from shared.ids import new_plan_id
 from shared.logic.dispatching import run_started_at
 from shared.logic.services import Services, services
 from shared.logic.stream_start import StreamStarter
@@ -183,7 +183,7 @@ def _plan(
                 blocked=plan.blocked,
                 cycles=plan.cycles or None,
                 planUsage=usage.model_dump(),
-                updatedAt=now_ms(),
+                updatedAt=svc.clock.now_ms(),
             )
             .when("{status} = :planning", planning=BuildStatus.planning.value)
         )
@@ -223,7 +223,8 @@ def _plan(
                 return _ended(build_id, "cancelled")
     except StateConflict:
         return _ended(build_id, "cancelled")
-    return _result(svc, svc.builds.require(build_id))
+    # The build as that commit left it (it held only while the build planned): no read back.
+    return _result(svc, {**build, "taskCount": len(plan.tasks), "blocked": plan.blocked})
 
 
 def _ended(build_id: str, status: str) -> dict[str, Any]:
@@ -234,7 +235,7 @@ def _ended(build_id: str, status: str) -> dict[str, Any]:
 
 
 def _result(svc: Services, build: dict[str, Any]) -> dict[str, Any]:
-    elapsed = (now_ms() - run_started_at(build)) / 1000
+    elapsed = (svc.clock.now_ms() - run_started_at(build)) / 1000
     remaining = max(1, int(svc.settings.build_timeout_seconds - elapsed))
     first_run = build["status"] == BuildStatus.planning
     wants = bool(build.get("requireApproval")) or bool(build.get("blocked"))
@@ -250,7 +251,7 @@ def _keep_plan_cost(svc: Services, build_id: str, usage: Usage) -> None:
     with contextlib.suppress(StateConflict):  # the build moved on: nothing to keep it on
         svc.builds.update(
             build_id,
-            Update().set(planUsage=usage.model_dump(), updatedAt=now_ms()).when(
+            Update().set(planUsage=usage.model_dump(), updatedAt=svc.clock.now_ms()).when(
                 "{status} = :planning", planning=BuildStatus.planning.value
             ),
         )

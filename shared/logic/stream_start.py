@@ -38,7 +38,6 @@ from pydantic import ValidationError
 from shared import scheduler
 from shared.dal.table import Update, transact
 from shared.errors import StateConflict, StepwiseError
-from shared.ids import now_ms
 from shared.logic import dispatching
 from shared.logic.services import Services
 from shared.models.build import BuildStatus
@@ -215,6 +214,7 @@ class StreamStarter:
                 spec,
                 scheduler.DispatchState.from_json(build.get("dispatch"), spec.order[: self.committed]),
                 int(build.get("dispatchVersion", 0)),
+                svc.clock.now_ms(),
             )
             decision = dispatching.decide(cur, op)
             update = dispatching.state_update(cur).set(streamedTasks=len(handed)).when(
@@ -267,7 +267,7 @@ class StreamStarter:
         build = self.svc.builds.require(self.build_id)
         step = int(build.get("stepVersion") or 0)
         if int(build.get("sentVersion") or 0) < step:
-            state = dispatching.loaded(self.svc, build).state
+            state = dispatching.dispatch_state_of(self.svc, build).state
             unclaimed = dispatching.unclaimed(self.svc, self.build_id, state)
             dispatching.send_tasks(self.svc, self.build_id, unclaimed, dispatching.plan(self.svc, build)[1])
             dispatching._confirm_sent(self.svc, self.build_id, step)
@@ -306,7 +306,7 @@ class StreamStarter:
             svc.builds.update(
                 build_id,
                 Update()
-                .set(planError={"Error": type(exc).__name__, "Cause": str(exc)[:2000]}, updatedAt=now_ms())
+                .set(planError={"Error": type(exc).__name__, "Cause": str(exc)[:2000]}, updatedAt=svc.clock.now_ms())
                 .when("{status} = :planning", planning=BuildStatus.planning.value),
             )
         except StateConflict:

@@ -16,12 +16,11 @@ from typing import Any
 from shared.dal.aws import client, from_item
 from shared.dal.events import event_from_item
 from shared.dal.table import Update
-from shared.ids import now_ms
 from shared.logic.services import Services, services
 from shared.models.events import Event
 from shared.observability import count, logger
 from shared.signing import parse_secret_list
-from shared.webhooks.delivery import DeliveryOutcome, EndpointRateLimiter, backoff_seconds, deliver
+from shared.webhooks.delivery import DeliveryOutcome, EndpointRateLimiter, deliver, delivery_delay_s
 
 _limiter = EndpointRateLimiter(rate_per_s=20)
 
@@ -62,7 +61,7 @@ def webhook_secrets(svc: Services) -> list[str]:
 def _mark(svc: Services, event: Event, state: str, reason: str | None = None) -> None:
     client("dynamodb").update_item(
         **Update()
-        .set(delivery=state, deliveryReason=reason, deliveryAt=now_ms())
+        .set(delivery=state, deliveryReason=reason, deliveryAt=svc.clock.now_ms())
         .when("attribute_exists({seq})")
         .kwargs(svc.settings.events_table, {"buildId": event.buildId, "seq": event.seq})
     )
@@ -99,7 +98,7 @@ def handle(msg: Received, dlq_url: str | None = None, svc: Services | None = Non
         count("webhook.dead_lettered")
         _retry_after(msg, 0, event)
         raise RetryLater(f"last attempt failed: {result.reason}")
-    delay = backoff_seconds(
+    delay = delivery_delay_s(
         msg.receive_count,
         svc.settings.webhook_backoff_base_seconds,
         svc.settings.webhook_backoff_max_seconds,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 from local.runtime import LocalRuntime
-from tests.helpers import task, wait_for
+from tests.helpers import ShiftedClock, task, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -35,9 +34,10 @@ SEQUENTIAL_COPY = "We couldn't optimize task order, so steps will run one-by-one
 
 
 class Engine:
-    def __init__(self, rt: LocalRuntime, script_path: Path) -> None:
+    def __init__(self, rt: LocalRuntime, script_path: Path, clock: ShiftedClock | None = None) -> None:
         self.rt = rt
         self.script_path = script_path
+        self.clock = clock  # the handlers' time, when the runtime was given one: a test moves it on
 
     # --- requests ----------------------------------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -97,6 +97,27 @@ class Engine:
             return wait_for(probe, timeout=timeout, interval=0.05, what=f"end #{ends} of {build_id}")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; {self.diagnose(build_id)}") from None
+
+    def wait_idle(self) -> None:
+        """Until no task or "task finished" message is waiting, delayed or being handled: nothing
+        can start any more (instead of asserting "nothing happened" after a fixed sleep)."""
+        from shared.dal.aws import client
+
+        counts = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+
+        def idle() -> bool:
+            for name in ("tasks", "tasks-dlq", "task-finished.fifo"):
+                url = self.rt.resources.queues[name]
+                attrs = client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=counts)["Attributes"]
+                if any(int(attrs.get(k, 0)) for k in counts):
+                    return False
+            return True
+
+        wait_for(idle, timeout=WAIT_S, what="the task queues to drain")
 
     def diagnose(self, build_id: str) -> str:
         """What a stuck build looks like inside: its events, status, dispatch state, workflow, queues."""
@@ -163,8 +184,14 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         "STEPWISE_MOCK_SCRIPT": str(script),
         **env,
     }
-    with LocalRuntime(env=full) as rt:
-        yield Engine(rt, script)
+    clock = ShiftedClock()
+    with LocalRuntime(env=full, clock=clock) as rt:
+        yield Engine(rt, script, clock)
+
+
+def plan_running() -> bool:
+    """Whether an invocation of the plan function is still running (`local.invocations`)."""
+    return any(t.name.endswith("-plan-invocation") and t.is_alive() for t in threading.enumerate())
 
 
 @contextlib.contextmanager
@@ -383,7 +410,7 @@ class TestEngine:
         assert end_of(events)["type"] == "build_cancelled"
         # the running task settles; nothing else starts
         wait_for(lambda: task_status(engine.view(bid))["first"] != "in_progress", what="first to settle")
-        time.sleep(0.5)
+        engine.wait_idle()
         events = engine.events(bid)
         check_log(events)
         cancelled_at = seq_of(events, "build_cancelled")
@@ -432,7 +459,7 @@ class TestEngine:
         priced = {"usage": {"promptTokens": 1000, "completionTokens": 500, "costUsd": 0.01}}
         bid = engine.build("budget", {"plan": {"tasks": plan}, **fast(**priced)}, budgetUsd=0.015, maxConcurrency=1)
         events = engine.wait_end(bid)
-        time.sleep(0.3)
+        engine.wait_idle()
         events = engine.events(bid)
         check_log(events)
         end = end_of(events)
@@ -559,7 +586,7 @@ class TestEngine:
         status, body = engine.api("POST", f"/builds/{bid}/cancel")
         assert status == 202, body
         events = engine.wait_end(bid)
-        time.sleep(1.5)  # the plan stream would have finished by now
+        wait_for(lambda: not plan_running(), what="the plan function to return")  # its stream is over
         events = engine.events(bid)
         check_log(events)
         cancelled = seq_of(events, "build_cancelled")
@@ -776,7 +803,7 @@ class TestShortTimeouts:
         assert end["type"] == "build_failed" and end["data"]["reason"] == "timed_out"
         # the task in flight settles and its events land; nothing starts after the end
         wait_for(lambda: "in_progress" not in task_status(engine.view(bid)).values(), what="in-flight task to settle")
-        time.sleep(0.3)
+        engine.wait_idle()
         events = engine.events(bid)
         check_log(events)
         ended_at = seq_of(events, "build_failed")
@@ -804,7 +831,8 @@ class TestShortTimeouts:
         plan = [task("only", target="only.txt")]
         bid = engine.build("slow approver", {"plan": {"tasks": plan}, **fast(delay_ms=1200)}, requireApproval=True)
         engine.wait_event(bid, "plan_approval_required")
-        time.sleep(5.0)  # most of the build's 6 s goes by before a human approves
+        assert engine.clock is not None
+        engine.clock.advance(5.0)  # most of the build's 6 s goes by before a human approves
         status, body = engine.api("POST", f"/builds/{bid}/approval", {"approved": True})
         assert status == 200, body
         events = engine.wait_end(bid)
@@ -824,7 +852,8 @@ class TestShortTimeouts:
         first = engine.wait_end(bid)
         assert end_of(first)["data"]["status"] == "completed_with_errors"
         created_s = first[0]["timestamp"] / 1000
-        time.sleep(max(0.0, created_s + 6.3 - time.time()))  # the first run's time limit is long gone
+        assert engine.clock is not None
+        engine.clock.advance(created_s + 6.3 - engine.clock.time())  # the first run's time limit is long gone
         status, body = engine.api("POST", f"/builds/{bid}/tasks/base/retry")
         assert status == 202, body
         events = engine.wait_end(bid, ends=2)

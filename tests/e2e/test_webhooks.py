@@ -15,6 +15,7 @@ from werkzeug import Request, Response
 
 from local.runtime import LocalRuntime
 from shared.signing import generate_secret
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -147,8 +148,13 @@ def test_dead_letter_after_last_attempt_then_redrive_delivers(runtime, receiver,
     assert sorted(d.seq for d in dead) == [e["seq"] for e in events]
 
     receiver.plan = lambda n: 200
-    time.sleep(2.1)  # the peek above hid the messages for 2 s
-    assert redrive(target) >= len(events)
+    moved: list[int] = []
+
+    def all_redriven() -> bool:  # the peek above hid the messages for 2 s: each moves once visible
+        moved.append(redrive(target))
+        return sum(moved) >= len(events)
+
+    wait_for(all_redriven, timeout=10, what="every dead delivery redriven")
     assert _settled(build_id, {"delivered": len(events)}) == {"delivered": len(events)}
 
 

@@ -50,9 +50,10 @@ from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse
 from local import invocations
 from local.runtime import ASL_PATH, load_handler
 from shared import limits
+from shared.clock import Clock
 from shared.dal.aws import add_client_hook, client
 from shared.logic import task_runner
-from shared.logic.services import Services, services
+from shared.logic.services import Services, services, use_clock
 from shared.models.build import TERMINAL_BUILD_STATUSES
 from shared.settings import get_settings
 from tests.helpers import drain_queue, sqs_event, sqs_record
@@ -750,7 +751,8 @@ class Driver:
 
 
 class _Clock:
-    """shared.ids' clock, moved forward by the driver (moto and boto keep real time)."""
+    """shared.ids' clock, moved forward by the driver (moto and boto keep real time); the services'
+    clock follows it."""
 
     offset_s = 0.0
 
@@ -761,15 +763,24 @@ class _Clock:
         return time.time() + _Clock.offset_s
 
 
+class _ServicesClock(Clock):
+    """The services' clock (what the logic reads), on the driver's time."""
+
+    def time(self) -> float:
+        return _Clock.time()
+
+
 @contextlib.contextmanager
 def fake_clock() -> Iterator[None]:
     import shared.ids
 
     saved = shared.ids.time
     shared.ids.time = _Clock  # type: ignore[assignment]
+    use_clock(_ServicesClock())
     try:
         yield
     finally:
+        use_clock(None)
         shared.ids.time = saved
         _Clock.offset_s = 0.0
 

@@ -707,7 +707,7 @@ class TestWorkers:
         self._dispatch([stale])
         from shared.logic import dispatching
 
-        dispatching.retry_task(build_id, "a", services())
+        dispatching.reopen_task(build_id, "a", services())
         assert self._queued(quiet) == [("a", 3)]
         self._dispatch([stale])  # the old message comes back (e.g. its delete was lost)
         self._dispatch([self._finished_record(quiet, build_id, "a", outcome="completed", attempt=3)])
