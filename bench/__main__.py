@@ -42,6 +42,7 @@ MODULES: dict[str, str] = {
     "live": "bench.bench_live",
     "size": "bench.bench_size",
     "faults": "bench.bench_faults",
+    "streaming": "bench.bench_streaming",
     "infra": "bench.bench_infra",
     "web": "bench.bench_web",
 }
@@ -54,6 +55,7 @@ ISSUE_FIGURES = {
     "infra": "—",
     "size": "—",
     "faults": "18",
+    "streaming": "17",
     "web": "12",
 }
 

@@ -3,15 +3,20 @@ again.
 
 - Harness coverage: `tests/integration/test_crash_harness.py` run as the suite runs it (pytest, in a
   subprocess), counting its cases, the faults its schedules held and those that fired (a fault
-  fires when its boundary's nth call happens in the run), deliveries and dead-letterings.
+  fires when its boundary's nth call happens in the run; an API call racing an invocation counts
+  as one), the DynamoDB conflicts and throttles put on the wire (each send answered with one),
+  the API calls that raced an invocation, and the runs played (a retry after the end re-opens).
 - Crash recovery, local: the local runtime (TASK_TIMEOUT_SECONDS=4: a 2 s lease, an attempt surely
   dead 9 s after it started) runs a -> {b, c}; the consumer of a runs b and c, handed in a's
   commit, and is killed while they run. From the kill to the moment b runs again (its adopted
-  attempt's new startedAt). Baseline: what the same crash cost before the lease, the tasks queue's
-  visibility timeout (the deployed 6x-function-timeout value), computed from the same limits.
+  attempt's new startedAt). Baseline: what the same crash cost without the lease, the tasks
+  queue's visibility timeout in that runtime (the deployed 6x-function-timeout value scaled by
+  limits.LOCAL_VISIBILITY_SCALE).
 - Crash recovery, deployed settings: the bound computed from shared.limits with the deployed
   defaults (TASK_TIMEOUT_SECONDS=60): max(lease, stale-after) = max(ceil(60/2), 60 + max(5, 60/2))
   + 2 (whole seconds, clock skew) = 92 s, against the tasks queue's visibility 6 x (60 + 60) = 720 s before.
+- A failing dispatcher record (computed): its FIFO group waits out the task-finished queue's
+  visibility; locally the deployed 360 s times the one local factor.
 """
 
 from __future__ import annotations
@@ -54,7 +59,6 @@ def _crash_recovery_local() -> tuple[float, float]:
     import functions.task.handler as task_handler
     from local import invocations
     from local.runtime import LocalRuntime
-    from shared import limits
     from shared.logic.services import services
     from tests.helpers import task, wait_for
 
@@ -92,8 +96,7 @@ def _crash_recovery_local() -> tuple[float, float]:
             )
             item = services().tasks.get(build_id, "b") or {}
             rerun_ms = float(item.get("startedAt") or 0)
-            tt = services().settings.task_timeout_seconds
-            return (rerun_ms - killed.get("at_ms", rerun_ms)) / 1000, float(limits.queue_visibility_s("tasks", tt))
+            return (rerun_ms - killed.get("at_ms", rerun_ms)) / 1000, float(rt.visibility_s("tasks"))
         finally:
             task_handler.handler = original  # type: ignore[assignment]
 
@@ -126,6 +129,19 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             "note": f"{h.get('expiries', 0)} expiries while running, {h.get('dead_lettered', 0)} dead-letterings",
         }
     )
+    rows.append(
+        {
+            "figure": "crash harness: DynamoDB TransactionConflict / throttles sent on the wire per suite run "
+            "(SDK retries and our own see them); API calls raced against an invocation",
+            "ours": h.get("service_errors_sent", 0),
+            "baseline": None,
+            "ratio": None,
+            "target": ">= 20",
+            "unit": "sends",
+            "note": f"{h.get('races', 0)} API calls raced (approve x2, retry/skip vs Finalize, cancel vs handoff), "
+            f"{h.get('runs', 0)} runs played ({h.get('runs', 0) - h.get('cases', 0)} re-opened by a retry)",
+        }
+    )
     recovered_s, visibility_s = _crash_recovery_local()
     bound = limits.crash_recovery_bound_s(4)
     rows.append(
@@ -136,6 +152,17 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             "baseline": visibility_s,
             "ratio": round(recovered_s / visibility_s, 3),
             "target": f"<= {bound + 2:.0f}",
+            "unit": "s",
+        }
+    )
+    rows.append(
+        {
+            "figure": "a failing dispatcher record holds its build back (computed): local task-finished visibility "
+            "(deployed x LOCAL_VISIBILITY_SCALE) vs deployed 6 x 60",
+            "ours": limits.scaled_visibility_s("task-finished", 60, limits.LOCAL_VISIBILITY_SCALE),
+            "baseline": limits.queue_visibility_s("task-finished", 60),
+            "ratio": round(limits.LOCAL_VISIBILITY_SCALE, 3),
+            "target": "<= 60",
             "unit": "s",
         }
     )

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from local.sizes import item_size  # DynamoDB's item-size rules, as the size checks use them
+from shared.limits import FUNCTION_MEMORY_MB  # what each function gets on AWS, for the GB-s estimate
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = False
@@ -77,9 +78,6 @@ QUICK_BIG_BUDGET_S = 90.0
 SMALL_BUDGET_S = 180.0
 THROUGHPUT_CONCURRENCY = 20
 REFERENCE_LLM = "claude-sonnet-4-5"  # mock token counts priced as this model would charge them
-
-# Memory each function gets on AWS (mirrors infra/constructs/functions.py), for the duration estimate.
-FUNCTION_MEMORY_MB = {"api": 512, "plan": 1024, "dispatch": 512, "task": 1024, "webhook": 256}
 
 # --- public AWS prices, us-east-1, list prices without free tier -----------------------------------
 PRICES_AS_OF = "2025-11"
@@ -897,11 +895,13 @@ def requests_rows(b: Bench) -> list[dict[str, Any]]:
         _row(f"AWS requests per task ({n}-task build, {total} requests); baseline bare SQS worker + one put",
              per_task, floor, f"<= {TARGET_REQUESTS_PER_TASK:.0f}", "req/task", met=req_met,
              note=None if req_met else (
-                 f"top: {top}. Per task the floor is its claim/completion transaction, its file put, a cache "
-                 "look-up and write, its plan_partial put and its context read, plus the Pipe's stream reads; what "
-                 "would close the rest: the completing consumer reusing the dispatch state it just committed "
-                 "instead of re-reading the build (-1/task), plan_partial events of one streamed chunk in one "
-                 "write (-~1/task)")),
+                 f"top: {top}. Per task what is left is its plan_partial transaction, its context read (with the "
+                 "cache look-up in it), its file put, its cache write, its completing transaction (which also "
+                 "claims its dependents) and ~1 stream read of the Pipe: ~6/task, plus ~40 requests a build makes "
+                 "whatever its size (create, plan, seeding, the last task's report, finalize), 4/task at 10 tasks. "
+                 "What would close the rest: the cache write committed with the completion (-1/task, but a "
+                 "transactional write costs twice the write units), plan_partial events of one streamed chunk in "
+                 "one write (-1/task with this bench's 4 KB chunks, ~0 with an LLM's few-token chunks)")),
         _row(f"AWS requests per {n}-task build", total, floor * n, None, "requests", digits=0),
         _row(f"infra $ per {n}-task build (requests, transitions, invocations; no Lambda duration); baseline LLM $ "
              f"of its tokens at {REFERENCE_LLM} prices", infra, llm_ref, f"<= {TARGET_INFRA_USD}", "USD",

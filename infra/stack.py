@@ -11,7 +11,7 @@ from constructs import Construct
 from infra.config import StackConfig
 from infra.constructs.api import Api
 from infra.constructs.dashboard import Dashboard
-from infra.constructs.functions import SERVICE_NAME, Functions, function_specs, log_retention
+from infra.constructs.functions import SERVICE_NAME, Functions, log_retention
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.outbox import Outbox
 from infra.constructs.queues import Queues
@@ -20,7 +20,7 @@ from infra.constructs.storage import Storage
 from infra.constructs.websocket import WebSocket
 from infra.constructs.workflow import Workflow
 from shared import constants as c
-from shared.webhooks.delivery import backoff_seconds
+from shared.webhooks.delivery import delivery_delay_s
 
 
 class StepwiseStack(Stack):
@@ -34,14 +34,11 @@ class StepwiseStack(Stack):
             self, "Storage", record_ttl_days=config.record_ttl_days, deletion_protection=config.production
         )
         self.secrets = Secrets(self, "Secrets")
-        # Function timeouts decide the queues' visibility timeouts, so they are known first.
-        specs = function_specs(config)
+        # The queues' visibility timeouts follow their consumers' timeouts (`shared.resources`).
         self.queues = Queues(
             self,
             "Queues",
-            task_function_timeout=specs["task"].timeout,
-            dispatch_function_timeout=specs["dispatch"].timeout,
-            webhook_function_timeout=specs["webhook"].timeout,
+            task_timeout_s=config.settings.task_timeout_seconds,
             webhook_max_attempts=config.settings.webhook_max_attempts,
         )
         self.functions = Functions(
@@ -173,7 +170,7 @@ def queue_age_thresholds(config: StackConfig) -> dict[str, int]:
     base = config.deployment.queue_age_alarm_seconds
     s = config.settings
     schedule = sum(
-        backoff_seconds(n, s.webhook_backoff_base_seconds, s.webhook_backoff_max_seconds, None, rng=lambda: 1.0)
+        delivery_delay_s(n, s.webhook_backoff_base_seconds, s.webhook_backoff_max_seconds, None, rng=lambda: 1.0)
         for n in range(1, s.webhook_max_attempts)
     )
     return {"tasks": base, "task-finished": base, "webhooks": base + int(schedule)}

@@ -118,6 +118,7 @@ class BuildView:
         elif t == "plan_approval_required":
             self._say("[yellow]The plan needs approval.[/]")
         elif t == "task_started":
+            self._row(d["taskId"], d.get("taskName") or d["taskId"])  # may start before plan_generated
             self._set(d["taskId"], "running", f"attempt {d['attempt']}")
             self.started_at[d["taskId"]] = time.monotonic()
             if self.show and d["taskId"] in self.rows:

@@ -21,9 +21,10 @@ from local import invocations
 from local.context import LocalContext
 from local.pollers import MAX_MESSAGE_BYTES, Handler, SqsPoller, StreamRelay
 from shared import constants as c
-from shared import limits
+from shared import limits, resources
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.dal.aws import client, reset_clients
-from shared.logic.services import reset_services
+from shared.logic.services import reset_services, use_clock
 from shared.settings import ConfigurationError, get_settings, missing_credentials, reset_settings
 
 ASL_PATH = Path(__file__).resolve().parent.parent / "infra" / "statemachine.asl.json"
@@ -31,16 +32,14 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 PREFIX = "stepwise-local"
 
-# Function timeouts (seconds): what infra/ gives each function (the task function's follows
-# TASK_TIMEOUT_SECONDS; set when a runtime starts).
-FUNCTION_TIMEOUTS: dict[str, int] = limits.function_timeouts_s(60)
-
-
 def function_context(name: str, timeout_s: float | None = None) -> LocalContext:
     """The context a function gets: its deployed time limit (unless given) and memory (one of the
     five functions'; another, such as the WebSocket API's, names its timeout and gets the default)."""
+    if timeout_s is None:
+        timeout_s = limits.function_timeout_s(name, get_settings().task_timeout_seconds)
     memory = limits.FUNCTION_MEMORY_MB.get(name, LocalContext.memory_limit_in_mb)
-    return LocalContext(f"{PREFIX}-{name}", timeout_s or FUNCTION_TIMEOUTS[name], memory_limit_in_mb=memory)
+    return LocalContext(f"{PREFIX}-{name}", timeout_s, memory_limit_in_mb=memory)
+
 
 _ENV_DEFAULTS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -98,14 +97,21 @@ class LocalRuntime:
         *,
         task_workers: int = 8,
         webhook_workers: int = 4,
-        visibility_scale: float = 1.0,
+        visibility_scale: float = limits.LOCAL_VISIBILITY_SCALE,
         env: dict[str, str] | None = None,
         aws_port: int | None = None,
+        clock: Clock | None = None,
+        switch_interval_s: float | None = 0.001,
     ) -> None:
         self.task_workers = task_workers
         self.webhook_workers = webhook_workers
-        self.visibility_scale = visibility_scale  # the queues' visibility timeouts: the deployed ones, times this
+        # The one local factor: the queues' visibility timeouts are the deployed ones times this.
+        self.visibility_scale = visibility_scale
+        # What each function is stopped at, as deployed (`shared.resources`); set when it starts.
+        self.functions: dict[str, resources.FunctionLimits] = resources.functions(60)
+        self.task_timeout_s = 60.0  # set at start, from the settings
         self.env = env or {}
+        self.clock = clock or SYSTEM_CLOCK  # what the handlers' logic reads the time from
         self.resources = Resources()
         self.pollers: list[SqsPoller] = []
         self.relay: StreamRelay | None = None
@@ -114,6 +120,13 @@ class LocalRuntime:
         self._original_invoke: Any = None
         self.aws_port = aws_port
         self._server: Any = None
+        # How long a thread may hold the GIL while others wait (Python's default: 5 ms). This one
+        # process runs CPU-bound handlers beside threads that wait on sockets (webhook POSTs, the
+        # pollers, the API); a thread whose I/O finished waits up to this long per switch for the
+        # GIL, and a delivery takes several switches. 1 ms halved the local webhook latency while a
+        # build runs, at a few % of the build's CPU. None keeps the interpreter's setting.
+        self.switch_interval_s = switch_interval_s
+        self._saved_switch: float | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> LocalRuntime:
@@ -126,6 +139,11 @@ class LocalRuntime:
     def start(self) -> None:
         for key, value in {**_ENV_DEFAULTS, **self.env}.items():
             self._set_env(key, value)
+        if self.switch_interval_s is not None:
+            import sys
+
+            self._saved_switch = sys.getswitchinterval()
+            sys.setswitchinterval(self.switch_interval_s)
         from moto import mock_aws
 
         self._mock = mock_aws(
@@ -138,7 +156,7 @@ class LocalRuntime:
         invocations.install()
         reset_clients()
         reset_settings()
-        reset_services()
+        use_clock(self.clock)
         settings = get_settings()  # fail fast, naming a bad variable, before anything runs
         try:
             missing = missing_credentials(settings)
@@ -194,13 +212,18 @@ class LocalRuntime:
             self._mock.stop()
             self._mock = None
         reset_clients()
+        if self._saved_switch is not None:
+            import sys
+
+            sys.setswitchinterval(self._saved_switch)
+            self._saved_switch = None
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
         reset_settings()
-        reset_services()
+        use_clock(None)
 
     def _set_env(self, key: str, value: str) -> None:
         if key not in self._saved_env:
@@ -211,48 +234,36 @@ class LocalRuntime:
     def _create_resources(self, webhook_secret: str | None, task_timeout_s: float) -> None:
         r = self.resources
         ddb = client("dynamodb")
-        tables = {
-            c.BUILDS_TABLE: ("builds", [("buildId", "S")], None),
-            c.TASKS_TABLE: ("tasks", [("buildId", "S"), ("taskId", "S")], None),
-            c.EVENTS_TABLE: ("events", [("buildId", "S"), ("seq", "N")], None),
-            c.CACHE_TABLE: ("cache", [("cacheKey", "S")], None),
-            c.IDEMPOTENCY_TABLE: ("idempotency", [("id", "S")], None),
-        }
-        for env_name, (name, keys, _) in tables.items():
-            table = f"{PREFIX}-{name}"
+        for spec in resources.TABLES.values():
+            table = f"{PREFIX}-{spec.name}"
+            keys = [*spec.keys, *(k for i in spec.indexes for k in (i.partition, i.sort) if k)]
             kwargs: dict[str, Any] = {
                 "TableName": table,
                 "BillingMode": "PAY_PER_REQUEST",
-                "KeySchema": [
-                    {"AttributeName": k, "KeyType": "HASH" if i == 0 else "RANGE"} for i, (k, _) in enumerate(keys)
+                "KeySchema": _key_schema(spec.partition, spec.sort),
+                "AttributeDefinitions": [
+                    {"AttributeName": k.name, "AttributeType": k.type} for k in dict.fromkeys(keys)
                 ],
-                "AttributeDefinitions": [{"AttributeName": k, "AttributeType": t} for k, t in keys],
             }
-            if name == "builds":
-                kwargs["AttributeDefinitions"] += [
-                    {"AttributeName": "ownerId", "AttributeType": "S"},
-                    {"AttributeName": "createdAt", "AttributeType": "N"},
-                ]
+            if spec.indexes:
                 kwargs["GlobalSecondaryIndexes"] = [
                     {
-                        "IndexName": "byOwner",
-                        "KeySchema": [
-                            {"AttributeName": "ownerId", "KeyType": "HASH"},
-                            {"AttributeName": "createdAt", "KeyType": "RANGE"},
-                        ],
+                        "IndexName": i.name,
+                        "KeySchema": _key_schema(i.partition, i.sort),
                         "Projection": {"ProjectionType": "ALL"},
                     }
+                    for i in spec.indexes
                 ]
-            if name == "events":
-                kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
+            if spec.stream:
+                kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": spec.stream}
             desc = ddb.create_table(**kwargs)["TableDescription"]
-            if name != "idempotency":  # as on AWS: records expire RECORD_TTL_DAYS after they are written
+            if spec.ttl:  # as on AWS: records expire RECORD_TTL_DAYS after they are written
                 ddb.update_time_to_live(
-                    TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": c.TTL_ATTRIBUTE}
+                    TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl}
                 )
-            if name == "events":
+            if spec.stream:
                 r.events_stream_arn = desc["LatestStreamArn"]
-            self._set_env(env_name, table)
+            self._set_env(spec.env, table)
 
         bucket = f"{PREFIX}-files"
         client("s3").create_bucket(Bucket=bucket)
@@ -271,29 +282,13 @@ class LocalRuntime:
         )
         self._set_env(c.FILES_BUCKET, bucket)
 
-        # As on AWS (shared.limits): the function timeouts, and the queues' visibility timeouts
-        # derived from them (scaled by `visibility_scale` alone, for tests).
-        FUNCTION_TIMEOUTS.update(limits.function_timeouts_s(task_timeout_s))
-
-        def visibility(queue: str) -> str:
-            return str(max(1, round(limits.queue_visibility_s(queue, task_timeout_s) * self.visibility_scale)))
-
-        self._queue("tasks-dlq", {"VisibilityTimeout": visibility("tasks-dlq")})
-        self._queue(
-            "tasks", {"VisibilityTimeout": visibility("tasks")}, dlq="tasks-dlq", max_receive=limits.TASKS_DLQ_MAX_RECEIVES
-        )
-        self._queue("task-finished-dlq.fifo", {"FifoQueue": "true"})
-        self._queue(
-            "task-finished.fifo",
-            {"FifoQueue": "true", "VisibilityTimeout": visibility("task-finished")},
-            dlq="task-finished-dlq.fifo",
-            max_receive=limits.TASK_FINISHED_DLQ_MAX_RECEIVES,
-        )
-        max_attempts = str(get_settings().webhook_max_attempts)
-        self._queue("webhooks-dlq", {})
-        self._queue(
-            "webhooks", {"VisibilityTimeout": visibility("webhooks")}, dlq="webhooks-dlq", max_receive=int(max_attempts)
-        )
+        # As on AWS (shared.resources): the function timeouts, and the queues' visibility timeouts
+        # derived from them (scaled by `visibility_scale` alone: limits.LOCAL_VISIBILITY_SCALE).
+        self.functions = resources.functions(task_timeout_s)
+        self.task_timeout_s = task_timeout_s
+        for queue in resources.queues(webhook_max_attempts=get_settings().webhook_max_attempts).values():
+            if queue.local:
+                self._queue(queue, task_timeout_s)
         self._set_env(c.TASKS_QUEUE_URL, r.queues["tasks"])
         self._set_env(c.TASK_FINISHED_QUEUE_URL, r.queues["task-finished.fifo"])
         self._set_env(c.WEBHOOK_QUEUE_URL, r.queues["webhooks"])
@@ -332,8 +327,8 @@ class LocalRuntime:
                 Role=role,
                 Handler=handler,
                 Code={"ZipFile": b"local"},
-                Timeout=FUNCTION_TIMEOUTS[name],
-                MemorySize=limits.FUNCTION_MEMORY_MB[name],
+                Timeout=self.functions[name].timeout_s,
+                MemorySize=self.functions[name].memory_mb,
             )["FunctionArn"]
 
         definition = ASL_PATH.read_text()
@@ -347,13 +342,22 @@ class LocalRuntime:
         )["stateMachineArn"]
         self._set_env(c.STATE_MACHINE_ARN, r.state_machine_arn)
 
-    def _queue(self, name: str, attrs: dict[str, str], *, dlq: str | None = None, max_receive: int = 3) -> None:
+    def visibility_s(self, queue: str) -> int:
+        """The visibility timeout this runtime gives `queue` (tasks, tasks-dlq, task-finished, webhooks)."""
+        return limits.scaled_visibility_s(queue, self.task_timeout_s, self.visibility_scale)
+
+    def _queue(self, spec: resources.QueueSpec, task_timeout_s: float) -> None:
         sqs = client("sqs")
-        attributes = {"MaximumMessageSize": str(MAX_MESSAGE_BYTES), **attrs}  # the outbox's Pipes limit: oversize fails here
-        if dlq:
-            attributes["RedrivePolicy"] = json.dumps(
-                {"deadLetterTargetArn": self.resources.queue_arns[dlq], "maxReceiveCount": max_receive}
-            )
+        name = spec.queue_name
+        attributes = {"MaximumMessageSize": str(MAX_MESSAGE_BYTES)}  # the outbox's Pipes limit: oversize fails here
+        if spec.fifo:
+            attributes["FifoQueue"] = "true"
+        visibility = spec.visibility_s(task_timeout_s)
+        if visibility is not None:
+            attributes["VisibilityTimeout"] = str(max(1, round(visibility * self.visibility_scale)))
+        if spec.dlq:
+            dlq_arn = self.resources.queue_arns[f"{spec.dlq}.fifo" if spec.fifo else spec.dlq]
+            attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": spec.max_receives})
         url = sqs.create_queue(QueueName=f"{PREFIX}-{name}", Attributes=attributes)["QueueUrl"]
         self.resources.queues[name] = url
         self.resources.queue_arns[name] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
@@ -376,8 +380,8 @@ class LocalRuntime:
             if name is None:
                 return original(backend, function_name, qualifier, body, headers, response_headers)  # type: ignore[return-value]
             event = json.loads(body) if body else {}
-            timeout_s = FUNCTION_TIMEOUTS[name]
-            outcome = invocations.invoke(load_handler(name), event, function_context(name), timeout_s)
+            timeout_s = self.functions[name].timeout_s
+            outcome = invocations.invoke(load_handler(name), event, function_context(name, timeout_s), timeout_s)
             if outcome.timed_out:
                 response_headers["x-amz-function-error"] = "Unhandled"
                 error = {"errorType": "Sandbox.Timedout", "errorMessage": f"Task timed out after {timeout_s} seconds"}
@@ -404,27 +408,31 @@ class LocalRuntime:
         def fn(name: str) -> Callable[[], Handler]:
             return lambda: load_handler(name)
 
-        def poller(queue: str, function: str, batch_size: int, workers: int) -> SqsPoller:
-            """An event source mapping: `queue` feeds `function` with batches of `batch_size`."""
+        described = resources.queues(webhook_max_attempts=get_settings().webhook_max_attempts)
+
+        def poller(queue: str, workers: int, batch_size: int | None = None) -> SqsPoller:
+            """An event source mapping: `queue` feeds its consumer with batches of its batch size."""
+            spec = described[queue]
+            function = spec.consumer or ""
             return SqsPoller(
-                queue,
-                q[queue],
-                arns[queue],
+                spec.queue_name,
+                q[spec.queue_name],
+                arns[spec.queue_name],
                 fn(function),
                 function_name=f"{PREFIX}-{function}",
-                timeout_s=FUNCTION_TIMEOUTS[function],
-                memory_mb=limits.FUNCTION_MEMORY_MB[function],
-                batch_size=batch_size,
+                timeout_s=self.functions[function].timeout_s,
+                memory_mb=self.functions[function].memory_mb,
+                batch_size=batch_size or spec.batch_size or 1,
                 workers=workers,
             )
 
         self.pollers = [
-            poller("tasks", "task", batch_size=1, workers=self.task_workers),
-            poller("task-finished.fifo", "dispatch", batch_size=10, workers=2),
-            poller("tasks-dlq", "dispatch", batch_size=10, workers=1),
+            poller("tasks", workers=self.task_workers),
+            poller("task-finished", workers=2),
+            poller("tasks-dlq", workers=1),
             # One event per invocation: a batch's deliveries go one after another, so the fifth of a
             # batch waited for the four before it (p50 ~370 ms against ~170 ms one by one, 30-task build).
-            poller("webhooks", "webhook", batch_size=1, workers=self.webhook_workers),
+            poller("webhooks", workers=self.webhook_workers, batch_size=1),
         ]
         for p in self.pollers:
             p.start()
@@ -451,7 +459,7 @@ class LocalRuntime:
 
         payload = body if isinstance(body, str) or body is None else json.dumps(body)
         event = proxy_event(method, path, user=user, body=payload, query=query, headers=headers)
-        result = load_handler("api")(event, function_context("api"))
+        result = load_handler("api")(event, function_context("api", self.functions["api"].timeout_s))
         text = result.get("body") or ""
         if raw:
             return int(result["statusCode"]), text
@@ -459,3 +467,8 @@ class LocalRuntime:
             return int(result["statusCode"]), json.loads(text) if text else None
         except ValueError:
             return int(result["statusCode"]), text
+
+
+def _key_schema(partition: resources.Key, sort: resources.Key | None) -> list[dict[str, str]]:
+    hash_key = {"AttributeName": partition.name, "KeyType": "HASH"}
+    return [hash_key, {"AttributeName": sort.name, "KeyType": "RANGE"}] if sort else [hash_key]

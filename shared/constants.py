@@ -20,6 +20,8 @@ STEPWISE_MOCK_SCRIPT: Final = "STEPWISE_MOCK_SCRIPT"
 REQUIRE_PLAN_APPROVAL: Final = "REQUIRE_PLAN_APPROVAL"
 PLAN_APPROVAL_TIMEOUT_SECONDS: Final = "PLAN_APPROVAL_TIMEOUT_SECONDS"
 ALLOW_LINEAR_FALLBACK: Final = "ALLOW_LINEAR_FALLBACK"
+# Start a task while the plan still streams, once its JSON closed and its dependencies completed.
+STREAM_EXECUTION: Final = "STREAM_EXECUTION"
 TASK_TIMEOUT_SECONDS: Final = "TASK_TIMEOUT_SECONDS"
 TASK_MAX_ATTEMPTS: Final = "TASK_MAX_ATTEMPTS"
 BUILD_TIMEOUT_SECONDS: Final = "BUILD_TIMEOUT_SECONDS"
@@ -35,6 +37,7 @@ RECORD_TTL_DAYS: Final = "RECORD_TTL_DAYS"
 LOG_LEVEL: Final = "LOG_LEVEL"
 # The attribute (epoch seconds) after which DynamoDB's TTL deletes a build, task, event or cache entry.
 TTL_ATTRIBUTE: Final = "expiresAt"
+BUILDS_BY_OWNER_INDEX: Final = "byOwner"  # the builds table's index by owner, newest first
 STEPWISE_CORS_ORIGINS: Final = "STEPWISE_CORS_ORIGINS"  # origins a browser may call the API from ("*" locally)
 
 # --- extensions of the original design (also in docs/configuration.md) -------------------------

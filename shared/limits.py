@@ -1,7 +1,7 @@
 """The time and memory limits of the deployed functions and queues, written once.
 
-`infra/` deploys them, the local runtime runs with them (its queues' visibility scaled by one factor
-in tests, never by a literal of its own) and the engine reasons with them: how long a task message
+`infra/` deploys them, the local runtime runs with them (its queues' visibility scaled by one factor,
+LOCAL_VISIBILITY_SCALE, never by a literal of its own) and the engine reasons with them: how long a task message
 stays invisible while its work runs, when an attempt nobody finished is surely dead, and how many
 tasks one invocation may hold in memory at once.
 """
@@ -55,6 +55,18 @@ _CONSUMER = {"tasks": "task", "tasks-dlq": "dispatch", "task-finished": "dispatc
 def queue_visibility_s(queue: str, task_timeout_s: float) -> int:
     """The visibility timeout of `queue` (tasks, tasks-dlq, task-finished, webhooks)."""
     return VISIBILITY_FACTOR * function_timeout_s(_CONSUMER[queue], task_timeout_s)
+
+
+# The local runtime stops a handler at its function's time limit itself, so a message there needs to
+# stay invisible for no more than that one limit: its queues run with the deployed visibility times
+# this one factor (the consumer's own timeout). A failing dispatcher record holds its build back 60 s
+# locally, not the deployed 360 s; nothing still running is ever handed to a second consumer.
+LOCAL_VISIBILITY_SCALE = 1 / VISIBILITY_FACTOR
+
+
+def scaled_visibility_s(queue: str, task_timeout_s: float, scale: float) -> int:
+    """`queue`'s deployed visibility timeout times `scale`, in whole seconds (at least one)."""
+    return max(1, round(queue_visibility_s(queue, task_timeout_s) * scale))
 
 
 # --- a task message while its work runs ------------------------------------------------------------

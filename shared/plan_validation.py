@@ -13,7 +13,7 @@ E fail with circular_dependencies.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -266,13 +266,26 @@ def apply_deps(tasks: list[Task], deps: dict[str, list[str]]) -> list[Task]:
 
 
 def resolve_cycles(
-    plan: ValidatedPlan, heal: Healer | None, *, allow_linear: bool, approval_required: bool
+    plan: ValidatedPlan,
+    heal: Healer | None,
+    *,
+    allow_linear: bool,
+    approval_required: bool,
+    fixed: Collection[str] = (),
 ) -> ValidatedPlan:
+    """The ladder. `fixed`: tasks already handed to the dispatch state while the plan streamed
+    (started, or waiting there for a dependency). Every dependency of such a task was known and is
+    itself fixed, so none of them is ever part of a cycle: rung A never meets them, and rungs B to E
+    act only on the other tasks, those not started: B and C leave the fixed tasks' dependencies as
+    they are (C runs the others one by one after them), and D and E are never reached with fixed
+    tasks (D needs approval, before which nothing starts; E fails the plan, and the fixed tasks
+    finish first)."""
     tasks = plan.tasks
     deps = {t.id: list(t.dependencies) for t in tasks}
     cycles = dag.find_cycles(deps)
     if not cycles:
         return plan
+    fixed = frozenset(fixed)
     plan.cycles = describe_cycles(cycles)
     plan.cycle_tasks, plan.cycle_edges = dag.cycle_components(deps)
     priority = {t.id: t.priority for t in tasks}
@@ -287,13 +300,19 @@ def resolve_cycles(
     if heal is not None:  # B
         plan.recovery_steps.append(Recovery.llm_healed.value)
         healed = _llm_dependencies(tasks, plan.cycles, heal)
+        if healed is not None:
+            healed.update({t: deps[t] for t in fixed})
         if healed is not None and dag.is_acyclic(healed):
             plan.tasks, plan.recovery = apply_deps(tasks, healed), Recovery.llm_healed
             return plan
 
     if allow_linear:  # C
         plan.recovery_steps.append(Recovery.linear_fallback.value)
-        linear = dag.linear_order([t.id for t in tasks], priority)
+        linear = dag.linear_order([t.id for t in tasks if t.id not in fixed], priority)
+        first = next((t.id for t in tasks if t.id not in fixed and not linear.get(t.id)), None)
+        if first is not None and fixed:
+            linear[first] = [t.id for t in tasks if t.id in fixed]
+        linear.update({t: deps[t] for t in fixed})
         plan.tasks, plan.recovery = apply_deps(tasks, linear), Recovery.linear_fallback
         plan.warnings.append(Warning_("sequential_execution", SEQUENTIAL_MESSAGE, plan.cycles))
         return plan
@@ -330,17 +349,24 @@ def validate_plan(
     allow_linear: bool,
     approval_required: bool,
     clipper: FieldClipper | None = None,
+    fixed: Mapping[str, list[str]] | None = None,
 ) -> ValidatedPlan:
-    """`clipper`: the one that already clipped `items` as they streamed (else a new one does)."""
+    """`clipper`: the one that already clipped `items` as they streamed (else a new one does).
+    `fixed`: the tasks handed to the dispatch state while the plan streamed, with the dependencies
+    they were handed with (theirs, plus the earlier writers of their targetPath): they keep them."""
     warnings: list[Warning_] = []
     clipper = clipper or FieldClipper()
+    fixed = fixed or {}
     tasks = [t for t in (parse_task(i, heal, warnings, clipper) for i in items) if t is not None]
     clipped = clipper.warning()
     if clipped is not None:
         warnings.insert(0, clipped)
     tasks = repair_references(clipper.remap(tasks), warnings)
+    tasks = [_with_deps(t, list(fixed[t.id])) if t.id in fixed else t for t in tasks]
     plan = ValidatedPlan(tasks=tasks, warnings=warnings)
-    plan = resolve_cycles(plan, heal, allow_linear=allow_linear, approval_required=approval_required)
+    plan = resolve_cycles(
+        plan, heal, allow_linear=allow_linear, approval_required=approval_required, fixed=fixed.keys()
+    )
     if not plan.blocked and not plan.failed:
         serialized = dag.serialize_shared_targets(
             [t.id for t in plan.tasks],

@@ -53,7 +53,8 @@ class DispatchState:
     running: dict[str, int] = field(default_factory=dict)  # taskId -> attempt queued/running
     attempts: dict[str, int] = field(default_factory=dict)  # last attempt started per task
     cost_usd: float = 0.0
-    halted: str | None = None  # "cancelled" | "timed_out" | "budget_exceeded": start nothing more
+    # "cancelled" | "timed_out" | "budget_exceeded" | "planning_failed": start nothing more
+    halted: str | None = None
     last_sends: list[tuple[str, int]] = field(default_factory=list)
     started: bool = False
 
@@ -147,12 +148,32 @@ class Decision:
 
 
 def start(spec: DagSpec, state: DispatchState, max_concurrency: int) -> Decision:
-    """Seed: every task without dependencies is ready; fill the window."""
+    """Seed: every task whose dependencies have completed is ready (with a fresh state: those
+    without dependencies); fill the window.
+
+    The state may already hold tasks the plan step started while the plan streamed: they keep what
+    they have; the rest of the plan joins them. A halt decided meanwhile cancels the tasks that never
+    started, and the dependents of a task that failed meanwhile are skipped."""
     if state.started:
         return Decision(sends=list(state.last_sends), duplicate=True, all_terminal=_all_terminal(spec, state))
     state.started = True
-    state.ready |= {t for t in spec.order if not spec.deps[t]}
-    return _fill(spec, state, max_concurrency, Decision())
+    if state.halted is not None:
+        return halt(spec, state, state.halted)
+    decision = Decision()
+    position = {t: i for i, t in enumerate(spec.order)} if state.failed or state.skipped else {}
+    for failed in sorted(state.failed | state.skipped, key=position.__getitem__):
+        for child in dag.descendants(spec.children, failed):
+            if child in state.terminal() or child in state.running:
+                continue
+            state.ready.discard(child)
+            state.skipped.add(child)
+            decision.skipped.append((child, _failed_parent(spec, state, child, failed)))
+    state.ready |= {
+        t
+        for t in spec.order
+        if t not in state.terminal() and t not in state.running and all(p in state.done for p in spec.deps[t])
+    }
+    return _fill(spec, state, max_concurrency, decision)
 
 
 def task_succeeded(

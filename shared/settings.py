@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     require_plan_approval: bool = Field(False, alias=c.REQUIRE_PLAN_APPROVAL)
     plan_approval_timeout_seconds: int = Field(300, ge=1, le=86_400, alias=c.PLAN_APPROVAL_TIMEOUT_SECONDS)
     allow_linear_fallback: bool = Field(True, alias=c.ALLOW_LINEAR_FALLBACK)
+    stream_execution: bool = Field(True, alias=c.STREAM_EXECUTION)
     task_timeout_seconds: float = Field(60, gt=0, le=900, alias=c.TASK_TIMEOUT_SECONDS)
     task_max_attempts: int = Field(3, ge=1, le=10, alias=c.TASK_MAX_ATTEMPTS)
     task_retry_base_seconds: float = Field(1.0, ge=0, le=300, alias=c.TASK_RETRY_BASE_SECONDS)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
+
+from shared.clock import Clock
 
 T = TypeVar("T")
 
@@ -107,6 +110,25 @@ def drain_queue(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
         for m in messages:
             bodies.append(json.loads(m["Body"]))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+class ShiftedClock(Clock):
+    """The system's time plus an offset a test moves on (`advance`), instead of sleeping while the
+    code under test waits for time to pass. Sleeps stay real: other threads must get to run."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self._lock = threading.Lock()
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.offset += max(0.0, seconds)
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
 
 
 # --- fakes for the vendors' HTTP clients ------------------------------------------------------------

@@ -23,17 +23,12 @@ from constructs import Construct
 from infra.config import StackConfig
 from infra.constructs.queues import Queues
 from infra.constructs.secrets import Secrets
-from infra.constructs.storage import (
-    BUILDS_BY_OWNER_INDEX,
-    FILES_PREFIX,
-    GENERATED_FILES,
-    INPUT_FILES,
-    Storage,
-)
+from infra.constructs.storage import FILES_PREFIX, GENERATED_FILES, INPUT_FILES, Storage
 from infra.nag import acknowledge, arn_prefix
 from infra.packaging import dependency_layer_code, function_code
 from shared import constants as c
-from shared import limits
+from shared import resources
+from shared.resources import BUILDS_BY_OWNER_INDEX
 
 # Powertools service name shared by every function, so metric alarms can name one dimension set.
 SERVICE_NAME = c.METRICS_NAMESPACE.lower()
@@ -68,13 +63,13 @@ class FunctionSpec:
 
 def function_specs(config: StackConfig) -> dict[str, FunctionSpec]:
     """Memory, timeout and concurrency per function (keys are exactly `shared.constants.FUNCTION_HANDLERS`).
-    Memory and time limits come from `shared.limits`, which the local runtime runs with too."""
+    Memory and time limits come from `shared.resources`, which the local runtime runs with too."""
     d = config.deployment
-    tt = config.settings.task_timeout_seconds
+    described = resources.functions(config.settings.task_timeout_seconds)
 
     def spec(name: str, description: str, **kw: Any) -> FunctionSpec:
-        timeout = Duration.seconds(limits.function_timeout_s(name, tt))
-        return FunctionSpec(limits.FUNCTION_MEMORY_MB[name], timeout, description, **kw)
+        fn = described[name]
+        return FunctionSpec(fn.memory_mb, Duration.seconds(fn.timeout_s), description, **kw)
 
     return {
         "api": spec("api", "HTTP API behind API Gateway (docs/api.md)"),
@@ -221,6 +216,8 @@ class Functions(Construct):
             )
 
         # --- queues -------------------------------------------------------------------------------
+        described = resources.queues(webhook_max_attempts=config.settings.webhook_max_attempts)
+        batch = {name: q.batch_size for name, q in described.items()}
         queues.tasks.grant_send_messages(dispatch)
         queues.tasks.grant_send_messages(task)  # a retry is a new, delayed message
         queues.task_finished.grant_send_messages(task)
@@ -229,7 +226,7 @@ class Functions(Construct):
         task.add_event_source(
             sources.SqsEventSource(
                 queues.tasks,
-                batch_size=1,
+                batch_size=batch["tasks"],
                 report_batch_item_failures=True,
                 max_concurrency=config.deployment.task_max_concurrency,
             )
@@ -237,7 +234,7 @@ class Functions(Construct):
         dispatch.add_event_source(
             sources.SqsEventSource(
                 queues.task_finished,
-                batch_size=10,
+                batch_size=batch["task-finished"],
                 report_batch_item_failures=True,
                 max_concurrency=config.dispatch_queue_concurrency,
             )
@@ -245,7 +242,7 @@ class Functions(Construct):
         dispatch.add_event_source(
             sources.SqsEventSource(
                 queues.tasks_dlq,
-                batch_size=10,
+                batch_size=batch["tasks-dlq"],
                 report_batch_item_failures=True,
                 max_concurrency=2,
             )
@@ -253,7 +250,7 @@ class Functions(Construct):
         webhook.add_event_source(
             sources.SqsEventSource(
                 queues.webhooks,
-                batch_size=limits.WEBHOOK_BATCH_SIZE,
+                batch_size=batch["webhooks"],
                 report_batch_item_failures=True,
                 max_concurrency=config.deployment.webhook_max_concurrency,
             )

@@ -17,12 +17,8 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from shared.constants import TTL_ATTRIBUTE
+from shared.resources import TABLES, Key, TableSpec
 
-S = dynamodb.AttributeType.STRING
-N = dynamodb.AttributeType.NUMBER
-
-BUILDS_BY_OWNER_INDEX = "byOwner"
 FILES_PREFIX = "builds/"
 INPUT_FILES = "input"  # builds/{buildId}/input/{path}: files sent with POST /builds
 GENERATED_FILES = "files"  # builds/{buildId}/files/{path}: files the tasks wrote
@@ -39,26 +35,14 @@ class Storage(Construct):
 
         # Retention (RECORD_TTL_DAYS): each build, task, event and cache entry carries its expiry in
         # TTL_ATTRIBUTE, and files expire by the bucket's lifecycle after the same number of days, so
-        # a build never lists files that are gone.
-        self.builds = self._table("Builds", partition=("buildId", S), ttl=TTL_ATTRIBUTE)
-        self.builds.add_global_secondary_index(
-            index_name=BUILDS_BY_OWNER_INDEX,
-            partition_key=dynamodb.Attribute(name="ownerId", type=S),
-            sort_key=dynamodb.Attribute(name="createdAt", type=N),
-            projection_type=dynamodb.ProjectionType.ALL,
-        )
-        self.tasks = self._table("Tasks", partition=("buildId", S), sort=("taskId", S), ttl=TTL_ATTRIBUTE)
-        # The event log is also the outbox: its stream (new images) feeds the webhook queue.
-        self.events = self._table(
-            "Events",
-            partition=("buildId", S),
-            sort=("seq", N),
-            stream=dynamodb.StreamViewType.NEW_IMAGE,
-            ttl=TTL_ATTRIBUTE,
-        )
-        self.cache = self._table("Cache", partition=("cacheKey", S), ttl=TTL_ATTRIBUTE)
-        # Powertools idempotency layout: partition key `id`, TTL attribute `expiration`.
-        self.idempotency = self._table("Idempotency", partition=("id", S), ttl="expiration")
+        # a build never lists files that are gone. The event log is also the outbox: its stream (new
+        # images) feeds the webhook queue. Keys, indexes, streams and TTLs: `shared.resources`.
+        self._tables = {name: self._table(spec) for name, spec in TABLES.items()}
+        self.builds = self._tables["builds"]
+        self.tasks = self._tables["tasks"]
+        self.events = self._tables["events"]
+        self.cache = self._tables["cache"]
+        self.idempotency = self._tables["idempotency"]
 
         self.access_logs = s3.Bucket(
             self,
@@ -97,37 +81,36 @@ class Storage(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
 
-    def _table(
-        self,
-        construct_id: str,
-        *,
-        partition: tuple[str, dynamodb.AttributeType],
-        sort: tuple[str, dynamodb.AttributeType] | None = None,
-        ttl: str | None = None,
-        stream: dynamodb.StreamViewType | None = None,
-    ) -> dynamodb.Table:
-        return dynamodb.Table(
+    def _table(self, spec: TableSpec) -> dynamodb.Table:
+        table = dynamodb.Table(
             self,
-            construct_id,
-            partition_key=dynamodb.Attribute(name=partition[0], type=partition[1]),
-            sort_key=dynamodb.Attribute(name=sort[0], type=sort[1]) if sort else None,
+            spec.construct_id,
+            partition_key=_attribute(spec.partition),
+            sort_key=_attribute(spec.sort) if spec.sort else None,
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            time_to_live_attribute=ttl,
-            stream=stream,
+            time_to_live_attribute=spec.ttl,
+            stream=dynamodb.StreamViewType(spec.stream) if spec.stream else None,
             deletion_protection=self._deletion_protection,
             removal_policy=RemovalPolicy.RETAIN,
         )
+        for index in spec.indexes:
+            table.add_global_secondary_index(
+                index_name=index.name,
+                partition_key=_attribute(index.partition),
+                sort_key=_attribute(index.sort) if index.sort else None,
+                projection_type=dynamodb.ProjectionType.ALL,
+            )
+        return table
 
     @property
     def tables(self) -> dict[str, dynamodb.Table]:
-        return {
-            "builds": self.builds,
-            "tasks": self.tasks,
-            "events": self.events,
-            "cache": self.cache,
-            "idempotency": self.idempotency,
-        }
+        return dict(self._tables)
+
+
+def _attribute(key: Key) -> dynamodb.Attribute:
+    kind = dynamodb.AttributeType.STRING if key.type == "S" else dynamodb.AttributeType.NUMBER
+    return dynamodb.Attribute(name=key.name, type=kind)

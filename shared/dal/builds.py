@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.constants import BUILDS_BY_OWNER_INDEX
 from shared.dal.aws import client, from_item, to_item
 from shared.dal.table import Update
 from shared.dal.vendor_errors import domain_errors
@@ -59,17 +60,21 @@ class BuildStore:
         return update.tx(self.table, {"buildId": build_id})
 
     def tx_still_running(self, build_id: str, update: Update | None = None) -> dict[str, Any]:
-        """A transaction item that commits only while the build executes and nothing halted it:
+        """A transaction item that commits only while the build executes (or still plans, once its
+        plan step started tasks as the plan streamed: `streamedTasks`) and nothing halted it:
         `update` with that condition added, or the bare check."""
         running = (update or Update()).when(
-            "{status} = :executing AND attribute_not_exists({haltedBy})", executing=BuildStatus.executing.value
+            "({status} = :executing OR ({status} = :planning AND attribute_exists({streamedTasks})))"
+            " AND attribute_not_exists({haltedBy})",
+            executing=BuildStatus.executing.value,
+            planning=BuildStatus.planning.value,
         )
         return self.tx_update(build_id, running) if update else running.tx_check(self.table, {"buildId": build_id})
 
     def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "IndexName": "byOwner",
+            "IndexName": BUILDS_BY_OWNER_INDEX,
             "KeyConditionExpression": "ownerId = :o",
             "ExpressionAttributeValues": {":o": {"S": owner}},
             "ScanIndexForward": False,

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.constants import TTL_ATTRIBUTE
 from shared.dal.aws import client, from_item, to_item
 from shared.dal.vendor_errors import (
@@ -28,7 +29,7 @@ from shared.dal.vendor_errors import (
     is_conditional_failure,
 )
 from shared.errors import EventTooLarge, StateConflict
-from shared.ids import new_event_id, now_ms
+from shared.ids import new_event_id
 from shared.models.events import MAX_EVENT_BYTES, Event, EventType, event_data, json_size
 
 _MAX_TRIES = 100
@@ -62,8 +63,15 @@ def outbox_wants(record: dict[str, Any]) -> bool:
 class EventLog:
     """`notify(build_id)` says whether the build's events are to be delivered as webhooks."""
 
-    def __init__(self, table: str, notify: Callable[[str], bool] | None = None, ttl_seconds: int | None = None) -> None:
+    def __init__(
+        self,
+        table: str,
+        notify: Callable[[str], bool] | None = None,
+        ttl_seconds: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.table = table
+        self.clock = clock  # what each event's timestamp reads
         self.ttl_seconds = ttl_seconds  # each event expires this long after it was recorded
         self._notify = notify
         self._last: OrderedDict[str, int] = OrderedDict()
@@ -112,7 +120,7 @@ class EventLog:
             seq = self._next_seq(build_id, refresh=False)
             probes = 0
             for _ in range(_MAX_TRIES):
-                now = now_ms()
+                now = self.clock.now_ms()
                 events = [
                     Event(id=new_event_id(), type=t, buildId=build_id, seq=seq + i, timestamp=now, data=payload)
                     for i, (t, payload) in enumerate(payloads)
@@ -158,6 +166,11 @@ class EventLog:
                 self._remember(build_id, seq + count - 1)
                 return events
         raise RuntimeError(f"could not record {payloads[0][0]} for {build_id}: too much contention")
+
+    def begin(self, build_id: str) -> None:
+        """The build is new (its id just made): its log is empty. Its seq condition still holds
+        every writer to the real end of the log."""
+        self._remember(build_id, 0)
 
     @contextlib.contextmanager
     def serial(self, build_id: str) -> Iterator[None]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from shared.constants import TTL_ATTRIBUTE
@@ -18,33 +18,44 @@ class TaskStore:
         self.table = table
         self.ttl_seconds = ttl_seconds  # a plan's tasks expire this long after they were planned
 
-    def put_plan(self, build_id: str, plan_id: str, tasks: list[Task]) -> None:
+    def put_plan(self, build_id: str, plan_id: str, tasks: list[Task], handed: Collection[str] = ()) -> None:
+        """Write the plan's task items. `handed`: tasks whose items the plan step wrote while the
+        plan streamed (they may be running or done): only their place and definition are updated."""
+        for i, t in enumerate(tasks):
+            if t.id in handed:
+                self.update(build_id, t.id, Update().set(order=i, task=t.model_dump(mode="json")))
+        self._put_items(build_id, plan_id, [(i, t, None) for i, t in enumerate(tasks) if t.id not in handed])
+
+    def tx_put_streamed(self, build_id: str, plan_id: str, tasks: list[tuple[int, Task]]) -> list[dict[str, Any]]:
+        """Transaction entries putting the items of tasks handed to the dispatch state while the plan
+        streams: `streamOrder` is the place in the order they were handed, and never changes (what a
+        dispatch step reads then)."""
+        return [{"Put": {"TableName": self.table, "Item": self._item(build_id, plan_id, i, t, i)}} for i, t in tasks]
+
+    def _put_items(self, build_id: str, plan_id: str, tasks: list[tuple[int, Task, int | None]]) -> None:
         ddb = client("dynamodb")
-        kept = {TTL_ATTRIBUTE: int(time.time()) + self.ttl_seconds} if self.ttl_seconds else {}
-        items = [
-            {
-                "PutRequest": {
-                    "Item": to_item(
-                        {
-                            "buildId": build_id,
-                            "taskId": t.id,
-                            "planId": plan_id,
-                            "order": i,
-                            "task": t.model_dump(mode="json"),
-                            "status": TaskStatus.pending.value,
-                            "attempt": 0,
-                            **kept,
-                        }
-                    )
-                }
-            }
-            for i, t in enumerate(tasks)
-        ]
+        items = [{"PutRequest": {"Item": self._item(build_id, plan_id, i, t, streamed)}} for i, t, streamed in tasks]
         for start in range(0, len(items), 25):
             pending = {self.table: items[start : start + 25]}
             while pending:
                 resp = ddb.batch_write_item(RequestItems=pending)
                 pending = resp.get("UnprocessedItems") or {}
+
+    def _item(self, build_id: str, plan_id: str, order: int, task: Task, streamed: int | None) -> dict[str, Any]:
+        kept = {TTL_ATTRIBUTE: int(time.time()) + self.ttl_seconds} if self.ttl_seconds else {}
+        return to_item(
+            {
+                "buildId": build_id,
+                "taskId": task.id,
+                "planId": plan_id,
+                "order": order,
+                "task": task.model_dump(mode="json"),
+                "status": TaskStatus.pending.value,
+                "attempt": 0,
+                **({"streamOrder": streamed} if streamed is not None else {}),
+                **kept,
+            }
+        )
 
     def get(self, build_id: str, task_id: str) -> dict[str, Any] | None:
         item = (
@@ -59,25 +70,44 @@ class TaskStore:
     def get_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         """Items of this table by (buildId, taskId), strongly consistent, in as few requests as
         BatchGetItem allows (100 keys each); keys with no item are absent from the answer."""
+        return self._batch_get(keys, None)[0]
+
+    def get_many_with(
+        self, keys: list[tuple[str, str]], table: str, key: dict[str, Any]
+    ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any] | None]:
+        """`get_many`, and the item of another table at `key` (DynamoDB JSON; an eventually
+        consistent read) in the same request: (items, that item or None)."""
+        return self._batch_get(keys, (table, key))
+
+    def _batch_get(
+        self, keys: list[tuple[str, str]], other: tuple[str, dict[str, Any]] | None
+    ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any] | None]:
         ddb = client("dynamodb")
         out: dict[tuple[str, str], dict[str, Any]] = {}
+        found: dict[str, Any] | None = None
         unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), 100):
-            pending: dict[str, Any] = {
-                self.table: {
-                    "Keys": [{"buildId": {"S": b}, "taskId": {"S": t}} for b, t in unique[start : start + 100]],
+        size = 100 - (other is not None)  # the other item rides in the first request
+        for start in range(0, max(1, len(unique)), size):
+            pending: dict[str, Any] = {}
+            if unique:
+                pending[self.table] = {
+                    "Keys": [{"buildId": {"S": b}, "taskId": {"S": t}} for b, t in unique[start : start + size]],
                     "ConsistentRead": True,
                 }
-            }
+            if other is not None and start == 0:
+                pending[other[0]] = {"Keys": [other[1]]}
             while pending:
                 resp = ddb.batch_get_item(RequestItems=pending)
-                for raw in (resp.get("Responses") or {}).get(self.table) or []:
+                responses = resp.get("Responses") or {}
+                for raw in responses.get(self.table) or []:
                     item = from_item(raw)
                     out[(str(item["buildId"]), str(item["taskId"]))] = item
+                if other is not None and responses.get(other[0]):
+                    found = from_item(responses[other[0]][0])
                 pending = resp.get("UnprocessedKeys") or {}
                 if pending:
                     time.sleep(0.05)  # throttled: back off before asking for the rest
-        return out
+        return out, found
 
     def list(self, build_id: str, *, attributes: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """The build's task items in plan order; with `attributes` (paths like `task.input.targetPath`),

@@ -3,14 +3,13 @@ answers NotFound, exactly like a missing one."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from shared import scheduler
 from shared.constants import TTL_ATTRIBUTE
 from shared.dal.table import Update
 from shared.errors import Conflict, InvalidInput, NotFound, StateConflict
-from shared.ids import new_build_id, now_ms
+from shared.ids import new_build_id
 from shared.logic.finalizing import metrics_of
 from shared.logic.services import Services, services
 from shared.models.api import (
@@ -59,7 +58,8 @@ def create_build(owner: str, req: CreateBuildRequest, svc: Services | None = Non
     if req.webhookUrl:
         check_webhook_url(req.webhookUrl, svc)
     build_id = new_build_id()
-    now = now_ms()
+    svc.events.begin(build_id)  # a new build's log is empty: its first event is seq 1, no read needed
+    now = svc.clock.now_ms()
     for f in req.files:
         svc.files.put(build_id, f.path, f.content, "input", kind="input")
     require_approval = svc.settings.require_plan_approval if req.requireApproval is None else req.requireApproval
@@ -105,7 +105,7 @@ def create_build(owner: str, req: CreateBuildRequest, svc: Services | None = Non
             also=[
                 svc.builds.tx_update(
                     build_id,
-                    Update().set(status=BuildStatus.failed.value, failureReason="planning_failed", updatedAt=now_ms()),
+                    Update().set(status=BuildStatus.failed.value, failureReason="planning_failed", updatedAt=svc.clock.now_ms()),
                 )
             ],
         )
@@ -160,6 +160,7 @@ VIEW_ATTRIBUTES = (
     "spentPromptTokens",
     "spentCompletionTokens",
     "spentUnpriced",
+    "streamOrder",
 )
 
 
@@ -169,7 +170,11 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
     tasks = svc.tasks.list(build_id, attributes=VIEW_ATTRIBUTES)
-    running = scheduler.DispatchState.from_json(build.get("dispatch"), [t["taskId"] for t in tasks]).running
+    from shared.logic.dispatching import dispatched_items
+
+    # while the plan streams, the dispatch state is written over the tasks handed so far
+    order = [t["taskId"] for t in dispatched_items(build, tasks)]
+    running = scheduler.DispatchState.from_json(build.get("dispatch"), order).running
     views = []
     for t in tasks:
         task, task_id = t["task"], t["taskId"]
@@ -199,7 +204,7 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
                 files=[f["path"] for f in t.get("files") or []],
             )
         )
-    metrics = metrics_of(build, tasks)
+    metrics = metrics_of(build, tasks, svc.clock.now_ms())
     return BuildView(
         buildId=build_id,
         status=build["status"],
@@ -288,7 +293,7 @@ def approve(owner: str, build_id: str, req: ApprovalRequest, svc: Services | Non
         )
     decided = (
         Update()
-        .set(approvalToken=None, updatedAt=now_ms())
+        .set(approvalToken=None, updatedAt=svc.clock.now_ms())
         .when("{status} = :a AND {approvalToken} = :tok", a=BuildStatus.awaiting_approval.value, tok=token)
     )
     if not req.approved:
@@ -300,7 +305,7 @@ def approve(owner: str, build_id: str, req: ApprovalRequest, svc: Services | Non
     if edited is not None:
         version += 1
         decided.set(planVersion=version)
-    decided.set(approvedAt=now_ms())
+    decided.set(approvedAt=svc.clock.now_ms())
     _decide(
         svc,
         build_id,
@@ -362,7 +367,7 @@ def _replace_plan(svc: Services, build: dict[str, Any], tasks: list[Task], versi
                     estimatedDuration=estimated,
                     blocked=False,
                     cycles=None,
-                    updatedAt=now_ms(),
+                    updatedAt=svc.clock.now_ms(),
                 ),
             )
         ],
@@ -387,8 +392,8 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
                     .set(
                         status=BuildStatus.cancelled.value,
                         approvalToken=None,
-                        finishedAt=now_ms(),
-                        updatedAt=now_ms(),
+                        finishedAt=svc.clock.now_ms(),
+                        updatedAt=svc.clock.now_ms(),
                     )
                     .when_not_in("status", TERMINAL_BUILD_STATUSES),
                 )
@@ -403,7 +408,9 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
             svc.workflow.stop(run_id(build_id, run), why)
         except Exception as exc:
             logger.warning("could not stop the build's execution", extra={"run": run, "error": str(exc)[:300]})
-    if build.get("planId"):
+    # A build with a dispatch state (its plan stored, or tasks started while it streamed, which is
+    # read after the cancel committed: no task is handed after it) halts it: nothing more starts.
+    if build.get("planId") or svc.builds.get(build_id, attributes=["streamedTasks"]):
         from shared.dal.queues import finished_message, send_batch
 
         send_batch(
@@ -449,8 +456,10 @@ def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Serv
         )
     if item.get("status") == TaskStatus.cancelled and build["status"] == BuildStatus.executing:
         raise Conflict(f"task {task_id} was cancelled; it can be retried once the build has ended")
-    act = dispatching.retry_task if action == "retry" else dispatching.skip_task
-    deadline = time.monotonic() + _RUN_END_WAIT_S
+    if not build.get("planId"):  # its plan failed after tasks started while it streamed: no plan to run
+        raise Conflict(f"build {build_id} has no plan; a task can be {action}ped only in a planned build")
+    act = dispatching.reopen_task if action == "retry" else dispatching.skip_failed_task
+    deadline = svc.clock.monotonic() + _RUN_END_WAIT_S
     while True:
         status = build["status"]
         if status in (BuildStatus.cancelled, BuildStatus.planning, BuildStatus.awaiting_approval):
@@ -459,12 +468,13 @@ def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Serv
             try:
                 reopened = act(build_id, task_id, svc, in_run=True)
                 return _acted(build_id, task_id, action, reopened, resumed=False)
-            except dispatching.RunEnding:
+            except (dispatching.RunEnding, dispatching.NotSettled):
                 # The run settled its last task and Finalize is recording its end: wait for that
-                # end, then re-open the build (the request is never lost in between).
-                if time.monotonic() > deadline:
+                # end, then re-open the build (the request is never lost in between). Or the task's
+                # attempt ended and the dispatcher is taking that step: wait for it.
+                if svc.clock.monotonic() > deadline:
                     raise Conflict("the build is finishing its run; try again in a moment") from None
-                time.sleep(0.1)
+                svc.clock.sleep(0.1)
                 build = svc.builds.get_owned(build_id, owner)
                 continue
         return _resume(svc, build, task_id, action)
@@ -499,7 +509,7 @@ def _resume(svc: Services, build: dict[str, Any], task_id: str, action: str) -> 
                     Update()
                     .set(
                         status=BuildStatus.executing.value,
-                        runStartedAt=now_ms(),  # the re-opened run gets its own BUILD_TIMEOUT_SECONDS
+                        runStartedAt=svc.clock.now_ms(),  # the re-opened run gets its own BUILD_TIMEOUT_SECONDS
                         executeStartedAt=None,
                         executeToken=None,
                         deadlineAt=None,
@@ -507,7 +517,7 @@ def _resume(svc: Services, build: dict[str, Any], task_id: str, action: str) -> 
                         failureReason=None,
                         message=None,
                         runs=run,
-                        updatedAt=now_ms(),
+                        updatedAt=svc.clock.now_ms(),
                     )
                     .when("{status} = :s", s=build["status"]),
                 )
@@ -515,7 +525,7 @@ def _resume(svc: Services, build: dict[str, Any], task_id: str, action: str) -> 
         )
     except StateConflict:
         raise Conflict("build changed while re-opening it; try again") from None
-    act = dispatching.retry_task if action == "retry" else dispatching.skip_task
+    act = dispatching.reopen_task if action == "retry" else dispatching.skip_failed_task
     reopened = act(build_id, task_id, svc)
     svc.workflow.start(
         execution,

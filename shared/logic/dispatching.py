@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,6 @@ from shared import scheduler
 from shared.dal.queues import send_batch, task_message
 from shared.dal.table import Update
 from shared.errors import NotFound, StateConflict
-from shared.ids import now_ms
 from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
 from shared.models.events import EventType
@@ -34,6 +34,11 @@ from shared.models.plan import (
 from shared.observability import count, logger
 
 _plans: dict[tuple[str, str], tuple[scheduler.DagSpec, dict[str, Task]]] = {}
+# Per process: each build as this process's last dispatch step committed it (buildId -> item). The
+# next step here starts from it instead of reading the build again; its version condition still
+# decides, and a step that loses re-reads.
+_committed: dict[str, dict[str, Any]] = {}
+_committed_lock = threading.Lock()
 
 Op = Callable[[scheduler.DagSpec, scheduler.DispatchState, int], scheduler.Decision]
 
@@ -44,15 +49,16 @@ class Loaded:
     spec: scheduler.DagSpec
     state: scheduler.DispatchState
     version: int
+    now_ms: int  # when it was read (services' clock): the step's deadline check and updatedAt
 
 
 def plan(svc: Services, build: dict[str, Any]) -> tuple[scheduler.DagSpec, dict[str, Task]]:
     """The build's current plan: its shape for the scheduler and each task's definition, read once
     per process and plan version (an approval edit makes a new version)."""
-    key = (build["buildId"], f"{build.get('planId')}:{build.get('planVersion', 0)}")
+    key = (build["buildId"], f"{build.get('planId')}:{build.get('planVersion', 0)}:{streamed_count(build)}")
     cached = _plans.get(key)
     if cached is None:
-        tasks = [Task.model_validate(i["task"]) for i in svc.tasks.list(build["buildId"])]
+        tasks = [Task.model_validate(i["task"]) for i in dispatched_items(build, svc.tasks.list(build["buildId"]))]
         cached = (scheduler.DagSpec.from_tasks(tasks), {t.id: t for t in tasks})
         if len(_plans) > 256:
             _plans.clear()
@@ -60,29 +66,77 @@ def plan(svc: Services, build: dict[str, Any]) -> tuple[scheduler.DagSpec, dict[
     return cached
 
 
+def committed(build_id: str) -> dict[str, Any] | None:
+    """The build as this process last committed a dispatch step of it (a copy), if it did."""
+    with _committed_lock:
+        found = _committed.get(build_id)
+    return dict(found) if found is not None else None
+
+
+def remember_commit(cur: Loaded) -> None:
+    """`cur`'s build as the step that wrote `state_update(cur)` left it (once that committed)."""
+    build = {**cur.build, "dispatch": cur.state.to_json(cur.spec.order), "dispatchVersion": cur.version + 1}
+    build.pop("haltedBy", None)
+    if cur.state.halted is not None:
+        build["haltedBy"] = cur.state.halted
+    with _committed_lock:
+        if len(_committed) > 256:
+            _committed.clear()
+        _committed[str(build["buildId"])] = build
+
+
+def forget_commit(build_id: str) -> None:
+    with _committed_lock:
+        _committed.pop(build_id, None)
+
+
+def streamed_count(build: dict[str, Any]) -> int | None:
+    """While the plan streams and its plan step has started tasks: how many tasks it has handed to
+    the dispatch state (the plan so far, as far as dispatching goes). None once the plan is stored."""
+    if build.get("planId") or build.get("streamedTasks") is None:
+        return None
+    return int(build["streamedTasks"])
+
+
+def dispatched_items(build: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of the build's task items (in plan order), those its dispatch state is written over, in its
+    order: all of them, or while the plan streams, the tasks handed so far in the order handed."""
+    streamed = streamed_count(build)
+    if streamed is None:
+        return items
+    return sorted((i for i in items if int(i.get("streamOrder", streamed)) < streamed),
+                  key=lambda i: int(i["streamOrder"]))
+
+
 def dag_spec(svc: Services, build: dict[str, Any]) -> scheduler.DagSpec:
     return plan(svc, build)[0]
 
 
-def loaded(svc: Services, build: dict[str, Any]) -> Loaded:
+def dispatch_state_of(svc: Services, build: dict[str, Any]) -> Loaded:
+    """The dispatch state of a build item already read."""
     spec = dag_spec(svc, build)
     return Loaded(
         build,
         spec,
         scheduler.DispatchState.from_json(build.get("dispatch"), spec.order),
         int(build.get("dispatchVersion", 0)),
+        svc.clock.now_ms(),
     )
 
 
-def _load(svc: Services, build_id: str) -> Loaded:
-    return loaded(svc, svc.builds.require(build_id))
+def _read_dispatch_state(svc: Services, build_id: str) -> Loaded:
+    return dispatch_state_of(svc, svc.builds.require(build_id))
 
 
 def decide(cur: Loaded, op: Op) -> scheduler.Decision:
-    """`op` on the loaded state, then what every step also checks: the build's time limit and
-    budget. Mutates `cur.state`; nothing is written."""
+    """`op` on the loaded state, after what every step also checks: a cancel, the build's time
+    limit and budget. Mutates `cur.state`; nothing is written."""
     max_conc = int(cur.build.get("maxConcurrency", 5))
-    if _past_deadline(cur.build) and cur.state.halted is None:
+    if cur.build.get("status") == BuildStatus.cancelled and cur.state.halted is None:
+        # The cancel committed; its halt message may come later (or never, if the API died first):
+        # what has not started is cancelled now, not skipped after the build's end.
+        scheduler.halt(cur.spec, cur.state, "cancelled")
+    if _past_deadline(cur.build, cur.now_ms) and cur.state.halted is None:
         scheduler.halt(cur.spec, cur.state, "timed_out")
     decision = op(cur.spec, cur.state, max_conc)
     budget = cur.build.get("budgetUsd")
@@ -109,7 +163,7 @@ def state_update(cur: Loaded) -> Update:
             dispatch=cur.state.to_json(cur.spec.order),
             dispatchVersion=cur.version + 1,
             haltedBy=cur.state.halted,  # None removes it; a task claim checks it is absent
-            updatedAt=now_ms(),
+            updatedAt=cur.now_ms,
         )
         .when("attribute_not_exists({dispatchVersion}) OR {dispatchVersion} = :ver", ver=cur.version)
     )
@@ -118,7 +172,7 @@ def state_update(cur: Loaded) -> Update:
 def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, scheduler.Decision]:
     """Run `op` against the build's dispatch state until its commit wins; then act on the decision."""
     for _ in range(50):
-        cur = _load(svc, build_id)
+        cur = _read_dispatch_state(svc, build_id)
         decision = decide(cur, op)
         if decision.duplicate:
             break
@@ -130,7 +184,9 @@ def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, 
         try:
             svc.builds.update(build_id, update)
         except StateConflict:
+            forget_commit(build_id)
             continue
+        remember_commit(cur)
         if cur.state.halted == "budget_exceeded" and not cur.build.get("haltedBy"):
             count("build.budget_exceeded")  # once, by the step that committed the halt
         break
@@ -168,16 +224,16 @@ def run_started_at(build: dict[str, Any]) -> int:
     return int(build.get("runStartedAt") or build["createdAt"])
 
 
-def _past_deadline(build: dict[str, Any]) -> bool:
+def _past_deadline(build: dict[str, Any], now_ms: int) -> bool:
     deadline = build.get("deadlineAt")
-    return deadline is not None and now_ms() > int(deadline)
+    return deadline is not None and now_ms > int(deadline)
 
 
 def _record_skips(svc: Services, build_id: str, decision: scheduler.Decision) -> None:
     for task_id, dependency in decision.skipped:
         skip = (
             Update()
-            .set(status=TaskStatus.skipped.value, skippedBecause=dependency, updatedAt=now_ms())
+            .set(status=TaskStatus.skipped.value, skippedBecause=dependency, updatedAt=svc.clock.now_ms())
             .when("{status} = :pending", pending=TaskStatus.pending.value)
         )
         with contextlib.suppress(StateConflict):  # already skipped by an earlier run of this step
@@ -198,7 +254,7 @@ def _cancel_unstarted(svc: Services, build_id: str, cur: Loaded) -> None:
                 build_id,
                 task_id,
                 Update()
-                .set(status=TaskStatus.cancelled.value, updatedAt=now_ms())
+                .set(status=TaskStatus.cancelled.value, updatedAt=svc.clock.now_ms())
                 .when("{status} = :pending", pending=TaskStatus.pending.value),
             )
 
@@ -245,6 +301,9 @@ def finish_execution(svc: Services, cur: Loaded) -> None:
         )
     elif cur.state.halted == "timed_out":  # the dispatcher saw the deadline pass before Step Functions did
         svc.workflow.fail(token, "BuildTimedOut", "The build ran past its time limit.")
+    elif cur.state.halted == "planning_failed":  # the tasks started while it streamed have settled
+        error = cur.build.get("planError") or {}
+        svc.workflow.fail(token, str(error.get("Error") or "PlanningFailed"), str(error.get("Cause") or ""))
     elif cur.state.halted is None:
         svc.workflow.succeed(token, {"halted": None})
 
@@ -253,7 +312,7 @@ def finish_execution(svc: Services, cur: Loaded) -> None:
 def await_approval(build_id: str, token: str, svc: Services | None = None) -> dict[str, Any]:
     svc = svc or services()
     build = svc.builds.require(build_id)
-    expires = now_ms() + svc.settings.plan_approval_timeout_seconds * 1000
+    expires = svc.clock.now_ms() + svc.settings.plan_approval_timeout_seconds * 1000
     try:
         svc.events.record(
             build_id,
@@ -272,9 +331,9 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
                     .set(
                         status=BuildStatus.awaiting_approval.value,
                         approvalToken=token,
-                        approvalRequestedAt=now_ms(),
+                        approvalRequestedAt=svc.clock.now_ms(),
                         approvalExpiresAt=expires,
-                        updatedAt=now_ms(),
+                        updatedAt=svc.clock.now_ms(),
                     )
                     .when("{status} = :planning", planning=BuildStatus.planning.value),
                 )
@@ -287,7 +346,7 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
             svc.builds.update(
                 build_id,
                 Update()
-                .set(approvalToken=token, updatedAt=now_ms())
+                .set(approvalToken=token, updatedAt=svc.clock.now_ms())
                 .when("{status} = :waiting", waiting=BuildStatus.awaiting_approval.value),
             )
         logger.info("approval already requested or build moved on", extra={"buildId": build_id})
@@ -302,13 +361,13 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
         return {"started": False}
     if build.get("executeStartedAt") is None:
         run_started = run_started_at(build)  # a retried run has its own time limit
-        remaining = svc.settings.build_timeout_seconds - (now_ms() - run_started) / 1000
+        remaining = svc.settings.build_timeout_seconds - (svc.clock.now_ms() - run_started) / 1000
         approved = int(build.get("approvedAt") or 0)
         if approved >= run_started:  # time spent waiting for a human does not count
             remaining += (approved - int(build.get("approvalRequestedAt") or approved)) / 1000
-        deadline = now_ms() + int(max(1.0, remaining) * 1000)
+        deadline = svc.clock.now_ms() + int(max(1.0, remaining) * 1000)
     else:
-        deadline = int(build.get("deadlineAt") or now_ms())
+        deadline = int(build.get("deadlineAt") or svc.clock.now_ms())
     try:
         svc.builds.update(
             build_id,
@@ -317,8 +376,8 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
                 status=BuildStatus.executing.value,
                 executeToken=token,
                 deadlineAt=deadline,
-                executeStartedAt=build.get("executeStartedAt") or now_ms(),
-                updatedAt=now_ms(),
+                executeStartedAt=build.get("executeStartedAt") or svc.clock.now_ms(),
+                updatedAt=svc.clock.now_ms(),
             )
             .when_not_in("status", TERMINAL_BUILD_STATUSES),
         )
@@ -366,7 +425,7 @@ def on_finished(message: DispatchMessage | dict[str, Any], svc: Services | None 
             reason = msg.reason
             apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, reason), label="halt")
         else:
-            retry_task(build_id, msg.taskId, svc)
+            reopen_task(build_id, msg.taskId, svc)
     except NotFound:
         logger.warning("dispatch message for a missing build dropped", extra={"buildId": build_id})
 
@@ -374,6 +433,16 @@ def on_finished(message: DispatchMessage | dict[str, Any], svc: Services | None 
 class RunEnding(Exception):
     """Every task of the run has settled: its Execute step is answered (or about to be) and Finalize
     is ending the run, so no task can join it any more; the caller re-opens the build once it ended."""
+
+
+class NotSettled(Exception):
+    """The task's attempt ended (its item says so) but the dispatcher has not taken that step yet: a
+    retry or skip now would act on a state that still has it running and be lost; the caller waits."""
+
+
+def _unsettled(st: scheduler.DispatchState, task_id: str, in_run: bool) -> None:
+    if in_run and task_id in st.running:
+        raise NotSettled(task_id)
 
 
 def reopenable(svc: Services, build: dict[str, Any], task_id: str) -> list[str]:
@@ -397,12 +466,12 @@ def _reopen_items(svc: Services, build_id: str, task_ids: list[str]) -> None:
                 build_id,
                 t,
                 Update()
-                .set(status=TaskStatus.pending.value, error=None, skippedBecause=None, updatedAt=now_ms())
+                .set(status=TaskStatus.pending.value, error=None, skippedBecause=None, updatedAt=svc.clock.now_ms())
                 .when_in("status", RETRYABLE_TASK_STATUSES),
             )
 
 
-def retry_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
+def reopen_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
     """Re-open a task and its skipped dependents that can run (items first, so a re-opened child can
     be claimed), then let the scheduler start it. Returns the re-opened ids.
 
@@ -411,12 +480,15 @@ def retry_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = Fal
     build = svc.builds.require(build_id)
     if in_run and _ending(svc, build):
         raise RunEnding(build_id)
+    spec = dag_spec(svc, build)
+    _unsettled(scheduler.DispatchState.from_json(build.get("dispatch"), spec.order), task_id, in_run)
     reopened = reopenable(svc, build, task_id)
     _reopen_items(svc, build_id, reopened)
 
     def op(spec: scheduler.DagSpec, st: scheduler.DispatchState, m: int) -> scheduler.Decision:
         if in_run and scheduler.all_terminal(spec, st):
             raise RunEnding(build_id)
+        _unsettled(st, task_id, in_run)
         scheduler.retry(spec, st, task_id, m)
         return scheduler.fill(spec, st, m)
 
@@ -424,14 +496,15 @@ def retry_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = Fal
     return reopened
 
 
-def skip_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
+def skip_failed_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:
     """The user skips a failed task: it becomes `skipped` (reason user) and the dependents it held
-    back run without its output. Returns the re-opened dependents. `in_run` as for retry_task."""
+    back run without its output. Returns the re-opened dependents. `in_run` as for reopen_task."""
     build = svc.builds.require(build_id)
     if in_run and _ending(svc, build):
         raise RunEnding(build_id)
     spec = dag_spec(svc, build)
     state = scheduler.DispatchState.from_json(build.get("dispatch"), spec.order)
+    _unsettled(state, task_id, in_run)
     reopened = scheduler.skip(spec, state, task_id, int(build.get("maxConcurrency", 5))) or []
     with contextlib.suppress(StateConflict):  # skipped already by an earlier try of this request
         svc.events.record(
@@ -443,7 +516,7 @@ def skip_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = Fals
                     build_id,
                     task_id,
                     Update()
-                    .set(status=TaskStatus.skipped.value, skippedBecause="user", updatedAt=now_ms())
+                    .set(status=TaskStatus.skipped.value, skippedBecause="user", updatedAt=svc.clock.now_ms())
                     .when_in("status", SKIPPABLE_TASK_STATUSES),
                 )
             ],
@@ -453,6 +526,7 @@ def skip_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = Fals
     def op(spec: scheduler.DagSpec, st: scheduler.DispatchState, m: int) -> scheduler.Decision:
         if in_run and scheduler.all_terminal(spec, st):
             raise RunEnding(build_id)
+        _unsettled(st, task_id, in_run)
         if scheduler.skip(spec, st, task_id, m) is None:
             return scheduler.duplicate(spec, st)
         return scheduler.fill(spec, st, m)
@@ -494,13 +568,19 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
             on_dead_task({"buildId": build_id, "taskId": child, "attempt": int(child_attempt)}, svc)
         return
     name = (item.get("task") or {}).get("name", task_id)
-    dead = Update().set(status=TaskStatus.failed.value, error="dead-lettered", updatedAt=now_ms())
+    # What the run's earlier attempts cost (each billed on the item when it settled) travels with the
+    # message: the run's total is what the task reports and the build's budget counts, as for any
+    # failure. The dead attempt itself left no usage behind.
+    spent: dict[str, Any] = message.get("spent") or {}
+    dead = Update().set(status=TaskStatus.failed.value, error="dead-lettered", updatedAt=svc.clock.now_ms())
     unstarted = dead.among("status", UNSTARTED_TASK_STATUSES)
     dead.when(
         "({attempt} = :a AND {status} = :ip) OR ({attempt} < :a AND " + unstarted + ")",
         a=attempt,
         ip=TaskStatus.in_progress.value,
     )
+    if spent:
+        dead.set(usage=spent)
     try:
         svc.events.record(
             build_id,
@@ -515,6 +595,7 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
             also=[svc.tasks.tx_update(build_id, task_id, dead)],
         )
         outcome: Outcome | None = "failed"
+        cost = float(spent.get("costUsd") or 0.0)
     except StateConflict:
         # Not this attempt's to fail. If the attempt did settle, tell the dispatcher again (its own
         # report may be what was lost); a later attempt reports for itself.
@@ -527,6 +608,7 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
         }
         same = int(current.get("attempt") or 0) == attempt
         outcome = settled.get(str(current.get("status"))) if same else None
+        cost = float((current.get("usage") or {}).get("costUsd") or 0.0)  # the run's total, as it reported
     if outcome is None:
         return
-    on_finished(TaskFinished(buildId=build_id, taskId=task_id, attempt=attempt, outcome=outcome), svc)
+    on_finished(TaskFinished(buildId=build_id, taskId=task_id, attempt=attempt, outcome=outcome, costUsd=cost), svc)

@@ -8,7 +8,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.dal.table import Update
 from shared.errors import StateConflict
-from shared.ids import now_ms
 from shared.logic.dispatching import parse_cause
 from shared.logic.services import Services, services
 from shared.models.build import (
@@ -34,7 +33,7 @@ _REASONS = {
 _MAX_MESSAGE = 2000  # characters of a failure's message kept (in its event and on the build)
 
 
-def metrics_of(build: dict[str, Any], tasks: list[dict[str, Any]]) -> BuildMetrics:
+def metrics_of(build: dict[str, Any], tasks: list[dict[str, Any]], now_ms: int) -> BuildMetrics:
     """Counts, tokens and cost: the plan (with its heal calls) and every attempt of every task,
     failed, timed-out and abandoned ones included. Cost is None when some call's price is unknown."""
     plan_usage = build.get("planUsage") or {}
@@ -63,7 +62,7 @@ def metrics_of(build: dict[str, Any], tasks: list[dict[str, Any]]) -> BuildMetri
         m.completionTokens += int(completion)
         if m.costUsd is not None:
             m.costUsd = None if cost is None else round(m.costUsd + float(cost), 8)
-    m.durationMs = max(0, int(build.get("finishedAt") or now_ms()) - int(build["createdAt"]))
+    m.durationMs = max(0, int(build.get("finishedAt") or now_ms) - int(build["createdAt"]))
     return m
 
 
@@ -82,8 +81,11 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
     if build["status"] in TERMINAL_BUILD_STATUSES:  # replayed, or cancelled meanwhile
         return _outcome(build["status"])
     tasks = svc.tasks.list(build_id)
-    metrics = metrics_of(build, tasks)
+    metrics = metrics_of(build, tasks, svc.clock.now_ms())
     error = state.get("error")
+    planned_error = build.get("planError")  # planning failed after tasks started: its reason, in its words
+    if error and planned_error and error.get("Error") == planned_error.get("Error"):
+        error = {**error, **planned_error}
     not_terminal = Update().when_not_in("status", TERMINAL_BUILD_STATUSES)
     if not error:
         status = (
@@ -101,12 +103,14 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
         data = {"reason": reason.value, "message": message}
         event = EventType.build_failed
         if reason == FailureReason.timed_out:
-            _halt_dispatch(svc, build_id)
+            _halt_dispatch(svc, build_id, "timed_out")
+        elif error.get("stage") == "plan":  # tasks may have started while the plan streamed
+            _halt_dispatch(svc, build_id, "planning_failed")
     update = not_terminal.set(
         status=status.value,
         metrics=metrics.model_dump(),
-        finishedAt=now_ms(),
-        updatedAt=now_ms(),
+        finishedAt=svc.clock.now_ms(),
+        updatedAt=svc.clock.now_ms(),
         failureReason=data.get("reason"),
         message=data.get("message"),
     )
@@ -126,12 +130,12 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
     return _outcome(status.value)
 
 
-def _halt_dispatch(svc: Services, build_id: str) -> None:
+def _halt_dispatch(svc: Services, build_id: str, reason: str) -> None:
     from shared import scheduler
     from shared.logic.dispatching import apply
 
     if svc.builds.get(build_id, attributes=["dispatch"]):
-        apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, "timed_out"), label="timeout")
+        apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, reason), label=reason)
 
 
 def _outcome(status: str) -> dict[str, Any]:

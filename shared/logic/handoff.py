@@ -1,8 +1,8 @@
 """The fast path from a finished task to its dependents: one commit, no queue hop.
 
-When a task attempt succeeds, its consumer takes the dispatcher's step itself. It reads the build's
-dispatch state, decides with the same pure scheduler (`dispatching.decide`), and commits in ONE
-transaction:
+When a task attempt succeeds, its consumer takes the dispatcher's step itself. It takes the build's
+dispatch state (as this process's last step of the build committed it, when there was one, else
+read), decides with the same pure scheduler (`dispatching.decide`), and commits in ONE transaction:
 
 - the task's completion: `task_completed` and the task item (`completed`, only if this attempt
   still holds it), with `released` — what this step decided to start — recorded on the item;
@@ -33,7 +33,6 @@ from typing import Any
 
 from shared.dal.table import Update
 from shared.errors import StateConflict
-from shared.ids import now_ms
 from shared.logic import dispatching
 from shared.logic.services import Services
 from shared.models.build import BuildStatus
@@ -69,6 +68,14 @@ def claim_update(attempt: int, started: int) -> Update:
     )
 
 
+def _running(build: dict[str, Any]) -> bool:
+    """The build executes, or still plans with tasks started as its plan streamed (the same test
+    as `tx_still_running`), and nothing halted it."""
+    status = build.get("status")
+    streaming = status == BuildStatus.planning and build.get("streamedTasks") is not None
+    return (status == BuildStatus.executing or streaming) and not build.get("haltedBy")
+
+
 def started_data(task: Task, attempt: int) -> dict[str, Any]:
     return {"taskId": task.id, "taskName": task.name, "description": task.description, "attempt": attempt}
 
@@ -95,18 +102,23 @@ def complete(
     """
     op = dispatching.finished_op(task_id, "completed", attempt, cost)
     with svc.events.serial(build_id):  # this process's writers of the build take turns: no lost races
-        for _ in range(_TRIES):
-            build = svc.builds.get(build_id)
-            if not build or build.get("status") != BuildStatus.executing or build.get("haltedBy"):
+        # The build as this process's last step of it left it, when there was one: no read. If
+        # another step came between, the version condition fails and it is read and decided again.
+        held = dispatching.committed(build_id)
+        for _ in range(_TRIES + (held is not None)):
+            build, from_held, held = held or svc.builds.get(build_id), held is not None, None
+            if not build or not _running(build):
                 return None
-            cur = dispatching.loaded(svc, build)
+            cur = dispatching.dispatch_state_of(svc, build)
             decision = dispatching.decide(cur, op)
             if decision.duplicate or decision.all_terminal or decision.skipped or cur.state.halted:
+                if from_held:
+                    continue  # decide that on the stored state, not on what this process last saw
                 return None  # the dispatcher's to handle: nothing new, the end, or a halt
             sends = decision.sends
             tasks = dispatching.plan(svc, build)[1]
             nxt = [(t, a) for t, a in sends if t in tasks][: max(0, min(run_here, HANDOFF_LIMIT))]
-            started = now_ms()
+            started = svc.clock.now_ms()
             done = completion().set(released=[[t, a] for t, a in sends], handedTo=[[t, a] for t, a in nxt] or None)
             entries: list[tuple[EventType, Any]] = [(EventType.task_completed, completed)]
             also = [
@@ -120,9 +132,11 @@ def complete(
             try:
                 svc.events.record_many(build_id, entries, also=also)
             except StateConflict as exc:
+                dispatching.forget_commit(build_id)
                 if 0 in ((exc.details or {}).get("failed") or []):
                     raise  # the finished task's own condition: its attempt was settled elsewhere
                 continue  # the dispatch state moved on: read it again
+            dispatching.remember_commit(cur)
             break
         else:
             count("task.handoff_contended")

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
 
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.dal.builds import BuildStore
 from shared.dal.connections import ConnectionStore
 from shared.dal.events import EventLog, event_from_stream_image
@@ -50,7 +50,7 @@ def deadline_of(time_left_ms: int | None) -> float:
 @dataclass
 class LiveServices:
     settings: Settings
-    clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    clock: Clock = SYSTEM_CLOCK  # what leases and connection times are written in
 
     @cached_property
     def connections(self) -> ConnectionStore:
@@ -77,7 +77,7 @@ def live_services() -> LiveServices:
 # --- $connect / $disconnect ----------------------------------------------------------------------
 def connect(connection_id: str, owner: str, svc: LiveServices | None = None) -> None:
     svc = svc or live_services()
-    svc.connections.connect(connection_id, owner, svc.clock_ms() // 1000)
+    svc.connections.connect(connection_id, owner, svc.clock.now_ms() // 1000)
 
 
 def disconnect(connection_id: str, svc: LiveServices | None = None) -> None:
@@ -150,7 +150,7 @@ def _subscribe(svc: LiveServices, connection_id: str, owner: str, msg: frames.Su
         owner=owner,
         after=msg.after,
         holder=holder,
-        now_ms=svc.clock_ms(),
+        now_ms=svc.clock.now_ms(),
         lease_ms=LEASE_MS,
         force=time.monotonic() > wait_until,  # a broadcast still pushing the old subscription loses it
     ):
@@ -192,7 +192,7 @@ def broadcast(
             for connection_id in svc.connections.subscribers(build_id):
                 holder = f"bc-{uuid.uuid4().hex}"
                 delivered = svc.connections.acquire(
-                    connection_id, build_id, holder=holder, now_ms=svc.clock_ms(), lease_ms=LEASE_MS
+                    connection_id, build_id, holder=holder, now_ms=svc.clock.now_ms(), lease_ms=LEASE_MS
                 )
                 if delivered is None:
                     continue  # gone, or its holder is pushing and will look again after releasing
@@ -233,7 +233,7 @@ def _pump(
         if svc.events.last_seq(build_id) <= progress[0]:
             return
         again = svc.connections.acquire(
-            connection_id, build_id, holder=holder, now_ms=svc.clock_ms(), lease_ms=LEASE_MS
+            connection_id, build_id, holder=holder, now_ms=svc.clock.now_ms(), lease_ms=LEASE_MS
         )
         if again is None:
             return

@@ -13,10 +13,11 @@ from pydantic import ValidationError
 
 from shared import dag
 from shared.dal.table import Update
-from shared.errors import CircularDependencies, PlanningFailed, PlanTooLarge, StateConflict
-from shared.ids import new_plan_id, now_ms
+from shared.errors import CircularDependencies, PlanningFailed, PlanTooLarge, StateConflict, StepwiseError
+from shared.ids import new_plan_id
 from shared.logic.dispatching import run_started_at
 from shared.logic.services import Services, services
+from shared.logic.stream_start import StreamStarter
 from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
 from shared.models.events import EventType, PlanGeneratedData, PlannedTask
 from shared.models.plan import Task, Usage
@@ -50,14 +51,37 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
     if build["status"] != BuildStatus.planning:
         raise PlanningFailed(f"build is {build['status']}, not planning")
 
-    provider = svc.provider
     plan_id = new_plan_id()
+    clipper = FieldClipper()
+    starter = StreamStarter(svc, build, plan_id, clipper)
+    if build.get("streamedTasks") is not None:  # a retried invocation, after it had started tasks
+        return _failed_after_start(svc, starter, PlanningFailed("planning was interrupted after tasks had started"))
+    try:
+        return _plan(svc, build, plan_id, clipper, starter)
+    except (PlanningFailed, PlanTooLarge, CircularDependencies) as exc:
+        if not starter.committed:
+            raise
+        return _failed_after_start(svc, starter, exc)
+
+
+def _failed_after_start(svc: Services, starter: StreamStarter, exc: StepwiseError) -> dict[str, Any]:
+    """The tasks started while the plan streamed finish (the Execute step waits for them), then the
+    build ends `failed` with this reason."""
+    if not starter.fail(exc):
+        return _ended(starter.build_id, "cancelled")
+    return _result(svc, svc.builds.require(starter.build_id))
+
+
+def _plan(
+    svc: Services, build: dict[str, Any], plan_id: str, clipper: FieldClipper, starter: StreamStarter
+) -> dict[str, Any]:
+    build_id = str(build["buildId"])
+    provider = svc.provider
     limit = svc.settings.max_plan_tasks
     context = PlanContext(
         build_id=build_id, framework=build.get("framework"), files=_input_files(svc, build), max_tasks=limit
     )
     items: list[dict[str, Any] | MalformedTask] = []
-    clipper = FieldClipper()
     shown = 0
     logger.info(
         "plan.start",
@@ -87,14 +111,19 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
                 try:
                     task = Task.model_validate(item)
                 except ValidationError:
+                    starter.offer(item)  # what follows an invalid task waits for the whole plan
                     continue
                 shown += 1
-                svc.events.record(
-                    build_id,
-                    EventType.plan_partial,
-                    {"planId": plan_id, "totalTasksSoFar": shown, "latestTasks": [task.planned()]},
-                    also=[still_planning],
-                )
+                partial = {"planId": plan_id, "totalTasksSoFar": shown, "latestTasks": [task.planned()]}
+
+                def record_partial(also: list[dict[str, Any]], partial: dict[str, Any] = partial) -> None:
+                    svc.events.record(build_id, EventType.plan_partial, partial, also=also or [still_planning])
+
+                # With its plan_partial, the task is handed to the dispatch state (and started, if its
+                # dependencies completed) in the same commit.
+                starter.offer(item, record_partial)
+            else:
+                starter.offer(item)  # malformed: what follows it waits for the whole plan
         usage = stream.usage
     except ProviderError as exc:
         _keep_plan_cost(svc, build_id, stream.usage if stream is not None else Usage())  # billed all the same
@@ -109,6 +138,7 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
         allow_linear=svc.settings.allow_linear_fallback,
         approval_required=bool(build.get("requireApproval")),
         clipper=clipper,
+        fixed=starter.gate.fixed() if starter.committed else None,  # started tasks keep their dependencies
     )
     for extra in heal_usage:
         usage = usage + extra
@@ -136,24 +166,28 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
     logger.info("plan.complete", extra={"tasks": len(plan.tasks), "tokens": {"prompt": usage.promptTokens,
                 "completion": usage.completionTokens}, "costUsd": usage.costUsd, "estimated": usage.estimated})
 
-    svc.tasks.put_plan(build_id, plan_id, plan.tasks)
+    handed = {t.id for t in starter.gate.handed[: starter.committed]}
+    svc.tasks.put_plan(build_id, plan_id, plan.tasks, handed=handed)
     deps = {t.id: t.dependencies for t in plan.tasks}
     estimated = 0.0 if plan.blocked else dag.critical_path_length(deps, {t.id: t.estimatedDuration for t in plan.tasks})
-    update = (
-        Update()
-        .set(
-            planId=plan_id,
-            planVersion=1,
-            recovery=plan.recovery.value if plan.recovery else None,
-            estimatedDuration=estimated,
-            taskCount=len(plan.tasks),
-            blocked=plan.blocked,
-            cycles=plan.cycles or None,
-            planUsage=usage.model_dump(),
-            updatedAt=now_ms(),
+
+    def update() -> Update:
+        return (
+            Update()
+            .set(
+                planId=plan_id,
+                planVersion=1,
+                recovery=plan.recovery.value if plan.recovery else None,
+                estimatedDuration=estimated,
+                taskCount=len(plan.tasks),
+                blocked=plan.blocked,
+                cycles=plan.cycles or None,
+                planUsage=usage.model_dump(),
+                updatedAt=svc.clock.now_ms(),
+            )
+            .when("{status} = :planning", planning=BuildStatus.planning.value)
         )
-        .when("{status} = :planning", planning=BuildStatus.planning.value)
-    )
+
     try:
         if plan.blocked:  # rung D: the user edits the plan (the approval route); not an alarm
             svc.events.record(
@@ -167,7 +201,7 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
                     "cycleTasks": plan.cycle_tasks,
                     "edges": plan.cycle_edges,
                 },
-                also=[svc.builds.tx_update(build_id, update)],
+                also=[svc.builds.tx_update(build_id, update())],
             )
             logger.warning("plan blocked on cycles", extra={"cycles": plan.cycles})
         else:
@@ -179,10 +213,18 @@ def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
                 recovery=plan.recovery.value if plan.recovery else None,
                 tasks=[PlannedTask.model_validate(t.planned()) for t in plan.tasks],
             )
-            svc.events.record(build_id, EventType.plan_generated, data, also=[svc.builds.tx_update(build_id, update)])
+
+            def record(final: Update) -> None:
+                svc.events.record(build_id, EventType.plan_generated, data, also=[svc.builds.tx_update(build_id, final)])
+
+            if not starter.committed:
+                record(update())
+            elif not starter.store(plan.tasks, update, record):  # with the tasks started as it streamed
+                return _ended(build_id, "cancelled")
     except StateConflict:
         return _ended(build_id, "cancelled")
-    return _result(svc, svc.builds.require(build_id))
+    # The build as that commit left it (it held only while the build planned): no read back.
+    return _result(svc, {**build, "taskCount": len(plan.tasks), "blocked": plan.blocked})
 
 
 def _ended(build_id: str, status: str) -> dict[str, Any]:
@@ -193,7 +235,7 @@ def _ended(build_id: str, status: str) -> dict[str, Any]:
 
 
 def _result(svc: Services, build: dict[str, Any]) -> dict[str, Any]:
-    elapsed = (now_ms() - run_started_at(build)) / 1000
+    elapsed = (svc.clock.now_ms() - run_started_at(build)) / 1000
     remaining = max(1, int(svc.settings.build_timeout_seconds - elapsed))
     first_run = build["status"] == BuildStatus.planning
     wants = bool(build.get("requireApproval")) or bool(build.get("blocked"))
@@ -209,7 +251,7 @@ def _keep_plan_cost(svc: Services, build_id: str, usage: Usage) -> None:
     with contextlib.suppress(StateConflict):  # the build moved on: nothing to keep it on
         svc.builds.update(
             build_id,
-            Update().set(planUsage=usage.model_dump(), updatedAt=now_ms()).when(
+            Update().set(planUsage=usage.model_dump(), updatedAt=svc.clock.now_ms()).when(
                 "{status} = :planning", planning=BuildStatus.planning.value
             ),
         )

@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.dal.builds import BuildStore
 from shared.dal.cache import ResultCache
 from shared.dal.events import EventLog
@@ -20,6 +21,7 @@ from shared.settings import Settings, get_settings
 @dataclass
 class Services:
     settings: Settings
+    clock: Clock = SYSTEM_CLOCK  # what the logic reads the time from (tests move it on)
     _webhook_urls: dict[str, str | None] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -33,7 +35,12 @@ class Services:
 
     @cached_property
     def events(self) -> EventLog:
-        return EventLog(self.settings.events_table, notify=self.has_webhook, ttl_seconds=self.settings.record_ttl_seconds)
+        return EventLog(
+            self.settings.events_table,
+            notify=self.has_webhook,
+            ttl_seconds=self.settings.record_ttl_seconds,
+            clock=self.clock,
+        )
 
     def webhook_url(self, build_id: str) -> str | None:
         """Where the build's events are delivered: its own URL, else the deployment default, else
@@ -76,10 +83,21 @@ class Services:
         return get_provider(self.settings)
 
 
+_clock: Clock = SYSTEM_CLOCK
+
+
 @lru_cache(maxsize=1)
 def services() -> Services:
-    return Services(get_settings())
+    return Services(get_settings(), clock=_clock)
 
 
 def reset_services() -> None:
     services.cache_clear()
+
+
+def use_clock(clock: Clock | None) -> None:
+    """The clock this process's services read from now on (None: the system's). The local runtime
+    passes a test's clock here; on Lambda nothing does."""
+    global _clock
+    _clock = clock or SYSTEM_CLOCK
+    reset_services()

@@ -14,9 +14,7 @@ import hashlib
 import json
 import logging
 import math
-import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -26,11 +24,12 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from shared import limits
+from shared.backoff import exponential_backoff_s
 from shared.constants import TTL_ATTRIBUTE
 from shared.dal.queues import finished_message, send_batch, task_message
 from shared.dal.table import Update, transact
+from shared.dal.vendor_errors import error_code
 from shared.errors import NotFound, StateConflict
-from shared.ids import now_ms
 from shared.logic import dispatching, handoff
 from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES
@@ -60,6 +59,7 @@ from shared.providers.base import (
 from shared.providers.prompts import TEMPLATES_VERSION
 
 _SAFETY_MARGIN_S = 2.0
+RETRY_DELAY_CAP_S = 900.0  # a retry is a delayed message: SQS delays one by 15 minutes at most
 # What a task needs of its build: never the dispatch state, which grows with the build's size.
 _BUILD_FIELDS = ["buildId", "status", "haltedBy", "prompt", "framework", "inputFiles"]
 _STATIC_BUILD_FIELDS = ("buildId", "prompt", "framework", "inputFiles")
@@ -82,8 +82,8 @@ class Claimed:
     build: dict[str, Any]  # _STATIC_BUILD_FIELDS
     task: Task
     started: int
-    # What this invocation already holds of the build's files: the files a parent that handed this
-    # attempt over just wrote (task id -> path -> content), so the attempt does not read them back.
+    # What this invocation already holds of the build's files: what each task it completed wrote
+    # (task id -> path -> content), shared by every attempt it runs, so none reads them back.
     known: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
@@ -230,7 +230,7 @@ def _claim(svc: Services, msg: TaskMessage) -> list[Claimed]:
         if _stopped(fresh):
             return _replay(svc, msg, task, current=item, halted=True)
         build = _remember_build(fresh)
-    started = now_ms()
+    started = svc.clock.now_ms()
     try:
         svc.events.record(
             msg.buildId,
@@ -274,9 +274,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     spend = Spend()
     _log_start(msg.buildId, task, msg.attempt)
     try:
-        context = _context(svc, build, task, msg.attempt, budget_s, spend, claimed.known)
-        cache_key = _cache_key(svc, task, context)
-        result = _cache_get(svc, cache_key)
+        context, cache_key, result = _context(svc, build, task, msg.attempt, budget_s, spend, claimed.known)
         cached = result is not None
         if result is None:
             result = _call_with_timeout(svc, task, context, budget_s)
@@ -292,7 +290,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
 
     attempt_usage = Usage() if cached else result.usage
     usage = spent + attempt_usage
-    duration = now_ms() - started
+    duration = svc.clock.now_ms() - started
     completed = {
         "taskId": task.id,
         "taskName": task.name,
@@ -312,8 +310,8 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
                 cached=cached,
                 usage=usage.model_dump(),
                 durationMs=duration,
-                completedAt=now_ms(),
-                updatedAt=now_ms(),
+                completedAt=svc.clock.now_ms(),
+                updatedAt=svc.clock.now_ms(),
                 error=None,
             )
             .when("{status} = :ip AND {attempt} = :a", ip=TaskStatus.in_progress.value, a=msg.attempt)
@@ -324,8 +322,13 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     # runs one, and the memory's free slots the others.
     may_run_next = remaining_ms() / 1000 - _SAFETY_MARGIN_S >= settings.task_timeout_seconds
     extra = slots.take(handoff.HANDOFF_LIMIT - 1) if may_run_next else 0
-    indexed_at = now_ms()
+    indexed_at = svc.clock.now_ms()
     index = svc.file_index.tx_puts(msg.buildId, infos, indexed_at)  # the paths, readable once completed
+    # What it wrote, for the dependents this invocation runs: held before the commit, so a sibling
+    # whose completion releases one of them (in this invocation) finds it.
+    held = claimed.known
+    held[task.id] = {info.path: f.content for info, f in zip(infos, result.files, strict=True)}
+    _bound_held(held)
     try:
         handed = handoff.complete(
             svc, msg.buildId, task.id, msg.attempt, cost, completed, completion, run_here=1 + extra if may_run_next else 0,
@@ -340,6 +343,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
                 also=[svc.tasks.tx_update(msg.buildId, task.id, completion()), *index],
             )
     except StateConflict:
+        held.pop(task.id, None)  # settled elsewhere: not what it wrote
         slots.give(extra)
         logger.info("task result discarded: the attempt was settled elsewhere",
                     extra={"taskId": msg.taskId, "attempt": msg.attempt})
@@ -354,12 +358,23 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     if handed is None:
         _tell_dispatcher(svc, msg, "completed", cost)
         return []
-    wrote = {task.id: {info.path: f.content for info, f in zip(infos, result.files, strict=True)}}
     return [
         Claimed(TaskMessage(buildId=msg.buildId, taskId=h.task.id, attempt=h.attempt), build, h.task, h.started,
-                wrote)
+                held)
         for h in handed
     ]
+
+
+_HELD_BYTES = 32 * 1024 * 1024  # what one invocation keeps of the files its tasks wrote
+
+
+def _bound_held(held: dict[str, dict[str, str]]) -> None:
+    """Forget the oldest tasks' files past _HELD_BYTES (a dependent then reads them back)."""
+    size = sum(len(c) for files in list(held.values()) for c in files.values())
+    for task_id in list(held):
+        if size <= _HELD_BYTES:
+            return
+        size -= sum(len(c) for c in held.pop(task_id, {}).values())
 
 
 def _billed(update: Update, attempt: Usage) -> Update:
@@ -457,30 +472,72 @@ def _call_with_timeout(svc: Services, task: Task, context: TaskContext, budget_s
 def _context(
     svc: Services, build: dict[str, Any], task: Task, attempt: int, budget_s: float, spend: Spend,
     known: dict[str, dict[str, str]] | None = None,
-) -> TaskContext:
+) -> tuple[TaskContext, str | None, TransformResult | None]:
     """What the task sees: every file uploaded with the build, what its dependencies wrote (the
     current version of each of their files), and the current content of its target if it exists —
-    the last version a task wrote (writers of one path run one after another), else the upload."""
+    the last version a task wrote (writers of one path run one after another), else the upload.
+    With it, the task's cache key and what the cache holds for it (None: nothing).
+
+    Reads: the dependencies this invocation did not run and the target's file-index item in one
+    BatchGetItem, which also looks the cache up when the key is known before that read (every
+    dependency's files at hand): the target then only changes the key if it exists."""
     build_id = build["buildId"]
     files = dict(_uploaded(svc, build))
     from_deps: set[str] = set()
-    known = known or {}
-    for dep in task.dependencies:
-        if dep in known:  # its parent, which handed it over: what it wrote is at hand
-            files.update(known[dep])
-            from_deps.update(known[dep])
+    # Its dependencies this invocation ran: what they wrote is at hand (a snapshot: the
+    # invocation's other threads add to the map, and forget the oldest past its bound).
+    at_hand = {dep: wrote for dep in task.dependencies if (wrote := (known or {}).get(dep)) is not None}
+    seen: dict[str, int] = {}
+    for wrote in at_hand.values():
+        for path in wrote:
+            seen[path] = seen.get(path, 0) + 1
+    for wrote in at_hand.values():
+        files.update({p: c for p, c in wrote.items() if seen[p] == 1})
+        from_deps.update(wrote)
+    # A path two of them wrote: its current version is read (whichever wrote it last).
+    shared_paths = sorted(p for p, n in seen.items() if n > 1)
     target = task.input.targetPath
-    # The other dependencies' items and the target's file-index item, in one read.
-    keys = [(build_id, dep) for dep in task.dependencies if dep not in known]
+    keys = [(build_id, dep) for dep in task.dependencies if dep not in at_hand]
     target_key = (svc.file_index.partition(build_id), target) if target and target not in from_deps else None
-    got = svc.tasks.get_many([*keys, *([target_key] if target_key else [])])
-    for key in keys:
-        for f in (got.get(key) or {}).get("files") or []:
+
+    def context() -> TaskContext:
+        return TaskContext(
+            build_id=build_id,
+            task_id=task.id,
+            task_type=task.type.value,
+            task_name=task.name,
+            attempt=attempt,
+            build_prompt=build["prompt"],
+            framework=build.get("framework"),
+            target_path=target,
+            files=files,
+            deadline_s=budget_s,
+            cancel=threading.Event(),
+            spend=spend,
+        )
+
+    early_key = _cache_key(svc, task, context()) if not keys and not shared_paths else None
+    wanted = [*keys, *([target_key] if target_key else [])]
+    cached: dict[str, Any] | None = None
+    got: dict[tuple[str, str], dict[str, Any]] = {}
+    if early_key and wanted:
+        try:
+            got, cached = svc.tasks.get_many_with(wanted, svc.settings.cache_table, {"cacheKey": {"S": early_key}})
+        except Exception as exc:  # the cache is an optimisation: read the context alone, never fail on it
+            logger.warning("context read with the cache look-up failed", extra={"code": error_code(exc)})
+            early_key = None
+    if not got and wanted and early_key is None:
+        got = svc.tasks.get_many(wanted)
+    for path in shared_paths:
+        files[path] = svc.files.get_text(build_id, path)
+    for dep_key in keys:
+        for f in (got.get(dep_key) or {}).get("files") or []:
             files[f["path"]] = svc.files.get_text(build_id, f["path"])
             from_deps.add(f["path"])
-    if target and target_key and target not in from_deps and target_key in got:
+    target_read = bool(target and target_key and target not in from_deps and target_key in got)
+    if target_read:
         with contextlib.suppress(NotFound):  # else the upload (if any) is its current content
-            files[target] = svc.files.get_text(build_id, target)
+            files[str(target)] = svc.files.get_text(build_id, str(target))
     if logger.log_level <= logging.DEBUG:  # hashing every file costs a little: only when it is logged
         logger.debug(
             "task.context",
@@ -493,20 +550,11 @@ def _context(
                 "files": [{"path": p, **fingerprint(c)} for p, c in sorted(files.items())],
             },
         )
-    return TaskContext(
-        build_id=build_id,
-        task_id=task.id,
-        task_type=task.type.value,
-        task_name=task.name,
-        attempt=attempt,
-        build_prompt=build["prompt"],
-        framework=build.get("framework"),
-        target_path=target,
-        files=files,
-        deadline_s=budget_s,
-        cancel=threading.Event(),
-        spend=spend,
-    )
+    ctx = context()
+    if early_key and wanted and not target_read:  # the files are those the key was made of
+        return ctx, early_key, _cache_result(svc, cached)
+    cache_key = early_key if early_key and not target_read and not wanted else _cache_key(svc, task, ctx)
+    return ctx, cache_key, _cache_get(svc, cache_key)
 
 
 def _uploaded(svc: Services, build: dict[str, Any]) -> dict[str, str]:
@@ -549,10 +597,10 @@ def _settle_failure(
     status = TaskStatus.queued if will_retry else TaskStatus.timeout if timed_out else TaskStatus.failed
     this = attempt_usage or Usage()
     total = (usage or Usage()) + this
-    duration = now_ms() - started
+    duration = svc.clock.now_ms() - started
     update = (
         _billed(Update(), this)
-        .set(status=status.value, error=error, updatedAt=now_ms(), durationMs=duration, usage=total.model_dump())
+        .set(status=status.value, error=error, updatedAt=svc.clock.now_ms(), durationMs=duration, usage=total.model_dump())
         .when("{status} = :ip AND {attempt} = :a", ip=TaskStatus.in_progress.value, a=msg.attempt)
     )
     if timed_out:
@@ -575,7 +623,9 @@ def _settle_failure(
 
 def _follow_failure(svc: Services, msg: TaskMessage, will_retry: bool) -> None:
     if will_retry:
-        delay = backoff_seconds(msg.attempt, svc.settings.task_retry_base_seconds)
+        delay = exponential_backoff_s(
+            msg.attempt, base=svc.settings.task_retry_base_seconds, cap=RETRY_DELAY_CAP_S, jitter=(0.8, 1.2)
+        )
         send_batch(
             svc.settings.tasks_queue_url,
             [
@@ -593,11 +643,6 @@ def _follow_failure(svc: Services, msg: TaskMessage, will_retry: bool) -> None:
         _tell_dispatcher(svc, msg, "failed", (msg.spent.costUsd or 0.0) if msg.spent else 0.0)
 
 
-def backoff_seconds(attempt: int, base: float) -> float:
-    """Exponential backoff with a little jitter: base, 2*base, 4*base ... (max 15 min)."""
-    return min(900.0, base * (2 ** (attempt - 1)) * random.uniform(0.8, 1.2)) if base > 0 else 0.0
-
-
 def _tell_dispatcher(svc: Services, msg: TaskMessage, outcome: Outcome, cost: float) -> None:
     body = TaskFinished(buildId=msg.buildId, taskId=msg.taskId, attempt=msg.attempt, outcome=outcome, costUsd=cost)
     send_batch(svc.settings.task_finished_queue_url, [finished_message(body, f"{msg.taskId}:{msg.attempt}:{outcome}")])
@@ -609,7 +654,7 @@ def _cancel(svc: Services, msg: TaskMessage) -> None:
             msg.buildId,
             msg.taskId,
             Update()
-            .set(status=TaskStatus.cancelled.value, updatedAt=now_ms())
+            .set(status=TaskStatus.cancelled.value, updatedAt=svc.clock.now_ms())
             .when_in("status", UNSTARTED_TASK_STATUSES),
         )
     except StateConflict:
@@ -674,7 +719,7 @@ def _replay(
         _follow_failure(svc, msg.model_copy(update={"spent": recorded}), True)  # the retry may not have been sent
     elif status == TaskStatus.in_progress and attempt == msg.attempt:
         started = int(current.get("startedAt", 0))
-        stale_in = limits.stale_after_s(svc.settings.task_timeout_seconds) - (now_ms() - started) / 1000
+        stale_in = limits.stale_after_s(svc.settings.task_timeout_seconds) - (svc.clock.now_ms() - started) / 1000
         if stale_in > 0:
             raise TaskStillRunning(f"{msg.taskId} attempt {msg.attempt} may still be running; checking later", stale_in)
         if halted:
@@ -694,7 +739,7 @@ def _replay(
 def _adopt(svc: Services, msg: TaskMessage, task: Task, started: int) -> Claimed | None:
     """Take over an attempt whose worker died before settling it: the same attempt, run again by
     this consumer, only while the build runs and nobody else took it over. None if that lost."""
-    now = now_ms()
+    now = svc.clock.now_ms()
     take = (
         Update()
         .set(startedAt=now, updatedAt=now)
@@ -734,7 +779,7 @@ def _replay_handoff(svc: Services, msg: TaskMessage, current: dict[str, Any], *,
         if (task_id, int(attempt)) in handed:
             watched.append((child_msg, child))
             if child.get("status") == TaskStatus.in_progress and int(child.get("attempt") or 0) == int(attempt):
-                running_for = max(running_for, stale_s - (now_ms() - int(child.get("startedAt") or 0)) / 1000)
+                running_for = max(running_for, stale_s - (svc.clock.now_ms() - int(child.get("startedAt") or 0)) / 1000)
         elif int(child.get("attempt") or 0) < int(attempt) and child.get("status") in UNSTARTED_TASK_STATUSES:
             if halted:
                 _cancel(svc, child_msg)
@@ -781,7 +826,14 @@ def _cache_get(svc: Services, key: str | None) -> TransformResult | None:
     data = svc.cache.get(key)  # a failed read is a miss: the cache never fails a task
     if not data:
         return None
-    if int(data.get(TTL_ATTRIBUTE, 0)) < time.time():  # DynamoDB's TTL deletes late: check it here
+    return _cache_result(svc, data)
+
+
+def _cache_result(svc: Services, data: dict[str, Any] | None) -> TransformResult | None:
+    """What a cache item holds, unless it expired (DynamoDB's TTL deletes late)."""
+    if not data:
+        return None
+    if int(data.get(TTL_ATTRIBUTE, 0)) < svc.clock.time():  # DynamoDB's TTL deletes late: check it here
         return None
     return TransformResult(files=[GeneratedFile(**f) for f in data["files"]], usage=Usage())
 
@@ -791,4 +843,4 @@ def _cache_put(svc: Services, key: str, result: TransformResult) -> None:
     if len(json.dumps(body)) > 96 * 1024:
         return  # kept well under DynamoDB's item limit: a bigger result is simply not cached
     ttl = min(svc.settings.task_cache_ttl_seconds, svc.settings.record_ttl_seconds)
-    svc.cache.put(key, body, int(time.time()) + ttl)
+    svc.cache.put(key, body, int(svc.clock.time()) + ttl)

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 
 from shared.dal.events import event_from_stream_image
 from shared.dal.queues import send_dead_letter, set_visibility
-from shared.ids import now_ms
 from shared.logic.services import Services, services
 from shared.models.events import Event
 from shared.observability import count, logger
 from shared.signing import parse_secret_list
-from shared.webhooks.delivery import DeliveryOutcome, EndpointRateLimiter, backoff_seconds, deliver
+from shared.webhooks.delivery import DeliveryOutcome, EndpointRateLimiter, deliver, delivery_delay_s
 
 _limiter = EndpointRateLimiter(rate_per_s=20)
 
@@ -58,7 +57,7 @@ def webhook_secrets(svc: Services) -> list[str]:
 
 
 def _mark(svc: Services, event: Event, state: str, reason: str | None = None) -> None:
-    svc.events.mark_delivery(event.buildId, event.seq, state, reason, now_ms())
+    svc.events.mark_delivery(event.buildId, event.seq, state, reason, svc.clock.now_ms())
 
 
 def handle(msg: Received, dlq_url: str | None = None, svc: Services | None = None) -> None:
@@ -92,7 +91,7 @@ def handle(msg: Received, dlq_url: str | None = None, svc: Services | None = Non
         count("webhook.dead_lettered")
         _retry_after(msg, 0, event)
         raise RetryLater(f"last attempt failed: {result.reason}")
-    delay = backoff_seconds(
+    delay = delivery_delay_s(
         msg.receive_count,
         svc.settings.webhook_backoff_base_seconds,
         svc.settings.webhook_backoff_max_seconds,

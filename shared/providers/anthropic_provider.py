@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from shared.backoff import parse_retry_after
 from shared.providers.base import ProviderError, ProviderTimeout
-from shared.providers.retry import RETRYABLE_STATUS, AttemptFailed, RetryPolicy, retry_after_seconds
+from shared.providers.retry import RETRYABLE_STATUS, AttemptFailed, RetryPolicy
 from shared.providers.vendor import DEFAULT_PLAN_DEADLINE_S, Call, UsageCounter, VendorProvider
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
@@ -117,7 +118,7 @@ class AnthropicProvider(VendorProvider):
                          or error_type in self.retryable_stream_errors)
             headers = exc.response.headers if exc.response is not None else None
             return AttemptFailed(ProviderError(message, retryable=retryable), retry=retryable,
-                                 retry_after=retry_after_seconds(headers) if retryable else None)
+                                 retry_after=parse_retry_after(headers) if retryable else None)
         if isinstance(exc, sdk.APIConnectionError | httpx2.TransportError):
             return AttemptFailed(ProviderError(f"could not reach {self.vendor}: {exc}"), retry=True)
         if isinstance(exc, sdk.AnthropicError):

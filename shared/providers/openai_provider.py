@@ -15,8 +15,9 @@ from typing import Any
 
 import httpx
 
+from shared.backoff import parse_retry_after
 from shared.providers.base import ProviderError, ProviderTimeout
-from shared.providers.retry import RETRYABLE_STATUS, AttemptFailed, RetryPolicy, retry_after_seconds
+from shared.providers.retry import RETRYABLE_STATUS, AttemptFailed, RetryPolicy
 from shared.providers.vendor import DEFAULT_PLAN_DEADLINE_S, Call, UsageCounter, VendorProvider
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -146,4 +147,4 @@ def _status_failure(response: httpx.Response) -> AttemptFailed:
     retryable = status in RETRYABLE_STATUS or status >= 500
     error_ = ProviderError(f"the OpenAI-compatible server returned {status}: {detail}", retryable=retryable)
     return AttemptFailed(error_, retry=retryable,
-                         retry_after=retry_after_seconds(response.headers) if retryable else None)
+                         retry_after=parse_retry_after(response.headers) if retryable else None)

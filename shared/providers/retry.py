@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 
+from shared.backoff import exponential_backoff_s
 from shared.providers.base import ProviderError
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -33,8 +33,9 @@ class AttemptFailed(Exception):
 
 @dataclass
 class RetryPolicy:
-    """`max_attempts` counts the first try. Delays: `base_s * 2**(n-1)` with jitter, capped at
-    `max_backoff_s`, or the server's Retry-After when it sends one (capped at `max_retry_after_s`).
+    """`max_attempts` counts the first try. Delays: `base_s * 2**(n-1)` capped at `max_backoff_s`,
+    jittered to between half and all of it (`shared.backoff`), or the server's Retry-After when it
+    sends one (capped at `max_retry_after_s`).
     `sleep` and `clock` are injectable so tests run instantly and deterministically."""
 
     max_attempts: int = 4
@@ -50,8 +51,8 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
         if retry_after is not None:
             return min(max(0.0, retry_after), self.max_retry_after_s)
-        backoff = min(self.max_backoff_s, self.base_s * (2 ** (attempt - 1)))
-        return backoff * (0.5 + self.rng.random() / 2) if self.jitter else backoff
+        jitter = (0.5, 1.0) if self.jitter else (1.0, 1.0)
+        return exponential_backoff_s(attempt, base=self.base_s, cap=self.max_backoff_s, jitter=jitter, rng=self.rng.random)
 
     def wait_before_retry(self, attempt: int, retry_after: float | None, deadline: float) -> bool:
         """Sleep before the next attempt; False (without sleeping) when no attempt or time is left."""
@@ -65,28 +66,3 @@ class RetryPolicy:
             self.sleep(pause)
         return True
 
-
-def retry_after_seconds(
-    headers: Mapping[str, str] | None, now: Callable[[], float] = time.time
-) -> float | None:
-    """Parse `retry-after-ms`, then `retry-after` (seconds or an HTTP date); None if absent/invalid."""
-    if not headers:
-        return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now())

@@ -23,8 +23,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
@@ -33,6 +31,7 @@ if TYPE_CHECKING:
     import httpx
 
 from shared import limits
+from shared.backoff import FULL_JITTER, exponential_backoff_s, parse_retry_after
 from shared.signing import sign_headers
 from shared.ssrf import (
     DEFAULT_PORTS,
@@ -72,30 +71,10 @@ class _HasAllowedHosts(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Retry-After and backoff
+# Retry delay
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None.
-
-    Past dates give 0; garbage gives None (the normal backoff applies).
-    """
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT; be lenient about a missing zone
-        when = when.replace(tzinfo=UTC)
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
-
-
-def backoff_seconds(
+def delivery_delay_s(
     attempt: int,
     base: float,
     cap: float,
@@ -104,14 +83,13 @@ def backoff_seconds(
 ) -> float:
     """Delay before retry number ``attempt`` (1 = the first retry).
 
-    Full jitter (a uniform draw in ``[0, min(cap, base * 2**(attempt-1))]``) spreads the retries of
-    many builds hitting one recovering receiver instead of having them arrive in waves. A receiver's
-    ``Retry-After`` is a floor — it may exceed ``cap`` because the receiver knows best — but it is
-    clamped to ``MAX_RETRY_AFTER_S`` so a hostile or buggy header cannot park a message forever.
+    Full jitter (a uniform draw in ``[0, min(cap, base * 2**(attempt-1))]``, `shared.backoff`)
+    spreads the retries of many builds hitting one recovering receiver instead of having them arrive
+    in waves. A receiver's ``Retry-After`` is a floor — it may exceed ``cap`` because the receiver
+    knows best — but it is clamped to ``MAX_RETRY_AFTER_S`` so a hostile or buggy header cannot park
+    a message forever.
     """
-    exponent = min(max(attempt, 1) - 1, 62)  # bound the exponent: 2**huge overflows float maths
-    ceiling = min(max(cap, 0.0), max(base, 0.0) * (2.0**exponent))
-    delay = max(0.0, min(1.0, rng())) * ceiling
+    delay = exponential_backoff_s(attempt, base=base, cap=cap, jitter=FULL_JITTER, rng=rng)
     if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
     return delay
@@ -221,7 +199,7 @@ def _classify(status: int, headers: httpx.Headers) -> DeliveryResult:
         return DeliveryResult(DeliveryOutcome.delivered, status, None, f"HTTP {status}")
     if status == 410:
         return DeliveryResult(DeliveryOutcome.gone, status, None, "HTTP 410 Gone: the receiver asked to stop")
-    retry_after = parse_retry_after(headers.get("retry-after")) if status in (429, 503) else None
+    retry_after = parse_retry_after(headers) if status in (429, 503) else None
     if 300 <= status < 400:
         # Redirects are not followed: the target could be anything, including an internal address.
         reason = f"HTTP {status} redirect (not followed; configure the final URL)"

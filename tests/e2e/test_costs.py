@@ -7,7 +7,6 @@ runtime; the recorded-provider test shows the same through the Anthropic wire fo
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -55,7 +54,7 @@ class TestCosts:
         script = {"plan": {"tasks": plan}, "tasks": {"flaky": {"fail_attempts": 2}}, **fast(**PRICED)}
         bid = engine.build("costs: budget", script, budgetUsd=0.025)
         events = engine.wait_end(bid)
-        time.sleep(0.3)  # nothing may start after the end either
+        engine.wait_idle()  # nothing may start after the end either
         events = engine.events(bid)
         end = end_of(events)
         assert end["type"] == "build_failed" and end["data"]["reason"] == "budget_exceeded", end

@@ -10,9 +10,9 @@ cached provider, so the next build reads it afresh (the runtime is in-process).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from local.runtime import LocalRuntime
-from tests.helpers import task, wait_for
+from tests.helpers import ShiftedClock, task, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -34,9 +34,10 @@ SEQUENTIAL_COPY = "We couldn't optimize task order, so steps will run one-by-one
 
 
 class Engine:
-    def __init__(self, rt: LocalRuntime, script_path: Path) -> None:
+    def __init__(self, rt: LocalRuntime, script_path: Path, clock: ShiftedClock | None = None) -> None:
         self.rt = rt
         self.script_path = script_path
+        self.clock = clock  # the handlers' time, when the runtime was given one: a test moves it on
 
     # --- requests ----------------------------------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -96,6 +97,27 @@ class Engine:
             return wait_for(probe, timeout=timeout, interval=0.05, what=f"end #{ends} of {build_id}")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; {self.diagnose(build_id)}") from None
+
+    def wait_idle(self) -> None:
+        """Until no task or "task finished" message is waiting, delayed or being handled: nothing
+        can start any more (instead of asserting "nothing happened" after a fixed sleep)."""
+        from shared.dal.aws import client
+
+        counts = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+
+        def idle() -> bool:
+            for name in ("tasks", "tasks-dlq", "task-finished.fifo"):
+                url = self.rt.resources.queues[name]
+                attrs = client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=counts)["Attributes"]
+                if any(int(attrs.get(k, 0)) for k in counts):
+                    return False
+            return True
+
+        wait_for(idle, timeout=WAIT_S, what="the task queues to drain")
 
     def diagnose(self, build_id: str) -> str:
         """What a stuck build looks like inside: its events, status, dispatch state, workflow, queues."""
@@ -162,8 +184,31 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         "STEPWISE_MOCK_SCRIPT": str(script),
         **env,
     }
-    with LocalRuntime(env=full) as rt:
-        yield Engine(rt, script)
+    clock = ShiftedClock()
+    with LocalRuntime(env=full, clock=clock) as rt:
+        yield Engine(rt, script, clock)
+
+
+def plan_running() -> bool:
+    """Whether an invocation of the plan function is still running (`local.invocations`)."""
+    return any(t.name.endswith("-plan-invocation") and t.is_alive() for t in threading.enumerate())
+
+
+@contextlib.contextmanager
+def planning_first() -> Iterator[None]:
+    """STREAM_EXECUTION=false for what runs inside: the whole plan is stored before any task starts
+    (tests of what the scheduler does with a known plan)."""
+    import os
+
+    from shared.settings import reset_settings
+
+    os.environ["STREAM_EXECUTION"] = "false"
+    reset_settings()
+    try:
+        yield
+    finally:
+        os.environ.pop("STREAM_EXECUTION", None)
+        reset_settings()
 
 
 def fast(**extra: Any) -> dict[str, Any]:
@@ -221,8 +266,11 @@ class TestEngine:
 
         monkeypatch.setattr(dispatching, "send_batch", fails_once)
         plan = [task("exec-retry", target="a.txt"), task("after", "exec-retry", target="b.txt")]
-        bid = engine.build("execute retried", {"plan": {"tasks": plan}, **fast()})
-        events = engine.wait_end(bid)
+        # The first send must be the Execute step's: nothing starts while the plan streams (a failed
+        # send there: tests/e2e/test_streaming.py).
+        with planning_first():
+            bid = engine.build("execute retried", {"plan": {"tasks": plan}, **fast()})
+            events = engine.wait_end(bid)
         check_log(events)
         assert failed  # the execute step did fail once
         assert end_of(events)["type"] == "build_completed" and end_of(events)["data"]["status"] == "completed"
@@ -269,9 +317,12 @@ class TestEngine:
         generated = of(events, "plan_generated")[0]
         assert generated["data"]["recovery"] == "linear-fallback"
         assert warnings[0]["seq"] < generated["seq"]
-        # one by one, by priority (c first), then plan order
-        assert started_order(events) == ["c", "a", "b", "d"]
-        assert max_in_flight(events) == 1
+        # c and d were handed to the dispatch state as the plan streamed (STREAM_EXECUTION): they keep
+        # their dependencies; the rung acts on the cycle, a and b, which run one by one after them
+        order = started_order(events)
+        assert sorted(order[:2]) == ["c", "d"] and order[2:] == ["a", "b"]
+        assert max(seq_of(events, "task_completed", t) for t in "cd") < seq_of(events, "task_started", "a")
+        assert seq_of(events, "task_completed", "a") < seq_of(events, "task_started", "b")
         assert end_of(events)["data"]["status"] == "completed"
         assert engine.view(bid)["recovery"] == "linear-fallback"
 
@@ -352,13 +403,14 @@ class TestEngine:
         script = {"plan": {"tasks": plan}, "tasks": {"first": {"delay_ms": 600}}, **fast()}
         bid = engine.build("cancel me", script)
         engine.wait_event(bid, "task_started")
+        engine.wait_event(bid, "plan_generated")  # `first` may start while the plan streams
         status, body = engine.api("POST", f"/builds/{bid}/cancel")
         assert status == 202, body
         events = engine.wait_end(bid)
         assert end_of(events)["type"] == "build_cancelled"
         # the running task settles; nothing else starts
         wait_for(lambda: task_status(engine.view(bid))["first"] != "in_progress", what="first to settle")
-        time.sleep(0.5)
+        engine.wait_idle()
         events = engine.events(bid)
         check_log(events)
         cancelled_at = seq_of(events, "build_cancelled")
@@ -407,7 +459,7 @@ class TestEngine:
         priced = {"usage": {"promptTokens": 1000, "completionTokens": 500, "costUsd": 0.01}}
         bid = engine.build("budget", {"plan": {"tasks": plan}, **fast(**priced)}, budgetUsd=0.015, maxConcurrency=1)
         events = engine.wait_end(bid)
-        time.sleep(0.3)
+        engine.wait_idle()
         events = engine.events(bid)
         check_log(events)
         end = end_of(events)
@@ -534,11 +586,17 @@ class TestEngine:
         status, body = engine.api("POST", f"/builds/{bid}/cancel")
         assert status == 202, body
         events = engine.wait_end(bid)
-        time.sleep(1.5)  # the plan stream would have finished by now
+        wait_for(lambda: not plan_running(), what="the plan function to return")  # its stream is over
         events = engine.events(bid)
         check_log(events)
-        assert events[-1]["type"] == "build_cancelled"  # nothing is recorded after the end
-        assert not of(events, "plan_generated") and not of(events, "task_started")
+        cancelled = seq_of(events, "build_cancelled")
+        # Nothing of the plan after the end, and no task starts after it; a task started while the
+        # plan streamed (before the cancel) settles, as in a cancel while executing.
+        started = {e["data"]["taskId"] for e in of(events, "task_started")}
+        after = events[cancelled:]
+        assert all(e["type"] in ("task_completed", "task_failed") and e["data"]["taskId"] in started for e in after)
+        assert all(e["seq"] < cancelled for e in of(events, "task_started"))
+        assert not of(events, "plan_generated")
         assert engine.view(bid)["status"] == "cancelled"
         logged = capfd.readouterr()
         lines = (logged.out + logged.err).splitlines()
@@ -634,8 +692,10 @@ class TestEngine:
             task("long", duration=5, target="l1.txt"),
             task("long-next", "long", duration=5, target="l2.txt"),
         ]
-        bid = engine.build("critical path", {"plan": {"tasks": plan}, **fast()}, maxConcurrency=1)
-        events = engine.wait_end(bid)
+        # Among the tasks known: while the plan streams, a task may start before a longer one arrives.
+        with planning_first():
+            bid = engine.build("critical path", {"plan": {"tasks": plan}, **fast()}, maxConcurrency=1)
+            events = engine.wait_end(bid)
         check_log(events)
         # remaining path: long 10, long-next 5, then equal 1s by priority (lower first)
         assert started_order(events) == ["long", "long-next", "short-early", "short-late"]
@@ -743,7 +803,7 @@ class TestShortTimeouts:
         assert end["type"] == "build_failed" and end["data"]["reason"] == "timed_out"
         # the task in flight settles and its events land; nothing starts after the end
         wait_for(lambda: "in_progress" not in task_status(engine.view(bid)).values(), what="in-flight task to settle")
-        time.sleep(0.3)
+        engine.wait_idle()
         events = engine.events(bid)
         check_log(events)
         ended_at = seq_of(events, "build_failed")
@@ -771,7 +831,8 @@ class TestShortTimeouts:
         plan = [task("only", target="only.txt")]
         bid = engine.build("slow approver", {"plan": {"tasks": plan}, **fast(delay_ms=1200)}, requireApproval=True)
         engine.wait_event(bid, "plan_approval_required")
-        time.sleep(5.0)  # most of the build's 6 s goes by before a human approves
+        assert engine.clock is not None
+        engine.clock.advance(5.0)  # most of the build's 6 s goes by before a human approves
         status, body = engine.api("POST", f"/builds/{bid}/approval", {"approved": True})
         assert status == 200, body
         events = engine.wait_end(bid)
@@ -791,7 +852,8 @@ class TestShortTimeouts:
         first = engine.wait_end(bid)
         assert end_of(first)["data"]["status"] == "completed_with_errors"
         created_s = first[0]["timestamp"] / 1000
-        time.sleep(max(0.0, created_s + 6.3 - time.time()))  # the first run's time limit is long gone
+        assert engine.clock is not None
+        engine.clock.advance(created_s + 6.3 - engine.clock.time())  # the first run's time limit is long gone
         status, body = engine.api("POST", f"/builds/{bid}/tasks/base/retry")
         assert status == 202, body
         events = engine.wait_end(bid, ends=2)

@@ -15,6 +15,7 @@ from werkzeug import Request, Response
 
 from local.runtime import LocalRuntime
 from shared.signing import generate_secret
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -147,8 +148,13 @@ def test_dead_letter_after_last_attempt_then_redrive_delivers(runtime, receiver,
     assert sorted(d.seq for d in dead) == [e["seq"] for e in events]
 
     receiver.plan = lambda n: 200
-    time.sleep(2.1)  # the peek above hid the messages for 2 s
-    assert redrive(target) >= len(events)
+    moved: list[int] = []
+
+    def all_redriven() -> bool:  # the peek above hid the messages for 2 s: each moves once visible
+        moved.append(redrive(target))
+        return sum(moved) >= len(events)
+
+    wait_for(all_redriven, timeout=10, what="every dead delivery redriven")
     assert _settled(build_id, {"delivered": len(events)}) == {"delivered": len(events)}
 
 
@@ -215,3 +221,42 @@ def test_dlq_cli_lists_the_running_serve(runtime, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for line in result.stdout.splitlines():
         assert json.loads(line)["event_id"].startswith("evt_")
+
+
+def test_a_receiver_ordering_by_seq_sees_a_task_start_before_the_plan_is_stored(runtime, receiver, httpserver) -> None:
+    """Tasks start while the plan streams: a consumer that orders by `seq` gets `task_started` (and
+    the task's outcome) before `plan_generated`, and folds the same end state as the event log."""
+    import os
+
+    from shared.logic.services import reset_services
+    from shared.providers.factory import reset_providers
+
+    script = Path(os.environ["STEPWISE_MOCK_SCRIPT"])
+    before = script.read_text()
+    plan = json.loads(before)["plan"]["tasks"] + [
+        {"id": f"more{i}", "type": "create_file", "name": f"More {i}", "input": {"targetPath": f"more{i}.txt"}}
+        for i in range(4)
+    ]
+    script.write_text(json.dumps({"plan": {"tasks": plan, "chunk_chars": 40, "chunk_delay_ms": 15},
+                                  "default_task": {"delay_ms": 0}}))
+    reset_providers()
+    reset_services()
+    try:
+        build_id, events = _build(runtime, _url(httpserver))
+    finally:
+        script.write_text(before)
+        reset_providers()
+        reset_services()
+    assert _settled(build_id) == {"delivered": len(events)}
+    delivered = sorted((json.loads(next(iter(bodies))) for bodies in _ids(receiver).values()), key=lambda e: e["seq"])
+    delivered = [e for e in delivered if e["buildId"] == build_id]
+    assert [e["id"] for e in delivered] == [e["id"] for e in events]
+    seq = {(e["type"], e["data"].get("taskId")): e["seq"] for e in delivered}
+    assert seq[("task_started", "one")] < seq[("plan_generated", None)]
+    status: dict[str, str] = {}
+    for e in delivered:  # what a consumer keeps: the latest state of each task, in seq order
+        if e["type"] == "task_started":
+            status[e["data"]["taskId"]] = "running"
+        elif e["type"] == "task_completed":
+            status[e["data"]["taskId"]] = "completed"
+    assert status == {t["id"]: "completed" for t in plan}

@@ -33,6 +33,7 @@ def test_defaults_come_from_settings() -> None:
     assert config.app_env[c.TASK_TIMEOUT_SECONDS] == "60"
     assert config.app_env[c.WEBHOOK_MAX_ATTEMPTS] == str(defaults.webhook_max_attempts)
     assert config.app_env[c.REQUIRE_PLAN_APPROVAL] == "false"
+    assert config.app_env[c.STREAM_EXECUTION] == "true"  # tasks start while the plan streams
     assert c.WEBHOOK_URL not in config.app_env  # unset optional values are left out
     assert config.task_function_timeout_seconds == 120
     assert config.app_env[c.AI_PROVIDER] == "bedrock"  # the AWS default; locally it is the mock
@@ -45,12 +46,14 @@ def test_context_values_reach_the_environment() -> None:
         {
             "aiProvider": "openai",
             "requirePlanApproval": "true",
+            "streamExecution": False,
             "taskTimeoutSeconds": 90,
             "webhookUrl": "https://hooks.example.com/x",
         }
     )
     assert config.app_env[c.AI_PROVIDER] == "openai"
     assert config.app_env[c.REQUIRE_PLAN_APPROVAL] == "true"
+    assert config.app_env[c.STREAM_EXECUTION] == "false"  # an operator turns it off per stage
     assert config.app_env[c.TASK_TIMEOUT_SECONDS] == "90"
     assert config.app_env[c.WEBHOOK_URL] == "https://hooks.example.com/x"
     assert config.task_function_timeout_seconds == 150

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shared import constants as c
+from shared import limits
 from tests.infra.conftest import Synthesized
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("infra")]  # one worker: one synth per stage
@@ -108,37 +110,94 @@ def test_layer_lock_pins_pyproject_and_its_whole_closure() -> None:
             assert lines[i + 1].strip().startswith("--hash=sha256:"), line
 
 
-def test_queues_and_functions_have_the_limits_the_local_runtime_runs_with(synth: Synthesized) -> None:
-    """One place (shared.limits) decides the functions' time and memory and the queues' visibility
-    and receive counts: the stack deploys exactly those, and the local runtime creates the same."""
-    from shared import limits
-    from tests.infra.test_stack import ids
+def test_the_local_runtime_creates_what_the_stack_deploys(synth: Synthesized) -> None:
+    """One description (shared.resources) makes both: every table the local runtime creates has the
+    deployed key schema, indexes, stream and TTL; every queue the deployed FIFO-ness, redrive and
+    visibility timeout (times the one local factor); every function the deployed time limit, which
+    is what the local runtime stops it at."""
+    import boto3
+
     from tests.integration.quiet import QuietRuntime
 
-    tt = synth.stack.config.settings.task_timeout_seconds
-    for name, fid in synth.logical_ids.items():
-        props = synth.resources[fid]["Properties"]
-        assert (props["Timeout"], props["MemorySize"]) == (
-            limits.function_timeout_s(name, tt),
-            limits.FUNCTION_MEMORY_MB[name],
-        )
-    q = synth.stack.queues
-    deployed = {
-        name: synth.resources[ids(synth, queue)]["Properties"]
-        for name, queue in {"tasks": q.tasks, "task-finished": q.task_finished, "webhooks": q.webhooks}.items()
+    settings = synth.stack.config.settings
+    scale = limits.LOCAL_VISIBILITY_SCALE  # the one local factor, as the runtime runs by default
+    env = {
+        c.TASK_TIMEOUT_SECONDS: str(settings.task_timeout_seconds),
+        c.WEBHOOK_MAX_ATTEMPTS: str(settings.webhook_max_attempts),
     }
-    with QuietRuntime(env={c.TASK_TIMEOUT_SECONDS: str(tt)}) as local:
-        import boto3
+    with QuietRuntime(env=env, visibility_scale=scale) as local:
+        ddb, sqs, lam = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("lambda")
 
-        sqs = boto3.client("sqs")
-        for name, props in deployed.items():
-            assert props["VisibilityTimeout"] == limits.queue_visibility_s(name, tt)
-            url = local.resources.queues[name if name != "task-finished" else "task-finished.fifo"]
-            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-            assert int(attrs["VisibilityTimeout"]) == props["VisibilityTimeout"], name
-            if name != "webhooks":
-                local_receives = json.loads(attrs["RedrivePolicy"])["maxReceiveCount"]
-                assert int(local_receives) == props["RedrivePolicy"]["maxReceiveCount"], name
+        storage = synth.stack.storage.tables
+        tables = {name: synth.resources[synth.logical_id(t)]["Properties"] for name, t in storage.items()}
+        assert set(tables) == {"builds", "tasks", "events", "cache", "idempotency"}
+        for name, deployed in tables.items():
+            table = f"stepwise-local-{name}"
+            made = ddb.describe_table(TableName=table)["Table"]
+            assert _keys(made["KeySchema"]) == _keys(deployed["KeySchema"]), name
+            assert _attributes(made["AttributeDefinitions"]) == _attributes(deployed["AttributeDefinitions"]), name
+            assert _indexes(made.get("GlobalSecondaryIndexes", [])) == _indexes(
+                deployed.get("GlobalSecondaryIndexes", [])
+            ), name
+            stream = made.get("StreamSpecification", {})
+            assert (stream.get("StreamViewType") if stream.get("StreamEnabled") else None) == deployed.get(
+                "StreamSpecification", {}
+            ).get("StreamViewType"), name
+            ttl = ddb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+            local_ttl = ttl.get("AttributeName") if ttl["TimeToLiveStatus"] == "ENABLED" else None
+            deployed_ttl = deployed.get("TimeToLiveSpecification", {})
+            assert local_ttl == (deployed_ttl.get("AttributeName") if deployed_ttl.get("Enabled") else None), name
+
+        queues = {name: synth.logical_id(q) for name, q in synth.stack.queues.by_name.items()}
+        name_of_id = {fid: name for name, fid in queues.items()}
+        # The outbox pipe's dead-letter queue is the only one the local runtime does not need.
+        deployed_queues = {
+            f"{name}.fifo" if synth.resources[fid]["Properties"].get("FifoQueue") else name: fid
+            for name, fid in queues.items()
+            if name != "outbox-dlq"
+        }
+        assert set(local.resources.queues) == set(deployed_queues)
+        for name, fid in deployed_queues.items():
+            deployed = synth.resources[fid]["Properties"]
+            url = local.resources.queues[name]
+            made = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            assert (made.get("FifoQueue") == "true") == bool(deployed.get("FifoQueue")), name
+            if "VisibilityTimeout" in deployed:
+                assert int(made["VisibilityTimeout"]) == max(1, round(deployed["VisibilityTimeout"] * scale)), name
+                consumer = {"tasks": "task", "task-finished.fifo": "dispatch", "webhooks": "webhook"}.get(name)
+                if consumer:  # never below the consumer's time limit: nothing still running is handed out twice
+                    assert int(made["VisibilityTimeout"]) >= limits.function_timeout_s(
+                        consumer, settings.task_timeout_seconds
+                    ), name
+            else:
+                assert int(made["VisibilityTimeout"]) == 30, name  # the SQS default, on both sides
+            if "RedrivePolicy" in deployed:
+                redrive = json.loads(made["RedrivePolicy"])
+                target = redrive["deadLetterTargetArn"].rsplit(":", 1)[-1].removeprefix("stepwise-local-")
+                deployed_target = name_of_id[deployed["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]]
+                assert target.removesuffix(".fifo") == deployed_target, name
+                assert int(redrive["maxReceiveCount"]) == deployed["RedrivePolicy"]["maxReceiveCount"], name
+            else:
+                assert "RedrivePolicy" not in made, name
+
+        for name, fid in synth.logical_ids.items():
+            deployed = synth.resources[fid]["Properties"]
+            made = lam.get_function_configuration(FunctionName=f"stepwise-local-{name}")
+            assert (made["Timeout"], made["MemorySize"]) == (deployed["Timeout"], deployed["MemorySize"]), name
+            enforced = local.functions[name]
+            assert (enforced.timeout_s, enforced.memory_mb) == (deployed["Timeout"], deployed["MemorySize"]), name
+
+
+def _keys(schema: list[dict[str, str]]) -> list[tuple[str, str]]:
+    return [(k["AttributeName"], k["KeyType"]) for k in schema]
+
+
+def _attributes(definitions: list[dict[str, str]]) -> set[tuple[str, str]]:
+    return {(a["AttributeName"], a["AttributeType"]) for a in definitions}
+
+
+def _indexes(indexes: list[dict[str, Any]]) -> dict[str, tuple[list[tuple[str, str]], str]]:
+    return {i["IndexName"]: (_keys(i["KeySchema"]), i["Projection"]["ProjectionType"]) for i in indexes}
 
 
 def _layer_s3_key(lock: Path) -> str:

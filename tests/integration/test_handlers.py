@@ -574,6 +574,9 @@ class TestWorkers:
         from shared.settings import reset_settings
 
         monkeypatch.setenv("MAX_PLAN_TASKS", "3")  # the script's plan has 4 tasks
+        # Nothing started while it streamed (with tasks started, the build waits for them first:
+        # tests/e2e/test_streaming.py).
+        monkeypatch.setenv("STREAM_EXECUTION", "false")
         reset_settings()
         reset_services()
         try:
@@ -586,6 +589,7 @@ class TestWorkers:
             assert finalize({"buildId": build_id, "error": {"Error": "PlanTooLarge", "Cause": cause}})["status"] == "failed"
         finally:
             monkeypatch.delenv("MAX_PLAN_TASKS")
+            monkeypatch.delenv("STREAM_EXECUTION")
             reset_settings()
             reset_services()
         end = _events(build_id)[-1]
@@ -697,7 +701,7 @@ class TestWorkers:
         self._dispatch([stale])
         from shared.logic import dispatching
 
-        dispatching.retry_task(build_id, "a", services())
+        dispatching.reopen_task(build_id, "a", services())
         assert self._queued(quiet) == [("a", 3)]
         self._dispatch([stale])  # the old message comes back (e.g. its delete was lost)
         self._dispatch([self._finished_record(quiet, build_id, "a", outcome="completed", attempt=3)])

@@ -117,6 +117,72 @@ def test_a_fan_out_starts_in_the_completing_commit_and_runs_side_by_side(quiet: 
     assert _queued(quiet) == []
 
 
+def test_a_step_starts_from_the_state_this_process_committed(quiet: QuietRuntime) -> None:
+    """A chain run by one consumer reads the build's dispatch state for none of its steps (each
+    starts from what the previous step committed), and a step another writer came before is
+    decided again on what is stored: nothing is lost or started twice."""
+    import botocore.client
+
+    build_id = executing(quiet, [task("a"), task("b", "a"), task("c", "b"), task("d", "c")])
+    [root] = _queued(quiet)
+    builds_table = services().settings.builds_table
+    reads: list[dict[str, Any]] = []
+    original = botocore.client.BaseClient._make_api_call
+
+    def counted(client_: Any, operation: str, params: dict[str, Any]) -> Any:
+        if operation == "GetItem" and params["TableName"] == builds_table and "ProjectionExpression" not in params:
+            reads.append(params)
+        return original(client_, operation, params)
+
+    # another writer steps in first: the state this process holds is stale for a's completion
+    held = dispatching.committed(build_id)
+    assert held is not None
+    stale = {**held, "dispatchVersion": int(held["dispatchVersion"]) - 1}
+    dispatching._committed[build_id] = stale
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(botocore.client.BaseClient, "_make_api_call", counted)
+        assert _run(quiet, root) == {"batchItemFailures": []}
+    # a's step (its held state had been overtaken) and d's (the build's last task: the end is
+    # decided on the stored state) read the build; b's and c's started from what was held
+    assert len(reads) == 2
+    assert _status(build_id) == dict.fromkeys("abcd", "completed")
+    started = [e.data["taskId"] for e in _events(build_id) if e.type.value == "task_started"]
+    assert started == ["a", "b", "c", "d"]
+
+
+def test_an_invocation_reads_back_no_file_its_own_tasks_wrote(quiet: QuietRuntime) -> None:
+    """A fan-in whose parents all ran in this invocation gets their files from it (no S3 read), and
+    its cache look-up rides in its one context read; it still sees every parent's file."""
+    import botocore.client
+
+    build_id = executing(quiet, [task("a", target="src/a.ts"), task("b", "a", target="src/b.ts"),
+                                  task("c", "a", target="src/c.ts"), task("d", "b", "c", target="src/d.ts")])
+    [root] = _queued(quiet)
+    calls: list[tuple[str, dict[str, Any]]] = []
+    original = botocore.client.BaseClient._make_api_call
+    seen: dict[str, list[str]] = {}
+    transform = type(services().provider).transform
+
+    def counted(client_: Any, operation: str, params: dict[str, Any]) -> Any:
+        calls.append((operation, params))
+        return original(client_, operation, params)
+
+    def watched(provider: Any, kind: Any, payload: dict[str, Any], context: Any) -> Any:
+        seen[context.task_id] = sorted(context.files)
+        return transform(provider, kind, payload, context)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(botocore.client.BaseClient, "_make_api_call", counted)
+        mp.setattr(type(services().provider), "transform", watched)
+        assert _run(quiet, root) == {"batchItemFailures": []}
+    assert _status(build_id) == dict.fromkeys("abcd", "completed")
+    assert {"src/b.ts", "src/c.ts"} <= set(seen["d"])  # both parents' files, from this invocation
+    assert [p["Key"] for op, p in calls if op == "GetObject"] == []
+    cache_table = services().settings.cache_table
+    assert not [p for op, p in calls if op == "GetItem" and p["TableName"] == cache_table]
+    assert len([p for op, p in calls if op == "BatchGetItem" and cache_table in p["RequestItems"]]) == 4
+
+
 def test_past_the_handoff_limit_released_tasks_are_queued_with_their_definitions(
     quiet: QuietRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,6 +22,8 @@ def test_the_hooked_signatures_are_still_there() -> None:
         "self", "function_name", "qualifier", "body", "headers", "response_headers"]
     assert list(inspect.signature(SQSBackend.receive_message).parameters)[:5] == [
         "self", "queue_name", "count", "wait_seconds_timeout", "visibility_timeout"]
+    assert list(inspect.signature(SQSBackend.is_message_valid_based_on_retention_period).parameters) == [
+        "self", "queue_name", "message"]
     for name in ("put_item", "get_item", "query", "update_item", "delete_item", "transact_write_items"):
         assert callable(getattr(DynamoDBBackend, name))
     from moto.dynamodb.models.table import StreamShard
@@ -149,3 +151,100 @@ def test_a_stream_write_wakes_the_relay() -> None:
         moto_fixes.stream_written.clear()
         ddb.put_item(TableName="s", Item={"k": {"S": "a"}})
         assert moto_fixes.stream_written.is_set()
+
+
+def test_plain_updates_in_a_transaction_leave_what_moto_leaves(table) -> None:  # type: ignore[no-untyped-def]
+    """The transaction's fast path for plain SET/REMOVE/ADD updates and moto's own update_item,
+    applied to the same items, leave the same items (and both refuse what moto refuses)."""
+
+    base = {"n": {"N": "1.5"}, "gone": {"S": "x"}, "m": {"M": {"a": {"L": [{"N": "1"}, {"S": "b"}]}}}}
+    updates = [  # (expression, names, values)
+        ("SET #s = :a, #m = :b REMOVE #g ADD #n :c, #new :d",
+         {"#s": "s", "#m": "m", "#g": "gone", "#n": "n", "#new": "new"},
+         {":a": {"S": "done"}, ":b": {"M": {"z": {"BOOL": True}, "y": {"NULL": True}}}, ":c": {"N": "0.25"},
+          ":d": {"N": "3"}}),
+        ("SET #s = :a", {"#s": "s"}, {":a": {"L": [{"M": {"p": {"SS": ["q", "r"]}}}]}}),
+        ("REMOVE #g, #n", {"#g": "gone", "#n": "n"}, {}),
+        ("SET #n = #n + :a", {"#n": "n"}, {":a": {"N": "1"}}),  # not plain: moto's own path
+        ("ADD #g :a", {"#g": "gone"}, {":a": {"N": "1"}}),  # ADD to a string: moto refuses it
+    ]
+    fast_hits = 0
+    original = moto_fixes._plain_update
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        nonlocal fast_hits
+        hit = original(*args)
+        fast_hits += hit
+        return hit
+
+    results = []
+    for use_fast in (True, False):
+        moto_fixes._plain_update = counting if use_fast else (lambda *args: False)  # type: ignore[assignment]
+        try:
+            got = []
+            for i, (expr, names, values) in enumerate(updates):
+                key = {"k": {"S": f"{use_fast}-{i}"}}
+                table.put_item(TableName="t", Item={**key, **base})
+                update = {"TableName": "t", "Key": key, "UpdateExpression": expr,
+                          "ExpressionAttributeNames": {**names, "#c": "k"}, "ConditionExpression": "attribute_exists(#c)"}
+                if values:
+                    update["ExpressionAttributeValues"] = values
+                try:
+                    table.transact_write_items(TransactItems=[{"Update": update}])
+                    outcome = "ok"
+                except Exception as exc:
+                    outcome = type(exc).__name__
+                item = table.get_item(TableName="t", Key=key, ConsistentRead=True)["Item"]
+                item.pop("k")
+                got.append((outcome, item))
+            results.append(got)
+        finally:
+            moto_fixes._plain_update = original  # type: ignore[assignment]
+    assert results[0] == results[1]
+    assert fast_hits == 3  # the three plain updates took the fast path
+    assert results[0][0][1]["n"] == {"N": "1.75"} and "gone" not in results[0][0][1]
+
+
+def test_plain_stream_records_are_the_response_moto_would_write(aws: None) -> None:
+    import json
+
+    from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    arn = ddb.create_table(TableName="s", BillingMode="PAY_PER_REQUEST",
+                           KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                           AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                           StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+                           )["TableDescription"]["LatestStreamArn"]
+    ddb.put_item(TableName="s", Item={"k": {"S": "a"}, "n": {"N": "2.5"}, "m": {"M": {"l": {"L": [{"S": "x"}]}}}})
+    ddb.put_item(TableName="s", Item={"k": {"S": "a"}, "b": {"BOOL": False}})
+    streams = boto3.client("dynamodbstreams", region_name="us-east-1")
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+
+    def read() -> list[dict]:  # type: ignore[type-arg]
+        it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+        return streams.get_records(ShardIterator=it["ShardIterator"])["Records"]  # type: ignore[no-any-return]
+
+    ours = read()
+    fast = DynamoDBStreamsHandler.get_records
+    DynamoDBStreamsHandler.get_records = DynamoDBStreamsHandler._moto_get_records  # type: ignore[attr-defined]
+    try:
+        theirs = read()
+    finally:
+        DynamoDBStreamsHandler.get_records = fast  # type: ignore[method-assign]
+    assert len(ours) == 2
+    assert json.dumps(ours, default=str) == json.dumps(theirs, default=str)
+
+
+def test_an_item_over_the_size_limit_is_still_refused(table) -> None:  # type: ignore[no-untyped-def]
+    """The item is built at once and its size checked once: the same items pass and fail."""
+    from botocore.exceptions import ClientError
+
+    near = "x" * 200_000
+    table.put_item(TableName="t", Item={"k": {"S": "ok"}, "a": {"S": near}, "m": {"M": {"b": {"S": near}}}})
+    got = table.get_item(TableName="t", Key={"k": {"S": "ok"}}, ConsistentRead=True)["Item"]
+    assert got["m"]["M"]["b"]["S"] == near
+    with pytest.raises(ClientError) as refused:
+        table.put_item(TableName="t", Item={"k": {"S": "big"}, "a": {"S": near}, "m": {"M": {"b": {"S": near + near}}}})
+    assert "size" in str(refused.value).lower()
+    assert "Item" not in table.get_item(TableName="t", Key={"k": {"S": "big"}}, ConsistentRead=True)

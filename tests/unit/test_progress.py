@@ -38,3 +38,22 @@ def test_relay_batches_keep_to_ten_messages_and_the_size_limit_in_order():
     assert [b for g in groups for b in g] == bodies
     assert all(len(g) <= 10 and sum(len(b) for b in g) <= MAX_MESSAGE_BYTES for g in groups)
     assert [len(g) for g in groups] == [2, 10, 10, 6]
+
+
+def test_a_task_started_before_plan_generated_has_its_row_and_keeps_its_state():
+    """With streaming execution a task may start, and even complete, before the plan is stored."""
+    out = io.StringIO()
+    view = BuildView(Console(file=out, width=120), "bld_3", "p")
+
+    def event(seq: int, kind: EventType, data: dict) -> Event:
+        return Event(id=f"evt_{seq}", type=kind, buildId="bld_3", seq=seq, timestamp=seq, data=data)
+
+    view.on_event(event(2, EventType.task_started, {"taskId": "t0", "taskName": "Task 0", "description": "",
+                                                     "attempt": 1}))
+    view.on_event(event(3, EventType.task_completed, {"taskId": "t0", "taskName": "Task 0", "filesCreated": 1,
+                                                       "files": ["a.txt"], "cached": False, "durationMs": 5,
+                                                       "usage": {}}))
+    view.on_event(_generated([_task(0), _task(1)]))
+    assert list(view.rows) == ["t0", "t1"]
+    assert view.progress.tasks[view.rows["t0"]].finished  # plan_generated did not reset it
+    assert not view.progress.tasks[view.rows["t1"]].finished

@@ -1,28 +1,8 @@
-"""RetryPolicy and Retry-After parsing: waits honour the server and never pass the deadline."""
+"""RetryPolicy: waits honour the server and never pass the deadline."""
 
 from __future__ import annotations
 
-import pytest
-
-from shared.providers.retry import RetryPolicy, retry_after_seconds
-
-
-@pytest.mark.parametrize(
-    ("headers", "expected"),
-    [
-        ({"retry-after": "12"}, 12.0),
-        ({"retry-after": "0.5"}, 0.5),
-        ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
-        ({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, 10.0),
-        ({"retry-after": "soon"}, None),
-        ({"retry-after": "-3"}, 0.0),
-        ({}, None),
-        (None, None),
-    ],
-)
-def test_retry_after_forms(headers: dict[str, str] | None, expected: float | None) -> None:
-    now = 1445412480.0  # 10 s before the HTTP date above
-    assert retry_after_seconds(headers, now=lambda: now) == expected
+from shared.providers.retry import RetryPolicy
 
 
 def test_backoff_doubles_up_to_the_cap_and_server_hints_are_capped() -> None:

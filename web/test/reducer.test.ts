@@ -29,6 +29,30 @@ describe("event → view-model reducer", () => {
     expect(s.planned).toBe(false);
   });
 
+  it("a task started while the plan streams keeps its state through plan_generated", () => {
+    const [started, partialA, partialB] = happyLog();
+    const a = task("a");
+    const b = task("b", ["a"]);
+    const log = [
+      started,
+      partialA,
+      ev(3, "task_started", { taskId: "a", taskName: "Task a", attempt: 1 }),
+      { ...partialB, seq: 4, id: "evt_4" },
+      ev(5, "task_completed", { taskId: "a", taskName: "Task a", files: ["a.ts"], durationMs: 5 }),
+    ] as ReturnType<typeof happyLog>;
+    let s = fold(log);
+    expect(s.status).toBe("planning"); // still planning: the plan is being written
+    expect(s.tasks.a.status).toBe("completed");
+    s = applyEvents(s, [
+      ev(6, "plan_generated", { planId: "p1", planVersion: 1, taskCount: 2, estimatedDuration: 20, recovery: null, tasks: [a, b] }),
+    ]);
+    expect(s.status).toBe("executing");
+    expect(s.tasks.a.status).toBe("completed"); // plan_generated does not reset a started task
+    expect(s.tasks.a.draft).toBe(false);
+    expect(s.tasks.a.files).toEqual(["a.ts"]);
+    expect(s.tasks.b.status).toBe("pending");
+  });
+
   it("applies events in seq order whatever order they arrive in (seeded shuffles)", () => {
     const log = happyLog();
     const expected = fold(log);

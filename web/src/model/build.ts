@@ -247,6 +247,8 @@ function applyOne(d: Draft, e: BuildEvent): void {
         Object.assign(task, definition(t), { draft: false });
       }
       if (!s.planTruncated) d.setOrder(ids);
+      // Tasks may have started while the plan streamed: the build executes from here.
+      if (s.status === "planning" && Object.values(s.tasks).some((t) => t.attempt > 0)) s.status = "executing";
       if (s.blocked && s.blocked.planId === e.data.planId && s.planVersion > 1) s.blocked = null;
       break;
     }
@@ -305,7 +307,8 @@ function applyOne(d: Draft, e: BuildEvent): void {
       }
       break;
     case "task_started": {
-      if (s.status === "planning" || s.status === "awaiting_approval") s.status = "executing";
+      // A task may start while the plan still streams: the build shows "planning" until plan_generated.
+      if ((s.status === "planning" && s.planned) || s.status === "awaiting_approval") s.status = "executing";
       s.approval = null;
       const t = d.task(e.data.taskId, { name: e.data.taskName, description: e.data.description })!;
       t.status = "in_progress";
