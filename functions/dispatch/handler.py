@@ -1,6 +1,7 @@
 """The dispatcher. Invoked three ways:
 
-- by Step Functions: `{"action": "execute" | "await_approval", buildId, taskToken}` and
+- by Step Functions: `{"action": "execute" | "await_approval", buildId, taskToken}`,
+  `{"action": "settle_plan_failure", buildId, taskToken, error}` and
   `{"action": "finalize", "state": ...}`;
 - by the task-finished FIFO queue (one message group per build, so one build's DAG advances
   serially): "task finished", "halt", "retry";
@@ -44,7 +45,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
         correlate(state.get("buildId"))
         return finalize(state)
     correlate(event.get("buildId"))
-    steps = {"execute": dispatching.execute, "await_approval": dispatching.await_approval}
+    steps = {
+        "execute": dispatching.execute,
+        "await_approval": dispatching.await_approval,
+        "settle_plan_failure": lambda build_id, token: dispatching.settle_plan_failure(build_id, token, event["error"]),
+    }
     if action not in steps:
         raise ValueError(f"unknown dispatch action {action!r}")
     try:

@@ -388,6 +388,37 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
     return {"started": True}
 
 
+def settle_plan_failure(build_id: str, token: str, error: dict[str, Any], svc: Services | None = None) -> dict[str, Any]:
+    """The Plan step crashed or timed out (`error`, as Step Functions caught it). Tasks it started
+    while the plan streamed finish first: the caught error is kept as the planning error (unless the
+    plan step stored its own), nothing more starts, and `token` is answered once every started task
+    has settled, then Finalize ends the build `failed`. Answered at once when nothing streamed or the
+    build has ended."""
+    svc = svc or services()
+    build = svc.builds.require(build_id)
+    if build["status"] in TERMINAL_BUILD_STATUSES or build.get("dispatch") is None:
+        svc.workflow.succeed(token, {"waited": False})
+        return {"waited": False}
+    update = Update().set(executeToken=token, updatedAt=svc.clock.now_ms())
+    if not build.get("planError"):
+        update.set(planError={"Error": str(error.get("Error") or "PlanningFailed"), "Cause": str(error.get("Cause") or "")[:2000]})
+    try:
+        svc.builds.update(build_id, update.when_not_in("status", TERMINAL_BUILD_STATUSES))
+    except StateConflict:  # cancelled meanwhile: Finalize sees it ended
+        svc.workflow.succeed(token, {"waited": False})
+        return {"waited": False}
+    forget_commit(build_id)
+    count("plan.crashed_after_start")
+    logger.warning("the plan step failed after tasks started; they finish first", extra={"error": parse_cause(error)[:500]})
+    cur, decision = apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, "planning_failed"), label="plan failed")
+    # The plan step may have died between committing a start and sending it: send what is unclaimed.
+    step = int(cur.build.get("stepVersion") or 0)
+    if not decision.all_terminal and int(cur.build.get("sentVersion") or 0) < step:
+        send_tasks(svc, build_id, unclaimed(svc, build_id, cur.state), plan(svc, cur.build)[1])
+        _confirm_sent(svc, build_id, step)
+    return {"waited": True}
+
+
 def finished_op(task_id: str, outcome: str, attempt: int, cost: float) -> Op:
     """The step for "attempt `attempt` of `task_id` ended with `outcome`"."""
 

@@ -83,8 +83,9 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
     tasks = svc.tasks.list(build_id)
     metrics = metrics_of(build, tasks, svc.clock.now_ms())
     error = state.get("error")
-    planned_error = build.get("planError")  # planning failed after tasks started: its reason, in its words
-    if error and planned_error and error.get("Error") == planned_error.get("Error"):
+    # Planning failed after tasks started (in code, or the plan step crashed): its reason, in its words.
+    planned_error = build.get("planError")
+    if error and planned_error and (error.get("Error") == planned_error.get("Error") or error.get("stage") == "plan"):
         error = {**error, **planned_error}
     not_terminal = Update().when_not_in("status", TERMINAL_BUILD_STATUSES)
     if not error:

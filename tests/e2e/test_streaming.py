@@ -20,6 +20,7 @@ from tests.e2e.test_engine import (
     end_of,
     max_in_flight,
     of,
+    planning_first,
     seq_of,
     started_order,
     task_status,
@@ -137,6 +138,66 @@ class TestStreamingExecution:
         assert view["status"] == "failed"
         status, body = engine.api("POST", f"/builds/{bid}/tasks/root/retry")
         assert status == 409, body
+
+    def test_a_plan_step_crashing_after_tasks_started_ends_failed_once_they_finished(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from shared.logic import planning
+
+        def crash(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("plan worker lost its mind")  # not a StepwiseError: the Lambda fails
+
+        monkeypatch.setattr(planning, "validate_plan", crash)  # after the whole plan streamed
+        plan = [task("root", target="root.txt"), task("next", "root", target="next.txt"), *filler(2)]
+        bid = engine.build("streaming: plan step crashes", slow(plan, tasks={"root": {"delay_ms": 1200}}))
+        events = engine.wait_end(bid)
+        check_log(events)
+        end = end_of(events)
+        assert end["type"] == "build_failed" and end["data"]["reason"] == "planning_failed"
+        assert "plan worker lost its mind" in end["data"]["message"]
+        assert "root" in started_order(events) and "next" not in started_order(events)
+        assert seq_of(events, "task_completed", "root") < end["seq"]  # it finished first
+        status, content = engine.rt.invoke_api("GET", f"/builds/{bid}/files/root.txt", user=USER, raw=True)
+        assert status == 200 and content  # and kept its file
+        assert engine.view(bid)["status"] == "failed"
+        again = engine.events(bid)
+        assert again[-1]["seq"] == end["seq"]  # nothing came after the terminal event
+
+    def test_a_plan_step_crashing_before_anything_streamed_ends_failed(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from shared.logic import planning
+
+        def crash(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("no plan at all")
+
+        monkeypatch.setattr(planning, "_input_files", crash)  # before the provider is called
+        bid = engine.build("streaming: plan step crashes first", slow([task("root", target="root.txt")]))
+        events = engine.wait_end(bid)
+        check_log(events)
+        end = end_of(events)
+        assert end is events[-1] and end["type"] == "build_failed"
+        assert end["data"]["reason"] == "planning_failed" and "no plan at all" in end["data"]["message"]
+        assert not of(events, "task_started")
+
+    def test_with_streaming_off_a_plan_step_crash_ends_failed_as_before(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from shared.logic import planning
+
+        def crash(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("plan worker crashed")
+
+        monkeypatch.setattr(planning, "validate_plan", crash)
+        with planning_first():
+            bid = engine.build("plan step crashes, streaming off", slow([task("root", target="root.txt")]))
+            events = engine.wait_end(bid)
+        check_log(events)
+        end = end_of(events)
+        assert end is events[-1] and end["type"] == "build_failed"
+        assert end["data"]["reason"] == "planning_failed" and "plan worker crashed" in end["data"]["message"]
+        assert not of(events, "task_started")
+        assert engine.view(bid)["status"] == "failed"
 
     def test_a_send_the_queue_refuses_while_the_plan_streams_is_sent_again(
         self, engine: Engine, monkeypatch: pytest.MonkeyPatch
