@@ -102,7 +102,7 @@ def _crash_recovery_local() -> tuple[float, float]:
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    from shared import limits
+    from shared import limits, resources
 
     rows: list[dict[str, Any]] = []
     h = _harness()
@@ -159,15 +159,15 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         {
             "figure": "a failing dispatcher record holds its build back (computed): local task-finished visibility "
             "(deployed x LOCAL_VISIBILITY_SCALE) vs deployed 6 x 60",
-            "ours": limits.scaled_visibility_s("task-finished", 60, limits.LOCAL_VISIBILITY_SCALE),
-            "baseline": limits.queue_visibility_s("task-finished", 60),
+            "ours": resources.queue_visibility_s("task-finished", 60, limits.LOCAL_VISIBILITY_SCALE),
+            "baseline": resources.queue_visibility_s("task-finished", 60),
             "ratio": round(limits.LOCAL_VISIBILITY_SCALE, 3),
             "target": "<= 60",
             "unit": "s",
         }
     )
     deployed = limits.crash_recovery_bound_s(60)
-    before = limits.queue_visibility_s("tasks", 60)
+    before = resources.queue_visibility_s("tasks", 60)
     rows.append(
         {
             "figure": "deployed settings (computed): max(lease ceil(60/2), 60 + max(5, 60/2)) + 2 vs the tasks queue's "

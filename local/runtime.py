@@ -344,7 +344,7 @@ class LocalRuntime:
 
     def visibility_s(self, queue: str) -> int:
         """The visibility timeout this runtime gives `queue` (tasks, tasks-dlq, task-finished, webhooks)."""
-        return limits.scaled_visibility_s(queue, self.task_timeout_s, self.visibility_scale)
+        return resources.queue_visibility_s(queue, self.task_timeout_s, self.visibility_scale)
 
     def _queue(self, spec: resources.QueueSpec, task_timeout_s: float) -> None:
         sqs = client("sqs")
@@ -352,9 +352,9 @@ class LocalRuntime:
         attributes = {"MaximumMessageSize": str(MAX_MESSAGE_BYTES)}  # the outbox's Pipes limit: oversize fails here
         if spec.fifo:
             attributes["FifoQueue"] = "true"
-        visibility = spec.visibility_s(task_timeout_s)
+        visibility = spec.visibility_s(task_timeout_s, self.visibility_scale)
         if visibility is not None:
-            attributes["VisibilityTimeout"] = str(max(1, round(visibility * self.visibility_scale)))
+            attributes["VisibilityTimeout"] = str(visibility)
         if spec.dlq:
             dlq_arn = self.resources.queue_arns[f"{spec.dlq}.fifo" if spec.fifo else spec.dlq]
             attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": spec.max_receives})

@@ -49,12 +49,6 @@ VISIBILITY_FACTOR = 6
 # throttled or a worker dies mid-task, not only when a task's code fails.
 TASKS_DLQ_MAX_RECEIVES = 5
 TASK_FINISHED_DLQ_MAX_RECEIVES = 5
-_CONSUMER = {"tasks": "task", "tasks-dlq": "dispatch", "task-finished": "dispatch", "webhooks": "webhook"}
-
-
-def queue_visibility_s(queue: str, task_timeout_s: float) -> int:
-    """The visibility timeout of `queue` (tasks, tasks-dlq, task-finished, webhooks)."""
-    return VISIBILITY_FACTOR * function_timeout_s(_CONSUMER[queue], task_timeout_s)
 
 
 # The local runtime stops a handler at its function's time limit itself, so a message there needs to
@@ -62,11 +56,6 @@ def queue_visibility_s(queue: str, task_timeout_s: float) -> int:
 # this one factor (the consumer's own timeout). A failing dispatcher record holds its build back 60 s
 # locally, not the deployed 360 s; nothing still running is ever handed to a second consumer.
 LOCAL_VISIBILITY_SCALE = 1 / VISIBILITY_FACTOR
-
-
-def scaled_visibility_s(queue: str, task_timeout_s: float, scale: float) -> int:
-    """`queue`'s deployed visibility timeout times `scale`, in whole seconds (at least one)."""
-    return max(1, round(queue_visibility_s(queue, task_timeout_s) * scale))
 
 
 # --- a task message while its work runs ------------------------------------------------------------

@@ -109,12 +109,15 @@ class QueueSpec:
     def queue_name(self) -> str:
         return f"{self.name}.fifo" if self.fifo else self.name
 
-    def visibility_s(self, task_timeout_s: float) -> int | None:
+    def visibility_s(self, task_timeout_s: float, scale: float = 1.0) -> int | None:
         """6x the consuming function's timeout (the Lambda guidance for SQS event sources), so a
-        batch that still runs is never handed to a second consumer; None: the SQS default."""
+        batch that still runs is never handed to a second consumer; times `scale` (the local
+        runtime's one factor, `limits.LOCAL_VISIBILITY_SCALE`), in whole seconds, at least one.
+        None: the SQS default."""
         if self.consumer is None:
             return None
-        return limits.VISIBILITY_FACTOR * limits.function_timeout_s(self.consumer, task_timeout_s)
+        deployed = limits.VISIBILITY_FACTOR * limits.function_timeout_s(self.consumer, task_timeout_s)
+        return max(1, round(deployed * scale))
 
 
 DLQ_RETENTION_DAYS = 14
@@ -163,3 +166,12 @@ def queues(*, webhook_max_attempts: int) -> dict[str, QueueSpec]:
         QueueSpec("outbox-dlq", "OutboxDlq", DLQ_RETENTION_DAYS, local=False),
     )
     return {q.name: q for q in specs}
+
+
+def queue_visibility_s(queue: str, task_timeout_s: float, scale: float = 1.0) -> int:
+    """The visibility timeout of the queue a consumer reads (tasks, tasks-dlq, task-finished,
+    webhooks), times `scale`. The receive counts play no part in it."""
+    visibility = queues(webhook_max_attempts=1)[queue].visibility_s(task_timeout_s, scale)
+    if visibility is None:
+        raise KeyError(f"queue {queue} has no consumer, so no visibility timeout of its own")
+    return visibility

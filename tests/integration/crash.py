@@ -49,7 +49,7 @@ from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse
 
 from local import invocations
 from local.runtime import ASL_PATH, load_handler
-from shared import limits
+from shared import limits, resources
 from shared.clock import Clock
 from shared.dal.aws import add_client_hook, client
 from shared.logic import task_runner
@@ -416,8 +416,8 @@ class Driver:
         settings = get_settings()
         self.lease_s = float(limits.task_lease_s(settings.task_timeout_seconds))
         self.recovery_bound_s = limits.crash_recovery_bound_s(settings.task_timeout_seconds)
-        self.task_visibility_s = float(limits.queue_visibility_s("tasks", settings.task_timeout_seconds))
-        self.finished_visibility_s = float(limits.queue_visibility_s("task-finished", settings.task_timeout_seconds))
+        self.task_visibility_s = float(resources.queue_visibility_s("tasks", settings.task_timeout_seconds))
+        self.finished_visibility_s = float(resources.queue_visibility_s("task-finished", settings.task_timeout_seconds))
         faults.on_expiry = self._expire
         faults.on_call = self._race
         self._run: Run | None = None

@@ -11,7 +11,7 @@ import pytest
 
 from local import invocations
 from local.pollers import SqsPoller
-from shared import limits
+from shared import limits, resources
 from shared.dal.aws import client
 from shared.dal.queues import Lease
 from tests.helpers import wait_for
@@ -99,5 +99,5 @@ def test_the_crash_recovery_bound_follows_the_task_timeout() -> None:
     # visibility (what a crash cost before the lease) is 720 s
     assert limits.task_lease_s(60) == 30
     assert limits.crash_recovery_bound_s(60) == 92
-    assert limits.queue_visibility_s("tasks", 60) == 720
+    assert resources.queue_visibility_s("tasks", 60) == 720
     assert limits.concurrent_tasks(limits.FUNCTION_MEMORY_MB["task"]) == 8
