@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -42,6 +42,12 @@ def client(service: str) -> Any:
                 hook(found)
             _clients[service] = found
         return found
+
+
+def query_items(**kwargs: Any) -> Iterator[dict[str, Any]]:
+    """Every item a DynamoDB Query matches (DynamoDB JSON), page after page: boto3's paginator."""
+    for page in client("dynamodb").get_paginator("query").paginate(**kwargs):
+        yield from page.get("Items") or []
 
 
 def reset_clients() -> None:

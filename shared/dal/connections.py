@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.dal.aws import client
+from shared.dal.aws import client, query_items
 from shared.dal.vendor_errors import is_conditional_failure
 
 CONNECTION_SK = "connection"
@@ -71,12 +71,7 @@ class ConnectionStore:
             "KeyConditionExpression": "connectionId = :c",
             "ExpressionAttributeValues": {":c": {"S": connection_id}},
         }
-        while True:
-            resp = ddb.query(**kwargs)
-            keys += [{"pk": i["pk"], "sk": i["sk"]} for i in resp.get("Items") or []]
-            if not resp.get("LastEvaluatedKey"):
-                break
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        keys += [{"pk": i["pk"], "sk": i["sk"]} for i in query_items(**kwargs)]
         for start in range(0, len(keys), 25):
             pending: dict[str, Any] = {self.table: [{"DeleteRequest": {"Key": k}} for k in keys[start : start + 25]]}
             for _ in range(10):
@@ -191,7 +186,6 @@ class ConnectionStore:
 
     def subscribers(self, build_id: str) -> list[str]:
         """Connection ids subscribed to the build (strongly consistent)."""
-        ids: list[str] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :b",
@@ -199,12 +193,7 @@ class ConnectionStore:
             "ProjectionExpression": "sk",
             "ConsistentRead": True,
         }
-        while True:
-            resp = client("dynamodb").query(**kwargs)
-            ids += [item["sk"]["S"] for item in resp.get("Items") or []]
-            if not resp.get("LastEvaluatedKey"):
-                return ids
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return [item["sk"]["S"] for item in query_items(**kwargs)]
 
     def drop(self, connection_id: str, build_id: str) -> None:
         """A gone client's subscription (its other items go with `forget`)."""

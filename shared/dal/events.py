@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.constants import TTL_ATTRIBUTE
-from shared.dal.aws import client, from_item, to_item
+from shared.dal.aws import client, from_item, query_items, to_item
 from shared.dal.vendor_errors import (
     TRANSACTION_CANCELED,
     cancellation_codes,
@@ -217,7 +217,6 @@ class EventLog:
 
     def delivery_counts(self, build_id: str) -> dict[str, int]:
         """How many of the build's events are in each delivery state (`pending` when unmarked)."""
-        ddb = client("dynamodb")
         counts: dict[str, int] = {}
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -226,14 +225,10 @@ class EventLog:
             "ProjectionExpression": "delivery",
             "ConsistentRead": True,
         }
-        while True:
-            resp = ddb.query(**kwargs)
-            for item in resp.get("Items") or []:
-                state = item.get("delivery", {}).get("S", "pending")
-                counts[state] = counts.get(state, 0) + 1
-            if not resp.get("LastEvaluatedKey"):
-                return counts
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        for item in query_items(**kwargs):
+            state = item.get("delivery", {}).get("S", "pending")
+            counts[state] = counts.get(state, 0) + 1
+        return counts
 
     # --- reading ---------------------------------------------------------------------------------
     def last_seq(self, build_id: str) -> int:

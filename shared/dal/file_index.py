@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from shared.constants import TTL_ATTRIBUTE
-from shared.dal.aws import client, from_item, to_item
+from shared.dal.aws import client, from_item, query_items, to_item
 from shared.models.plan import FileInfo
 
 _SUFFIX = "#files"
@@ -74,20 +74,13 @@ class FileIndex:
 
     def list(self, build_id: str) -> list[FileInfo]:
         """Every indexed path of the build, in path order (the sort key's)."""
-        ddb = client("dynamodb")
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "buildId = :b",
             "ExpressionAttributeValues": {":b": {"S": self.partition(build_id)}},
             "ConsistentRead": True,
         }
-        out: list[FileInfo] = []
-        while True:
-            resp = ddb.query(**kwargs)
-            out.extend(_info(from_item(i)) for i in resp.get("Items") or [])
-            if not resp.get("LastEvaluatedKey"):
-                return out
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return [_info(from_item(i)) for i in query_items(**kwargs)]
 
 
 def _info(item: dict[str, Any]) -> FileInfo:
