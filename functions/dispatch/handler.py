@@ -43,7 +43,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
     if action == "finalize":
         state = event["state"]
         correlate(state.get("buildId"))
-        return finalize(state)
+        return finalize(state, run_id=event.get("runId"))
     correlate(event.get("buildId"))
     steps = {
         "execute": dispatching.execute,

@@ -3,6 +3,7 @@ answers NotFound, exactly like a missing one."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from shared import scheduler
@@ -10,6 +11,7 @@ from shared.constants import TTL_ATTRIBUTE
 from shared.dal.table import Update
 from shared.errors import Conflict, InvalidInput, NotFound, StateConflict
 from shared.ids import new_build_id
+from shared.logic import runs
 from shared.logic.finalizing import metrics_of
 from shared.logic.services import Services, services
 from shared.models.api import (
@@ -76,40 +78,23 @@ def create_build(owner: str, req: CreateBuildRequest, svc: Services | None = Non
         "createdAt": now,
         "updatedAt": now,
         "inputFiles": [f.path for f in req.files] or None,
+        "runId": runs.first_run(build_id),
         TTL_ATTRIBUTE: now // 1000 + svc.settings.record_ttl_seconds,  # with its tasks, events and files
     }
-    put = svc.builds.tx_create(item)
+    # The execution starts first and the build item commits after it (runs.py): an API call that
+    # dies between the two leaves an execution that ends at its Plan step, never a build that waits
+    # for an execution nobody started.
+    try:
+        svc.workflow.start(runs.first_run(build_id), _run_input(svc, build_id))
+    except Exception as exc:
+        raise RuntimeError(f"could not start the build's execution: {exc}") from exc
     svc.events.record(
         build_id,
         EventType.build_started,
         {"prompt": req.prompt[:200], "framework": req.framework},
-        also=[put],
+        also=[svc.builds.tx_create(item)],
         notify=bool(req.webhookUrl or svc.settings.webhook_url),  # the build item is written in this same call
     )
-    try:
-        svc.workflow.start(
-            build_id,
-            {
-                "buildId": build_id,
-                "timeouts": {
-                    "buildSeconds": svc.settings.build_timeout_seconds,
-                    "approvalSeconds": svc.settings.plan_approval_timeout_seconds,
-                },
-            },
-        )
-    except Exception as exc:
-        svc.events.record(
-            build_id,
-            EventType.build_failed,
-            {"reason": "planning_failed", "message": "the build could not be started"},
-            also=[
-                svc.builds.tx_update(
-                    build_id,
-                    Update().set(status=BuildStatus.failed.value, failureReason="planning_failed", updatedAt=svc.clock.now_ms()),
-                )
-            ],
-        )
-        raise RuntimeError(f"could not start the build's execution: {exc}") from exc
     count("build.started")
     return BuildCreated.model_validate(
         {"buildId": build_id, "links": {"self": f"/builds/{build_id}", "events": f"/builds/{build_id}/events"}}
@@ -402,12 +387,11 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
     except StateConflict:
         raise Conflict("build already ended") from None
     # The cancel is recorded: a run that is not stopped here still ends on its own, since each of its
-    # steps checks the build's status first.
-    for run in range(1, int(build.get("runs") or 1) + 1):  # a re-opened build runs as <id>-run<N>
-        try:
-            svc.workflow.stop(run_id(build_id, run), why)
-        except Exception as exc:
-            logger.warning("could not stop the build's execution", extra={"run": run, "error": str(exc)[:300]})
+    # steps checks the build's status first. Runs before the current one have ended.
+    try:
+        svc.workflow.stop(runs.current_run(build), why)
+    except Exception as exc:
+        logger.warning("could not stop the build's execution", extra={"error": str(exc)[:300]})
     # A build with a dispatch state (its plan stored, or tasks started while it streamed, which is
     # read after the cancel committed: no task is handed after it) halts it: nothing more starts.
     if build.get("planId") or svc.builds.get(build_id, attributes=["streamedTasks"]):
@@ -424,9 +408,16 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
 _RUN_END_WAIT_S = 10.0
 
 
-def run_id(build_id: str, run: int) -> str:
-    """The name of a build's Step Functions execution: its id for the first run, then <id>-run<N>."""
-    return build_id if run <= 1 else f"{build_id}-run{run}"
+def _run_input(svc: Services, build_id: str) -> dict[str, Any]:
+    """A run's execution input; `requestedAt` bounds how long its Plan step waits for its commit."""
+    return {
+        "buildId": build_id,
+        "requestedAt": svc.clock.now_ms(),
+        "timeouts": {
+            "buildSeconds": svc.settings.build_timeout_seconds,
+            "approvalSeconds": svc.settings.plan_approval_timeout_seconds,
+        },
+    }
 
 
 def retry_task(owner: str, build_id: str, task_id: str, svc: Services | None = None) -> TaskActionResult:
@@ -481,62 +472,81 @@ def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Serv
 
 
 def _resume(svc: Services, build: dict[str, Any], task_id: str, action: str) -> TaskActionResult:
-    """Re-open a build that had ended: `build_resumed` commits with its return to `executing`, the
-    task (and what it re-opens) is handed to the dispatcher, and a new run starts with its own time
-    limit, ending with its own terminal event."""
+    """Re-open a build that had ended. The new run's execution starts first, under a name never used
+    before; then one transaction commits `build_resumed` with that name as the build's run, its
+    return to `executing`, and the dispatch state with the task re-opened (for a skip, with its
+    `task_skipped`), on condition that the build is as it was read. Only then are the re-opened
+    tasks' items made pending and the ready ones sent; the run's Execute step does both again if
+    this call dies first. An execution whose commit never lands ends at its Plan step (runs.py)."""
     from shared.logic import dispatching
 
     build_id = build["buildId"]
-    if action == "retry":
-        task_ids = dispatching.reopenable(svc, build, task_id)
-        if not task_ids:
-            raise Conflict(f"task {task_id} cannot run again while a task it depends on stays failed; retry that one")
-    else:
-        spec = dispatching.dag_spec(svc, build)
-        state = scheduler.DispatchState.from_json(build.get("dispatch"), spec.order)
-        would = scheduler.skip(spec, state, task_id, int(build.get("maxConcurrency", 5)))
-        task_ids = [task_id, *(would or [])]
     run = int(build.get("runs") or 1) + 1
-    execution = run_id(build_id, run)
-    try:
-        svc.events.record(
-            build_id,
-            EventType.build_resumed,
-            {"runId": execution, "taskIds": task_ids},
-            also=[
-                svc.builds.tx_update(
-                    build_id,
-                    Update()
-                    .set(
-                        status=BuildStatus.executing.value,
-                        runStartedAt=svc.clock.now_ms(),  # the re-opened run gets its own BUILD_TIMEOUT_SECONDS
-                        executeStartedAt=None,
-                        executeToken=None,
-                        deadlineAt=None,
-                        finishedAt=None,
-                        failureReason=None,
-                        message=None,
-                        runs=run,
-                        updatedAt=svc.clock.now_ms(),
-                    )
-                    .when("{status} = :s", s=build["status"]),
-                )
-            ],
+    now = svc.clock.now_ms()
+    resumed = {
+        **build,
+        "status": BuildStatus.executing.value,
+        "deadlineAt": None,  # the re-opened run gets its own BUILD_TIMEOUT_SECONDS
+        "runStartedAt": now,
+    }
+    cur = dispatching.dispatch_state_of(svc, resumed)
+    if action == "retry":
+        reopened = scheduler.retry(cur.spec, cur.state, task_id, int(build.get("maxConcurrency", 5)))
+        if not reopened:
+            raise Conflict(f"task {task_id} cannot run again while a task it depends on stays failed; retry that one")
+        task_ids = reopened
+    else:
+        skipped = scheduler.skip(cur.spec, cur.state, task_id, int(build.get("maxConcurrency", 5)))
+        if skipped is None:
+            raise Conflict(f"task {task_id} is not failed; only failed or timed-out tasks can be skipped")
+        reopened, task_ids = skipped, [task_id, *skipped]
+    decision = dispatching.decide(cur, lambda spec, st, m: scheduler.fill(spec, st, m))
+    if cur.state.halted is not None:  # its budget is spent: the run would end before it began
+        raise Conflict(f"build {build_id} has spent its budget; a task can no longer run in it")
+    execution = runs.new_run(build_id, run)
+    svc.workflow.start(execution, _run_input(svc, build_id))
+    update = (
+        dispatching.state_update(cur)
+        .set(
+            status=BuildStatus.executing.value,
+            runStartedAt=now,
+            executeStartedAt=None,
+            executeToken=None,
+            deadlineAt=None,
+            finishedAt=None,
+            failureReason=None,
+            message=None,
+            runs=run,
+            runId=execution,
         )
-    except StateConflict:
-        raise Conflict("build changed while re-opening it; try again") from None
-    act = dispatching.reopen_task if action == "retry" else dispatching.skip_failed_task
-    reopened = act(build_id, task_id, svc)
-    svc.workflow.start(
-        execution,
-        {
-            "buildId": build_id,
-            "timeouts": {
-                "buildSeconds": svc.settings.build_timeout_seconds,
-                "approvalSeconds": svc.settings.plan_approval_timeout_seconds,
-            },
-        },
+        .when("{status} = :s", s=build["status"])
     )
+    if decision.sends:
+        update.set(stepVersion=cur.version + 1)  # confirmed by sentVersion once they are sent
+    entries: list[tuple[EventType, dict[str, Any]]] = [(EventType.build_resumed, {"runId": execution, "taskIds": task_ids})]
+    also = [svc.builds.tx_update(build_id, update)]
+    if action == "skip":
+        entries.append((EventType.task_skipped, {"taskId": task_id, "reason": "user"}))
+        also.append(
+            svc.tasks.tx_update(
+                build_id,
+                task_id,
+                Update()
+                .set(status=TaskStatus.skipped.value, skippedBecause="user", updatedAt=now)
+                .when_in("status", SKIPPABLE_TASK_STATUSES),
+            )
+        )
+    dispatching.forget_commit(build_id)
+    try:
+        svc.events.record_many(build_id, entries, also=also)
+    except StateConflict:
+        with contextlib.suppress(Exception):  # it ends at its Plan step all the same
+            svc.workflow.stop(execution, "superseded: the build changed while it was re-opened")
+        raise Conflict("build changed while re-opening it; try again") from None
+    dispatching.reopen_items(svc, build_id)
+    if decision.sends:
+        dispatching.send_tasks(svc, build_id, decision.sends, dispatching.plan(svc, cur.build)[1])
+        dispatching._confirm_sent(svc, build_id, cur.version + 1)
     count("build.resumed")
     return _acted(build_id, task_id, action, reopened, resumed=True)
 

@@ -384,6 +384,8 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
     except StateConflict:
         svc.workflow.fail(token, "BuildCancelled", "build ended before execution")
         return {"started": False}
+    if int(build.get("runs") or 1) > 1:  # a re-opened run: its API call may have died after its commit
+        reopen_items(svc, build_id)
     apply(svc, build_id, lambda spec, st, m: scheduler.start(spec, st, m), label="start")
     return {"started": True}
 
@@ -500,6 +502,35 @@ def _reopen_items(svc: Services, build_id: str, task_ids: list[str]) -> None:
                 .set(status=TaskStatus.pending.value, error=None, skippedBecause=None, updatedAt=svc.clock.now_ms())
                 .when_in("status", RETRYABLE_TASK_STATUSES),
             )
+
+
+def reopen_items(svc: Services, build_id: str, build: dict[str, Any] | None = None) -> list[str]:
+    """Make pending the items of the tasks the dispatch state re-opened while their items still show
+    how an earlier run ended them (failed, timed out, skipped, cancelled): a task the state no longer
+    holds closed, not yet sent in this run or sent with a later attempt than its item's. Each write is
+    conditioned on the item as read, so a task that ran meanwhile keeps its outcome. Returns the ids."""
+    build = build or svc.builds.require(build_id)
+    spec = dag_spec(svc, build)
+    state = scheduler.DispatchState.from_json(build.get("dispatch"), spec.order)
+    held = state.failed | state.skipped | state.cancelled | state.done
+    out = []
+    for item in svc.tasks.list(build_id, attributes=["taskId", "status", "attempt"]):
+        task_id, attempt = item["taskId"], int(item.get("attempt") or 0)
+        if task_id in held or task_id not in spec.deps or item.get("status") not in RETRYABLE_TASK_STATUSES:
+            continue
+        if task_id in state.running and attempt >= state.running[task_id]:
+            continue  # this run's attempt ended: the dispatcher hears of it
+        with contextlib.suppress(StateConflict):
+            svc.tasks.update(
+                build_id,
+                task_id,
+                Update()
+                .set(status=TaskStatus.pending.value, error=None, skippedBecause=None, updatedAt=svc.clock.now_ms())
+                .when("{status} = :s", s=item["status"])
+                .when("attribute_not_exists({attempt}) OR {attempt} = :a", a=attempt),
+            )
+            out.append(task_id)
+    return out
 
 
 def reopen_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:

@@ -15,6 +15,7 @@ from shared import dag
 from shared.dal.table import Update
 from shared.errors import CircularDependencies, PlanningFailed, PlanTooLarge, StateConflict, StepwiseError
 from shared.ids import new_plan_id
+from shared.logic import runs
 from shared.logic.dispatching import run_started_at
 from shared.logic.services import Services, services
 from shared.logic.stream_start import StreamStarter
@@ -41,8 +42,20 @@ from shared.providers.base import (
 )
 
 
-def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
+def run_plan(build_id: str, svc: Services | None = None, *, execution: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`execution`: Step Functions' `$$.Execution` (its Name and Input). A run whose commit never
+    lands (the API call that started it died, or another re-open won) answers `superseded` and
+    changes nothing (runs.py)."""
     svc = svc or services()
+    if execution and execution.get("Name"):
+        started = execution.get("Input") or {}
+        if isinstance(started, str):
+            started = json.loads(started or "{}")
+        own = runs.wait_for_own_run(svc, build_id, str(execution["Name"]), started.get("requestedAt"))
+        if own is None:
+            logger.info("run superseded: its commit never landed", extra={"run": execution["Name"]})
+            count("run.superseded")
+            return {**_ended(build_id, "superseded"), "superseded": True}
     build = svc.builds.require(build_id)
     if build.get("planId"):  # a retried invocation: the plan is already stored
         return _result(svc, build)
@@ -231,7 +244,7 @@ def _ended(build_id: str, status: str) -> dict[str, Any]:
     """The build ended (cancelled) while it planned: its execution is stopped, so what is returned
     here goes nowhere; nothing more is recorded and nothing is wrong."""
     logger.info("build ended while planning; the plan is dropped", extra={"buildId": build_id, "status": status})
-    return {"requireApproval": False, "taskCount": 0, "remainingSeconds": 1}
+    return {"requireApproval": False, "taskCount": 0, "remainingSeconds": 1, "superseded": False}
 
 
 def _result(svc: Services, build: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +256,7 @@ def _result(svc: Services, build: dict[str, Any]) -> dict[str, Any]:
         "requireApproval": first_run and wants,
         "taskCount": int(build.get("taskCount", 0)),
         "remainingSeconds": remaining,
+        "superseded": False,
     }
 
 

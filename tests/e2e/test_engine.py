@@ -129,8 +129,9 @@ class Engine:
         build = services().builds.get(build_id) or {}
         try:
             steps = []
-            for run in range(1, int(build.get("runs") or 1) + 1):
-                name = build_id if run == 1 else f"{build_id}-run{run}"
+            from shared.logic import runs
+
+            for run, name in enumerate([build_id, runs.current_run(build)][: int(build.get("runs") or 1)], 1):
                 arn = services().workflow.execution_arn(name)
                 history = client("stepfunctions").get_execution_history(executionArn=arn, maxResults=200)["events"]
                 steps += [f"run{run}", *[h["type"] + ":" + str(h.get("stateEnteredEventDetails", {}).get("name", "")) for h in history][-12:]]
@@ -622,7 +623,7 @@ class TestEngine:
         ended = first[-1]["seq"]
         later = [e for e in events if e["seq"] > ended]
         assert [e["type"] for e in later][:2] == ["build_resumed", "task_skipped"]
-        assert later[0]["data"]["taskIds"] == ["base", "child"] and later[0]["data"]["runId"].endswith("-run2")
+        assert later[0]["data"]["taskIds"] == ["base", "child"] and later[0]["data"]["runId"].startswith(f"{bid}-run2-")
         assert later[1]["data"] == {"taskId": "base", "reason": "user", "dependency": None}
         assert of(events, "task_completed", "child")
         end = end_of(events)

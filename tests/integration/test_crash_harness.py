@@ -521,24 +521,63 @@ def test_a_dead_lettered_attempt_reports_what_its_runs_earlier_attempts_cost(har
     assert services().builds.require(build_id)["metrics"]["costUsd"] == 0.25  # what the build reports
 
 
-@pytest.mark.xfail(strict=True, reason="known: re-opening commits build_resumed, then starts the run's execution "
-                   "(two writes); an API call dying between them leaves the build executing with no execution")
-def test_a_reopen_whose_api_call_dies_before_starting_its_run_still_ends(harness: tuple[QuietRuntime, Faults]) -> None:
+# --- a run's two writes: its execution, then the commit that makes it the build's ------------------------
+_REOPEN_DEATHS = [  # (where the call dies, whether its commit landed, executions that end superseded)
+    (Fault("sfn", "StartExecution", 1, "crash_after"), False, 1),  # an execution started; its commit never comes
+    (Fault("dynamodb", "TransactWriteItems", 1, "crash_before"), False, 1),  # the same, from the commit's side
+    (Fault("dynamodb", "TransactWriteItems", 1, "crash_after"), True, 0),  # committed; items and sends not done
+    (Fault("dynamodb", "TransactWriteItems", 1, "lost_response"), True, 0),  # committed, and sent again by the SDK
+    (Fault("dynamodb", "UpdateItem", 1, "crash_before"), True, 0),  # committed; died re-opening the task's item
+]
+
+
+@pytest.mark.parametrize(("death", "committed", "superseded"), _REOPEN_DEATHS, ids=lambda v: f"{v.operation}-{v.kind}" if isinstance(v, Fault) else "")
+def test_a_reopen_whose_api_call_dies_between_its_writes_still_ends(
+    harness: tuple[QuietRuntime, Faults], death: Fault, committed: bool, superseded: int
+) -> None:
     quiet, faults = harness
-    build_id = new_build([task("d0")])
-    with faults.active([]):
+    build_id = new_build([task("d0"), task("t1", "d0")])
+    # d0 fails for good; the user's retry dies part way; if its run was never committed, the user
+    # retries again
+    calls = [Call("retry", "end", task="d0", fault=death)]
+    if not committed:
+        calls.append(Call("retry", "end", task="d0"))
+    with faults.active([], calls) as active:
         run = Driver(quiet, faults, random.Random(11)).run_build(build_id)
-    assert services().builds.require(build_id)["status"] == "completed_with_errors"
+        assert death in active.fired
+    build = check_invariants(run)
+    statuses = [status for _, _, status in run.answers]
+    assert statuses == ([202] if death.kind == "lost_response" else [0]) + ([] if committed else [202]), run.answers
+    assert run.runs == 2 and len(run.superseded) == superseded
+    assert build["status"] == "completed" and _status(build_id) == {"d0": "completed", "t1": "completed"}
+    ends = [(e.type.value, e.data.get("status")) for e in _events(build_id) if e.type.value.startswith("build_")]
+    assert ends == [("build_completed", "completed_with_errors"), ("build_resumed", None), ("build_completed", "completed")]
+
+
+@pytest.mark.parametrize("death", [Fault("sfn", "StartExecution", 1, "crash_after"), Fault("dynamodb", "TransactWriteItems", 1, "crash_before")],
+                         ids=lambda f: f"{f.operation}-{f.kind}")
+def test_a_create_whose_api_call_dies_between_its_writes_leaves_no_build_and_its_execution_ends(
+    harness: tuple[QuietRuntime, Faults], death: Fault
+) -> None:
+    quiet, faults = harness
     from local.apigw import proxy_event
 
-    owner = services().builds.require(build_id)["ownerId"]
-    retry = proxy_event("POST", f"/builds/{build_id}/tasks/d0/retry", user=owner)
-    with faults.active([Fault("sfn", "StartExecution", 1, "crash_before")]) as active:
-        driver = Driver(quiet, faults, random.Random(12))
-        driver._run = run
-        _, error = driver._invoke("api", retry, None)
-        assert isinstance(error, invocations.InvocationKilled) and active.fired
-    assert services().builds.require(build_id)["status"] in ("completed_with_errors", "completed", "failed")
+    create = proxy_event("POST", "/builds", user="user-1", body=json.dumps({"prompt": "A page"}))
+    with faults.active([death]) as active:
+        driver = Driver(quiet, faults, random.Random(13))
+        _, error = driver._invoke("api", create, None)
+        assert isinstance(error, invocations.InvocationKilled) and active.fired == [death]
+        [(name, payload)] = active.started
+        run = Run(name)
+        assert not driver._plan(run, name, payload)  # its Plan step waited out the API's limit, then ended it
+    assert run.superseded == [name] and services().builds.get(name) is None and not _events(name)
+    # a create that does not die: its Plan step finds its build and goes on
+    with faults.active([]) as active:
+        result, error = driver._invoke("api", create, None)
+        assert error is None and result["statusCode"] == 202, result
+        [(name, payload)] = active.started
+        run = Run(name)
+        assert driver._plan(run, name, payload) and not run.superseded
 
 
 def test_a_task_failing_after_a_cancel_whose_halt_never_came_cancels_its_dependents(
