@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from shared import scheduler
 from shared.constants import TTL_ATTRIBUTE
 from shared.dal.table import Update
 from shared.errors import Conflict, InvalidInput, NotFound, StateConflict
 from shared.ids import new_build_id
 from shared.logic import runs
 from shared.logic.finalizing import metrics_of
+from shared.logic.readiness import scheduler
 from shared.logic.services import Services, services
 from shared.models.api import (
     ApprovalResult,
@@ -155,7 +155,7 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
     tasks = svc.tasks.list(build_id, attributes=VIEW_ATTRIBUTES)
-    from shared.logic.dispatching import dispatched_items
+    from shared.logic.readiness.dispatching import dispatched_items
 
     # while the plan streams, the dispatch state is written over the tasks handed so far
     order = [t["taskId"] for t in dispatched_items(build, tasks)]
@@ -312,7 +312,7 @@ def _decide(svc: Services, build_id: str, event: EventType, data: dict[str, Any]
 
 
 def _validated_edit(tasks: list[EditedTask]) -> list[Task]:
-    from shared.plan_validation import validate_edited
+    from shared.logic.readiness.plan_validation import validate_edited
 
     try:
         return validate_edited([Task.model_validate(t.model_dump()) for t in tasks])
@@ -322,7 +322,7 @@ def _validated_edit(tasks: list[EditedTask]) -> list[Task]:
 
 def _replace_plan(svc: Services, build: dict[str, Any], tasks: list[Task], version: int) -> None:
     """Store the approved edit as the plan and announce it (`plan_generated` with its new version)."""
-    from shared import dag
+    from shared.logic.readiness import dag
 
     build_id = build["buildId"]
     old = {t["taskId"] for t in svc.tasks.list(build_id)}
@@ -433,7 +433,7 @@ def skip_task(owner: str, build_id: str, task_id: str, svc: Services | None = No
 
 
 def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Services) -> TaskActionResult:
-    from shared.logic import dispatching
+    from shared.logic.readiness import dispatching
 
     build = svc.builds.get_owned(build_id, owner)
     item = svc.tasks.get(build_id, task_id)
@@ -478,7 +478,7 @@ def _resume(svc: Services, build: dict[str, Any], task_id: str, action: str) -> 
     `task_skipped`), on condition that the build is as it was read. Only then are the re-opened
     tasks' items made pending and the ready ones sent; the run's Execute step does both again if
     this call dies first. An execution whose commit never lands ends at its Plan step (runs.py)."""
-    from shared.logic import dispatching
+    from shared.logic.readiness import dispatching
 
     build_id = build["buildId"]
     run = int(build.get("runs") or 1) + 1
