@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from pydantic import BaseModel
+
 from shared.constants import TTL_ATTRIBUTE
 from shared.dal.table import Update
 from shared.errors import Conflict, InvalidInput, NotFound, StateConflict
@@ -523,7 +525,7 @@ def _resume(svc: Services, build: dict[str, Any], task_id: str, action: str) -> 
     )
     if decision.sends:
         update.set(stepVersion=cur.version + 1)  # confirmed by sentVersion once they are sent
-    entries: list[tuple[EventType, dict[str, Any]]] = [(EventType.build_resumed, {"runId": execution, "taskIds": task_ids})]
+    entries: list[tuple[EventType, BaseModel | dict[str, Any]]] = [(EventType.build_resumed, {"runId": execution, "taskIds": task_ids})]
     also = [svc.builds.tx_update(build_id, update)]
     if action == "skip":
         entries.append((EventType.task_skipped, {"taskId": task_id, "reason": "user"}))

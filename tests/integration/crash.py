@@ -516,8 +516,6 @@ class Driver:
         self._race_invocations.append(invocation)
         invocations.current.set(invocation)
         _nested.set(True)
-        if call.fault is not None:
-            _call_fault.set({"fault": call.fault, "n": 0, "fired": False})
         build_id = run.build_id
         owner = services().builds.require(build_id)["ownerId"]
         task_id: str | None = None
@@ -532,14 +530,20 @@ class Driver:
             able = [t["taskId"] for t in items if t["status"] in allowed] or [t["taskId"] for t in items]
             task_id = call.task or (able[self.rnd.randrange(len(able))] if able else "none")
             method, path, body = "POST", f"/builds/{build_id}/tasks/{task_id}/{call.action}", None
+        own = _call_fault.set({"fault": call.fault, "n": 0, "fired": False} if call.fault else None)
         try:
             result = load_handler("api")(proxy_event(method, path, user=owner, body=body), lambda_context("api"))
             status = int(result.get("statusCode", 0))
         except BaseException:
             status = 0
+        finally:
+            _call_fault.reset(own)
+            invocations.current.set(None)  # what follows is the harness's own reading
         run.answers.append((call.action, task_id, status))
         if call.action == "cancel" and status == 202:
             run.cancelled = True
+        elif call.action == "cancel" and status == 0:  # died part way: did its commit land?
+            run.cancelled = run.cancelled or services().builds.require(build_id)["status"] == "cancelled"
 
     def deliver(self, m: Message, run: Run) -> None:
         m.receives += 1

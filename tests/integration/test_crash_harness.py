@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from local import invocations
 from local.runtime import load_handler
+from shared.clock import Clock
 from shared.dal.aws import client
 from shared.dal.table import Update
 from shared.logic import task_runner
@@ -151,7 +152,27 @@ _RACES = [
     Call("skip", "dispatch", "dynamodb", "UpdateItem", 1),
     Call("retry", "end"),
 ]
-_races = st.sampled_from(_RACES)
+# A racing API call may itself die or fail part way: at its own reads, its commits, its sends, the
+# run it starts or stops, its answer to a task token.
+_API_BOUNDARIES = (
+    ("dynamodb", "GetItem"),
+    ("dynamodb", "TransactWriteItems"),
+    ("dynamodb", "UpdateItem"),
+    ("sqs", "SendMessageBatch"),
+    ("sfn", "StartExecution"),
+    ("sfn", "StopExecution"),
+)
+_api_faults = st.builds(
+    lambda boundary, nth, kind: Fault(boundary[0], boundary[1], nth, kind),
+    st.sampled_from(_API_BOUNDARIES),
+    st.integers(1, 2),
+    st.sampled_from(("crash_before", "crash_after", "lost_response", "error", "time_limit")),
+)
+_races = st.builds(
+    lambda call, fault: Call(call.action, call.during, call.service, call.operation, call.nth, call.task, fault),
+    st.sampled_from(_RACES),
+    st.none() | st.none() | _api_faults,
+)
 
 
 # Seeded (derandomize) and bounded to fit the suite; a failing example is reported as found (no
@@ -172,7 +193,7 @@ _EXPLORE = int(os.environ.get("STEPWISE_HARNESS_EXAMPLES") or 0)
     plan=_dags(),
     window=st.integers(1, 4),
     schedule=st.lists(_faults, min_size=1, max_size=5),
-    races=st.lists(_races, max_size=2, unique=True),
+    races=st.lists(_races, max_size=2, unique_by=lambda c: (c.action, c.during, c.operation, c.nth)),
     approvals=st.sampled_from([False, False, False, True]),
     budget=st.none() | st.sampled_from([0.5, 1.0]),  # each task costs $0.25
     cancel_at=st.none() | st.integers(1, 12),
@@ -604,3 +625,55 @@ def test_a_task_failing_after_a_cancel_whose_halt_never_came_cancels_its_depende
     assert _status(build_id)["b"] == "cancelled"
     assert [e.type.value for e in _events(build_id)] == ["build_cancelled"]  # nothing recorded after the end
 
+
+
+@pytest.mark.parametrize("action", ["retry", "skip"])
+def test_a_retry_or_skip_arriving_before_the_dispatcher_took_the_tasks_failure_is_not_lost(
+    harness: tuple[QuietRuntime, Faults], action: str
+) -> None:
+    """The task's last attempt failed (its item says so) and its report waits in the task-finished
+    queue: a retry or skip now waits for the dispatcher's step, then acts on it."""
+    quiet, _ = harness
+    from shared.logic import builds
+    from shared.logic.services import Services
+    from shared.settings import get_settings
+
+    build_id = new_build([task("d0"), task("t1", "d0"), task("x")], max_concurrency=3)
+    execute(quiet, build_id)
+    sqs, queues = client("sqs"), quiet.resources.queues
+    arn = quiet.resources.queue_arns["tasks"]
+    run_task = load_handler("task")
+    messages = drain_queue(sqs, queues["tasks"])
+    x = next(m for m in messages if m["taskId"] == "x")  # x stays queued: the run cannot end meanwhile
+    for attempt in (1, 2):  # d0 fails both attempts of the run: for good
+        [d0] = [m for m in messages if m["taskId"] == "d0"] if attempt == 1 else drain_queue(sqs, queues["tasks"])
+        run_task(sqs_event([sqs_record(d0, arn)]), lambda_context("task"))
+        reports = drain_queue(sqs, queues["task-finished.fifo"])
+        for report in reports if attempt == 1 else []:
+            dispatching.on_finished(report)
+    assert _status(build_id)["d0"] == "failed" and [r["outcome"] for r in reports] == ["failed"]
+
+    class StepsWhileItWaits(Clock):
+        """The dispatcher takes the step the moment the request first waits."""
+
+        waited = 0
+
+        def sleep(self, seconds: float) -> None:
+            self.waited += 1
+            if self.waited == 1:
+                dispatching.on_finished(reports[0])
+
+    clock = StepsWhileItWaits()
+    owner = services().builds.require(build_id)["ownerId"]
+    act = builds.retry_task if action == "retry" else builds.skip_task
+    answer = act(owner, build_id, "d0", Services(get_settings(), clock=clock))
+    assert clock.waited >= 1  # it did arrive before the dispatcher's step
+    assert (answer.buildResumed, answer.reopened) == (False, ["d0", "t1"] if action == "retry" else ["t1"])
+    pending = [*drain_queue(sqs, queues["tasks"]), x]
+    while pending:
+        run_task(sqs_event([sqs_record(pending.pop(0), arn)]), lambda_context("task"))
+        for report in drain_queue(sqs, queues["task-finished.fifo"]):
+            dispatching.on_finished(report)
+        pending += drain_queue(sqs, queues["tasks"])
+    expected = "completed" if action == "retry" else "skipped"
+    assert _status(build_id) == {"d0": expected, "t1": "completed", "x": "completed"}
