@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from local import invocations
 from local.runtime import load_handler
+from shared import limits
 from shared.clock import Clock
 from shared.dal.aws import client
 from shared.dal.table import Update
@@ -396,7 +397,7 @@ def test_a_task_failed_for_good_is_never_claimed(harness: tuple[QuietRuntime, Fa
 def test_one_builds_failing_record_fails_only_its_own_group(
     harness: tuple[QuietRuntime, Faults], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    quiet, _ = harness
+    quiet, faults = harness
     x, y = new_build([task("a")]), new_build([task("a")])
     execute(quiet, x)
     execute(quiet, y)
@@ -416,8 +417,14 @@ def test_one_builds_failing_record_fails_only_its_own_group(
         return sqs_record(body, arn, group_id=build_id, message_id=f"{build_id}-{n}")
 
     batch = [finished(x, 1), finished(y, 1), finished(x, 2)]
-    result = load_handler("dispatch")(sqs_event(batch), lambda_context("dispatch"))
+    with faults.active([]) as active:
+        result = load_handler("dispatch")(sqs_event(batch), lambda_context("dispatch"))
     assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == [f"{x}-1", f"{x}-2"]
+    # x's records come back after a backoff on their receive count (5-10 s at the first), not after
+    # the queue's whole visibility (360 s deployed)
+    asked = {handle: seconds for handle, seconds in active.visibility.items()}
+    assert sorted(asked) == sorted(r["receiptHandle"] for r in batch if r["messageId"].startswith(x))
+    assert all(limits.DISPATCH_RETRY_BASE_S / 2 <= s <= limits.DISPATCH_RETRY_BASE_S for s in asked.values())
     state = scheduler.DispatchState.from_json(services().builds.get(y)["dispatch"], ["a"])
     assert state.done == {"a"}  # y's step was taken
 

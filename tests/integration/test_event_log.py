@@ -360,3 +360,30 @@ def test_a_throttled_event_transaction_backs_off_exponentially_and_gives_up_afte
     assert answered[0] == events_module.CANCELLED_TRIES and len(clock.waits) == events_module.CANCELLED_TRIES - 1
     assert clock.waits == [min(cap, base * 2**i) for i in range(events_module.CANCELLED_TRIES - 1)]
     assert len(_all(log, "bld_throttled")) == 1 and _status("bld_throttled") == "cancelled"
+
+
+def test_a_single_event_whose_response_was_lost_and_sent_again_is_written_once(events_table):
+    """The put commits, its response is lost, and the SDK sends the same request again: the second
+    send finds the seq taken by the very event it carries, and nothing is written twice."""
+    ddb = client("dynamodb")
+    sent: dict = {}
+
+    def stash(params, **_):
+        sent.setdefault("params", dict(params))
+
+    def lost(**_):
+        if not sent.get("again"):
+            sent["again"] = True
+            ddb.put_item(**sent["params"])  # its answer (the condition failed) is what the caller sees
+
+    ddb.meta.events.register("before-parameter-build.dynamodb.PutItem", stash)
+    ddb.meta.events.register("after-call.dynamodb.PutItem", lost)
+    try:
+        log = EventLog(events_table)
+        event = log.record("bld_resent", EventType.task_started, _started(1))
+    finally:
+        ddb.meta.events.unregister("before-parameter-build.dynamodb.PutItem", stash)
+        ddb.meta.events.unregister("after-call.dynamodb.PutItem", lost)
+    assert sent["again"] and event.seq == 1
+    assert [(e.seq, e.id) for e in _all(log, "bld_resent")] == [(1, event.id)]
+    assert log.record("bld_resent", EventType.task_started, _started(2)).seq == 2
