@@ -61,6 +61,7 @@ STATS = {
     "expiries": 0,
     "dead_lettered": 0,
     "runs": 0,
+    "superseded": 0,
 }
 
 
@@ -108,6 +109,7 @@ def _count(run: Run, faults: Faults, scheduled: int) -> None:
     STATS["service_errors_sent"] += faults.served_errors
     STATS["races"] += len(faults.raced)
     STATS["runs"] += run.runs
+    STATS["superseded"] += len(run.superseded)
     STATS["deliveries"] += run.deliveries
     STATS["expiries"] += run.expiries
     STATS["dead_lettered"] += len(run.dead_lettered)
