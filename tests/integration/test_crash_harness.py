@@ -654,8 +654,8 @@ def test_a_retry_or_skip_arriving_before_the_dispatcher_took_the_tasks_failure_i
     run_task = load_handler("task")
     messages = drain_queue(sqs, queues["tasks"])
     x = next(m for m in messages if m["taskId"] == "x")  # x stays queued: the run cannot end meanwhile
-    for attempt in (1, 2):  # d0 fails both attempts of the run: for good
-        [d0] = [m for m in messages if m["taskId"] == "d0"] if attempt == 1 else drain_queue(sqs, queues["tasks"])
+    for n in (1, 2):  # d0 fails both attempts of the run: for good
+        [d0] = [m for m in messages if m["taskId"] == "d0"] if n == 1 else drain_queue(sqs, queues["tasks"])
         run_task(sqs_event([sqs_record(d0, arn)]), lambda_context("task"))
         reports = drain_queue(sqs, queues["task-finished.fifo"])
         for report in reports if attempt == 1 else []:
