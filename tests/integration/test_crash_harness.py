@@ -658,7 +658,7 @@ def test_a_retry_or_skip_arriving_before_the_dispatcher_took_the_tasks_failure_i
         [d0] = [m for m in messages if m["taskId"] == "d0"] if n == 1 else drain_queue(sqs, queues["tasks"])
         run_task(sqs_event([sqs_record(d0, arn)]), lambda_context("task"))
         reports = drain_queue(sqs, queues["task-finished.fifo"])
-        for report in reports if attempt == 1 else []:
+        for report in reports if n == 1 else []:
             dispatching.on_finished(report)
     assert _status(build_id)["d0"] == "failed" and [r["outcome"] for r in reports] == ["failed"]
 
