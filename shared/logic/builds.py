@@ -261,13 +261,17 @@ def get_file(owner: str, build_id: str, path: str, svc: Services | None = None) 
 
 def approve(owner: str, build_id: str, req: ApprovalRequest, svc: Services | None = None) -> ApprovalResult:
     """Approve, reject, or approve an edited plan. The decision is taken once: its event commits with
-    the removal of the approval token, so of two concurrent decisions exactly one wins and the other
-    answers 409; an edited plan is stored only by the winner."""
+    the decision on the build, so of two concurrent decisions exactly one wins and the other answers
+    409; an edited plan is stored only by the winner. The decision is then carried out (the edit
+    stored, the approval step's token answered); a call that dies part way leaves the decision on the
+    build, and the next approval request carries it out (`_carry_out`)."""
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
     token = build.get("approvalToken")
     if build["status"] != BuildStatus.awaiting_approval or not token:
         raise Conflict(f"build is {build['status']}, not awaiting approval")
+    if build.get("approvalDecision"):
+        return _carry_out(svc, build, str(token), req)
     plan_id = str(build.get("planId"))
     version = int(build.get("planVersion") or 1)
     edited: list[Task] | None = None
@@ -278,21 +282,26 @@ def approve(owner: str, build_id: str, req: ApprovalRequest, svc: Services | Non
             "tasks: this plan has circular dependencies; approve it with an edited task list",
             details=[{"field": "tasks", "message": "an acyclic task list is required"}],
         )
+    now = svc.clock.now_ms()
     decided = (
         Update()
-        .set(approvalToken=None, updatedAt=svc.clock.now_ms())
-        .when("{status} = :a AND {approvalToken} = :tok", a=BuildStatus.awaiting_approval.value, tok=token)
+        .set(approvalDecision="approved" if req.approved else "rejected", decidedAt=now, updatedAt=now)
+        .when(
+            "{status} = :a AND {approvalToken} = :tok AND attribute_not_exists({approvalDecision})",
+            a=BuildStatus.awaiting_approval.value,
+            tok=token,
+        )
     )
     if not req.approved:
         reason = req.reason or "The plan was rejected."
-        _decide(svc, build_id, EventType.plan_rejected, {"planId": plan_id, "reason": reason}, decided)
+        _decide(svc, build_id, EventType.plan_rejected, {"planId": plan_id, "reason": reason}, decided.set(approvalReason=reason))
         svc.workflow.fail(token, "ApprovalRejected", reason)
         count("plan.rejected")
         return ApprovalResult(buildId=build_id, approved=False)
     if edited is not None:
         version += 1
-        decided.set(planVersion=version)
-    decided.set(approvedAt=svc.clock.now_ms())
+        decided.set(planVersion=version, approvalEdit=True)
+    decided.set(approvedAt=now)
     _decide(
         svc,
         build_id,
@@ -304,6 +313,28 @@ def approve(owner: str, build_id: str, req: ApprovalRequest, svc: Services | Non
         _replace_plan(svc, build, edited, version)
     svc.workflow.succeed(token, {"approved": True})
     return ApprovalResult(buildId=build_id, approved=True, planVersion=version)
+
+
+def _carry_out(svc: Services, build: dict[str, Any], token: str, req: ApprovalRequest) -> ApprovalResult:
+    """The plan was approved or rejected, and the approval step still waits: the call that decided
+    may still be carrying it out, or may have died part way. Its token is answered again (answering
+    twice is harmless). An approved edit whose plan is not stored yet is stored first, from this
+    request's tasks, once the deciding call is surely over (past the API's time limit); until then,
+    or without tasks, this answers 409 and changes nothing."""
+    build_id = build["buildId"]
+    version = int(build.get("planVersion") or 1)
+    if build["approvalDecision"] == "rejected":
+        svc.workflow.fail(token, "ApprovalRejected", str(build.get("approvalReason") or "The plan was rejected."))
+        raise Conflict("the plan was already rejected")
+    if build.get("approvalEdit") and int(build.get("planStoredVersion") or 1) < version:
+        over = svc.clock.now_ms() - int(build.get("decidedAt") or 0) > runs.commit_wait_s() * 1000
+        if not (over and req.approved and req.tasks is not None):
+            raise Conflict("the plan was approved with an edit that is still being stored; send the approval again in a minute")
+        _replace_plan(svc, build, _validated_edit(req.tasks), version)
+        svc.workflow.succeed(token, {"approved": True})
+        return ApprovalResult(buildId=build_id, approved=True, planVersion=version)
+    svc.workflow.succeed(token, {"approved": True})
+    raise Conflict("the plan was already approved")
 
 
 def _decide(svc: Services, build_id: str, event: EventType, data: dict[str, Any], update: Update) -> None:
@@ -350,6 +381,7 @@ def _replace_plan(svc: Services, build: dict[str, Any], tasks: list[Task], versi
             svc.builds.tx_update(
                 build_id,
                 Update().set(
+                    planStoredVersion=version,  # the edit is stored: the approval can be answered
                     taskCount=len(tasks),
                     estimatedDuration=estimated,
                     blocked=False,

@@ -270,8 +270,10 @@ class Faults:
         if invocation is None or (_nested.get() and own is None):
             return self._execution(op, params) if plays else None
         tables = _tables(params) if service == "dynamodb" else []
-        if own is not None:
+        if own is not None:  # its own fault first; a top-level request still starts the Calls that race it
             fault = self._own_fault(own, service, op, tables)
+            if not _nested.get():
+                fault = self._scheduled(invocation, service, op, tables) or fault
         else:
             fault = self._scheduled(invocation, service, op, tables)
         if plays and (fault is None or fault.kind in ("lost_response", "expiry", "crash_after")):
@@ -680,9 +682,13 @@ class Driver:
         if not run.cancelled:  # crashed or failed part way: did its commit land?
             run.cancelled = services().builds.require(build_id)["status"] == "cancelled"
 
-    def approve(self, build_id: str, run: Run, edits: dict[str, list[dict[str, Any]]]) -> bool:
+    def approve(
+        self, build_id: str, run: Run, edits: dict[str, list[dict[str, Any]]], fault: Fault | None = None
+    ) -> bool:
         """AwaitApproval, then two users approving with different edits at once: the second request
-        races the first's commit. True when the token was answered with a success."""
+        races the first's commit. The first request may die part way (`fault`); if the approval step
+        still waits then, its user sends it again later. True when the token was answered with a
+        success; `run.approved` is the plan stored, and it must be one of the two edits."""
         self.edits = {f"approve:{name}": tasks for name, tasks in edits.items()}
         first, second = list(self.edits)
         token, _ = self._execute(build_id, run, 1, action="await_approval", state="AwaitApproval")
@@ -691,30 +697,44 @@ class Driver:
         self.faults.races.append(Call(second, "approve", "dynamodb", "TransactWriteItems", 1))
         self.faults.hold = True  # the approvals race; the schedule's faults wait for the run
         try:
-            self._api_as(first, run)
+            self._api_as(first, run, fault)
+            if self._answer({token}) is None:  # it died part way: its user tries again, later
+                self.advance(self._commit_wait_s())
+                self._api_as(first, run)
         finally:
             self.faults.hold = False
-        winners = [a for a, _, status in run.answers if a.startswith("approve") and status == 200]
-        if winners:
-            run.approved = [t["id"] for t in self.edits[winners[0]]]
         answered = self._answer({token})
+        if answered is not None and answered[0] == "SendTaskSuccess":
+            run.approved = [t["taskId"] for t in services().tasks.list(build_id)]
         return answered is not None and answered[0] == "SendTaskSuccess"
 
-    def _api_as(self, action: str, run: Run) -> None:
-        """One API request as its own invocation (labelled for the Calls that race it)."""
+    @staticmethod
+    def _commit_wait_s() -> float:
+        from shared.logic import runs
+
+        return runs.commit_wait_s()
+
+    def _api_as(self, action: str, run: Run, fault: Fault | None = None) -> None:
+        """One API request as its own invocation (labelled for the Calls that race it), which may
+        carry a fault of its own."""
         invocation = invocations.Invocation(action.split(":")[0])
 
         def go() -> None:
             invocations.current.set(invocation)
-            self._api_now(action, run)
+            try:
+                self._api_now(action, run, fault)
+            except BaseException:
+                run.answers.append((action, None, 0))
 
         contextvars.Context().run(go)
         self._join_races()
 
-    def _api_now(self, action: str, run: Run) -> None:
+    def _api_now(self, action: str, run: Run, fault: Fault | None = None) -> None:
         from local.apigw import proxy_event
 
         owner = services().builds.require(run.build_id)["ownerId"]
+        if fault is not None:
+            _call_fault.set({"fault": fault, "n": 0, "fired": False})
         body = json.dumps({"approved": True, "tasks": self.edits[action]})
         result = load_handler("api")(
             proxy_event("POST", f"/builds/{run.build_id}/approval", user=owner, body=body), lambda_context("api")
@@ -729,6 +749,7 @@ class Driver:
         cancel_at: int | None = None,
         timeout_at: int | None = None,
         approvals: dict[str, list[dict[str, Any]]] | None = None,
+        approval_fault: Fault | None = None,
         max_steps: int = 600,
     ) -> Run:
         """Run the build to its end, and every run an API call re-opens after it. `order`: task ids
@@ -741,7 +762,7 @@ class Driver:
         self.inbox = []
         drain_queue(client("sqs"), self.quiet.resources.queues["tasks"])
         drain_queue(client("sqs"), self.quiet.resources.queues["task-finished.fifo"])
-        if approvals is not None and not self.approve(build_id, run, approvals):
+        if approvals is not None and not self.approve(build_id, run, approvals, approval_fault):
             error = run.execute_error or "ApprovalTimeout"
             self._finalize(build_id, {"Error": error, "Cause": "The plan was not approved."}, run)
             return run

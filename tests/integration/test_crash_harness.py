@@ -198,6 +198,7 @@ _EXPLORE = int(os.environ.get("STEPWISE_HARNESS_EXAMPLES") or 0)
     schedule=st.lists(_faults, min_size=1, max_size=5),
     races=st.lists(_races, max_size=2, unique_by=lambda c: (c.action, c.during, c.operation, c.nth)),
     approvals=st.sampled_from([False, False, False, True]),
+    approval_fault=st.none() | st.none() | _api_faults,
     budget=st.none() | st.sampled_from([0.5, 1.0]),  # each task costs $0.25
     cancel_at=st.none() | st.integers(1, 12),
     seed=st.integers(0, 2**16),
@@ -209,6 +210,7 @@ def test_any_dag_under_any_faults_ends_as_its_faults_imply(
     schedule: list[Fault],
     races: list[Call],
     approvals: bool,
+    approval_fault: Fault | None,
     budget: float | None,
     cancel_at: int | None,
     seed: int,
@@ -220,10 +222,12 @@ def test_any_dag_under_any_faults_ends_as_its_faults_imply(
     # Two approvers: one sends the plan as it is, the other drops its last task (nothing depends on it).
     edits = {"as-is": plan, "shorter": plan[:-1]} if approvals else None
     with faults.active(schedule, races):
-        run = Driver(quiet, faults, random.Random(seed)).run_build(build_id, cancel_at=cancel_at, approvals=edits)
+        run = Driver(quiet, faults, random.Random(seed)).run_build(
+            build_id, cancel_at=cancel_at, approvals=edits, approval_fault=approval_fault
+        )
     _count(run, faults, len(schedule) + len(races))
     note(f"plan={[(t['id'], t['input'].get('dependencies')) for t in plan]} window={window} schedule={schedule} "
-         f"races={races} approvals={approvals} budget={budget} cancel_at={cancel_at} seed={seed}")
+         f"races={races} approvals={approvals} approval_fault={approval_fault} budget={budget} cancel_at={cancel_at} seed={seed}")
     note(f"events={[(e.seq, e.type.value, e.data.get('taskId'), e.data.get('attempt')) for e in _events(build_id)]}")
     build = check_invariants(run)
     status = _status(build_id)
@@ -232,8 +236,10 @@ def test_any_dag_under_any_faults_ends_as_its_faults_imply(
         return
     if approvals:  # exactly one decision won; its plan, and only it, is stored
         decided = sorted(s for a, _, s in run.answers if a.startswith("approve"))
-        assert decided == [200, 409], run.answers
+        if approval_fault is None:
+            assert decided == [200, 409], run.answers
         assert run.approved is not None and sorted(status) == sorted(run.approved)
+        assert sorted(run.approved) in [sorted(t["id"] for t in edit) for edit in (edits or {}).values()]
         assert int(build["taskCount"]) == len(run.approved)
         assert [e.type.value for e in _events(build_id)].count("plan_approved") == 1
     else:
@@ -686,3 +692,40 @@ def test_a_retry_or_skip_arriving_before_the_dispatcher_took_the_tasks_failure_i
         pending += drain_queue(sqs, queues["tasks"])
     expected = "completed" if action == "retry" else "skipped"
     assert _status(build_id) == {"d0": expected, "t1": "completed", "x": "completed"}
+
+
+_APPROVAL_DEATHS = [  # (where the approval call dies, what its user's second request answers)
+    (Fault("sfn", "SendTaskSuccess", 1, "crash_before"), 409),  # decided and stored; the step never told
+    (Fault("dynamodb", "BatchWriteItem", 1, "crash_after"), 200),  # decided; its edit half stored
+    (Fault("dynamodb", "TransactWriteItems", 2, "crash_before"), 200),  # decided; its edit's plan_generated not committed
+]
+
+
+@pytest.mark.parametrize(("death", "again"), _APPROVAL_DEATHS, ids=lambda v: f"{v.operation}-{v.kind}" if isinstance(v, Fault) else str(v))
+def test_an_approval_whose_call_dies_after_its_decision_is_carried_out_by_the_next_request(
+    harness: tuple[QuietRuntime, Faults], death: Fault, again: int
+) -> None:
+    quiet, faults = harness
+    from shared.logic import runs
+
+    build_id = new_build([task("t0"), task("t1", "t0")], status="planning")
+    edit = [task("x0"), task("x1", "x0"), task("x2")]
+    with faults.active([]) as active:
+        driver = Driver(quiet, faults, random.Random(14))
+        run = Run(build_id)
+        driver._run = run
+        driver.edits = {"approve:mine": edit}
+        token, _ = driver._execute(build_id, run, 1, action="await_approval", state="AwaitApproval")
+        assert token is not None
+        driver._api_as("approve:mine", run, death)
+        assert active.fired == [death] and driver._answer({token}) is None  # the approval step still waits
+        driver.advance(runs.commit_wait_s())  # a while later, its user sends it again
+        driver._api_as("approve:mine", run)
+        assert driver._answer({token}) is not None and driver._answer({token})[0] == "SendTaskSuccess"
+        assert run.answers == [("approve:mine", None, 0), ("approve:mine", None, again)]
+        run = driver.run_build(build_id)
+    build = check_invariants(run)
+    assert build["status"] == "completed" and _status(build_id) == dict.fromkeys(["x0", "x1", "x2"], "completed")
+    assert int(build["taskCount"]) == 3
+    types = [e.type.value for e in _events(build_id)]
+    assert types.count("plan_approved") == 1 and types.count("plan_generated") == 1

@@ -350,7 +350,20 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
                 .when("{status} = :waiting", waiting=BuildStatus.awaiting_approval.value),
             )
         logger.info("approval already requested or build moved on", extra={"buildId": build_id})
+        _answer_decided(svc, build_id, token)
     return {"awaiting": True}
+
+
+def _answer_decided(svc: Services, build_id: str, token: str) -> None:
+    """A decision taken while an earlier try of this step waited was answered to that try's token:
+    answer this one (an approved edit once its plan is stored; the approval call does it then)."""
+    build = svc.builds.get(build_id) or {}
+    if build.get("approvalToken") != token or not build.get("approvalDecision"):
+        return
+    if build["approvalDecision"] == "rejected":
+        svc.workflow.fail(token, "ApprovalRejected", str(build.get("approvalReason") or "The plan was rejected."))
+    elif not build.get("approvalEdit") or int(build.get("planStoredVersion") or 1) >= int(build.get("planVersion") or 1):
+        svc.workflow.succeed(token, {"approved": True})
 
 
 def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str, Any]:
