@@ -51,15 +51,19 @@ CONTRACT_ROUTES = {
 
 @contextlib.contextmanager
 def _aws_calls() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """The AWS requests this thread makes meanwhile (the runtime's own threads are not counted)."""
+    """The AWS requests this thread and the API calls it makes (each its own invocation) make
+    meanwhile (the runtime's own threads are not counted)."""
     import botocore.client
+
+    from local import invocations
 
     calls: list[tuple[str, dict[str, Any]]] = []
     me = threading.get_ident()
     original = botocore.client.BaseClient._make_api_call
 
     def counted(client_: Any, operation: str, params: dict[str, Any]) -> Any:
-        if threading.get_ident() == me:
+        invocation = invocations.current.get()
+        if threading.get_ident() == me or (invocation is not None and invocation.name.endswith("-api")):
             calls.append((operation, params))
         return original(client_, operation, params)
 
