@@ -46,6 +46,7 @@ from shared.models.plan import (
     Usage,
     safe_relative_path,
 )
+from shared.models.records import BuildRecord, TaskRecord
 from shared.observability import count, emit, fingerprint, logger
 from shared.providers.base import (
     GeneratedFile,
@@ -61,9 +62,10 @@ from shared.providers.prompts import TEMPLATES_VERSION
 _SAFETY_MARGIN_S = 2.0
 RETRY_DELAY_CAP_S = 900.0  # a retry is a delayed message: SQS delays one by 15 minutes at most
 # What a task needs of its build: never the dispatch state, which grows with the build's size.
-_BUILD_FIELDS = ["buildId", "status", "haltedBy", "prompt", "framework", "inputFiles"]
-_STATIC_BUILD_FIELDS = ("buildId", "prompt", "framework", "inputFiles")
-_static_fields: dict[str, dict[str, Any]] = {}  # per process: buildId -> its _STATIC_BUILD_FIELDS
+_BUILD_FIELDS = ["haltedBy", "framework", "inputFiles"]  # with the record's required ones
+# Per process: buildId -> the build as first read here, for what never changes (prompt, framework,
+# uploads); its status is read afresh wherever it matters.
+_static_fields: dict[str, BuildRecord] = {}
 _static_lock = threading.Lock()
 _uploads: dict[str, dict[str, str]] = {}  # per process: buildId -> its uploaded files (never change)
 # One thread per provider call in flight (made as needed): handed tasks run side by side, and a call
@@ -79,7 +81,7 @@ class Claimed:
     """An attempt this consumer holds: its claim committed with `task_started`."""
 
     msg: TaskMessage
-    build: dict[str, Any]  # _STATIC_BUILD_FIELDS
+    build: BuildRecord  # as first read here: only what never changes is read from it
     task: Task
     started: int
     # What this invocation already holds of the build's files: what each task it completed wrote
@@ -226,7 +228,7 @@ def _claim(svc: Services, msg: TaskMessage) -> list[Claimed]:
         if fresh is None or item is None:
             logger.warning("task message for a missing build or task dropped", extra=msg.model_dump(exclude={"task"}))
             return []
-        task = Task.model_validate(item["task"])
+        task = item.task
         if _stopped(fresh):
             return _replay(svc, msg, task, current=item, halted=True)
         build = _remember_build(fresh)
@@ -249,14 +251,13 @@ def _claim(svc: Services, msg: TaskMessage) -> list[Claimed]:
     return [Claimed(msg, build, task, started)]
 
 
-def _remember_build(build: dict[str, Any]) -> dict[str, Any]:
-    """Keep what a task needs of its build and never changes (not its status)."""
-    static = {k: build.get(k) for k in _STATIC_BUILD_FIELDS}
+def _remember_build(build: BuildRecord) -> BuildRecord:
+    """Keep the build for what a task needs of it and never changes (not its status)."""
     with _static_lock:
         if len(_static_fields) > 1024:
             _static_fields.clear()
-        _static_fields[str(build["buildId"])] = static
-    return static
+        _static_fields[build.buildId] = build
+    return build
 
 
 def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots: Slots) -> list[Claimed]:
@@ -446,9 +447,9 @@ def _observe(
         )
 
 
-def _stopped(build: dict[str, Any]) -> bool:
+def _stopped(build: BuildRecord) -> bool:
     """The build ended, or its dispatcher halted it (cancel, time limit, budget): no task may start."""
-    return build["status"] in TERMINAL_BUILD_STATUSES or bool(build.get("haltedBy"))
+    return build.status in TERMINAL_BUILD_STATUSES or bool(build.haltedBy)
 
 
 def _call_with_timeout(svc: Services, task: Task, context: TaskContext, budget_s: float) -> TransformResult:
@@ -470,7 +471,7 @@ def _call_with_timeout(svc: Services, task: Task, context: TaskContext, budget_s
 
 
 def _context(
-    svc: Services, build: dict[str, Any], task: Task, attempt: int, budget_s: float, spend: Spend,
+    svc: Services, build: BuildRecord, task: Task, attempt: int, budget_s: float, spend: Spend,
     known: dict[str, dict[str, str]] | None = None,
 ) -> tuple[TaskContext, str | None, TransformResult | None]:
     """What the task sees: every file uploaded with the build, what its dependencies wrote (the
@@ -481,7 +482,7 @@ def _context(
     Reads: the dependencies this invocation did not run and the target's file-index item in one
     BatchGetItem, which also looks the cache up when the key is known before that read (every
     dependency's files at hand): the target then only changes the key if it exists."""
-    build_id = build["buildId"]
+    build_id = build.buildId
     files = dict(_uploaded(svc, build))
     from_deps: set[str] = set()
     # Its dependencies this invocation ran: what they wrote is at hand (a snapshot: the
@@ -507,8 +508,8 @@ def _context(
             task_type=task.type.value,
             task_name=task.name,
             attempt=attempt,
-            build_prompt=build["prompt"],
-            framework=build.get("framework"),
+            build_prompt=build.prompt,
+            framework=build.framework,
             target_path=target,
             files=files,
             deadline_s=budget_s,
@@ -519,22 +520,26 @@ def _context(
     early_key = _cache_key(svc, task, context()) if not keys and not shared_paths else None
     wanted = [*keys, *([target_key] if target_key else [])]
     cached: dict[str, Any] | None = None
-    got: dict[tuple[str, str], dict[str, Any]] = {}
+    got: dict[tuple[str, str], TaskRecord] = {}
+    found: set[tuple[str, str]] = set()  # the dependencies' items and the target's file-index item
     if early_key and wanted:
         try:
-            got, cached = svc.tasks.get_many_with(wanted, svc.settings.cache_table, {"cacheKey": {"S": early_key}})
+            got, found, cached = svc.tasks.get_many_with(
+                wanted, svc.settings.cache_table, {"cacheKey": {"S": early_key}}
+            )
         except Exception as exc:  # the cache is an optimisation: read the context alone, never fail on it
             logger.warning("context read with the cache look-up failed", extra={"code": error_code(exc)})
             early_key = None
-    if not got and wanted and early_key is None:
-        got = svc.tasks.get_many(wanted)
+    if not found and wanted and early_key is None:
+        got, found = svc.tasks.get_many(wanted)
     for path in shared_paths:
         files[path] = svc.files.get_text(build_id, path)
     for dep_key in keys:
-        for f in (got.get(dep_key) or {}).get("files") or []:
-            files[f["path"]] = svc.files.get_text(build_id, f["path"])
-            from_deps.add(f["path"])
-    target_read = bool(target and target_key and target not in from_deps and target_key in got)
+        dep = got.get(dep_key)
+        for f in dep.files if dep else ():
+            files[f.path] = svc.files.get_text(build_id, f.path)
+            from_deps.add(f.path)
+    target_read = bool(target and target_key and target not in from_deps and target_key in found)
     if target_read:
         with contextlib.suppress(NotFound):  # else the upload (if any) is its current content
             files[str(target)] = svc.files.get_text(build_id, str(target))
@@ -557,14 +562,14 @@ def _context(
     return ctx, cache_key, _cache_get(svc, cache_key)
 
 
-def _uploaded(svc: Services, build: dict[str, Any]) -> dict[str, str]:
+def _uploaded(svc: Services, build: BuildRecord) -> dict[str, str]:
     """The build's uploaded files, read once per process (they never change)."""
-    build_id = str(build["buildId"])
+    build_id = build.buildId
     with _static_lock:
         known = _uploads.get(build_id)
     if known is not None:
         return known
-    files = {p: svc.files.get_text(build_id, p, kind="input") for p in build.get("inputFiles") or []}
+    files = {p: svc.files.get_text(build_id, p, kind="input") for p in build.inputFiles}
     with _static_lock:
         if len(_uploads) > 32:  # up to 1 MiB each
             _uploads.clear()
@@ -680,7 +685,7 @@ def _replay(
     msg: TaskMessage,
     task: Task,
     *,
-    current: dict[str, Any] | None = None,
+    current: TaskRecord | None = None,
     handed: bool = False,
     halted: bool = False,
 ) -> list[Claimed]:
@@ -697,13 +702,15 @@ def _replay(
     again under the same attempt (its `task_started` stands, and a crash of its consumer costs it
     no attempt), or, in a halted build, failed for good.
     """
-    current = current or svc.tasks.get(msg.buildId, msg.taskId) or {}
-    status, attempt = current.get("status"), int(current.get("attempt", 0))
+    current = current or svc.tasks.get(msg.buildId, msg.taskId)
+    if current is None:
+        return []  # gone (its build expired): nothing to do
+    status, attempt = current.status, current.attempt
     if attempt > msg.attempt:
         return []  # a later attempt exists: this message is stale
-    recorded = Usage.model_validate(current.get("usage") or {})  # this run's attempts so far
+    recorded = current.usage or Usage()  # this run's attempts so far
     if status == TaskStatus.completed:
-        if "released" in current:  # its completion took the dispatcher's step itself
+        if current.released is not None:  # its completion took the dispatcher's step itself
             return _replay_handoff(svc, msg, current, halted=halted)
         _tell_dispatcher(svc, msg, "completed", recorded.costUsd or 0.0)
     elif status in FAILED_TASK_STATUSES:
@@ -718,7 +725,7 @@ def _replay(
     elif status == TaskStatus.queued and attempt == msg.attempt:
         _follow_failure(svc, msg.model_copy(update={"spent": recorded}), True)  # the retry may not have been sent
     elif status == TaskStatus.in_progress and attempt == msg.attempt:
-        started = int(current.get("startedAt", 0))
+        started = current.startedAt or 0
         stale_in = limits.stale_after_s(svc.settings.task_timeout_seconds) - (svc.clock.now_ms() - started) / 1000
         if stale_in > 0:
             raise TaskStillRunning(f"{msg.taskId} attempt {msg.attempt} may still be running; checking later", stale_in)
@@ -756,35 +763,38 @@ def _adopt(svc: Services, msg: TaskMessage, task: Task, started: int) -> Claimed
         return None
     build = _static_fields.get(msg.buildId)
     if build is None:
-        build = _remember_build(svc.builds.get(msg.buildId, attributes=_BUILD_FIELDS) or {"buildId": msg.buildId})
+        fresh = svc.builds.get(msg.buildId, attributes=_BUILD_FIELDS)
+        if fresh is None:  # expired meanwhile: nothing to run it for
+            return None
+        build = _remember_build(fresh)
     count("task.adopted")
     logger.info("a dead attempt is run again by the message that watches it", extra=msg.model_dump(exclude={"task"}))
     return Claimed(msg, build, task, now)
 
 
-def _replay_handoff(svc: Services, msg: TaskMessage, current: dict[str, Any], *, halted: bool) -> list[Claimed]:
+def _replay_handoff(svc: Services, msg: TaskMessage, current: TaskRecord, *, halted: bool) -> list[Claimed]:
     """Redo what a completion that took the dispatcher's step may not have finished: send the
     released tasks nobody claimed (cancel them if the build stopped), and look after the dependents
     it handed to its own consumer. Returns those this message runs again itself."""
-    handed = {(t, int(a)) for t, a in current.get("handedTo") or []}
+    handed = set(current.handedTo or ())
     stale_s = limits.stale_after_s(svc.settings.task_timeout_seconds)
     resend: list[tuple[str, int]] = []
-    watched: list[tuple[TaskMessage, dict[str, Any]]] = []
+    watched: list[tuple[TaskMessage, TaskRecord]] = []
     running_for = 0.0  # the longest any handed attempt may still run
-    for task_id, attempt in current.get("released") or []:
+    for task_id, attempt in current.released or ():
         child = svc.tasks.get(msg.buildId, task_id)
         if child is None:
             continue
-        child_msg = TaskMessage(buildId=msg.buildId, taskId=task_id, attempt=int(attempt))
-        if (task_id, int(attempt)) in handed:
+        child_msg = TaskMessage(buildId=msg.buildId, taskId=task_id, attempt=attempt)
+        if (task_id, attempt) in handed:
             watched.append((child_msg, child))
-            if child.get("status") == TaskStatus.in_progress and int(child.get("attempt") or 0) == int(attempt):
-                running_for = max(running_for, stale_s - (svc.clock.now_ms() - int(child.get("startedAt") or 0)) / 1000)
-        elif int(child.get("attempt") or 0) < int(attempt) and child.get("status") in UNSTARTED_TASK_STATUSES:
+            if child.status == TaskStatus.in_progress and child.attempt == attempt:
+                running_for = max(running_for, stale_s - (svc.clock.now_ms() - (child.startedAt or 0)) / 1000)
+        elif child.attempt < attempt and child.status in UNSTARTED_TASK_STATUSES:
             if halted:
                 _cancel(svc, child_msg)
             else:
-                resend.append((task_id, int(attempt)))
+                resend.append((task_id, attempt))
     dispatching.send_tasks(svc, msg.buildId, resend)
     if running_for > 0:  # all handed at once, so all die at once: look after them together
         raise TaskStillRunning(f"dependents handed by {msg.taskId} may still be running; checking later", running_for)
@@ -792,7 +802,7 @@ def _replay_handoff(svc: Services, msg: TaskMessage, current: dict[str, Any], *,
     for child_msg, child in watched:
         try:
             adopted += _replay(
-                svc, child_msg, Task.model_validate(child["task"]), current=child, handed=True, halted=halted
+                svc, child_msg, child.task, current=child, handed=True, halted=halted
             )
         except ComeBackLater as exc:  # raced by another consumer: those adopted here wait for the next look
             raise ComeBackLater(str(exc), max(exc.after_s, stale_s if adopted else 0.0)) from None
