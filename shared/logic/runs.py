@@ -13,10 +13,10 @@ answers `superseded`. Finalize of a run that is no longer the build's run change
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from shared import limits
 from shared.logic.services import Services
+from shared.models.records import BuildRecord
 
 # Past the API function's time limit its call can no longer commit; the margin covers the clocks
 # of two hosts and a write sent just before the limit.
@@ -45,9 +45,9 @@ def legacy_run(build_id: str, run: int) -> str:
     return build_id if run <= 1 else f"{build_id}-run{run}"
 
 
-def current_run(build: dict[str, Any]) -> str:
+def current_run(build: BuildRecord) -> str:
     """The execution that carries the build now."""
-    return str(build.get("runId") or legacy_run(str(build["buildId"]), int(build.get("runs") or 1)))
+    return build.runId or legacy_run(build.buildId, build.runs)
 
 
 def run_number(name: str, build_id: str) -> int:
@@ -59,7 +59,7 @@ def run_number(name: str, build_id: str) -> int:
     return int(digits) if digits.isdigit() else 1
 
 
-def wait_for_own_run(svc: Services, build_id: str, run: str, requested_ms: int | None) -> dict[str, Any] | None:
+def wait_for_own_run(svc: Services, build_id: str, run: str, requested_ms: int | None) -> BuildRecord | None:
     """The build once `run` is its run (its commit landed), or None when it never will be: the
     build moved past that run number under another name, or the commit's deadline (the API call's
     time limit after `requested_ms`, when it started the run) has passed."""
@@ -74,7 +74,7 @@ def wait_for_own_run(svc: Services, build_id: str, run: str, requested_ms: int |
         if build is not None:
             if current_run(build) == run:
                 return build
-            if int(build.get("runs") or 1) >= number:  # that number went to another run's commit
+            if build.runs >= number:  # that number went to another run's commit
                 return None
         if svc.clock.time() >= deadline:
             return None

@@ -126,12 +126,13 @@ class Engine:
 
         events = services().events.read(build_id, after=0, limit=1000)[0]
         seen = [(e.seq, e.type.value, e.data.get("taskId"), e.data.get("attempt")) for e in events]
-        build = services().builds.get(build_id) or {}
+        build = services().builds.get(build_id)
         try:
             steps = []
             from shared.logic import runs
 
-            for run, name in enumerate([build_id, runs.current_run(build)][: int(build.get("runs") or 1)], 1):
+            names = [build_id, runs.current_run(build)] if build is not None and build.runs > 1 else [build_id]
+            for run, name in enumerate(names, 1):
                 arn = services().workflow.execution_arn(name)
                 history = client("stepfunctions").get_execution_history(executionArn=arn, maxResults=200)["events"]
                 steps += [f"run{run}", *[h["type"] + ":" + str(h.get("stateEnteredEventDetails", {}).get("name", "")) for h in history][-12:]]
@@ -145,7 +146,7 @@ class Engine:
                 attrs.get("ApproximateNumberOfMessagesNotVisible"),
             )
         return (
-            f"events {seen}; status {build.get('status')}; dispatch {build.get('dispatch')}; "
+            f"events {seen}; status {build.status if build else None}; dispatch {build.dispatch if build else None}; "
             f"workflow {steps}; queues (visible, in flight) {queues}"
         )
 

@@ -56,6 +56,7 @@ from shared.logic.attempts.runner import run_task
 from shared.logic.services import Services, services, use_clock
 from shared.models.build import TERMINAL_BUILD_STATUSES
 from shared.models.messages import TaskMessage
+from shared.models.records import BuildRecord, TaskRecord
 from shared.settings import get_settings
 from tests.helpers import drain_queue, sqs_event, sqs_record
 from tests.integration.quiet import QuietRuntime, lambda_context
@@ -520,7 +521,7 @@ class Driver:
         invocations.current.set(invocation)
         _nested.set(True)
         build_id = run.build_id
-        owner = services().builds.require(build_id)["ownerId"]
+        owner = services().builds.require(build_id).ownerId
         task_id: str | None = None
         if call.action == "cancel":
             method, path, body = "POST", f"/builds/{build_id}/cancel", None
@@ -530,7 +531,7 @@ class Driver:
         else:  # retry | skip: a task it can act on, if one is there
             allowed = ("failed", "timeout") if call.action == "skip" else ("failed", "timeout", "skipped", "cancelled")
             items = services().tasks.list(build_id)
-            able = [t["taskId"] for t in items if t["status"] in allowed] or [t["taskId"] for t in items]
+            able = [t.taskId for t in items if t.status in allowed] or [t.taskId for t in items]
             task_id = call.task or (able[self.rnd.randrange(len(able))] if able else "none")
             method, path, body = "POST", f"/builds/{build_id}/tasks/{task_id}/{call.action}", None
         own = _call_fault.set({"fault": call.fault, "n": 0, "fired": False} if call.fault else None)
@@ -546,7 +547,7 @@ class Driver:
         if call.action == "cancel" and status == 202:
             run.cancelled = True
         elif call.action == "cancel" and status == 0:  # died part way: did its commit land?
-            run.cancelled = run.cancelled or services().builds.require(build_id)["status"] == "cancelled"
+            run.cancelled = run.cancelled or services().builds.require(build_id).status == "cancelled"
 
     def deliver(self, m: Message, run: Run) -> None:
         m.receives += 1
@@ -676,11 +677,11 @@ class Driver:
         """A user cancels the build through the API (which may crash part way too)."""
         from local.apigw import proxy_event
 
-        owner = services().builds.require(build_id)["ownerId"]
+        owner = services().builds.require(build_id).ownerId
         result, error = self._invoke("api", proxy_event("POST", f"/builds/{build_id}/cancel", user=owner), None)
         run.cancelled = run.cancelled or (error is None and int((result or {}).get("statusCode", 0)) == 202)
         if not run.cancelled:  # crashed or failed part way: did its commit land?
-            run.cancelled = services().builds.require(build_id)["status"] == "cancelled"
+            run.cancelled = services().builds.require(build_id).status == "cancelled"
 
     def approve(
         self, build_id: str, run: Run, edits: dict[str, list[dict[str, Any]]], fault: Fault | None = None
@@ -705,7 +706,7 @@ class Driver:
             self.faults.hold = False
         answered = self._answer({token})
         if answered is not None and answered[0] == "SendTaskSuccess":
-            run.approved = [t["taskId"] for t in services().tasks.list(build_id)]
+            run.approved = [t.taskId for t in services().tasks.list(build_id)]
         return answered is not None and answered[0] == "SendTaskSuccess"
 
     @staticmethod
@@ -732,7 +733,7 @@ class Driver:
     def _api_now(self, action: str, run: Run, fault: Fault | None = None) -> None:
         from local.apigw import proxy_event
 
-        owner = services().builds.require(run.build_id)["ownerId"]
+        owner = services().builds.require(run.build_id).ownerId
         if fault is not None:
             _call_fault.set({"fault": fault, "n": 0, "fired": False})
         body = json.dumps({"approved": True, "tasks": self.edits[action]})
@@ -886,15 +887,15 @@ def fake_clock() -> Iterator[None]:
 
 
 # --- what must hold --------------------------------------------------------------------------------
-def check_invariants(run: Run) -> dict[str, Any]:
+def check_invariants(run: Run) -> BuildRecord:
     """Assert what holds however the faults fell; returns the build for further checks."""
     svc = services()
     build = svc.builds.require(run.build_id)
     events = svc.events.read(run.build_id, after=0, limit=10_000)[0]
-    items = {t["taskId"]: t for t in svc.tasks.list(run.build_id)}
+    items = {t.taskId: t for t in svc.tasks.list(run.build_id)}
     where = f"build {run.build_id}: {[(e.seq, e.type.value, e.data.get('taskId'), e.data.get('attempt')) for e in events]}"
 
-    assert build["status"] in TERMINAL_BUILD_STATUSES, where
+    assert build.status in TERMINAL_BUILD_STATUSES, where
     assert [e.seq for e in events] == list(range(1, len(events) + 1)), f"seqs not gap-free: {where}"
     # A retry or skip after the end re-opens the build (build_resumed): each run ends once.
     runs: list[list[Any]] = [[]]
@@ -927,7 +928,16 @@ def check_invariants(run: Run) -> dict[str, Any]:
         if e.type.value == "task_completed":
             assert e.data["taskId"] not in for_good, f"{e.data['taskId']} failed for good, then completed: {where}"
     for task_id, item in items.items():
-        assert item["status"] != "in_progress", f"{task_id} is in_progress after its build ended: {where}"
-        if item["status"] == "completed":
+        assert item.status != "in_progress", f"{task_id} is in_progress after its build ended: {where}"
+        if item.status == "completed":
             assert task_id not in for_good, where
+    # The record models hold every attribute the engine stored, however the faults fell: a read
+    # parses the item once and drops nothing a step wrote.
+    ddb = client("dynamodb")
+    stored = ddb.get_item(TableName=svc.builds.table, Key={"buildId": {"S": run.build_id}}, ConsistentRead=True)
+    assert set(stored["Item"]) <= set(BuildRecord.model_fields), set(stored["Item"]) - set(BuildRecord.model_fields)
+    for raw in ddb.query(
+        TableName=svc.tasks.table, KeyConditionExpression="buildId = :b", ExpressionAttributeValues={":b": {"S": run.build_id}}
+    )["Items"]:
+        assert set(raw) <= set(TaskRecord.model_fields), set(raw) - set(TaskRecord.model_fields)
     return build
