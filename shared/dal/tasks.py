@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.constants import TTL_ATTRIBUTE
@@ -18,11 +18,15 @@ class TaskStore:
         self.table = table
         self.ttl_seconds = ttl_seconds  # a plan's tasks expire this long after they were planned
 
-    def put_plan(self, build_id: str, plan_id: str, tasks: list[Task], handed: Collection[str] = ()) -> None:
+    def put_plan(
+        self, build_id: str, plan_id: str, tasks: list[Task], handed: Mapping[str, tuple[int, Task]] | None = None
+    ) -> None:
         """Write the plan's task items. `handed`: tasks whose items the plan step wrote while the
-        plan streamed (they may be running or done): only their place and definition are updated."""
+        plan streamed (they may be running or done), each with the place and definition written
+        then: only a place or definition the stored plan changed is updated."""
+        handed = handed or {}
         for i, t in enumerate(tasks):
-            if t.id in handed:
+            if t.id in handed and handed[t.id] != (i, t):
                 self.update(build_id, t.id, Update().set(order=i, task=t.model_dump(mode="json")))
         self._put_items(build_id, plan_id, [(i, t, None) for i, t in enumerate(tasks) if t.id not in handed])
 
