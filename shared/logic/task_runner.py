@@ -222,11 +222,13 @@ def _claim(svc: Services, msg: TaskMessage) -> list[Claimed]:
     task = Task.model_validate(msg.task) if msg.task else None
     if build is None or task is None:
         fresh = svc.builds.get(msg.buildId, attributes=_BUILD_FIELDS)
-        item = svc.tasks.get(msg.buildId, msg.taskId)
-        if fresh is None or item is None:
+        # A message carrying its definition needs no read of the task: the claim's conditions decide.
+        item = svc.tasks.get(msg.buildId, msg.taskId) if task is None else None
+        if task is None and item is not None:
+            task = Task.model_validate(item["task"])
+        if fresh is None or task is None:
             logger.warning("task message for a missing build or task dropped", extra=msg.model_dump(exclude={"task"}))
             return []
-        task = Task.model_validate(item["task"])
         if _stopped(fresh):
             return _replay(svc, msg, task, current=item, halted=True)
         build = _remember_build(fresh)
@@ -323,7 +325,9 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     may_run_next = remaining_ms() / 1000 - _SAFETY_MARGIN_S >= settings.task_timeout_seconds
     extra = slots.take(handoff.HANDOFF_LIMIT - 1) if may_run_next else 0
     indexed_at = svc.clock.now_ms()
-    index = svc.file_index.tx_puts(msg.buildId, infos, indexed_at)  # the paths, readable once completed
+    # What commits with the completion: the paths (readable once completed) and the result's cache item.
+    with_result = svc.file_index.tx_puts(msg.buildId, infos, indexed_at)
+    with_result += _cache_entry(svc, cache_key, result) if cache_key and not cached else []
     # What it wrote, for the dependents this invocation runs: held before the commit, so a sibling
     # whose completion releases one of them (in this invocation) finds it.
     held = claimed.known
@@ -332,7 +336,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     try:
         handed = handoff.complete(
             svc, msg.buildId, task.id, msg.attempt, cost, completed, completion, run_here=1 + extra if may_run_next else 0,
-            with_commit=index,
+            with_commit=with_result,
         )
         slots.give(extra - max(0, len(handed or []) - 1))
         if handed is None:  # the dispatcher's step to take: the completion alone, then tell it
@@ -340,7 +344,7 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
                 msg.buildId,
                 EventType.task_completed,
                 completed,
-                also=[svc.tasks.tx_update(msg.buildId, task.id, completion()), *index],
+                also=[svc.tasks.tx_update(msg.buildId, task.id, completion()), *with_result],
             )
     except StateConflict:
         held.pop(task.id, None)  # settled elsewhere: not what it wrote
@@ -349,11 +353,6 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
                     extra={"taskId": msg.taskId, "attempt": msg.attempt})
         return []
     svc.file_index.put_rest(msg.buildId, infos, indexed_at)
-    if not cached and cache_key:
-        if handed:  # the dependents first: the cache can wait, their provider calls should not
-            _pool.submit(_cache_put, svc, cache_key, result)
-        else:
-            _cache_put(svc, cache_key, result)
     _observe(svc, msg.buildId, task, msg.attempt, "task.cached" if cached else "task.completed", duration, attempt_usage, usage)
     if handed is None:
         _tell_dispatcher(svc, msg, "completed", cost)
@@ -838,9 +837,11 @@ def _cache_result(svc: Services, data: dict[str, Any] | None) -> TransformResult
     return TransformResult(files=[GeneratedFile(**f) for f in data["files"]], usage=Usage())
 
 
-def _cache_put(svc: Services, key: str, result: TransformResult) -> None:
+def _cache_entry(svc: Services, key: str, result: TransformResult) -> list[dict[str, Any]]:
+    """The transaction entry writing the result's cache item, which commits with the completion
+    (none for a result too big to cache)."""
     body = [{"path": f.path, "content": f.content} for f in result.files]
     if len(json.dumps(body)) > 96 * 1024:
-        return  # kept well under DynamoDB's item limit: a bigger result is simply not cached
+        return []  # kept well under DynamoDB's item limit: a bigger result is simply not cached
     ttl = min(svc.settings.task_cache_ttl_seconds, svc.settings.record_ttl_seconds)
-    svc.cache.put(key, body, int(svc.clock.time()) + ttl)
+    return [svc.cache.tx_put(key, body, int(svc.clock.time()) + ttl)]

@@ -183,6 +183,41 @@ def test_an_invocation_reads_back_no_file_its_own_tasks_wrote(quiet: QuietRuntim
     assert len([p for op, p in calls if op == "BatchGetItem" and cache_table in p["RequestItems"]]) == 4
 
 
+def test_a_result_is_cached_in_the_commit_that_completes_its_task(quiet: QuietRuntime) -> None:
+    """No write of its own for the cache: each completing transaction carries the result's cache
+    item, and a later identical build is served from it."""
+    import botocore.client
+
+    plan = [task("a", target="src/a.ts"), task("b", "a", target="src/b.ts")]
+    prompt = "cached in the completing commit"
+    build_id = executing(quiet, plan, prompt=prompt)
+    [root] = _queued(quiet)
+    calls: list[tuple[str, dict[str, Any]]] = []
+    original = botocore.client.BaseClient._make_api_call
+
+    def counted(client_: Any, operation: str, params: dict[str, Any]) -> Any:
+        calls.append((operation, params))
+        return original(client_, operation, params)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(botocore.client.BaseClient, "_make_api_call", counted)
+        assert _run(quiet, root) == {"batchItemFailures": []}
+    assert _status(build_id) == dict.fromkeys("ab", "completed")
+    cache_table = services().settings.cache_table
+    assert not [p for op, p in calls if op in ("PutItem", "BatchWriteItem", "UpdateItem") and cache_table in str(p)]
+    completing = [
+        p["TransactItems"] for op, p in calls if op == "TransactWriteItems"
+        and any((e.get("Put") or {}).get("Item", {}).get("type") == {"S": "task_completed"} for e in p["TransactItems"])
+    ]
+    assert len(completing) == 2
+    assert all(any((e.get("Put") or {}).get("TableName") == cache_table for e in items) for items in completing)
+
+    again = executing(quiet, plan, prompt=prompt)
+    [root] = _queued(quiet)
+    assert _run(quiet, root) == {"batchItemFailures": []}
+    assert [e.data["cached"] for e in _events(again) if e.type.value == "task_completed"] == [True, True]
+
+
 def test_past_the_handoff_limit_released_tasks_are_queued_with_their_definitions(
     quiet: QuietRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
