@@ -124,10 +124,6 @@ def dispatch_state_of(svc: Services, build: dict[str, Any]) -> Loaded:
     )
 
 
-def _read_dispatch_state(svc: Services, build_id: str) -> Loaded:
-    return dispatch_state_of(svc, svc.builds.require(build_id))
-
-
 def decide(cur: Loaded, op: Op) -> scheduler.Decision:
     """`op` on the loaded state, after what every step also checks: a cancel, the build's time
     limit and budget. Mutates `cur.state`; nothing is written."""
@@ -169,11 +165,20 @@ def state_update(cur: Loaded) -> Update:
     )
 
 
-def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, scheduler.Decision]:
-    """Run `op` against the build's dispatch state until its commit wins; then act on the decision."""
-    for _ in range(50):
-        cur = _read_dispatch_state(svc, build_id)
+def apply(
+    svc: Services, build_id: str, op: Op, *, label: str, known: dict[str, Any] | None = None
+) -> tuple[Loaded, scheduler.Decision]:
+    """Run `op` against the build's dispatch state until its commit wins; then act on the decision.
+
+    `known`: the build item as the caller just read and wrote it, tried first instead of a read (its
+    version condition decides); a decision that would act without that commit (nothing to do, skips,
+    cancels) is taken on a fresh read instead."""
+    for _ in range(51):
+        build, from_known, known = known or svc.builds.require(build_id), known is not None, None
+        cur = dispatch_state_of(svc, build)
         decision = decide(cur, op)
+        if from_known and (decision.duplicate or decision.skipped or cur.state.halted is not None):
+            continue
         if decision.duplicate:
             break
         _record_skips(svc, build_id, decision)
@@ -368,23 +373,21 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
         deadline = svc.clock.now_ms() + int(max(1.0, remaining) * 1000)
     else:
         deadline = int(build.get("deadlineAt") or svc.clock.now_ms())
+    now = svc.clock.now_ms()
+    executing = {
+        "status": BuildStatus.executing.value,
+        "executeToken": token,
+        "deadlineAt": deadline,
+        "executeStartedAt": build.get("executeStartedAt") or now,
+        "updatedAt": now,
+    }
     try:
-        svc.builds.update(
-            build_id,
-            Update()
-            .set(
-                status=BuildStatus.executing.value,
-                executeToken=token,
-                deadlineAt=deadline,
-                executeStartedAt=build.get("executeStartedAt") or svc.clock.now_ms(),
-                updatedAt=svc.clock.now_ms(),
-            )
-            .when_not_in("status", TERMINAL_BUILD_STATUSES),
-        )
+        svc.builds.update(build_id, Update().set_many(executing).when_not_in("status", TERMINAL_BUILD_STATUSES))
     except StateConflict:
         svc.workflow.fail(token, "BuildCancelled", "build ended before execution")
         return {"started": False}
-    apply(svc, build_id, lambda spec, st, m: scheduler.start(spec, st, m), label="start")
+    # The first try starts from the build as read and just written: no read back.
+    apply(svc, build_id, lambda spec, st, m: scheduler.start(spec, st, m), label="start", known={**build, **executing})
     return {"started": True}
 
 
