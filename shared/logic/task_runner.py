@@ -30,7 +30,7 @@ from shared.dal.queues import finished_message, send_batch, task_message
 from shared.dal.table import Update, transact
 from shared.dal.vendor_errors import error_code
 from shared.errors import NotFound, StateConflict
-from shared.logic import dispatching, handoff
+from shared.logic.readiness import dispatching, handoff
 from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES
 from shared.models.events import EventType

@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 
 from local import invocations
 from local.runtime import load_handler
-from shared import scheduler
 from shared.dal.aws import client
 from shared.dal.table import Update
-from shared.logic import dispatching, task_runner
+from shared.logic import task_runner
+from shared.logic.readiness import dispatching, scheduler
 from shared.logic.services import services
 from shared.models.plan import Task
 from tests.helpers import drain_queue, sqs_event, sqs_record, task

@@ -1,4 +1,4 @@
-"""The handoff (shared.logic.handoff) on moto: a task's completion takes the dispatcher's step and
+"""The handoff (shared.logic.readiness.handoff) on moto: a task's completion takes the dispatcher's step and
 starts a released dependent in the same commit; nothing is lost when its consumer dies.
 
 The handlers are fed by hand (no pollers), so each test sees exactly what was committed and queued.
@@ -20,7 +20,8 @@ from local.runtime import load_handler
 from shared.dal.aws import client
 from shared.dal.table import Update
 from shared.ids import now_ms
-from shared.logic import dispatching, handoff, task_runner
+from shared.logic import task_runner
+from shared.logic.readiness import dispatching, handoff
 from shared.logic.services import services
 from shared.models.plan import Task
 from tests.helpers import drain_queue, sqs_event, sqs_record, task

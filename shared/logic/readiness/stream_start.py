@@ -35,15 +35,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared import scheduler
 from shared.dal.table import Update, transact
 from shared.errors import StateConflict, StepwiseError
-from shared.logic import dispatching
+from shared.logic.readiness import dispatching, scheduler
+from shared.logic.readiness.plan_validation import FieldClipper, _renamed
 from shared.logic.services import Services
 from shared.models.build import BuildStatus
 from shared.models.plan import Task
 from shared.observability import count, logger
-from shared.plan_validation import FieldClipper, _renamed
 from shared.providers.base import MalformedTask
 
 _ITEMS_IN_COMMIT = 50  # task items written in the commit that hands them (a transaction holds 100)

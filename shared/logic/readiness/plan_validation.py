@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared import dag
+from shared.logic.readiness import dag
 from shared.models.plan import (
     MAX_PLAN_TASKS,
     MAX_TASK_DESCRIPTION_LENGTH,
