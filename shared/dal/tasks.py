@@ -77,20 +77,21 @@ class TaskStore:
         return self._batch_get(keys, None)[0]
 
     def get_many_with(
-        self, keys: list[tuple[str, str]], table: str, key: dict[str, Any]
-    ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any] | None]:
-        """`get_many`, and the item of another table at `key` (DynamoDB JSON; an eventually
-        consistent read) in the same request: (items, that item or None)."""
-        return self._batch_get(keys, (table, key))
+        self, keys: list[tuple[str, str]], table: str, others: list[dict[str, Any]]
+    ) -> tuple[dict[tuple[str, str], dict[str, Any]], list[dict[str, Any]]]:
+        """`get_many`, and the items of another table at `others` (keys in DynamoDB JSON; eventually
+        consistent reads) in the same requests: (items, those other items found)."""
+        return self._batch_get(keys, (table, others))
 
     def _batch_get(
-        self, keys: list[tuple[str, str]], other: tuple[str, dict[str, Any]] | None
-    ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any] | None]:
+        self, keys: list[tuple[str, str]], other: tuple[str, list[dict[str, Any]]] | None
+    ) -> tuple[dict[tuple[str, str], dict[str, Any]], list[dict[str, Any]]]:
         ddb = client("dynamodb")
         out: dict[tuple[str, str], dict[str, Any]] = {}
-        found: dict[str, Any] | None = None
+        found: list[dict[str, Any]] = []
         unique = list(dict.fromkeys(keys))
-        size = 100 - (other is not None)  # the other item rides in the first request
+        others = other[1] if other is not None else []
+        size = 100 - len(others)  # the other items ride in the first request
         for start in range(0, max(1, len(unique)), size):
             pending: dict[str, Any] = {}
             if unique:
@@ -98,16 +99,16 @@ class TaskStore:
                     "Keys": [{"buildId": {"S": b}, "taskId": {"S": t}} for b, t in unique[start : start + size]],
                     "ConsistentRead": True,
                 }
-            if other is not None and start == 0:
-                pending[other[0]] = {"Keys": [other[1]]}
+            if other is not None and others and start == 0:
+                pending[other[0]] = {"Keys": others}
             while pending:
                 resp = ddb.batch_get_item(RequestItems=pending)
                 responses = resp.get("Responses") or {}
                 for raw in responses.get(self.table) or []:
                     item = from_item(raw)
                     out[(str(item["buildId"]), str(item["taskId"]))] = item
-                if other is not None and responses.get(other[0]):
-                    found = from_item(responses[other[0]][0])
+                if other is not None:
+                    found += [from_item(raw) for raw in responses.get(other[0]) or []]
                 pending = resp.get("UnprocessedKeys") or {}
                 if pending:
                     time.sleep(0.05)  # throttled: back off before asking for the rest

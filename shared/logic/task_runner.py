@@ -85,6 +85,7 @@ class Claimed:
     # What this invocation already holds of the build's files: what each task it completed wrote
     # (task id -> path -> content), shared by every attempt it runs, so none reads them back.
     known: dict[str, dict[str, str]] = field(default_factory=dict)
+    ahead: ReadAhead | None = None  # what one read for the dependents handed with it fetched
 
 
 class ClaimsFirst:
@@ -276,7 +277,10 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     spend = Spend()
     _log_start(msg.buildId, task, msg.attempt)
     try:
-        context, cache_key, result = _context(svc, build, task, msg.attempt, budget_s, spend, claimed.known)
+        context, cache_key, result = _context(
+            svc, build, task, msg.attempt, budget_s, spend, claimed.known, claimed.ahead
+        )
+        claimed.ahead = None
         cached = result is not None
         if result is None:
             result = _call_with_timeout(svc, task, context, budget_s)
@@ -357,11 +361,13 @@ def _run(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int], slots
     if handed is None:
         _tell_dispatcher(svc, msg, "completed", cost)
         return []
-    return [
+    claims = [
         Claimed(TaskMessage(buildId=msg.buildId, taskId=h.task.id, attempt=h.attempt), build, h.task, h.started,
                 held)
         for h in handed
     ]
+    _read_ahead(svc, claims)
+    return claims
 
 
 _HELD_BYTES = 32 * 1024 * 1024  # what one invocation keeps of the files its tasks wrote
@@ -468,18 +474,38 @@ def _call_with_timeout(svc: Services, task: Task, context: TaskContext, budget_s
         raise ProviderTimeout(f"task did not finish within {budget_s:.1f}s") from None
 
 
-def _context(
-    svc: Services, build: dict[str, Any], task: Task, attempt: int, budget_s: float, spend: Spend,
-    known: dict[str, dict[str, str]] | None = None,
-) -> tuple[TaskContext, str | None, TransformResult | None]:
-    """What the task sees: every file uploaded with the build, what its dependencies wrote (the
-    current version of each of their files), and the current content of its target if it exists —
-    the last version a task wrote (writers of one path run one after another), else the upload.
-    With it, the task's cache key and what the cache holds for it (None: nothing).
+@dataclass
+class _Sight:
+    """What a task's context holds before any read (its uploads and what the dependencies this
+    invocation ran wrote) and what it still reads."""
 
-    Reads: the dependencies this invocation did not run and the target's file-index item in one
-    BatchGetItem, which also looks the cache up when the key is known before that read (every
-    dependency's files at hand): the target then only changes the key if it exists."""
+    files: dict[str, str]
+    from_deps: set[str]
+    shared_paths: list[str]  # written by two of those dependencies: the current version is read
+    keys: list[tuple[str, str]]  # the dependencies this invocation did not run
+    target_key: tuple[str, str] | None  # the target's file-index item, unless a dependency wrote it
+    early_key: str | None  # the cache key, when known before any read (every dependency's files at hand)
+
+    @property
+    def wanted(self) -> list[tuple[str, str]]:
+        return [*self.keys, *([self.target_key] if self.target_key else [])]
+
+
+@dataclass
+class ReadAhead:
+    """What one read fetched for the contexts of several dependents at once: the items found among
+    `keys` (a key absent from `items` has none) and the cache items found among `cache_keys`."""
+
+    keys: set[tuple[str, str]]
+    items: dict[tuple[str, str], dict[str, Any]]
+    cache_keys: set[str]
+    cache: dict[str, dict[str, Any]]
+
+    def covers(self, sight: _Sight) -> bool:
+        return sight.early_key in self.cache_keys and set(sight.wanted) <= self.keys
+
+
+def _sight(svc: Services, build: dict[str, Any], task: Task, known: dict[str, dict[str, str]] | None) -> _Sight:
     build_id = build["buildId"]
     files = dict(_uploaded(svc, build))
     from_deps: set[str] = set()
@@ -493,41 +519,88 @@ def _context(
     for wrote in at_hand.values():
         files.update({p: c for p, c in wrote.items() if seen[p] == 1})
         from_deps.update(wrote)
-    # A path two of them wrote: its current version is read (whichever wrote it last).
     shared_paths = sorted(p for p, n in seen.items() if n > 1)
     target = task.input.targetPath
     keys = [(build_id, dep) for dep in task.dependencies if dep not in at_hand]
     target_key = (svc.file_index.partition(build_id), target) if target and target not in from_deps else None
+    early_key = None
+    if not keys and not shared_paths:
+        early_key = _cache_key(svc, task, _task_context(build, task, files, 0, 0.0, Spend()))
+    return _Sight(files, from_deps, shared_paths, keys, target_key, early_key)
 
-    def context() -> TaskContext:
-        return TaskContext(
-            build_id=build_id,
-            task_id=task.id,
-            task_type=task.type.value,
-            task_name=task.name,
-            attempt=attempt,
-            build_prompt=build["prompt"],
-            framework=build.get("framework"),
-            target_path=target,
-            files=files,
-            deadline_s=budget_s,
-            cancel=threading.Event(),
-            spend=spend,
-        )
 
-    early_key = _cache_key(svc, task, context()) if not keys and not shared_paths else None
-    wanted = [*keys, *([target_key] if target_key else [])]
+def _task_context(
+    build: dict[str, Any], task: Task, files: dict[str, str], attempt: int, budget_s: float, spend: Spend
+) -> TaskContext:
+    return TaskContext(
+        build_id=build["buildId"],
+        task_id=task.id,
+        task_type=task.type.value,
+        task_name=task.name,
+        attempt=attempt,
+        build_prompt=build["prompt"],
+        framework=build.get("framework"),
+        target_path=task.input.targetPath,
+        files=files,
+        deadline_s=budget_s,
+        cancel=threading.Event(),
+        spend=spend,
+    )
+
+
+def _read_ahead(svc: Services, claims: list[Claimed]) -> None:
+    """The dependents a completion handed to this invocation, whose cache keys are known before any
+    read: their contexts' items and cache look-ups in one read (the first would otherwise wait for
+    none, the last for every other's), which each uses if it still covers what it reads."""
+    sights = [_sight(svc, c.build, c.task, c.known) for c in claims]
+    cache_keys = list(dict.fromkeys(s.early_key for s in sights if s.early_key))
+    if len(cache_keys) < 2:
+        return  # one read each anyway
+    keys = list(dict.fromkeys(k for s in sights if s.early_key for k in s.wanted))
+    try:
+        items, found = svc.tasks.get_many_with(keys, svc.settings.cache_table, [{"cacheKey": {"S": k}} for k in cache_keys])
+    except Exception as exc:  # each reads its own then
+        logger.warning("read-ahead of the handed tasks' contexts failed", extra={"code": error_code(exc)})
+        return
+    ahead = ReadAhead(set(keys), items, set(cache_keys), {str(i["cacheKey"]): i for i in found})
+    for claimed in claims:
+        claimed.ahead = ahead
+
+
+def _context(
+    svc: Services, build: dict[str, Any], task: Task, attempt: int, budget_s: float, spend: Spend,
+    known: dict[str, dict[str, str]] | None = None, ahead: ReadAhead | None = None,
+) -> tuple[TaskContext, str | None, TransformResult | None]:
+    """What the task sees: every file uploaded with the build, what its dependencies wrote (the
+    current version of each of their files), and the current content of its target if it exists —
+    the last version a task wrote (writers of one path run one after another), else the upload.
+    With it, the task's cache key and what the cache holds for it (None: nothing).
+
+    Reads: the dependencies this invocation did not run and the target's file-index item in one
+    BatchGetItem, which also looks the cache up when the key is known before that read (every
+    dependency's files at hand): the target then only changes the key if it exists. `ahead`: what
+    a read for several handed dependents fetched, used instead when it covers all that."""
+    build_id = build["buildId"]
+    sight = _sight(svc, build, task, known)
+    files, from_deps, keys, target_key, wanted = sight.files, sight.from_deps, sight.keys, sight.target_key, sight.wanted
+    early_key = sight.early_key
+    target = task.input.targetPath
     cached: dict[str, Any] | None = None
     got: dict[tuple[str, str], dict[str, Any]] = {}
-    if early_key and wanted:
+    covered = ahead is not None and ahead.covers(sight)
+    if ahead is not None and covered:
+        got = {k: ahead.items[k] for k in wanted if k in ahead.items}
+        cached = ahead.cache.get(str(early_key))
+    elif early_key and wanted:
         try:
-            got, cached = svc.tasks.get_many_with(wanted, svc.settings.cache_table, {"cacheKey": {"S": early_key}})
+            got, found = svc.tasks.get_many_with(wanted, svc.settings.cache_table, [{"cacheKey": {"S": early_key}}])
+            cached = found[0] if found else None
         except Exception as exc:  # the cache is an optimisation: read the context alone, never fail on it
             logger.warning("context read with the cache look-up failed", extra={"code": error_code(exc)})
             early_key = None
     if not got and wanted and early_key is None:
         got = svc.tasks.get_many(wanted)
-    for path in shared_paths:
+    for path in sight.shared_paths:
         files[path] = svc.files.get_text(build_id, path)
     for dep_key in keys:
         for f in (got.get(dep_key) or {}).get("files") or []:
@@ -549,10 +622,12 @@ def _context(
                 "files": [{"path": p, **fingerprint(c)} for p, c in sorted(files.items())],
             },
         )
-    ctx = context()
-    if early_key and wanted and not target_read:  # the files are those the key was made of
-        return ctx, early_key, _cache_result(svc, cached)
-    cache_key = early_key if early_key and not target_read and not wanted else _cache_key(svc, task, ctx)
+    ctx = _task_context(build, task, files, attempt, budget_s, spend)
+    if early_key and not target_read:  # the files are those the key was made of
+        if wanted or covered:  # looked up with the read
+            return ctx, early_key, _cache_result(svc, cached)
+        return ctx, early_key, _cache_get(svc, early_key)
+    cache_key = _cache_key(svc, task, ctx)
     return ctx, cache_key, _cache_get(svc, cache_key)
 
 
