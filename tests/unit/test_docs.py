@@ -68,5 +68,5 @@ def test_the_readme_layout_names_every_sub_package_of_shared() -> None:
         for p in parent.iterdir()
         if (p / "__init__.py").is_file()
     )
-    assert {"dal", "logic", "logic/readiness", "models", "providers"} <= set(packages)
+    assert {"dal", "logic", "logic/attempts", "logic/readiness", "models", "providers"} <= set(packages)
     assert [p for p in packages if f"| `shared/{p}/` |" not in layout] == []
