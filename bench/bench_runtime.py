@@ -710,6 +710,27 @@ class RequestCounter:
 
 
 @contextlib.contextmanager
+def streaming_off(b: Bench) -> Iterator[None]:
+    """STREAM_EXECUTION=false while inside (the settings and services are read again on each side)."""
+    from shared.logic.services import reset_services
+    from shared.settings import reset_settings
+
+    saved = os.environ.get("STREAM_EXECUTION")
+    os.environ["STREAM_EXECUTION"] = "false"
+    reset_settings()
+    reset_services()
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("STREAM_EXECUTION", None)
+        else:
+            os.environ["STREAM_EXECUTION"] = saved
+        reset_settings()
+        reset_services()
+
+
+@contextlib.contextmanager
 def counting(counter: RequestCounter) -> Iterator[None]:
     import botocore.client
 
@@ -844,6 +865,16 @@ def requests_rows(b: Bench) -> list[dict[str, Any]]:
     hit_rate = 100.0 * int(m2.get("cachedTasks") or 0) / max(1, int(m2.get("totalTasks") or 0))
     first_hit = 100.0 * int(metrics.get("cachedTasks") or 0) / max(1, int(metrics.get("totalTasks") or 0))
 
+    # The same build with streaming execution off (the plan stored before any task starts): its own
+    # prompt and task prompts, so nothing comes from the cache.
+    off = RequestCounter()
+    with streaming_off(b), counting(off):
+        off.active = True
+        b.build([{**t, "input": {**t["input"], "prompt": "off " + t["input"]["prompt"]}} for t in tasks],
+                max_concurrency=5, prompt="ten-task build, streaming off")
+        quiesce(b)
+        off.active = False
+
     total = first.requests()
     per_task = total / n
     floor = bare_worker_requests(n) / n
@@ -860,10 +891,11 @@ def requests_rows(b: Bench) -> list[dict[str, Any]]:
         f"invocations ({', '.join(f'{k} {v}' for k, v in sorted(first.lambda_calls.items()))}). Idle long polls "
         f"and empty stream reads during the build, not counted: {first.idle_polls}.\n"
     )
-    _details.append("  | source | service | operation | requests | per task |")
-    _details.append("  |---|---|---|---:|---:|")
-    for (source, service, op), count in by_op:
-        _details.append(f"  | {source} | {service} | {op} | {count} | {count / n:.1f} |")
+    _details.append(f"  | source | service | operation | requests | per task | streaming off ({off.requests()}) |")
+    _details.append("  |---|---|---|---:|---:|---:|")
+    for (source, service, op) in sorted({*first.calls, *off.calls}, key=lambda k: (-first.calls[k], k)):
+        count, off_count = first.calls[(source, service, op)], off.calls[(source, service, op)]
+        _details.append(f"  | {source} | {service} | {op} | {count} | {count / n:.1f} | {off_count} |")
     _details.append(
         "\n  Stepwise's own calls by call site (top 12): "
         + "; ".join(f"{site} x{c}" for site, c in first.sites.most_common(12)) + "."
@@ -895,14 +927,15 @@ def requests_rows(b: Bench) -> list[dict[str, Any]]:
         _row(f"AWS requests per task ({n}-task build, {total} requests); baseline bare SQS worker + one put",
              per_task, floor, f"<= {TARGET_REQUESTS_PER_TASK:.0f}", "req/task", met=req_met,
              note=None if req_met else (
-                 f"top: {top}. Per task what is left is its plan_partial transaction, its context read (with the "
-                 "cache look-up in it), its file put, its cache write, its completing transaction (which also "
-                 "claims its dependents) and ~1 stream read of the Pipe: ~6/task, plus ~40 requests a build makes "
-                 "whatever its size (create, plan, seeding, the last task's report, finalize), 4/task at 10 tasks. "
-                 "What would close the rest: the cache write committed with the completion (-1/task, but a "
-                 "transactional write costs twice the write units), plan_partial events of one streamed chunk in "
-                 "one write (-1/task with this bench's 4 KB chunks, ~0 with an LLM's few-token chunks)")),
+                 f"top: {top}. Per task what is left is its context read (with its cache look-up; one read for "
+                 "the dependents a completion hands over together), its file put, its completing transaction (with "
+                 "its result's cache item and its dependents' claims) and ~1 stream read of the Pipe: ~4/task, plus "
+                 "~30 requests a build makes whatever its size (create, plan, seeding, the last task's report, "
+                 "finalize), 3/task at 10 tasks")),
         _row(f"AWS requests per {n}-task build", total, floor * n, None, "requests", digits=0),
+        _row(f"AWS requests per task, the same {n}-task build with STREAM_EXECUTION=false; baseline streaming on",
+             off.requests() / n, per_task, f"<= {TARGET_REQUESTS_PER_TASK:.0f}", "req/task",
+             met=off.requests() / n <= TARGET_REQUESTS_PER_TASK),
         _row(f"infra $ per {n}-task build (requests, transitions, invocations; no Lambda duration); baseline LLM $ "
              f"of its tokens at {REFERENCE_LLM} prices", infra, llm_ref, f"<= {TARGET_INFRA_USD}", "USD",
              met=infra <= TARGET_INFRA_USD, digits=7,
