@@ -17,15 +17,7 @@ from shared.logic.readiness import handoff
 from shared.logic.services import Services
 from shared.models.events import EventType
 from shared.models.messages import TaskMessage
-from shared.models.plan import (
-    FileInfo,
-    Task,
-    TaskStatus,
-    TaskType,
-    UnsafePathError,
-    Usage,
-    safe_relative_path,
-)
+from shared.models.plan import FileInfo, Task, TaskStatus, TaskType, UnsafePathError, Usage, safe_relative_path
 from shared.observability import logger
 from shared.providers.base import (
     GeneratedFile,

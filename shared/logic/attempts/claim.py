@@ -17,13 +17,7 @@ from shared.logic.readiness import dispatching, handoff
 from shared.logic.services import Services
 from shared.models.events import EventType
 from shared.models.messages import TaskMessage
-from shared.models.plan import (
-    FAILED_TASK_STATUSES,
-    UNSTARTED_TASK_STATUSES,
-    Task,
-    TaskStatus,
-    Usage,
-)
+from shared.models.plan import FAILED_TASK_STATUSES, UNSTARTED_TASK_STATUSES, Task, TaskStatus, Usage
 from shared.observability import count, logger
 
 
@@ -32,7 +26,7 @@ class Claimed:
     """An attempt this consumer holds: its claim committed with `task_started`."""
 
     msg: TaskMessage
-    build: dict[str, Any]  # _STATIC_BUILD_FIELDS
+    build: dict[str, Any]  # what build_facts keeps of it
     task: Task
     started: int
     # What this invocation already holds of the build's files: what each task it completed wrote

@@ -11,9 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
-from shared.providers.base import (
-    ProviderTimeout,
-)
+from shared.providers.base import ProviderTimeout
 
 T = TypeVar("T")
 

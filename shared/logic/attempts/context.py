@@ -14,15 +14,9 @@ from shared.errors import NotFound
 from shared.logic.attempts import result_cache
 from shared.logic.attempts.build_facts import uploaded
 from shared.logic.services import Services
-from shared.models.plan import (
-    Task,
-)
+from shared.models.plan import Task
 from shared.observability import fingerprint, logger
-from shared.providers.base import (
-    Spend,
-    TaskContext,
-    TransformResult,
-)
+from shared.providers.base import Spend, TaskContext, TransformResult
 
 
 @dataclass

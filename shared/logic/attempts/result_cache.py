@@ -8,15 +8,8 @@ from typing import Any
 
 from shared.constants import TTL_ATTRIBUTE
 from shared.logic.services import Services
-from shared.models.plan import (
-    Task,
-    Usage,
-)
-from shared.providers.base import (
-    GeneratedFile,
-    TaskContext,
-    TransformResult,
-)
+from shared.models.plan import Task, Usage
+from shared.providers.base import GeneratedFile, TaskContext, TransformResult
 from shared.providers.prompts import TEMPLATES_VERSION
 
 

@@ -12,12 +12,7 @@ from shared.errors import StateConflict
 from shared.logic.services import Services
 from shared.models.events import EventType
 from shared.models.messages import Outcome, TaskFinished, TaskMessage
-from shared.models.plan import (
-    UNSTARTED_TASK_STATUSES,
-    Task,
-    TaskStatus,
-    Usage,
-)
+from shared.models.plan import UNSTARTED_TASK_STATUSES, Task, TaskStatus, Usage
 from shared.observability import emit, logger
 
 RETRY_DELAY_CAP_S = 900.0  # a retry is a delayed message: SQS delays one by 15 minutes at most
