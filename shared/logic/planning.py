@@ -46,6 +46,7 @@ _PARTIALS_PER_COMMIT = 25  # plan_partial events in one commit, beside the hande
 def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
     svc = svc or services()
     build = svc.builds.require(build_id)
+    svc.webhook_url(build_id, item=build)  # where its events go, known from this read
     if build.get("planId"):  # a retried invocation: the plan is already stored
         return _result(svc, build)
     if build["status"] in TERMINAL_BUILD_STATUSES:  # cancelled before its plan began

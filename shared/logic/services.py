@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from typing import Any
 
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.dal.builds import BuildStore
@@ -42,14 +43,16 @@ class Services:
             clock=self.clock,
         )
 
-    def webhook_url(self, build_id: str) -> str | None:
+    def webhook_url(self, build_id: str, *, item: dict[str, Any] | None = None) -> str | None:
         """Where the build's events are delivered: its own URL, else the deployment default, else
-        nowhere. A build's URL never changes, so the answer is kept for the life of the process."""
+        nowhere. A build's URL never changes, so the answer is kept for the life of the process.
+        `item`: the build's item, if the caller has just read it whole (then nothing is read)."""
         with self._lock:
             if build_id in self._webhook_urls:
                 return self._webhook_urls[build_id]
-        own = (self.builds.get(build_id, attributes=["webhookUrl"]) or {}).get("webhookUrl")
-        url = own or self.settings.webhook_url
+        if item is None:
+            item = self.builds.get(build_id, attributes=["webhookUrl"]) or {}
+        url = item.get("webhookUrl") or self.settings.webhook_url
         with self._lock:
             if len(self._webhook_urls) > 10_000:
                 self._webhook_urls.clear()
