@@ -4,7 +4,7 @@ Issue 7, figures 1, 3, 5, 7, 8 and 9, each beside a baseline measured in the sam
 
 1. plan_partial overhead: from the mock provider handing task 1 over (the parser closed its object;
    instrumented by wrapping `MockPlanStream.__iter__`) to its `plan_partial` being recorded
-   (`EventLog.record` returned), median over a few plans. Baseline: the stream's own chunk interval,
+   (`EventLog.record_many` returned), median over a few plans. Baseline: the stream's own chunk interval,
    measured in the same plans.
 3. dependency latency: from the instant the DynamoDB call that committed a task's last parent's
    `task_completed` returned (hooked at `BaseClient._make_api_call`) to the instant the dependent's
@@ -302,14 +302,16 @@ def plan_partial_rows(b: Bench) -> list[dict[str, Any]]:
         return chunks
 
     def wrap_record(original: Any) -> Any:
-        def record(self: Any, build_id: str, event_type: Any, data: Any, **kw: Any) -> Any:
-            event = original(self, build_id, event_type, data, **kw)
-            if str(event_type) == "plan_partial":
-                for t in event.data.get("latestTasks", []):
-                    recorded[str(t["id"])] = now_ms()
-            return event
+        def record_many(self: Any, build_id: str, entries: Any, **kw: Any) -> Any:
+            events = original(self, build_id, entries, **kw)
+            at = now_ms()
+            for event in events:
+                if str(event.type) == "plan_partial":
+                    for t in event.data.get("latestTasks", []):
+                        recorded[str(t["id"])] = at
+            return events
 
-        return record
+        return record_many
 
     first_recorded: list[float] = []
     first_stamped: list[float] = []
@@ -317,7 +319,7 @@ def plan_partial_rows(b: Bench) -> list[dict[str, Any]]:
     intervals: list[float] = []
     runs = 3 if QUICK else PLAN_RUNS
     with patched(MockPlanStream, "__iter__", wrap_iter), patched(MockPlanStream, "chunks", wrap_chunks), \
-            patched(EventLog, "record", wrap_record):
+            patched(EventLog, "record_many", wrap_record):
         for run in range(runs):
             chunk_times.clear()
             handed.clear()
@@ -994,7 +996,8 @@ class CpuProfile:
         "  of all: inside moto DynamoDB": lambda k: any(x.startswith("moto/dynamodb/") for x in k),
         "  of all: botocore client outside moto (serialize, sign, parse)":
             lambda k: any(x.startswith("botocore/") for x in k) and not any(x.startswith("moto/") for x in k),
-        "  of all: EventLog.record (seq, put/transaction)": lambda k: "shared/dal/events.py:EventLog.record" in k,
+        "  of all: EventLog.record_many (seq, put/transaction)":
+            lambda k: "shared/dal/events.py:EventLog.record_many" in k,
     }
 
     def __init__(self, interval_s: float = 0.1) -> None:
