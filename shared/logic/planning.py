@@ -15,7 +15,7 @@ from shared.dal.table import Update
 from shared.errors import CircularDependencies, PlanningFailed, PlanTooLarge, StateConflict, StepwiseError
 from shared.ids import new_plan_id
 from shared.logic.readiness import dag
-from shared.logic.readiness.dispatching import run_started_at
+from shared.logic.readiness.dispatching import know_plan, run_started_at
 from shared.logic.readiness.plan_validation import (
     BLOCKED_MESSAGE,
     HARD_ERROR_MESSAGE,
@@ -238,6 +238,8 @@ def _plan(
                 return _ended(build_id, "cancelled")
     except StateConflict:
         return _ended(build_id, "cancelled")
+    if not plan.blocked:  # what the dispatch steps of this process would read back
+        know_plan({"buildId": build_id, "planId": plan_id, "planVersion": 1}, plan.tasks)
     # The build as that commit left it (it held only while the build planned): no read back.
     return _result(svc, {**build, "taskCount": len(plan.tasks), "blocked": plan.blocked})
 

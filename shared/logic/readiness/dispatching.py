@@ -55,15 +55,25 @@ class Loaded:
 def plan(svc: Services, build: dict[str, Any]) -> tuple[scheduler.DagSpec, dict[str, Task]]:
     """The build's current plan: its shape for the scheduler and each task's definition, read once
     per process and plan version (an approval edit makes a new version)."""
-    key = (build["buildId"], f"{build.get('planId')}:{build.get('planVersion', 0)}:{streamed_count(build)}")
-    cached = _plans.get(key)
+    cached = _plans.get(_plan_key(build))
     if cached is None:
         tasks = [Task.model_validate(i["task"]) for i in dispatched_items(build, svc.tasks.list(build["buildId"]))]
-        cached = (scheduler.DagSpec.from_tasks(tasks), {t.id: t for t in tasks})
-        if len(_plans) > 256:
-            _plans.clear()
-        _plans[key] = cached
+        cached = know_plan(build, tasks)
     return cached
+
+
+def know_plan(build: dict[str, Any], tasks: list[Task]) -> tuple[scheduler.DagSpec, dict[str, Task]]:
+    """The plan `build` dispatches over is `tasks`, in its order: what `plan` would read, from the step
+    that just wrote those task items (no read in this process)."""
+    known = (scheduler.DagSpec.from_tasks(tasks), {t.id: t for t in tasks})
+    if len(_plans) > 256:
+        _plans.clear()
+    _plans[_plan_key(build)] = known
+    return known
+
+
+def _plan_key(build: dict[str, Any]) -> tuple[str, str]:
+    return build["buildId"], f"{build.get('planId')}:{build.get('planVersion', 0)}:{streamed_count(build)}"
 
 
 def committed(build_id: str) -> dict[str, Any] | None:
@@ -79,10 +89,25 @@ def remember_commit(cur: Loaded) -> None:
     build.pop("haltedBy", None)
     if cur.state.halted is not None:
         build["haltedBy"] = cur.state.halted
+    remember_build(build)
+
+
+def remember_build(build: dict[str, Any]) -> None:
+    """The whole build item as a dispatch step of this process just committed it."""
     with _committed_lock:
         if len(_committed) > 256:
             _committed.clear()
-        _committed[str(build["buildId"])] = build
+        _committed[str(build["buildId"])] = dict(build)
+
+
+def newest(build_id: str, known: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Of `known` (a build item a step holds) and what this process last committed, the later."""
+    held = committed(build_id)
+    if held is None:
+        return known
+    if known is not None and int(known.get("dispatchVersion", 0)) >= int(held.get("dispatchVersion", 0)):
+        return known
+    return held
 
 
 def forget_commit(build_id: str) -> None:
@@ -173,30 +198,31 @@ def apply(
     `known`: the build item as the caller just read and wrote it, tried first instead of a read (its
     version condition decides); a decision that would act without that commit (nothing to do, skips,
     cancels) is taken on a fresh read instead."""
-    for _ in range(51):
-        build, from_known, known = known or svc.builds.require(build_id), known is not None, None
-        cur = dispatch_state_of(svc, build)
-        decision = decide(cur, op)
-        if from_known and (decision.duplicate or decision.skipped or cur.state.halted is not None):
-            continue
-        if decision.duplicate:
+    with svc.events.serial(build_id):  # this process's dispatch steps of the build take turns: no lost races
+        for _ in range(51):
+            build, from_known, known = known or svc.builds.require(build_id), known is not None, None
+            cur = dispatch_state_of(svc, build)
+            decision = decide(cur, op)
+            if from_known and (decision.duplicate or decision.skipped or cur.state.halted is not None):
+                continue
+            if decision.duplicate:
+                break
+            _record_skips(svc, build_id, decision)
+            _cancel_unstarted(svc, build_id, cur)
+            update = state_update(cur)
+            if decision.sends:
+                update.set(stepVersion=cur.version + 1)  # confirmed by sentVersion once they are sent
+            try:
+                svc.builds.update(build_id, update)
+            except StateConflict:
+                forget_commit(build_id)
+                continue
+            remember_commit(cur)
+            if cur.state.halted == "budget_exceeded" and not cur.build.get("haltedBy"):
+                count("build.budget_exceeded")  # once, by the step that committed the halt
             break
-        _record_skips(svc, build_id, decision)
-        _cancel_unstarted(svc, build_id, cur)
-        update = state_update(cur)
-        if decision.sends:
-            update.set(stepVersion=cur.version + 1)  # confirmed by sentVersion once they are sent
-        try:
-            svc.builds.update(build_id, update)
-        except StateConflict:
-            forget_commit(build_id)
-            continue
-        remember_commit(cur)
-        if cur.state.halted == "budget_exceeded" and not cur.build.get("haltedBy"):
-            count("build.budget_exceeded")  # once, by the step that committed the halt
-        break
-    else:  # pragma: no cover - 50 lost races in a row
-        raise RuntimeError(f"dispatch of {build_id} ({label}) kept losing races")
+        else:  # pragma: no cover - 50 lost races in a row
+            raise RuntimeError(f"dispatch of {build_id} ({label}) kept losing races")
     if decision.duplicate:
         # A replayed step, or a report already applied. If the last step that decided sends died
         # before confirming them, they may never have reached the queue: re-send what is in flight

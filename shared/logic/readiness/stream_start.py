@@ -203,6 +203,9 @@ class StreamStarter:
         if committed is None:
             return
         cur, decision = committed
+        if self._known is not None:  # the next step here starts from it, with the plan so far
+            dispatching.remember_build(self._known)
+            dispatching.know_plan(self._known, handed)
         self.committed = len(handed)
         dispatching._cancel_unstarted(svc, build_id, cur)
         if decision.sends:
@@ -228,8 +231,9 @@ class StreamStarter:
         the first `handed` streamed tasks. None: the build stopped planning."""
         svc, build_id = self.svc, self.build_id
         for _ in range(50):
-            # What this step last read or committed is most likely still current (its version decides).
-            build, self._known = self._known or svc.builds.require(build_id), None
+            # What this step (or a step of this process) last read or committed is most likely still
+            # current (its version decides).
+            build, self._known = dispatching.newest(build_id, self._known) or svc.builds.require(build_id), None
             if build["status"] != BuildStatus.planning:  # cancelled: nothing more is handed
                 self.gate.closed = "the build is no longer planning"
                 if record is not None:
@@ -293,8 +297,10 @@ class StreamStarter:
         order = tuple(t.id for t in self.gate.handed[: self.committed])
         with self.svc.events.serial(self.build_id):  # this process's dispatch steps of the build take turns
             for _ in range(51):
-                # The build as the last hand committed it, first: its version decides.
-                build, self._known = self._known or self.svc.builds.require(self.build_id), None
+                # The build as the last hand (or a step of this process) committed it, first: its
+                # version decides.
+                build = dispatching.newest(self.build_id, self._known) or self.svc.builds.require(self.build_id)
+                self._known = None
                 if build["status"] != BuildStatus.planning:
                     return False
                 version = int(build.get("dispatchVersion", 0))
@@ -307,7 +313,9 @@ class StreamStarter:
                 try:
                     record(final)
                 except StateConflict:
+                    dispatching.forget_commit(self.build_id)
                     continue  # a task settled meanwhile (or the build was cancelled): read again
+                dispatching.forget_commit(self.build_id)  # the plan is stored: the next step reads the build
                 break
             else:  # pragma: no cover - 50 lost races in a row
                 raise RuntimeError(f"storing the plan of {self.build_id} kept losing races")
