@@ -152,11 +152,11 @@ def read_ahead(svc: Services, claims: list[Claimed]) -> None:
     keys = list(dict.fromkeys(k for s in sights if s.early_key for k in s.wanted))
     others = [{"cacheKey": {"S": k}} for k in cache_keys]
     try:
-        items, found = svc.tasks.get_many_with(keys, svc.settings.cache_table, others)
+        records, found, cache_items = svc.tasks.get_many_with(keys, svc.settings.cache_table, others)
     except Exception as exc:  # each reads its own then
         logger.warning("read-ahead of the handed tasks' contexts failed", extra={"code": error_code(exc)})
         return
-    ahead = ReadAhead(set(keys), items, set(cache_keys), {str(i["cacheKey"]): i for i in found})
+    ahead = ReadAhead(set(keys), records, found, set(cache_keys), {str(i["cacheKey"]): i for i in cache_items})
     for claimed in claims:
         claimed.ahead = ahead
 

@@ -15,6 +15,7 @@ from shared.logic.attempts import result_cache
 from shared.logic.attempts.build_facts import uploaded
 from shared.logic.services import Services
 from shared.models.plan import Task
+from shared.models.records import BuildRecord, TaskRecord
 from shared.observability import fingerprint, logger
 from shared.providers.base import Spend, TaskContext, TransformResult
 
@@ -38,11 +39,13 @@ class Sight:
 
 @dataclass
 class ReadAhead:
-    """What one read fetched for the contexts of several dependents at once: the items found among
-    `keys` (a key absent from `items` has none) and the cache items found among `cache_keys`."""
+    """What one read fetched for the contexts of several dependents at once: the task records and
+    the keys found among `keys` (the target's file-index items too) and the cache items found among
+    `cache_keys`."""
 
     keys: set[tuple[str, str]]
-    items: dict[tuple[str, str], dict[str, Any]]
+    records: dict[tuple[str, str], TaskRecord]
+    found: set[tuple[str, str]]
     cache_keys: set[str]
     cache: dict[str, dict[str, Any]]
 
@@ -50,8 +53,8 @@ class ReadAhead:
         return sight.early_key in self.cache_keys and set(sight.wanted) <= self.keys
 
 
-def sight_of(svc: Services, build: dict[str, Any], task: Task, known: dict[str, dict[str, str]] | None) -> Sight:
-    build_id = build["buildId"]
+def sight_of(svc: Services, build: BuildRecord, task: Task, known: dict[str, dict[str, str]] | None) -> Sight:
+    build_id = build.buildId
     files = dict(uploaded(svc, build))
     from_deps: set[str] = set()
     # Its dependencies this invocation ran: what they wrote is at hand (a snapshot: the
@@ -75,16 +78,16 @@ def sight_of(svc: Services, build: dict[str, Any], task: Task, known: dict[str, 
 
 
 def _context(
-    build: dict[str, Any], task: Task, files: dict[str, str], attempt: int, budget_s: float, spend: Spend
+    build: BuildRecord, task: Task, files: dict[str, str], attempt: int, budget_s: float, spend: Spend
 ) -> TaskContext:
     return TaskContext(
-        build_id=build["buildId"],
+        build_id=build.buildId,
         task_id=task.id,
         task_type=task.type.value,
         task_name=task.name,
         attempt=attempt,
-        build_prompt=build["prompt"],
-        framework=build.get("framework"),
+        build_prompt=build.prompt,
+        framework=build.framework,
         target_path=task.input.targetPath,
         files=files,
         deadline_s=budget_s,
@@ -94,7 +97,7 @@ def _context(
 
 
 def task_context(
-    svc: Services, build: dict[str, Any], task: Task, attempt: int, budget_s: float, spend: Spend,
+    svc: Services, build: BuildRecord, task: Task, attempt: int, budget_s: float, spend: Spend,
     known: dict[str, dict[str, str]] | None = None, ahead: ReadAhead | None = None,
 ) -> tuple[TaskContext, str | None, TransformResult | None]:
     """What the task sees: every file uploaded with the build, what its dependencies wrote (the
@@ -106,33 +109,38 @@ def task_context(
     BatchGetItem, which also looks the cache up when the key is known before that read (every
     dependency's files at hand): the target then only changes the key if it exists. `ahead`: what
     a read for several handed dependents fetched, used instead when it covers all that."""
-    build_id = build["buildId"]
+    build_id = build.buildId
     sight = sight_of(svc, build, task, known)
     files, from_deps, keys, target_key, wanted = sight.files, sight.from_deps, sight.keys, sight.target_key, sight.wanted
     early_key = sight.early_key
     target = task.input.targetPath
     cached: dict[str, Any] | None = None
-    got: dict[tuple[str, str], dict[str, Any]] = {}
+    got: dict[tuple[str, str], TaskRecord] = {}
+    found: set[tuple[str, str]] = set()  # the dependencies' items and the target's file-index item
     covered = ahead is not None and ahead.covers(sight)
     if ahead is not None and covered:
-        got = {k: ahead.items[k] for k in wanted if k in ahead.items}
+        got = {k: ahead.records[k] for k in wanted if k in ahead.records}
+        found = {k for k in wanted if k in ahead.found}
         cached = ahead.cache.get(str(early_key))
     elif early_key and wanted:
         try:
-            got, found = svc.tasks.get_many_with(wanted, svc.settings.cache_table, [{"cacheKey": {"S": early_key}}])
-            cached = found[0] if found else None
+            got, found, others = svc.tasks.get_many_with(
+                wanted, svc.settings.cache_table, [{"cacheKey": {"S": early_key}}]
+            )
+            cached = others[0] if others else None
         except Exception as exc:  # the cache is an optimisation: read the context alone, never fail on it
             logger.warning("context read with the cache look-up failed", extra={"code": error_code(exc)})
             early_key = None
-    if not got and wanted and early_key is None:
-        got = svc.tasks.get_many(wanted)
+    if not found and wanted and early_key is None:
+        got, found = svc.tasks.get_many(wanted)
     for path in sight.shared_paths:
         files[path] = svc.files.get_text(build_id, path)
     for dep_key in keys:
-        for f in (got.get(dep_key) or {}).get("files") or []:
-            files[f["path"]] = svc.files.get_text(build_id, f["path"])
-            from_deps.add(f["path"])
-    target_read = bool(target and target_key and target not in from_deps and target_key in got)
+        dep = got.get(dep_key)
+        for f in dep.files if dep else ():
+            files[f.path] = svc.files.get_text(build_id, f.path)
+            from_deps.add(f.path)
+    target_read = bool(target and target_key and target not in from_deps and target_key in found)
     if target_read:
         with contextlib.suppress(NotFound):  # else the upload (if any) is its current content
             files[str(target)] = svc.files.get_text(build_id, str(target))

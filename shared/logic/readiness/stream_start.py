@@ -42,6 +42,7 @@ from shared.logic.readiness.plan_validation import FieldClipper, renamed_id, wit
 from shared.logic.services import Services
 from shared.models.build import BuildStatus
 from shared.models.plan import Task
+from shared.models.records import BuildRecord
 from shared.observability import count, logger
 from shared.providers.base import MalformedTask
 
@@ -160,18 +161,18 @@ def migrate(raw: str | None, streamed_order: tuple[str, ...], spec: scheduler.Da
 class StreamStarter:
     """The plan step's side of it: hands tasks as they stream, commits, sends what may start."""
 
-    def __init__(self, svc: Services, build: dict[str, Any], plan_id: str, clipper: FieldClipper) -> None:
+    def __init__(self, svc: Services, build: BuildRecord, plan_id: str, clipper: FieldClipper) -> None:
         self.svc = svc
-        self.build_id = str(build["buildId"])
+        self.build_id = build.buildId
         self.plan_id = plan_id
-        self.max_concurrency = int(build.get("maxConcurrency", 5))
-        enabled = svc.settings.stream_execution and not build.get("requireApproval")
+        self.max_concurrency = build.maxConcurrency
+        enabled = svc.settings.stream_execution and not build.requireApproval
         self.gate = StreamGate(clipper, enabled=enabled)
         self.committed = 0  # tasks handed in the dispatch state (the build's streamedTasks)
         self.unsent = False  # a hand's sends were refused by the queue
-        # The build item as this step last read or committed it: its next write starts from it
-        # (its version condition decides; a lost race reads again).
-        self._known: dict[str, Any] | None = dict(build)
+        # The build as this step last read or committed it: its next write starts from it (its
+        # version condition decides; a lost race reads again).
+        self._known: BuildRecord | None = build
 
     def offer(self, items: list[dict[str, Any] | MalformedTask], record: Record | None = None) -> None:
         """Offer the next streamed items, in order. `record(entries)` records the items' own events
@@ -230,29 +231,29 @@ class StreamStarter:
         """The hand's conditional write (with `record`'s event when given): the dispatch state over
         the first `handed` streamed tasks. None: the build stopped planning."""
         svc, build_id = self.svc, self.build_id
-        for _ in range(50):
+        for _ in range(51):
             # What this step (or a step of this process) last read or committed is most likely still
             # current (its version decides).
             build, self._known = dispatching.newest(build_id, self._known) or svc.builds.require(build_id), None
-            if build["status"] != BuildStatus.planning:  # cancelled: nothing more is handed
+            if build.status != BuildStatus.planning:  # cancelled: nothing more is handed
                 self.gate.closed = "the build is no longer planning"
                 if record is not None:
-                    raise StateConflict(f"build {build_id} is {build['status']}")
+                    raise StateConflict(f"build {build_id} is {build.status}")
                 return None
             cur = dispatching.Loaded(
                 build,
                 spec,
-                scheduler.DispatchState.from_json(build.get("dispatch"), spec.order[: self.committed]),
-                int(build.get("dispatchVersion", 0)),
+                scheduler.DispatchState.from_json(build.dispatch, spec.order[: self.committed]),
+                build.dispatchVersion,
                 svc.clock.now_ms(),
             )
             decision = dispatching.decide(cur, op)
             update = dispatching.state_update(cur).set(streamedTasks=handed).when(
                 "{status} = :planning", planning=BuildStatus.planning.value
             )
-            deadline = build.get("deadlineAt")
+            deadline = build.deadlineAt
             if deadline is None:  # the build's time limit holds from its first task
-                deadline = dispatching.run_started_at(build) + svc.settings.build_timeout_seconds * 1000
+                deadline = build.run_started_at + svc.settings.build_timeout_seconds * 1000
                 update.set(deadlineAt=deadline)
             if decision.sends:
                 update.set(stepVersion=cur.version + 1)
@@ -264,15 +265,16 @@ class StreamStarter:
                     transact(entries)
             except StateConflict:
                 continue
-            self._known = {
-                **build,
-                "dispatch": cur.state.to_json(spec.order),
-                "dispatchVersion": cur.version + 1,
-                "haltedBy": cur.state.halted,
-                "streamedTasks": handed,
-                "deadlineAt": deadline,
-                **({"stepVersion": cur.version + 1} if decision.sends else {}),
-            }
+            self._known = build.model_copy(
+                update={
+                    "dispatch": cur.state.to_json(spec.order),
+                    "dispatchVersion": cur.version + 1,
+                    "haltedBy": cur.state.halted,
+                    "streamedTasks": handed,
+                    "deadlineAt": deadline,
+                    **({"stepVersion": cur.version + 1} if decision.sends else {}),
+                }
+            )
             return cur, decision
         raise RuntimeError(f"handing streamed tasks of {build_id} kept losing races")  # pragma: no cover
 
@@ -282,8 +284,8 @@ class StreamStarter:
         if not self.unsent:
             return
         build = self.svc.builds.require(self.build_id)
-        step = int(build.get("stepVersion") or 0)
-        if int(build.get("sentVersion") or 0) < step:
+        step = build.stepVersion
+        if build.sentVersion < step:
             state = dispatching.dispatch_state_of(self.svc, build).state
             unclaimed = dispatching.unclaimed(self.svc, self.build_id, state)
             dispatching.send_tasks(self.svc, self.build_id, unclaimed, dispatching.plan(self.svc, build)[1])
@@ -301,10 +303,10 @@ class StreamStarter:
                 # version decides.
                 build = dispatching.newest(self.build_id, self._known) or self.svc.builds.require(self.build_id)
                 self._known = None
-                if build["status"] != BuildStatus.planning:
+                if build.status != BuildStatus.planning:
                     return False
-                version = int(build.get("dispatchVersion", 0))
-                state = migrate(build.get("dispatch"), order, spec)
+                version = build.dispatchVersion
+                state = migrate(build.dispatch, order, spec)
                 final = (
                     update()
                     .set(dispatch=state.to_json(spec.order), dispatchVersion=version + 1, haltedBy=state.halted)
