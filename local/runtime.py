@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local import invocations
+from local import gc_policy, invocations
 from local.context import LocalContext
 from local.pollers import MAX_MESSAGE_BYTES, Handler, SqsPoller, StreamRelay
 from shared import constants as c
@@ -194,6 +194,7 @@ class LocalRuntime:
         self._start_workers()
         if self.aws_port is not None:
             self._serve_aws()
+        gc_policy.install()  # full collections walk only what is new: no half-second pauses
 
     @property
     def aws_endpoint(self) -> str | None:
@@ -209,6 +210,7 @@ class LocalRuntime:
         self.aws_port = self._server.get_host_and_port()[1]  # the port the OS gave, when 0 was asked
 
     def stop(self) -> None:
+        gc_policy.uninstall()
         if self._server is not None:
             self._server.stop()
             self._server = None
