@@ -248,3 +248,24 @@ def test_an_item_over_the_size_limit_is_still_refused(table) -> None:  # type: i
         table.put_item(TableName="t", Item={"k": {"S": "big"}, "a": {"S": near}, "m": {"M": {"b": {"S": near + near}}}})
     assert "size" in str(refused.value).lower()
     assert "Item" not in table.get_item(TableName="t", Key={"k": {"S": "big"}}, ConsistentRead=True)
+
+
+def test_a_kept_condition_is_evaluated_with_each_call_s_values(table) -> None:  # type: ignore[no-untyped-def]
+    from botocore.exceptions import ClientError
+
+    table.put_item(TableName="t", Item={"k": {"S": "a"}, "n": {"N": "1"}})
+    for _ in range(2):  # the second round takes every parse from what the first kept
+        for expected, holds in (("1", True), ("2", False), ("1", True)):
+            kwargs = {"TableName": "t", "Item": {"k": {"S": "a"}, "n": {"N": "1"}},
+                      "ConditionExpression": "#n = :n", "ExpressionAttributeNames": {"#n": "n"},
+                      "ExpressionAttributeValues": {":n": {"N": expected}}}
+            if holds:
+                table.put_item(**kwargs)
+            else:
+                with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+                    table.put_item(**kwargs)
+        with pytest.raises(ClientError, match="unused") as refused:  # moto still names what went unused
+            table.put_item(TableName="t", Item={"k": {"S": "a"}}, ConditionExpression="#n = :n",
+                           ExpressionAttributeNames={"#n": "n", "#x": "x"},
+                           ExpressionAttributeValues={":n": {"N": "1"}})
+        assert "#x" in str(refused.value) and "#n" not in str(refused.value)
