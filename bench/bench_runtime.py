@@ -491,7 +491,7 @@ def stamped_latencies(tasks: list[dict[str, Any]], evs: list[Any]) -> dict[str, 
 def latency_rows(b: Bench) -> list[dict[str, Any]]:
     import botocore.client
 
-    from shared.logic import handoff
+    from shared.logic.readiness import handoff
     from shared.providers.mock import MockProvider
 
     width = b.rt.task_workers  # wider fan-outs would measure waiting for a task worker, not dispatch
@@ -539,7 +539,7 @@ def latency_rows(b: Bench) -> list[dict[str, Any]]:
         f"three fan-outs of {width} with fan-ins, a chain; maxConcurrency = task workers = {width}). Handoff path: "
         f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(values):.1f} ms; per kind (p50 / max): {kinds_text(kinds)}. "
         f"{in_commit} of {len(values)} dependents were claimed in their parent's completing commit "
-        "(shared/logic/handoff.py) and run by the same consumer; the rest went to the tasks queue. "
+        "(shared/logic/readiness/handoff.py) and run by the same consumer; the rest went to the tasks queue. "
         f"Queue path, the same DAG with that handoff off: p50 {q50:.1f} ms, p99 {q99:.1f} ms, max "
         f"{max(qvalues):.1f} ms; per kind: {kinds_text(qkinds)}. "
         f"SQS send+receive round trip in the same moto: p50 {r50:.1f} ms, p99 {r99:.1f} ms ({len(rtt)} trips). "

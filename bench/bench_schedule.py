@@ -3,7 +3,7 @@
 A discrete-event simulation with no dispatch overhead: at most `WINDOW` tasks (maxConcurrency) of
 the build run at once, each task takes exactly its duration. Three strategies, in the same run:
 
-- ours: the real dispatcher core, `shared.scheduler` (`DagSpec.from_tasks`, `start`,
+- ours: the real dispatcher core, `shared.logic.readiness.scheduler` (`DagSpec.from_tasks`, `start`,
   `task_succeeded`): ready on the moment its own parents are done, longest remaining path first;
 - waves: level-by-level execution (what lock-step engines do: a Map state per level); a level
   starts when the previous one has completely finished, tasks within a level in plan order;
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from shared import scheduler
+from shared.logic.readiness import scheduler
 from shared.models.plan import Task
 
 WINDOW = 5
@@ -180,7 +180,7 @@ class Strategy:
 
 
 class Ours(Strategy):
-    """The real dispatcher core, called exactly as shared.logic.dispatching calls it."""
+    """The real dispatcher core, called exactly as shared.logic.readiness.dispatching calls it."""
 
     def __init__(self, dag: Dag, window: int) -> None:
         tasks = [

@@ -94,7 +94,7 @@ def build(
             err.print(f"[dim]allowing webhook host {host} for this local run (you named it)[/]")
         env["WEBHOOK_ALLOWED_HOSTS"] = ",".join(sorted(allowed))
 
-    from local.progress import BuildView
+    from local.progress import BuildProgress
     from local.runtime import LocalRuntime
 
     started = time.monotonic()
@@ -123,7 +123,7 @@ def build(
         build_id = created["buildId"]
         if webhook:
             err.print(f"[dim]webhooks signed with secret {runtime.webhook_secret}[/]")
-        view = BuildView(human, build_id, prompt, show=not json_out, plan_loader=lambda: _plan(runtime, user, build_id))
+        view = BuildProgress(human, build_id, prompt, show=not json_out, plan_loader=lambda: _plan(runtime, user, build_id))
         try:
             status = _follow(runtime, user, build_id, view, json_out=json_out, auto_approve=auto_approve, err=err)
         except KeyboardInterrupt:

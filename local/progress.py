@@ -28,7 +28,7 @@ _ICONS = {
 }
 
 
-class BuildView:
+class BuildProgress:
     """`plan_loader` returns the whole plan's tasks (`GET /builds/{id}`): a big plan's `plan_generated`
     carries only a prefix of them (`truncated: true`)."""
 

@@ -268,7 +268,9 @@ class LocalRuntime:
     def _create_resources(self, webhook_secret: str | None, task_timeout_s: float) -> None:
         r = self.resources
         ddb = client("dynamodb")
-        for spec in resources.TABLES.values():
+        # The connections table too: the local WebSocket server keeps its subscriptions in memory,
+        # but the functions run with the same tables as on AWS.
+        for spec in (*resources.TABLES.values(), resources.CONNECTIONS):
             table = f"{PREFIX}-{spec.name}"
             keys = [*spec.keys, *(k for i in spec.indexes for k in (i.partition, i.sort) if k)]
             kwargs: dict[str, Any] = {
@@ -284,7 +286,7 @@ class LocalRuntime:
                     {
                         "IndexName": i.name,
                         "KeySchema": _key_schema(i.partition, i.sort),
-                        "Projection": {"ProjectionType": "ALL"},
+                        "Projection": {"ProjectionType": i.projection},
                     }
                     for i in spec.indexes
                 ]

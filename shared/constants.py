@@ -38,6 +38,7 @@ LOG_LEVEL: Final = "LOG_LEVEL"
 # The attribute (epoch seconds) after which DynamoDB's TTL deletes a build, task, event or cache entry.
 TTL_ATTRIBUTE: Final = "expiresAt"
 BUILDS_BY_OWNER_INDEX: Final = "byOwner"  # the builds table's index by owner, newest first
+CONNECTIONS_BY_CONNECTION_INDEX: Final = "byConnection"  # the connections table's subscriptions by connection
 STEPWISE_CORS_ORIGINS: Final = "STEPWISE_CORS_ORIGINS"  # origins a browser may call the API from ("*" locally)
 
 # --- extensions of the original design (also in docs/configuration.md) -------------------------

@@ -26,11 +26,12 @@ class Key:
 
 @dataclass(frozen=True)
 class Index:
-    """A global secondary index (projection ALL)."""
+    """A global secondary index."""
 
     name: str
     partition: Key
     sort: Key | None = None
+    projection: Literal["ALL", "KEYS_ONLY"] = "ALL"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class TableSpec:
     indexes: tuple[Index, ...] = ()
     stream: Literal["NEW_IMAGE"] | None = None  # the events table's stream is the outbox
     ttl: str | None = None  # the attribute DynamoDB expires items by
+    ephemeral: bool = False  # True: connection state that goes with the stack (never retained)
 
     @property
     def construct_id(self) -> str:
@@ -53,6 +55,7 @@ class TableSpec:
 
 
 BUILDS_BY_OWNER_INDEX = c.BUILDS_BY_OWNER_INDEX
+BY_CONNECTION_INDEX = c.CONNECTIONS_BY_CONNECTION_INDEX
 
 # Retention (RECORD_TTL_DAYS): each build, task, event and cache entry carries its expiry in
 # TTL_ATTRIBUTE. The idempotency table is laid out as Powertools wants it: key `id`, TTL `expiration`.
@@ -74,6 +77,20 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("idempotency", c.IDEMPOTENCY_TABLE, Key("id", "S"), ttl="expiration"),
     )
 }
+
+# The WebSocket API's connections and subscriptions, keyed (pk, sk) as `shared.dal.connections`
+# describes; the sparse index (subscriptions only) finds a connection's subscriptions. Every item
+# expires after the 2 hours API Gateway keeps a connection, so the table goes with the stack. The
+# WebSocket construct makes it on AWS; the local runtime creates it too.
+CONNECTIONS = TableSpec(
+    "connections",
+    c.CONNECTIONS_TABLE,
+    Key("pk", "S"),
+    Key("sk", "S"),
+    indexes=(Index(BY_CONNECTION_INDEX, Key("connectionId", "S"), projection="KEYS_ONLY"),),
+    ttl=c.TTL_ATTRIBUTE,
+    ephemeral=True,
+)
 
 
 # --- functions -------------------------------------------------------------------------------------

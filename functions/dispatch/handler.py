@@ -19,8 +19,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.errors import NotFound
-from shared.logic import dispatching
 from shared.logic.finalizing import finalize
+from shared.logic.readiness import dispatching
 from shared.observability import correlate, lambda_handler
 
 

@@ -15,8 +15,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared import limits
 from shared.dal.queues import Lease
+from shared.logic.attempts.claim import ComeBackLater
+from shared.logic.attempts.runner import run_task
 from shared.logic.services import services
-from shared.logic.task_runner import ComeBackLater, run_task
 from shared.models.messages import parse_task_message
 from shared.observability import correlate, lambda_handler
 

@@ -31,13 +31,13 @@ class Storage(Construct):
         super().__init__(scope, construct_id)
         # Production tables refuse DeleteTable (even from CloudFormation) until an operator turns
         # the protection off; every table is also retained when the stack goes.
-        self._deletion_protection = deletion_protection
-
         # Retention (RECORD_TTL_DAYS): each build, task, event and cache entry carries its expiry in
         # TTL_ATTRIBUTE, and files expire by the bucket's lifecycle after the same number of days, so
         # a build never lists files that are gone. The event log is also the outbox: its stream (new
         # images) feeds the webhook queue. Keys, indexes, streams and TTLs: `shared.resources`.
-        self._tables = {name: self._table(spec) for name, spec in TABLES.items()}
+        self._tables = {
+            name: table(self, spec, deletion_protection=deletion_protection) for name, spec in TABLES.items()
+        }
         self.builds = self._tables["builds"]
         self.tasks = self._tables["tasks"]
         self.events = self._tables["events"]
@@ -81,34 +81,37 @@ class Storage(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
 
-    def _table(self, spec: TableSpec) -> dynamodb.Table:
-        table = dynamodb.Table(
-            self,
-            spec.construct_id,
-            partition_key=_attribute(spec.partition),
-            sort_key=_attribute(spec.sort) if spec.sort else None,
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            time_to_live_attribute=spec.ttl,
-            stream=dynamodb.StreamViewType(spec.stream) if spec.stream else None,
-            deletion_protection=self._deletion_protection,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
-        for index in spec.indexes:
-            table.add_global_secondary_index(
-                index_name=index.name,
-                partition_key=_attribute(index.partition),
-                sort_key=_attribute(index.sort) if index.sort else None,
-                projection_type=dynamodb.ProjectionType.ALL,
-            )
-        return table
-
     @property
     def tables(self) -> dict[str, dynamodb.Table]:
         return dict(self._tables)
+
+
+def table(scope: Construct, spec: TableSpec, *, deletion_protection: bool = False) -> dynamodb.Table:
+    """The DynamoDB table `spec` describes: on demand, AWS-managed encryption, point-in-time
+    recovery; retained when the stack goes unless the spec is ephemeral (then never protected)."""
+    made = dynamodb.Table(
+        scope,
+        spec.construct_id,
+        partition_key=_attribute(spec.partition),
+        sort_key=_attribute(spec.sort) if spec.sort else None,
+        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+            point_in_time_recovery_enabled=True
+        ),
+        encryption=dynamodb.TableEncryption.AWS_MANAGED,
+        time_to_live_attribute=spec.ttl,
+        stream=dynamodb.StreamViewType(spec.stream) if spec.stream else None,
+        deletion_protection=None if spec.ephemeral else deletion_protection,
+        removal_policy=RemovalPolicy.DESTROY if spec.ephemeral else RemovalPolicy.RETAIN,
+    )
+    for index in spec.indexes:
+        made.add_global_secondary_index(
+            index_name=index.name,
+            partition_key=_attribute(index.partition),
+            sort_key=_attribute(index.sort) if index.sort else None,
+            projection_type=dynamodb.ProjectionType(index.projection),
+        )
+    return made
 
 
 def _attribute(key: Key) -> dynamodb.Attribute:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
@@ -30,10 +30,11 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.constructs.functions import DDB_READ, Functions, FunctionSpec
+from infra.constructs.storage import table
 from infra.nag import acknowledge, arn_prefix
 from shared import constants as c
-from shared.dal.connections import BY_CONNECTION_INDEX, TTL_ATTRIBUTE
 from shared.logic.live_delivery import BROADCAST_FAILED_METRIC
+from shared.resources import BY_CONNECTION_INDEX, CONNECTIONS
 
 STAGE = "v1"
 BROADCAST_BATCH = 100
@@ -82,24 +83,7 @@ class WebSocket(Construct):
 
         # Subscriptions (buildId, connectionId) and connections; every item expires (TTL) after the
         # 2 hours API Gateway keeps a connection. Ephemeral data: it goes with the stack.
-        self.connections = dynamodb.Table(
-            self,
-            "Connections",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.AWS_MANAGED,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            time_to_live_attribute=TTL_ATTRIBUTE,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        self.connections.add_global_secondary_index(
-            index_name=BY_CONNECTION_INDEX,
-            partition_key=dynamodb.Attribute(name="connectionId", type=dynamodb.AttributeType.STRING),
-            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
-        )
+        self.connections = table(self, CONNECTIONS)
 
         self.api = apigwv2.WebSocketApi(
             self,

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.constants import CONNECTIONS_BY_CONNECTION_INDEX as BY_CONNECTION_INDEX
+from shared.constants import TTL_ATTRIBUTE
 from shared.dal.aws import client, query_items
 from shared.dal.vendor_errors import is_conditional_failure
 
 CONNECTION_SK = "connection"
-BY_CONNECTION_INDEX = "byConnection"
-TTL_ATTRIBUTE = "expiresAt"
 TTL_SECONDS = 3 * 3600  # API Gateway closes any connection after 2 h
 
 

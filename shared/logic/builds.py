@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared import scheduler
 from shared.constants import TTL_ATTRIBUTE
 from shared.dal.table import Update
 from shared.errors import Conflict, InvalidInput, NotFound, StateConflict
 from shared.ids import new_build_id
 from shared.logic.finalizing import metrics_of
+from shared.logic.readiness import scheduler
 from shared.logic.services import Services, services
 from shared.models.api import (
     ApprovalResult,
@@ -170,7 +170,7 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
     tasks = svc.tasks.list(build_id, attributes=VIEW_ATTRIBUTES)
-    from shared.logic.dispatching import dispatched_items
+    from shared.logic.readiness.dispatching import dispatched_items
 
     # while the plan streams, the dispatch state is written over the tasks handed so far
     order = [t["taskId"] for t in dispatched_items(build, tasks)]
@@ -327,7 +327,7 @@ def _decide(svc: Services, build_id: str, event: EventType, data: dict[str, Any]
 
 
 def _validated_edit(tasks: list[EditedTask]) -> list[Task]:
-    from shared.plan_validation import validate_edited
+    from shared.logic.readiness.plan_validation import validate_edited
 
     try:
         return validate_edited([Task.model_validate(t.model_dump()) for t in tasks])
@@ -337,7 +337,7 @@ def _validated_edit(tasks: list[EditedTask]) -> list[Task]:
 
 def _replace_plan(svc: Services, build: dict[str, Any], tasks: list[Task], version: int) -> None:
     """Store the approved edit as the plan and announce it (`plan_generated` with its new version)."""
-    from shared import dag
+    from shared.logic.readiness import dag
 
     build_id = build["buildId"]
     old = {t["taskId"] for t in svc.tasks.list(build_id)}
@@ -442,7 +442,7 @@ def skip_task(owner: str, build_id: str, task_id: str, svc: Services | None = No
 
 
 def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Services) -> TaskActionResult:
-    from shared.logic import dispatching
+    from shared.logic.readiness import dispatching
 
     build = svc.builds.get_owned(build_id, owner)
     item = svc.tasks.get(build_id, task_id)
@@ -484,7 +484,7 @@ def _resume(svc: Services, build: dict[str, Any], task_id: str, action: str) -> 
     """Re-open a build that had ended: `build_resumed` commits with its return to `executing`, the
     task (and what it re-opens) is handed to the dispatcher, and a new run starts with its own time
     limit, ending with its own terminal event."""
-    from shared.logic import dispatching
+    from shared.logic.readiness import dispatching
 
     build_id = build["buildId"]
     if action == "retry":

@@ -8,7 +8,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.dal.table import Update
 from shared.errors import StateConflict
-from shared.logic.dispatching import parse_cause
+from shared.logic.readiness.dispatching import parse_cause
 from shared.logic.services import Services, services
 from shared.models.build import (
     SUCCEEDED_BUILD_STATUSES,
@@ -132,8 +132,8 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
 
 
 def _halt_dispatch(svc: Services, build_id: str, reason: str) -> None:
-    from shared import scheduler
-    from shared.logic.dispatching import apply
+    from shared.logic.readiness import scheduler
+    from shared.logic.readiness.dispatching import apply
 
     if svc.builds.get(build_id, attributes=["dispatch"]):
         apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, reason), label=reason)

@@ -11,7 +11,6 @@ and none is pushed twice, whichever of the two runs first.
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -40,17 +39,15 @@ class OutOfTime(Exception):
     """The function must stop pushing now; what was pushed is recorded when the lease is released."""
 
 
-clock = time.monotonic  # what deadlines are measured with (tests advance it)
-
-
-def deadline_of(time_left_ms: int | None) -> float:
-    return clock() + (time_left_ms / 1000 - TIME_MARGIN_S if time_left_ms is not None else 1e9)
+def deadline_of(svc: LiveServices, time_left_ms: int | None) -> float:
+    """When to stop pushing, on the services' monotonic clock."""
+    return svc.clock.monotonic() + (time_left_ms / 1000 - TIME_MARGIN_S if time_left_ms is not None else 1e9)
 
 
 @dataclass
 class LiveServices:
     settings: Settings
-    clock: Clock = SYSTEM_CLOCK  # what leases and connection times are written in
+    clock: Clock = SYSTEM_CLOCK  # what leases and connection times are written in, deadlines measured by
 
     @cached_property
     def connections(self) -> ConnectionStore:
@@ -97,7 +94,7 @@ def receive(
     than the function's time stops early and asks the client to subscribe again from where it is."""
     svc = svc or live_services()
     try:
-        _receive(svc, connection_id, owner, body, deadline_of(time_left_ms))
+        _receive(svc, connection_id, owner, body, deadline_of(svc, time_left_ms))
     except ConnectionGone:
         svc.connections.forget(connection_id)
 
@@ -143,7 +140,7 @@ def _receive(svc: LiveServices, connection_id: str, owner: str | None, body: str
 def _subscribe(svc: LiveServices, connection_id: str, owner: str, msg: frames.Subscribe, deadline: float) -> None:
     post = svc.poster.post
     holder = f"sub-{uuid.uuid4().hex}"
-    wait_until = time.monotonic() + SUBSCRIBE_WAIT_S
+    wait_until = svc.clock.monotonic() + SUBSCRIBE_WAIT_S
     while not svc.connections.subscribe(
         connection_id,
         msg.buildId,
@@ -152,9 +149,9 @@ def _subscribe(svc: LiveServices, connection_id: str, owner: str, msg: frames.Su
         holder=holder,
         now_ms=svc.clock.now_ms(),
         lease_ms=LEASE_MS,
-        force=time.monotonic() > wait_until,  # a broadcast still pushing the old subscription loses it
+        force=svc.clock.monotonic() > wait_until,  # a broadcast still pushing the old subscription loses it
     ):
-        time.sleep(0.05)
+        svc.clock.sleep(0.05)
     last_seq = svc.events.last_seq(msg.buildId)
     post(connection_id, encode_frame(frames.subscribed(msg.buildId, last_seq)))
     _pump(svc, connection_id, msg.buildId, holder, msg.after, {}, deadline)
@@ -183,7 +180,7 @@ def broadcast(
     gone client, and of every build not reached in time): a retry is harmless, each subscription
     starts after what it already got."""
     svc = svc or live_services()
-    deadline = deadline_of(time_left_ms)
+    deadline = deadline_of(svc, time_left_ms)
     failed: list[str] = []
     builds = list(events_of(records).items())
     for index, (build_id, items) in enumerate(builds):
@@ -261,7 +258,7 @@ def _push_after(
             while progress[0] + 1 + len(batch) in known:
                 batch.append(known[progress[0] + 1 + len(batch)])
         for event in batch:
-            if clock() > deadline:
+            if svc.clock.monotonic() > deadline:
                 raise OutOfTime
             svc.poster.post(connection_id, event_frame(event))
             progress[0] = event.seq

@@ -11,18 +11,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared import dag
 from shared.dal.table import Update
 from shared.errors import CircularDependencies, PlanningFailed, PlanTooLarge, StateConflict, StepwiseError
 from shared.ids import new_plan_id
-from shared.logic.dispatching import run_started_at
-from shared.logic.services import Services, services
-from shared.logic.stream_start import StreamStarter
-from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
-from shared.models.events import EventType, PlanGeneratedData, PlannedTask
-from shared.models.plan import Task, Usage
-from shared.observability import count, fingerprint, logger
-from shared.plan_validation import (
+from shared.logic.readiness import dag
+from shared.logic.readiness.dispatching import run_started_at
+from shared.logic.readiness.plan_validation import (
     BLOCKED_MESSAGE,
     HARD_ERROR_MESSAGE,
     FieldClipper,
@@ -30,6 +24,12 @@ from shared.plan_validation import (
     plan_too_large_message,
     validate_plan,
 )
+from shared.logic.readiness.stream_start import StreamStarter
+from shared.logic.services import Services, services
+from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
+from shared.models.events import EventType, PlanGeneratedData, PlannedTask
+from shared.models.plan import Task, Usage
+from shared.observability import count, fingerprint, logger
 from shared.providers.base import (
     MalformedTask,
     PlanContext,

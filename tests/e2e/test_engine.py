@@ -254,7 +254,7 @@ class TestEngine:
     def test_a_failed_send_in_the_execute_step_is_retried_by_the_state_machine(
         self, engine: Engine, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from shared.logic import dispatching
+        from shared.logic.readiness import dispatching
 
         original, failed = dispatching.send_batch, []
 

@@ -202,7 +202,7 @@ class TestStreamingExecution:
     def test_a_send_the_queue_refuses_while_the_plan_streams_is_sent_again(
         self, engine: Engine, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from shared.logic import dispatching
+        from shared.logic.readiness import dispatching
 
         original, failed = dispatching.send_batch, []
 

@@ -128,9 +128,9 @@ def test_the_local_runtime_creates_what_the_stack_deploys(synth: Synthesized) ->
     with QuietRuntime(env=env, visibility_scale=scale) as local:
         ddb, sqs, lam = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("lambda")
 
-        storage = synth.stack.storage.tables
+        storage = {**synth.stack.storage.tables, "connections": synth.stack.websocket.connections}
         tables = {name: synth.resources[synth.logical_id(t)]["Properties"] for name, t in storage.items()}
-        assert set(tables) == {"builds", "tasks", "events", "cache", "idempotency"}
+        assert set(tables) == {"builds", "tasks", "events", "cache", "idempotency", "connections"}
         for name, deployed in tables.items():
             table = f"stepwise-local-{name}"
             made = ddb.describe_table(TableName=table)["Table"]

@@ -52,9 +52,10 @@ from local.runtime import ASL_PATH, load_handler
 from shared import limits, resources
 from shared.clock import Clock
 from shared.dal.aws import add_client_hook, client
-from shared.logic import task_runner
+from shared.logic.attempts.runner import run_task
 from shared.logic.services import Services, services, use_clock
 from shared.models.build import TERMINAL_BUILD_STATUSES
+from shared.models.messages import TaskMessage
 from shared.settings import get_settings
 from tests.helpers import drain_queue, sqs_event, sqs_record
 from tests.integration.quiet import QuietRuntime, lambda_context
@@ -546,14 +547,14 @@ class Driver:
         """The message's visibility ran out while its work runs: a second consumer (another
         process: its own Services) takes it now; this one goes on after."""
         self._expiries += 1
-        msg = task_runner.TaskMessage.model_validate(delivery.body)
+        msg = TaskMessage.model_validate(delivery.body)
         other = Services(get_settings())
 
         def second() -> None:
             invocations.current.set(invocations.Invocation("task-second"))
             _nested.set(True)
             with contextlib.suppress(Exception):  # whatever it raises, its message stays queued
-                task_runner.run_task(msg, lambda: 600_000, other)
+                run_task(msg, lambda: 600_000, other)
 
         thread = threading.Thread(target=contextvars.Context().run, args=(second,), daemon=True)
         thread.start()

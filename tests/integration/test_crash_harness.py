@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 
 from local import invocations
 from local.runtime import load_handler
-from shared import scheduler
 from shared.dal.aws import client
 from shared.dal.table import Update
-from shared.logic import dispatching, task_runner
+from shared.logic.attempts import attempt
+from shared.logic.readiness import dispatching, scheduler
 from shared.logic.services import services
 from shared.models.plan import Task
 from tests.helpers import drain_queue, sqs_event, sqs_record, task
@@ -244,7 +244,7 @@ def test_any_dag_under_any_faults_ends_as_its_faults_imply(
 # --- the fixed cases -----------------------------------------------------------------------------------
 def _dies_while_running(monkeypatch: pytest.MonkeyPatch, task_id: str) -> None:
     """Running `task_id` kills its consumer's whole invocation (as a crash or the time limit would)."""
-    original = task_runner._call_with_timeout
+    original = attempt.call_provider
 
     def dies(svc: Any, t: Task, *args: Any) -> Any:
         if t.id == task_id:
@@ -254,7 +254,7 @@ def _dies_while_running(monkeypatch: pytest.MonkeyPatch, task_id: str) -> None:
             raise invocations.InvocationKilled(f"{task_id} took its consumer down")
         return original(svc, t, *args)
 
-    monkeypatch.setattr(task_runner, "_call_with_timeout", dies)
+    monkeypatch.setattr(attempt, "call_provider", dies)
 
 
 def test_a_dead_attempt_in_a_budget_halted_build_is_settled_and_the_build_ends_budget_exceeded(
@@ -296,7 +296,7 @@ def test_a_handed_dependent_whose_consumer_died_runs_again_without_losing_an_att
     quiet, faults = harness
     build_id = new_build([task("a"), task("b", "a"), task("c", "a")])
     calls = {"b": 0}
-    original = task_runner._call_with_timeout
+    original = attempt.call_provider
 
     def dies_once(svc: Any, t: Task, *args: Any) -> Any:
         if t.id == "b" and not calls["b"]:
@@ -307,7 +307,7 @@ def test_a_handed_dependent_whose_consumer_died_runs_again_without_losing_an_att
             raise invocations.InvocationKilled("the consumer died")
         return original(svc, t, *args)
 
-    monkeypatch.setattr(task_runner, "_call_with_timeout", dies_once)
+    monkeypatch.setattr(attempt, "call_provider", dies_once)
     with faults.active([]):
         driver = Driver(quiet, faults, random.Random(3))
         run = driver.run_build(build_id)

@@ -699,7 +699,7 @@ class TestWorkers:
         self._queued(quiet)
         stale = self._finished_record(quiet, build_id, "a", outcome="failed", attempt=2)
         self._dispatch([stale])
-        from shared.logic import dispatching
+        from shared.logic.readiness import dispatching
 
         dispatching.reopen_task(build_id, "a", services())
         assert self._queued(quiet) == [("a", 3)]
@@ -839,7 +839,7 @@ class TestWorkers:
         return build_id, owner
 
     def test_retry_reruns_the_task_and_the_build_still_reaches_its_end(self, quiet):
-        from shared import scheduler
+        from shared.logic.readiness import scheduler
 
         build_id, _ = self._retry_scenario(quiet)
         assert self._queued(quiet) == []  # "joined" cannot run: "broken" is still failed

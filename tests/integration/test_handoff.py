@@ -1,4 +1,4 @@
-"""The handoff (shared.logic.handoff) on moto: a task's completion takes the dispatcher's step and
+"""The handoff (shared.logic.readiness.handoff) on moto: a task's completion takes the dispatcher's step and
 starts a released dependent in the same commit; nothing is lost when its consumer dies.
 
 The handlers are fed by hand (no pollers), so each test sees exactly what was committed and queued.
@@ -20,7 +20,8 @@ from local.runtime import load_handler
 from shared.dal.aws import client
 from shared.dal.table import Update
 from shared.ids import now_ms
-from shared.logic import dispatching, handoff, task_runner
+from shared.logic.attempts import attempt
+from shared.logic.readiness import dispatching, handoff
 from shared.logic.services import services
 from shared.models.plan import Task
 from tests.helpers import drain_queue, sqs_event, sqs_record, task
@@ -58,14 +59,14 @@ def _comes_back(quiet: QuietRuntime, body: dict[str, Any], *, receive_count: int
 
 def _worker_dies_on(monkeypatch: pytest.MonkeyPatch, task_id: str) -> None:
     """Running `task_id` kills its consumer (an error no step catches), until `monkeypatch.undo()`."""
-    original = task_runner._call_with_timeout
+    original = attempt.call_provider
 
     def dies(svc: Any, t: Task, *args: Any) -> Any:
         if t.id == task_id:
             raise RuntimeError("the worker died")
         return original(svc, t, *args)
 
-    monkeypatch.setattr(task_runner, "_call_with_timeout", dies)
+    monkeypatch.setattr(attempt, "call_provider", dies)
 
 
 def _events(build_id: str) -> list[Any]:
@@ -261,14 +262,14 @@ def test_a_halted_build_leaves_the_step_to_the_dispatcher(quiet: QuietRuntime) -
     build_id = executing(quiet, [task("a"), task("b", "a")])
     [root] = _queued(quiet)
     _finished(quiet)
-    original = task_runner._store_files
+    original = attempt.store_files
 
     def halt_then_store(svc: Any, bid: str, t: Task, files: Any) -> Any:
         svc.builds.update(bid, Update().set(haltedBy="cancelled"))
         return original(svc, bid, t, files)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(task_runner, "_store_files", halt_then_store)
+        mp.setattr(attempt, "store_files", halt_then_store)
         assert _run(quiet, root) == {"batchItemFailures": []}
     assert [e.type.value for e in _events(build_id)] == ["task_started", "task_completed"]
     assert [(m["taskId"], m["outcome"]) for m in _finished(quiet)] == [("a", "completed")]

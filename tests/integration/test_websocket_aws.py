@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from shared.clock import Clock
 from shared.dal.aws import client
 from shared.dal.connections import BY_CONNECTION_INDEX
 from shared.dal.events import EventLog
@@ -339,13 +340,21 @@ def test_a_replay_that_fails_tells_the_client_to_resubscribe_and_a_resubscribe_r
     assert _seqs("c1") == [1, 2, 3]
 
 
+class SlowClock(Clock):
+    """Each look at the monotonic clock is one second later: a function runs out of time after a few pushes."""
+
+    def __init__(self) -> None:
+        self.ticks = iter(range(10**6))
+
+    def monotonic(self) -> float:
+        return float(next(self.ticks))
+
+
 @pytest.fixture
-def slow_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each look at the clock is one second later: a function runs out of time after a few pushes."""
+def slow_clock(tables: dict[str, str]) -> None:
     from shared.logic import live_delivery
 
-    ticks = iter(range(10**6))
-    monkeypatch.setattr(live_delivery, "clock", lambda: float(next(ticks)))
+    live_delivery.live_services().clock = SlowClock()
 
 
 def test_a_replay_longer_than_the_function_may_run_stops_and_resumes_without_repeats(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from shared.logic.task_runner import ClaimsFirst
+from shared.logic.attempts.concurrency import ClaimsFirst
 
 
 def test_nobody_claiming_means_no_wait():

@@ -1,4 +1,4 @@
-"""Pure graph logic (shared.dag): cycles, rung A cycle breaking, linear order, ranks, shared targets.
+"""Pure graph logic (shared.logic.readiness.dag): cycles, rung A cycle breaking, linear order, ranks, shared targets.
 
 Edges point from a dependency to its dependent; `deps` maps a task to the tasks it depends on.
 """
@@ -11,7 +11,7 @@ import networkx as nx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import dag
+from shared.logic.readiness import dag
 
 
 def _follows_dependencies(cycle: list[str], deps: dict[str, list[str]]) -> bool:

@@ -61,6 +61,12 @@ def test_the_checks_see_what_they_look_for() -> None:
 
 def test_the_readme_layout_names_every_sub_package_of_shared() -> None:
     layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
-    packages = sorted(p.name for p in (ROOT / "shared").iterdir() if (p / "__init__.py").is_file())
-    assert {"dal", "logic", "models", "providers"} <= set(packages)
+    shared = ROOT / "shared"
+    packages = sorted(
+        str(p.relative_to(shared))
+        for parent in (shared, shared / "logic")
+        for p in parent.iterdir()
+        if (p / "__init__.py").is_file()
+    )
+    assert {"dal", "logic", "logic/attempts", "logic/readiness", "models", "providers"} <= set(packages)
     assert [p for p in packages if f"| `shared/{p}/` |" not in layout] == []

@@ -48,3 +48,42 @@ def test_the_check_sees_every_form_of_import(tmp_path: Path) -> None:
         assert vendor_imports(sample), source
     sample.write_text("from shared.dal.table import Update\nimport shared.dal.events\nfrom shared import dal\n")
     assert vendor_imports(sample) == []
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module the file imports (absolute imports, at any depth), with `from m import n` as m and m.n."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.update([node.module, *(f"{node.module}.{alias.name}" for alias in node.names)])
+    return found
+
+
+def reaching(path: Path, prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in imports_of(path) if any(m == p or m.startswith(p + ".") for p in prefixes))
+
+
+def test_readiness_decides_in_pure_modules() -> None:
+    """The plan's graph, its validation and the scheduler decide without reading or writing a store:
+    the steps that apply them (dispatching, handoff, stream start) do that."""
+    readiness = ROOT / "shared" / "logic" / "readiness"
+    stores = ("boto3", "botocore", "shared.dal", "shared.logic.services", "shared.logic.readiness.dispatching")
+    for name in ("dag.py", "scheduler.py", "plan_validation.py"):
+        assert reaching(readiness / name, stores) == [], name
+
+
+def test_the_attempts_plumbing_knows_nothing_of_an_attempt() -> None:
+    """Slots, threads, the time limit and the claims gate serve the attempt; they never reach into it
+    (nor into a store)."""
+    plumbing = ROOT / "shared" / "logic" / "attempts" / "concurrency.py"
+    assert reaching(plumbing, ("shared.logic", "shared.dal", "boto3")) == []
+    runner = ROOT / "shared" / "logic" / "attempts" / "runner.py"
+    assert reaching(runner, ("shared.dal", "boto3")) == []
+
+
+def test_the_import_check_reads_imports_inside_functions(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    from shared.dal.table import Update\n")
+    assert reaching(sample, ("shared.dal",)) == ["shared.dal.table", "shared.dal.table.Update"]

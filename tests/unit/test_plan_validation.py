@@ -1,4 +1,4 @@
-"""From what the LLM wrote to a runnable plan (shared.plan_validation): healing, repairs and the
+"""From what the LLM wrote to a runnable plan (shared.logic.readiness.plan_validation): healing, repairs and the
 cycle recovery ladder of docs/plans.md (A auto-priority, B llm-healed, C linear-fallback, D blocked,
 E failed). The healer is a fake with the real signature (purpose, text, error, extra) -> str."""
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import dag
+from shared.logic.readiness import dag
+from shared.logic.readiness.plan_validation import validate_edited, validate_plan
 from shared.models.plan import Recovery, Task, UnsafePathError, safe_relative_path
-from shared.plan_validation import validate_edited, validate_plan
 from shared.providers.base import MalformedTask, ProviderError
 from tests.helpers import task
 

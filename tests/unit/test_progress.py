@@ -8,7 +8,7 @@ import io
 from rich.console import Console
 
 from local.pollers import MAX_MESSAGE_BYTES, batches
-from local.progress import BuildView
+from local.progress import BuildProgress
 from shared.models.events import Event, EventType
 
 
@@ -24,10 +24,10 @@ def _task(i: int) -> dict:
 def test_a_truncated_plan_generated_draws_a_row_for_every_task_of_the_plan():
     whole = [_task(0), _task(1), _task(2)]
     loads: list[int] = []
-    view = BuildView(Console(file=io.StringIO()), "bld_1", "p", plan_loader=lambda: loads.append(1) or whole)
+    view = BuildProgress(Console(file=io.StringIO()), "bld_1", "p", plan_loader=lambda: loads.append(1) or whole)
     view.on_event(_generated(whole[:1], truncated=True, tasksOmitted=2))
     assert set(view.rows) == {"t0", "t1", "t2"} and loads == [1]
-    complete = BuildView(Console(file=io.StringIO()), "bld_2", "p", plan_loader=lambda: loads.append(2) or whole)
+    complete = BuildProgress(Console(file=io.StringIO()), "bld_2", "p", plan_loader=lambda: loads.append(2) or whole)
     complete.on_event(_generated(whole))
     assert set(complete.rows) == {"t0", "t1", "t2"} and loads == [1]  # whole already: nothing to read
 
@@ -43,7 +43,7 @@ def test_relay_batches_keep_to_ten_messages_and_the_size_limit_in_order():
 def test_a_task_started_before_plan_generated_has_its_row_and_keeps_its_state():
     """With streaming execution a task may start, and even complete, before the plan is stored."""
     out = io.StringIO()
-    view = BuildView(Console(file=out, width=120), "bld_3", "p")
+    view = BuildProgress(Console(file=out, width=120), "bld_3", "p")
 
     def event(seq: int, kind: EventType, data: dict) -> Event:
         return Event(id=f"evt_{seq}", type=kind, buildId="bld_3", seq=seq, timestamp=seq, data=data)

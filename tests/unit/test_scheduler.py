@@ -1,4 +1,4 @@
-"""The dispatcher's pure core (shared.scheduler) against random DAGs and hostile delivery.
+"""The dispatcher's pure core (shared.logic.readiness.scheduler) against random DAGs and hostile delivery.
 
 The simulation plays the task-finished queue: it delivers "finished" for running tasks in a random
 order, re-delivers old ones (at-least-once, out of order), and persists the dispatch state through
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import scheduler
+from shared.logic.readiness import scheduler
 from shared.models.plan import Task
 from tests.helpers import task
 

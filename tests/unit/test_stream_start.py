@@ -13,10 +13,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import scheduler
-from shared.logic.stream_start import StreamGate, handed_op, migrate
+from shared.logic.readiness import scheduler
+from shared.logic.readiness.plan_validation import FieldClipper, validate_plan
+from shared.logic.readiness.stream_start import StreamGate, handed_op, migrate
 from shared.models.plan import Task
-from shared.plan_validation import FieldClipper, validate_plan
 from shared.providers.base import MalformedTask
 from shared.providers.streaming import PlanStreamParser
 from tests.helpers import task

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.logic import task_runner
+from shared.logic.attempts import result_cache
 from shared.models.plan import Task
 from shared.providers import prompts
 from tests.helpers import task, task_context
@@ -17,8 +17,7 @@ from tests.helpers import task, task_context
 def key(**context: Any) -> str | None:
     svc: Any = SimpleNamespace(settings=SimpleNamespace(task_cache_ttl_seconds=3600),
                                provider=SimpleNamespace(identity=lambda: "mock:mock-1"))
-    return task_runner._cache_key(svc, Task.model_validate(task("hero", target="src/Hero.tsx")),
-                                  task_context(**context))
+    return result_cache.key_of(svc, Task.model_validate(task("hero", target="src/Hero.tsx")), task_context(**context))
 
 
 def test_identical_tasks_share_a_key_and_another_file_content_changes_it() -> None:
@@ -31,5 +30,5 @@ def test_editing_a_prompt_template_changes_the_key(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(prompts, "_TASK_SYSTEM_PROMPT", prompts._TASK_SYSTEM_PROMPT + "\nBe terse.")
     edited = prompts._templates_version()
     assert edited != prompts.TEMPLATES_VERSION
-    monkeypatch.setattr(task_runner, "TEMPLATES_VERSION", edited)
+    monkeypatch.setattr(result_cache, "TEMPLATES_VERSION", edited)
     assert key() != before

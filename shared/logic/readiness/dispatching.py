@@ -1,6 +1,6 @@
 """The dispatcher: owns a build's DAG while Step Functions owns its life.
 
-Every change to a build's dispatch state is a read, a pure decision (`shared.scheduler`), and one
+Every change to a build's dispatch state is a read, a pure decision (`shared.logic.readiness.scheduler`), and one
 write conditioned on the state's version; on a lost race it re-reads and decides again. Events
 that report a change (a task skipped) commit in the same transaction as the task's own status, so
 replaying a step never emits them twice. Tasks are sent only after the state commits, and a
@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared import scheduler
 from shared.dal.queues import send_batch, task_message
 from shared.dal.table import Update
 from shared.errors import NotFound, StateConflict
+from shared.logic.readiness import scheduler
 from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
 from shared.models.events import EventType

@@ -35,15 +35,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared import scheduler
 from shared.dal.table import Update, transact
 from shared.errors import StateConflict, StepwiseError
-from shared.logic import dispatching
+from shared.logic.readiness import dispatching, scheduler
+from shared.logic.readiness.plan_validation import FieldClipper, renamed_id, with_dependencies
 from shared.logic.services import Services
 from shared.models.build import BuildStatus
 from shared.models.plan import Task
 from shared.observability import count, logger
-from shared.plan_validation import FieldClipper, _renamed
 from shared.providers.base import MalformedTask
 
 _ITEMS_IN_COMMIT = 50  # task items written in the commit that hands them (a transaction holds 100)
@@ -62,10 +61,6 @@ STREAM_HAND_LIMIT = 64
 
 # Records a streamed task's own event with the given transaction entries (see StreamStarter.offer).
 Record = Callable[[list[dict[str, Any]]], None]
-
-
-def _with_deps(task: Task, deps: list[str]) -> Task:
-    return task.model_copy(update={"input": task.input.model_copy(update={"dependencies": deps})})
 
 
 class StreamGate:
@@ -100,11 +95,11 @@ class StreamGate:
         path = task.input.targetPath
         if task.id in self.seen:  # the plan renames it (as repair_references does); it waits for the end
             n = 2
-            while _renamed(task.id, n) in self.seen:
+            while renamed_id(task.id, n) in self.seen:
                 n += 1
-            self.seen.add(_renamed(task.id, n))
+            self.seen.add(renamed_id(task.id, n))
             if path:
-                self.writers.setdefault(path, []).append(_renamed(task.id, n))
+                self.writers.setdefault(path, []).append(renamed_id(task.id, n))
             return []
         self.seen.add(task.id)
         deps = list(dict.fromkeys(self.clipper.ids.get(d, d) for d in task.dependencies))
@@ -112,7 +107,7 @@ class StreamGate:
             earlier = self.writers.setdefault(path, [])
             deps += [w for w in earlier if w not in deps]
             earlier.append(task.id)
-        self.waiting.append(_with_deps(task, deps))
+        self.waiting.append(with_dependencies(task, deps))
         return self._release()
 
     def _release(self) -> list[Task]:

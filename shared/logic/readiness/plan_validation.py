@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared import dag
+from shared.logic.readiness import dag
 from shared.models.plan import (
     MAX_PLAN_TASKS,
     MAX_TASK_DESCRIPTION_LENGTH,
@@ -165,7 +165,7 @@ class FieldClipper:
         if not self.ids:
             return tasks
         return [
-            _with_deps(t, [self.ids.get(d, d) for d in t.dependencies]) if any(d in self.ids for d in t.dependencies)
+            with_dependencies(t, [self.ids.get(d, d) for d in t.dependencies]) if any(d in self.ids for d in t.dependencies)
             else t
             for t in tasks
         ]
@@ -229,9 +229,9 @@ def repair_references(tasks: list[Task], warnings: list[Warning_]) -> list[Task]
     for t in tasks:
         if t.id in seen:
             n = 2
-            while _renamed(t.id, n) in seen:
+            while renamed_id(t.id, n) in seen:
                 n += 1
-            new_id = _renamed(t.id, n)
+            new_id = renamed_id(t.id, n)
             warnings.append(Warning_("duplicate_id", f"Task id {t.id} used twice; the second is now {new_id}"))
             t = t.model_copy(update={"id": new_id})
         seen.add(t.id)
@@ -248,21 +248,21 @@ def repair_references(tasks: list[Task], warnings: list[Warning_]) -> list[Task]
                 )
             elif d not in deps:
                 deps.append(d)
-        fixed.append(_with_deps(t, deps))
+        fixed.append(with_dependencies(t, deps))
     return fixed
 
 
-def _renamed(task_id: str, n: int) -> str:
+def renamed_id(task_id: str, n: int) -> str:
     suffix = f"-{n}"
     return task_id[: MAX_TASK_ID_LENGTH - len(suffix)] + suffix
 
 
-def _with_deps(task: Task, deps: list[str]) -> Task:
+def with_dependencies(task: Task, deps: list[str]) -> Task:
     return task.model_copy(update={"input": task.input.model_copy(update={"dependencies": deps})})
 
 
 def apply_deps(tasks: list[Task], deps: dict[str, list[str]]) -> list[Task]:
-    return [_with_deps(t, list(deps.get(t.id, t.dependencies))) for t in tasks]
+    return [with_dependencies(t, list(deps.get(t.id, t.dependencies))) for t in tasks]
 
 
 def resolve_cycles(
@@ -362,7 +362,7 @@ def validate_plan(
     if clipped is not None:
         warnings.insert(0, clipped)
     tasks = repair_references(clipper.remap(tasks), warnings)
-    tasks = [_with_deps(t, list(fixed[t.id])) if t.id in fixed else t for t in tasks]
+    tasks = [with_dependencies(t, list(fixed[t.id])) if t.id in fixed else t for t in tasks]
     plan = ValidatedPlan(tasks=tasks, warnings=warnings)
     plan = resolve_cycles(
         plan, heal, allow_linear=allow_linear, approval_required=approval_required, fixed=fixed.keys()

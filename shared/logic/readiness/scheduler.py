@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import dag
+from shared.logic.readiness import dag
 from shared.models.plan import Task
 
 

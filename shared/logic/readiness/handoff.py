@@ -33,7 +33,7 @@ from typing import Any
 
 from shared.dal.table import Update
 from shared.errors import StateConflict
-from shared.logic import dispatching
+from shared.logic.readiness import dispatching
 from shared.logic.services import Services
 from shared.models.build import BuildStatus
 from shared.models.events import EventType
