@@ -56,6 +56,7 @@ def install() -> None:
     _install_parsed_conditions()
     _install_plain_dynamodb_requests()
     _install_method_names_memo()
+    _install_backend_urls_memo()
     _installed = True
 
 
@@ -256,6 +257,24 @@ def _install_method_names_memo() -> None:
         return names
 
     responses.method_names_from_class = method_names_from_class  # type: ignore[assignment]
+
+
+def _install_backend_urls_memo() -> None:
+    """moto rebuilds a service's URL table (every path pattern formatted with every base URL and
+    DNS suffix) for every request it routes; the table depends only on the service's url module."""
+    from moto.core.base_backend import BaseBackend
+
+    original = BaseBackend.urls
+    built: dict[Any, Any] = {}
+
+    def urls(self: Any) -> Any:
+        key = (type(self), tuple(self.url_bases))
+        found = built.get(key)
+        if found is None:
+            found = built[key] = original.fget(self)  # type: ignore[attr-defined]
+        return found
+
+    BaseBackend.urls = property(urls)  # type: ignore[assignment, method-assign]
 
 
 _CONDITIONS_KEPT = 4096
