@@ -306,3 +306,16 @@ def test_plain_dynamodb_requests_are_read_as_moto_reads_them(table) -> None:  # 
         DynamoHandler.parse_parameters = fast  # type: ignore[method-assign]
     assert compared == ["PutItem", "PutItem", "UpdateItem", "Query", "BatchGetItem", "TransactWriteItems", "GetItem"]
     assert got["bin"] == {"B": b"\x00\x01"} and got["bs"] == {"BS": [b"x"]}  # binary values took moto's way
+
+
+def test_random_strings_keep_moto_s_alphabet_and_length() -> None:
+    from moto.moto_api._internal import mock_random
+
+    moto_fixes.install()
+    import string
+
+    for digits, lower in ((True, False), (False, False), (True, True)):
+        drawn = mock_random.get_random_string(length=52, include_digits=digits, lower_case=lower)
+        alphabet = (string.ascii_lowercase if lower else string.ascii_letters) + (string.digits if digits else "")
+        assert len(drawn) == 52 and set(drawn) <= set(alphabet)
+    assert len({mock_random.get_random_string(length=52) for _ in range(100)}) == 100
