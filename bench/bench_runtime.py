@@ -1055,7 +1055,7 @@ class CpuProfile:
                  for name, v in self.by_category.most_common()]
         queues = ", ".join(f"{q} {v / self.total:.0%}" for q, v in self.receive_by_queue.most_common())
         return (f"{self.total:.0f} s of CPU sampled ({self.total / max(1, tasks) * 1000:.0f} ms/task): "
-                + "; ".join(parts) + f". The pollers' receives by queue (poller thread): {queues}")
+                + "; ".join(parts) + (f". The pollers' receives by queue (poller thread): {queues}" if queues else ""))
 
 
 def timed_build(b: Bench, n: int, tag: str, budget_s: float) -> tuple[float, int, bool, float]:
