@@ -89,13 +89,13 @@ def _crash_recovery_local() -> tuple[float, float]:
             assert status == 202, created
             build_id = created["buildId"]
             wait_for(
-                lambda: (services().builds.get(build_id) or {}).get("status")
-                in ("completed", "completed_with_errors", "failed", "timed_out"),
+                lambda: (build := services().builds.get(build_id)) is not None
+                and build.status in ("completed", "completed_with_errors", "failed", "timed_out"),
                 timeout=120,
                 what="the build to end",
             )
-            item = services().tasks.get(build_id, "b") or {}
-            rerun_ms = float(item.get("startedAt") or 0)
+            item = services().tasks.get(build_id, "b")
+            rerun_ms = float((item.startedAt if item else None) or 0)
             return (rerun_ms - killed.get("at_ms", rerun_ms)) / 1000, float(rt.visibility_s("tasks"))
         finally:
             task_handler.handler = original  # type: ignore[assignment]

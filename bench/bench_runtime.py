@@ -233,8 +233,8 @@ class Bench:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with observing():
-                item = services().builds.get(build_id, attributes=["status"]) or {}
-            if item.get("status") in TERMINAL:
+                build = services().builds.get(build_id, attributes=["status"])
+            if build is not None and build.status in TERMINAL:
                 return True
             time.sleep(poll_s)
         return False
@@ -526,7 +526,7 @@ def latency_rows(b: Bench) -> list[dict[str, Any]]:
 
     with observing():  # which dependents a completing commit claimed (the parent's `handedTo`)
         items = services().tasks.list(build_id)
-    handed = {t for item in items for t, _ in item.get("handedTo") or []}
+    handed = {t for item in items for t, _ in item.handedTo or ()}
     in_commit = sum(1 for t in lat if t in handed)
 
     def kinds_text(k: dict[str, list[float]]) -> str:

@@ -137,7 +137,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 def _dispatch_bytes(build_id: str) -> int:
     from shared.logic.services import services
 
-    return len((services().builds.get(build_id) or {}).get("dispatch") or "")
+    build = services().builds.get(build_id)
+    return len((build.dispatch if build else None) or "")
 
 
 def details() -> str:

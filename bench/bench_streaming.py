@@ -147,7 +147,8 @@ class Runtime:
         build_id = created["buildId"]
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if (services().builds.get(build_id, attributes=["status"]) or {}).get("status") in {
+            build = services().builds.get(build_id, attributes=["status"])
+            if build is not None and build.status in {
                 "completed", "completed_with_errors", "failed", "cancelled", "timed_out"}:
                 break
             time.sleep(0.1)

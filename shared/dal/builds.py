@@ -10,6 +10,7 @@ from shared.dal.table import Update
 from shared.dal.vendor_errors import domain_errors
 from shared.errors import NotFound
 from shared.models.build import BuildStatus
+from shared.models.records import BuildRecord
 
 
 class BuildStore:
@@ -21,26 +22,29 @@ class BuildStore:
             TableName=self.table, Item=to_item(item), ConditionExpression="attribute_not_exists(buildId)"
         )
 
-    def get(self, build_id: str, *, attributes: list[str] | None = None) -> dict[str, Any] | None:
+    def get(self, build_id: str, *, attributes: list[str] | None = None) -> BuildRecord | None:
+        """The build, strongly consistent; with `attributes`, only those (and the record's required
+        ones) are read: the others read as their defaults."""
         kwargs: dict[str, Any] = {"TableName": self.table, "Key": {"buildId": {"S": build_id}}, "ConsistentRead": True}
         if attributes:
-            kwargs["ProjectionExpression"] = ", ".join(f"#{a}" for a in attributes)
-            kwargs["ExpressionAttributeNames"] = {f"#{a}": a for a in attributes}
+            wanted = dict.fromkeys([*BuildRecord.REQUIRED, *attributes])
+            kwargs["ProjectionExpression"] = ", ".join(f"#{a}" for a in wanted)
+            kwargs["ExpressionAttributeNames"] = {f"#{a}": a for a in wanted}
         item = client("dynamodb").get_item(**kwargs).get("Item")
-        return from_item(item) if item else None
+        return BuildRecord.model_validate(from_item(item)) if item else None
 
-    def require(self, build_id: str) -> dict[str, Any]:
-        item = self.get(build_id)
-        if item is None:
+    def require(self, build_id: str) -> BuildRecord:
+        build = self.get(build_id)
+        if build is None:
             raise NotFound(f"build {build_id} not found")
-        return item
+        return build
 
-    def get_owned(self, build_id: str, owner: str) -> dict[str, Any]:
+    def get_owned(self, build_id: str, owner: str) -> BuildRecord:
         """The build if `owner` owns it; otherwise NotFound, exactly like a missing build."""
-        item = self.get(build_id)
-        if item is None or item.get("ownerId") != owner:
+        build = self.get(build_id)
+        if build is None or build.ownerId != owner:
             raise NotFound(f"build {build_id} not found")
-        return item
+        return build
 
     def update(self, build_id: str, update: Update) -> None:
         with domain_errors(f"build {build_id} is not in the expected state"):
@@ -71,7 +75,7 @@ class BuildStore:
         )
         return self.tx_update(build_id, running) if update else running.tx_check(self.table, {"buildId": build_id})
 
-    def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    def list_by_owner(self, owner: str, limit: int, cursor: str | None) -> tuple[list[BuildRecord], str | None]:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": BUILDS_BY_OWNER_INDEX,
@@ -84,7 +88,8 @@ class BuildStore:
             kwargs["ExclusiveStartKey"] = _decode_cursor(cursor, owner)
         resp = client("dynamodb").query(**kwargs)
         nxt = resp.get("LastEvaluatedKey")
-        return [from_item(i) for i in resp.get("Items") or []], (_encode_cursor(from_item(nxt)) if nxt else None)
+        builds = [BuildRecord.model_validate(from_item(i)) for i in resp.get("Items") or []]
+        return builds, (_encode_cursor(from_item(nxt)) if nxt else None)
 
 
 def _encode_cursor(key: dict[str, Any]) -> str:

@@ -11,6 +11,9 @@ from shared.dal.aws import client, from_item, to_item
 from shared.dal.table import Update
 from shared.dal.vendor_errors import domain_errors
 from shared.models.plan import Task, TaskStatus
+from shared.models.records import TaskRecord
+
+Key = tuple[str, str]  # (buildId, taskId)
 
 
 class TaskStore:
@@ -57,7 +60,7 @@ class TaskStore:
             }
         )
 
-    def get(self, build_id: str, task_id: str) -> dict[str, Any] | None:
+    def get(self, build_id: str, task_id: str) -> TaskRecord | None:
         item = (
             client("dynamodb")
             .get_item(
@@ -65,25 +68,28 @@ class TaskStore:
             )
             .get("Item")
         )
-        return from_item(item) if item else None
+        return TaskRecord.model_validate(from_item(item)) if item else None
 
-    def get_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    def get_many(self, keys: list[Key]) -> tuple[dict[Key, TaskRecord], set[Key]]:
         """Items of this table by (buildId, taskId), strongly consistent, in as few requests as
-        BatchGetItem allows (100 keys each); keys with no item are absent from the answer."""
-        return self._batch_get(keys, None)[0]
+        BatchGetItem allows (100 keys each): (the task records found, every key found). A key may
+        name a file-index item (same table, `shared.dal.file_index`): it is only reported found."""
+        records, found, _ = self._batch_get(keys, None)
+        return records, found
 
     def get_many_with(
-        self, keys: list[tuple[str, str]], table: str, key: dict[str, Any]
-    ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any] | None]:
+        self, keys: list[Key], table: str, key: dict[str, Any]
+    ) -> tuple[dict[Key, TaskRecord], set[Key], dict[str, Any] | None]:
         """`get_many`, and the item of another table at `key` (DynamoDB JSON; an eventually
-        consistent read) in the same request: (items, that item or None)."""
+        consistent read) in the same request: (records, keys found, that item or None)."""
         return self._batch_get(keys, (table, key))
 
     def _batch_get(
-        self, keys: list[tuple[str, str]], other: tuple[str, dict[str, Any]] | None
-    ) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, Any] | None]:
+        self, keys: list[Key], other: tuple[str, dict[str, Any]] | None
+    ) -> tuple[dict[Key, TaskRecord], set[Key], dict[str, Any] | None]:
         ddb = client("dynamodb")
-        out: dict[tuple[str, str], dict[str, Any]] = {}
+        out: dict[Key, TaskRecord] = {}
+        present: set[Key] = set()
         found: dict[str, Any] | None = None
         unique = list(dict.fromkeys(keys))
         size = 100 - (other is not None)  # the other item rides in the first request
@@ -101,17 +107,21 @@ class TaskStore:
                 responses = resp.get("Responses") or {}
                 for raw in responses.get(self.table) or []:
                     item = from_item(raw)
-                    out[(str(item["buildId"]), str(item["taskId"]))] = item
+                    key = (str(item["buildId"]), str(item["taskId"]))
+                    present.add(key)
+                    if "task" in item:  # a task's item, not a file-index entry
+                        out[key] = TaskRecord.model_validate(item)
                 if other is not None and responses.get(other[0]):
                     found = from_item(responses[other[0]][0])
                 pending = resp.get("UnprocessedKeys") or {}
                 if pending:
                     time.sleep(0.05)  # throttled: back off before asking for the rest
-        return out, found
+        return out, present, found
 
-    def list(self, build_id: str, *, attributes: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """The build's task items in plan order; with `attributes` (paths like `task.input.targetPath`),
-        only those parts of each item (`order` is always read)."""
+    def list(self, build_id: str, *, attributes: Sequence[str] | None = None) -> list[TaskRecord]:
+        """The build's tasks in plan order; with `attributes` (paths like `task.input.targetPath`),
+        only those parts of each item, with the record's required ones and `order`: the others
+        read as their defaults."""
         ddb = client("dynamodb")
         kwargs: dict[str, Any] = {
             "TableName": self.table,
@@ -120,15 +130,17 @@ class TaskStore:
             "ConsistentRead": True,
         }
         if attributes:
-            kwargs.update(_projection(["order", *attributes]))
-        out: list[dict[str, Any]] = []
+            whole = {path for path in attributes if "." not in path}  # a path may not overlap its parent
+            required = [path for path in TaskRecord.REQUIRED if path.split(".")[0] not in whole]
+            kwargs.update(_projection(["order", *required, *attributes]))
+        out: list[TaskRecord] = []
         while True:
             resp = ddb.query(**kwargs)
-            out.extend(from_item(i) for i in resp.get("Items") or [])
+            out.extend(TaskRecord.model_validate(from_item(i)) for i in resp.get("Items") or [])
             if not resp.get("LastEvaluatedKey"):
                 break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        out.sort(key=lambda t: t.get("order", 0))
+        out.sort(key=lambda t: t.order)
         return out
 
     def update(self, build_id: str, task_id: str, update: Update) -> None:

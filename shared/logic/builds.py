@@ -39,8 +39,8 @@ from shared.models.plan import (
     FileInfo,
     Task,
     TaskStatus,
-    Usage,
 )
+from shared.models.records import BuildRecord, TaskRecord
 from shared.observability import count, logger
 
 
@@ -122,13 +122,13 @@ def list_builds(owner: str, limit: int, cursor: str | None, svc: Services | None
     return BuildList(
         builds=[
             BuildSummary(
-                buildId=b["buildId"],
-                status=b["status"],
-                prompt=b["prompt"][:200],
-                createdAt=b["createdAt"],
-                updatedAt=b.get("updatedAt", b["createdAt"]),
-                taskCount=b.get("taskCount"),
-                metrics=b.get("metrics"),
+                buildId=b.buildId,
+                status=b.status,
+                prompt=b.prompt[:200],
+                createdAt=b.createdAt,
+                updatedAt=b.updatedAt or b.createdAt,
+                taskCount=b.taskCount,
+                metrics=b.metrics,
             )
             for b in items
         ],
@@ -173,65 +173,69 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
     from shared.logic.readiness.dispatching import dispatched_items
 
     # while the plan streams, the dispatch state is written over the tasks handed so far
-    order = [t["taskId"] for t in dispatched_items(build, tasks)]
-    running = scheduler.DispatchState.from_json(build.get("dispatch"), order).running
+    order = [t.taskId for t in dispatched_items(build, tasks)]
+    running = scheduler.DispatchState.from_json(build.dispatch, order).running
     views = []
     for t in tasks:
-        task, task_id = t["task"], t["taskId"]
-        task_input = task.get("input") or {}
-        status = TaskStatus(t["status"])
-        if status == TaskStatus.pending and task_id in running:
+        task, status = t.task, t.status
+        if status == TaskStatus.pending and t.taskId in running:
             status = TaskStatus.queued
-        usage = t.get("usage")
         views.append(
             TaskView(
-                id=task_id,
-                type=task["type"],
-                name=task["name"],
-                description=task.get("description", ""),
-                estimatedDuration=task.get("estimatedDuration", 10.0),
-                dependsOn=task_input.get("dependencies") or [],
-                targetPath=task_input.get("targetPath"),
+                id=t.taskId,
+                type=task.type,
+                name=task.name,
+                description=task.description,
+                estimatedDuration=task.estimatedDuration,
+                dependsOn=task.dependencies,
+                targetPath=task.input.targetPath,
                 status=status,
-                attempt=int(t.get("attempt", 0)),
-                startedAt=t.get("startedAt"),
-                completedAt=t.get("completedAt"),
-                durationMs=t.get("durationMs"),
-                usage=Usage.model_validate(usage).public() if usage else None,
-                cached=bool(t.get("cached")),
+                attempt=t.attempt,
+                startedAt=t.startedAt,
+                completedAt=t.completedAt,
+                durationMs=t.durationMs,
+                usage=t.usage.public() if t.usage else None,
+                cached=t.cached,
                 skipReason=_skip_reason(t) if status == TaskStatus.skipped else None,
-                error=t.get("error"),
-                files=[f["path"] for f in t.get("files") or []],
+                error=t.error,
+                files=[f.path for f in t.files],
             )
         )
     metrics = metrics_of(build, tasks, svc.clock.now_ms())
     return BuildView(
         buildId=build_id,
-        status=build["status"],
-        prompt=build["prompt"],
-        framework=build.get("framework"),
-        createdAt=build["createdAt"],
-        updatedAt=build.get("updatedAt", build["createdAt"]),
-        startedAt=build.get("executeStartedAt"),
-        estimatedDuration=build.get("estimatedDuration"),
-        planVersion=build.get("planVersion"),
+        status=build.status,
+        prompt=build.prompt,
+        framework=build.framework,
+        createdAt=build.createdAt,
+        updatedAt=build.updatedAt or build.createdAt,
+        startedAt=build.executeStartedAt,
+        estimatedDuration=build.estimatedDuration,
+        planVersion=build.planVersion,
         plan=PlanView(
-            planId=build["planId"],
-            estimatedDuration=build.get("estimatedDuration"),
-            recovery=build.get("recovery"),
+            planId=build.planId,
+            estimatedDuration=build.estimatedDuration,
+            recovery=build.recovery,
             tasks=views,
         )
-        if build.get("planId")
+        if build.planId
         else None,
-        recovery=build.get("recovery"),
+        recovery=build.recovery,
         metrics=metrics,
-        failureReason=build.get("failureReason"),
-        message=build.get("message"),
+        failureReason=build.failureReason,
+        message=build.message,
     )
 
 
-def _skip_reason(item: dict[str, Any]) -> str:
-    return "user" if item.get("skippedBecause") == "user" else "dependency_failed"
+def _streamed(svc: Services, build_id: str) -> bool:
+    """Whether the build's plan step handed tasks to its dispatch state while the plan streamed (read
+    now, after a cancel committed: no task is handed after it)."""
+    build = svc.builds.get(build_id, attributes=["streamedTasks"])
+    return build is not None and build.streamedTasks is not None
+
+
+def _skip_reason(item: TaskRecord) -> str:
+    return "user" if item.skippedBecause == "user" else "dependency_failed"
 
 
 MAX_WAIT_SECONDS = 20.0
@@ -278,15 +282,15 @@ def approve(owner: str, build_id: str, req: ApprovalRequest, svc: Services | Non
     answers 409; an edited plan is stored only by the winner."""
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
-    token = build.get("approvalToken")
-    if build["status"] != BuildStatus.awaiting_approval or not token:
-        raise Conflict(f"build is {build['status']}, not awaiting approval")
-    plan_id = str(build.get("planId"))
-    version = int(build.get("planVersion") or 1)
+    token = build.approvalToken
+    if build.status != BuildStatus.awaiting_approval or not token:
+        raise Conflict(f"build is {build.status}, not awaiting approval")
+    plan_id = str(build.planId)
+    version = build.planVersion or 1
     edited: list[Task] | None = None
     if req.approved and req.tasks is not None:
         edited = _validated_edit(req.tasks)
-    elif req.approved and build.get("blocked"):
+    elif req.approved and build.blocked:
         raise InvalidInput(
             "tasks: this plan has circular dependencies; approve it with an edited task list",
             details=[{"field": "tasks", "message": "an acyclic task list is required"}],
@@ -335,24 +339,24 @@ def _validated_edit(tasks: list[EditedTask]) -> list[Task]:
         raise InvalidInput(str(exc), details=[{"field": "tasks", "message": str(exc)}]) from None
 
 
-def _replace_plan(svc: Services, build: dict[str, Any], tasks: list[Task], version: int) -> None:
+def _replace_plan(svc: Services, build: BuildRecord, tasks: list[Task], version: int) -> None:
     """Store the approved edit as the plan and announce it (`plan_generated` with its new version)."""
     from shared.logic.readiness import dag
 
-    build_id = build["buildId"]
-    old = {t["taskId"] for t in svc.tasks.list(build_id)}
-    svc.tasks.put_plan(build_id, build["planId"], tasks)
+    build_id, plan_id = build.buildId, str(build.planId)
+    old = {t.taskId for t in svc.tasks.list(build_id)}
+    svc.tasks.put_plan(build_id, plan_id, tasks)
     for stale in old - {t.id for t in tasks}:
         svc.tasks.delete(build_id, stale)
     estimated = dag.critical_path_length(
         {t.id: t.dependencies for t in tasks}, {t.id: t.estimatedDuration for t in tasks}
     )
     data = PlanGeneratedData(
-        planId=build["planId"],
+        planId=plan_id,
         planVersion=version,
         taskCount=len(tasks),
         estimatedDuration=estimated,
-        recovery=build.get("recovery"),
+        recovery=build.recovery,
         tasks=[PlannedTask.model_validate(t.planned()) for t in tasks],
     )
     svc.events.record(
@@ -377,8 +381,8 @@ def _replace_plan(svc: Services, build: dict[str, Any], tasks: list[Task], versi
 def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services | None = None) -> CancelResult:
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
-    if build["status"] in TERMINAL_BUILD_STATUSES:
-        raise Conflict(f"build is already {build['status']}")
+    if build.status in TERMINAL_BUILD_STATUSES:
+        raise Conflict(f"build is already {build.status}")
     why = reason or "cancelled by the user"
     try:
         svc.events.record(
@@ -403,14 +407,14 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
         raise Conflict("build already ended") from None
     # The cancel is recorded: a run that is not stopped here still ends on its own, since each of its
     # steps checks the build's status first.
-    for run in range(1, int(build.get("runs") or 1) + 1):  # a re-opened build runs as <id>-run<N>
+    for run in range(1, build.runs + 1):  # a re-opened build runs as <id>-run<N>
         try:
             svc.workflow.stop(run_id(build_id, run), why)
         except Exception as exc:
             logger.warning("could not stop the build's execution", extra={"run": run, "error": str(exc)[:300]})
     # A build with a dispatch state (its plan stored, or tasks started while it streamed, which is
     # read after the cancel committed: no task is handed after it) halts it: nothing more starts.
-    if build.get("planId") or svc.builds.get(build_id, attributes=["streamedTasks"]):
+    if build.planId or _streamed(svc, build_id):
         from shared.dal.queues import finished_message, send_batch
 
         send_batch(
@@ -449,19 +453,19 @@ def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Serv
     if item is None:
         raise NotFound(f"task {task_id} not found")
     allowed = RETRYABLE_TASK_STATUSES if action == "retry" else SKIPPABLE_TASK_STATUSES
-    if item.get("status") not in allowed:
+    if item.status not in allowed:
         raise Conflict(
-            f"task {task_id} is {item.get('status')}; only "
+            f"task {task_id} is {item.status}; only "
             + ("failed, timed-out, skipped or cancelled tasks retry" if action == "retry" else "failed or timed-out tasks can be skipped")
         )
-    if item.get("status") == TaskStatus.cancelled and build["status"] == BuildStatus.executing:
+    if item.status == TaskStatus.cancelled and build.status == BuildStatus.executing:
         raise Conflict(f"task {task_id} was cancelled; it can be retried once the build has ended")
-    if not build.get("planId"):  # its plan failed after tasks started while it streamed: no plan to run
+    if not build.planId:  # its plan failed after tasks started while it streamed: no plan to run
         raise Conflict(f"build {build_id} has no plan; a task can be {action}ped only in a planned build")
     act = dispatching.reopen_task if action == "retry" else dispatching.skip_failed_task
     deadline = svc.clock.monotonic() + _RUN_END_WAIT_S
     while True:
-        status = build["status"]
+        status = build.status
         if status in (BuildStatus.cancelled, BuildStatus.planning, BuildStatus.awaiting_approval):
             raise Conflict(f"build is {status}; a task can be {action}ped while it executes or once it has ended")
         if status == BuildStatus.executing:
@@ -480,23 +484,23 @@ def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Serv
         return _resume(svc, build, task_id, action)
 
 
-def _resume(svc: Services, build: dict[str, Any], task_id: str, action: str) -> TaskActionResult:
+def _resume(svc: Services, build: BuildRecord, task_id: str, action: str) -> TaskActionResult:
     """Re-open a build that had ended: `build_resumed` commits with its return to `executing`, the
     task (and what it re-opens) is handed to the dispatcher, and a new run starts with its own time
     limit, ending with its own terminal event."""
     from shared.logic.readiness import dispatching
 
-    build_id = build["buildId"]
+    build_id = build.buildId
     if action == "retry":
         task_ids = dispatching.reopenable(svc, build, task_id)
         if not task_ids:
             raise Conflict(f"task {task_id} cannot run again while a task it depends on stays failed; retry that one")
     else:
         spec = dispatching.dag_spec(svc, build)
-        state = scheduler.DispatchState.from_json(build.get("dispatch"), spec.order)
-        would = scheduler.skip(spec, state, task_id, int(build.get("maxConcurrency", 5)))
+        state = scheduler.DispatchState.from_json(build.dispatch, spec.order)
+        would = scheduler.skip(spec, state, task_id, build.maxConcurrency)
         task_ids = [task_id, *(would or [])]
-    run = int(build.get("runs") or 1) + 1
+    run = build.runs + 1
     execution = run_id(build_id, run)
     try:
         svc.events.record(
@@ -519,7 +523,7 @@ def _resume(svc: Services, build: dict[str, Any], task_id: str, action: str) -> 
                         runs=run,
                         updatedAt=svc.clock.now_ms(),
                     )
-                    .when("{status} = :s", s=build["status"]),
+                    .when("{status} = :s", s=build.status.value),
                 )
             ],
         )

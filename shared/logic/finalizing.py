@@ -18,7 +18,8 @@ from shared.models.build import (
     FailureReason,
 )
 from shared.models.events import EventType
-from shared.models.plan import FAILED_TASK_STATUSES, TaskStatus
+from shared.models.plan import FAILED_TASK_STATUSES, TaskStatus, Usage
+from shared.models.records import BuildRecord, TaskRecord
 from shared.observability import count, logger
 
 _REASONS = {
@@ -33,44 +34,43 @@ _REASONS = {
 _MAX_MESSAGE = 2000  # characters of a failure's message kept (in its event and on the build)
 
 
-def metrics_of(build: dict[str, Any], tasks: list[dict[str, Any]], now_ms: int) -> BuildMetrics:
+def metrics_of(build: BuildRecord, tasks: list[TaskRecord], now_ms: int) -> BuildMetrics:
     """Counts, tokens and cost: the plan (with its heal calls) and every attempt of every task,
     failed, timed-out and abandoned ones included. Cost is None when some call's price is unknown."""
-    plan_usage = build.get("planUsage") or {}
-    plan_cost = plan_usage.get("costUsd", 0.0)
+    plan_usage = build.planUsage or Usage()
+    plan_cost = plan_usage.costUsd
     m = BuildMetrics(
         totalTasks=len(tasks),
-        promptTokens=int(plan_usage.get("promptTokens", 0)),
-        completionTokens=int(plan_usage.get("completionTokens", 0)),
+        promptTokens=plan_usage.promptTokens,
+        completionTokens=plan_usage.completionTokens,
         costUsd=None if plan_cost is None else float(plan_cost),
         planCostUsd=None if plan_cost is None else round(float(plan_cost), 8),
     )
     for t in tasks:
-        status = t.get("status")
+        status = t.status
         m.completedTasks += status == TaskStatus.completed
         m.failedTasks += status in FAILED_TASK_STATUSES
         m.skippedTasks += status == TaskStatus.skipped
-        m.cachedTasks += bool(t.get("cached")) and status == TaskStatus.completed
-        usage = t.get("usage") or {}
-        if "spentUsd" in t:  # every attempt of every run of the task
-            prompt, completion = t.get("spentPromptTokens", 0), t.get("spentCompletionTokens", 0)
-            cost = None if t.get("spentUnpriced") else t["spentUsd"]
+        m.cachedTasks += t.cached and status == TaskStatus.completed
+        if t.spentUsd is not None:  # every attempt of every run of the task
+            prompt, completion = t.spentPromptTokens, t.spentCompletionTokens
+            cost = None if t.spentUnpriced else t.spentUsd
         else:
-            prompt, completion = usage.get("promptTokens", 0), usage.get("completionTokens", 0)
-            cost = usage.get("costUsd", 0.0)
-        m.promptTokens += int(prompt)
-        m.completionTokens += int(completion)
+            usage = t.usage or Usage()
+            prompt, completion, cost = usage.promptTokens, usage.completionTokens, usage.costUsd
+        m.promptTokens += prompt
+        m.completionTokens += completion
         if m.costUsd is not None:
-            m.costUsd = None if cost is None else round(m.costUsd + float(cost), 8)
-    m.durationMs = max(0, int(build.get("finishedAt") or now_ms) - int(build["createdAt"]))
+            m.costUsd = None if cost is None else round(m.costUsd + cost, 8)
+    m.durationMs = max(0, (build.finishedAt or now_ms) - build.createdAt)
     return m
 
 
-def file_paths(tasks: list[dict[str, Any]]) -> list[str]:
+def file_paths(tasks: list[TaskRecord]) -> list[str]:
     paths: dict[str, None] = {}
     for t in tasks:
-        for f in t.get("files") or []:
-            paths[f["path"]] = None
+        for f in t.files:
+            paths[f.path] = None
     return sorted(paths)
 
 
@@ -78,15 +78,15 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
     svc = svc or services()
     build_id = state["buildId"]
     build = svc.builds.require(build_id)
-    if build["status"] in TERMINAL_BUILD_STATUSES:  # replayed, or cancelled meanwhile
-        return _outcome(build["status"])
+    if build.status in TERMINAL_BUILD_STATUSES:  # replayed, or cancelled meanwhile
+        return _outcome(build.status)
     tasks = svc.tasks.list(build_id)
     metrics = metrics_of(build, tasks, svc.clock.now_ms())
     error = state.get("error")
     # Planning failed after tasks started (in code, or the plan step crashed): its reason, in its words.
-    planned_error = build.get("planError")
-    if error and planned_error and (error.get("Error") == planned_error.get("Error") or error.get("stage") == "plan"):
-        error = {**error, **planned_error}
+    planned_error = build.planError
+    if error and planned_error and (error.get("Error") == planned_error.Error or error.get("stage") == "plan"):
+        error = {**error, **planned_error.model_dump()}
     not_terminal = Update().when_not_in("status", TERMINAL_BUILD_STATUSES)
     if not error:
         status = (
@@ -118,7 +118,7 @@ def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, An
     try:
         svc.events.record(build_id, event, data, also=[svc.builds.tx_update(build_id, update)])
     except StateConflict:
-        return _outcome(svc.builds.require(build_id)["status"])
+        return _outcome(svc.builds.require(build_id).status)
     count(f"build.{status.value}")
     count("build.duration_ms", metrics.durationMs, MetricUnit.Milliseconds)
     count("build.tasks", metrics.totalTasks)
@@ -135,9 +135,10 @@ def _halt_dispatch(svc: Services, build_id: str, reason: str) -> None:
     from shared.logic.readiness import scheduler
     from shared.logic.readiness.dispatching import apply
 
-    if svc.builds.get(build_id, attributes=["dispatch"]):
+    build = svc.builds.get(build_id, attributes=["dispatch"])
+    if build is not None and build.dispatch is not None:
         apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, reason), label=reason)
 
 
 def _outcome(status: str) -> dict[str, Any]:
-    return {"succeeded": status in SUCCEEDED_BUILD_STATUSES, "status": status}
+    return {"succeeded": status in SUCCEEDED_BUILD_STATUSES, "status": str(status)}

@@ -15,7 +15,6 @@ from shared.dal.table import Update
 from shared.errors import CircularDependencies, PlanningFailed, PlanTooLarge, StateConflict, StepwiseError
 from shared.ids import new_plan_id
 from shared.logic.readiness import dag
-from shared.logic.readiness.dispatching import run_started_at
 from shared.logic.readiness.plan_validation import (
     BLOCKED_MESSAGE,
     HARD_ERROR_MESSAGE,
@@ -29,6 +28,7 @@ from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
 from shared.models.events import EventType, PlanGeneratedData, PlannedTask
 from shared.models.plan import Task, Usage
+from shared.models.records import BuildRecord
 from shared.observability import count, fingerprint, logger
 from shared.providers.base import (
     MalformedTask,
@@ -44,17 +44,17 @@ from shared.providers.base import (
 def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
     svc = svc or services()
     build = svc.builds.require(build_id)
-    if build.get("planId"):  # a retried invocation: the plan is already stored
+    if build.planId:  # a retried invocation: the plan is already stored
         return _result(svc, build)
-    if build["status"] in TERMINAL_BUILD_STATUSES:  # cancelled before its plan began
-        return _ended(build_id, build["status"])
-    if build["status"] != BuildStatus.planning:
-        raise PlanningFailed(f"build is {build['status']}, not planning")
+    if build.status in TERMINAL_BUILD_STATUSES:  # cancelled before its plan began
+        return _ended(build_id, build.status)
+    if build.status != BuildStatus.planning:
+        raise PlanningFailed(f"build is {build.status}, not planning")
 
     plan_id = new_plan_id()
     clipper = FieldClipper()
     starter = StreamStarter(svc, build, plan_id, clipper)
-    if build.get("streamedTasks") is not None:  # a retried invocation, after it had started tasks
+    if build.streamedTasks is not None:  # a retried invocation, after it had started tasks
         return _failed_after_start(svc, starter, PlanningFailed("planning was interrupted after tasks had started"))
     try:
         return _plan(svc, build, plan_id, clipper, starter)
@@ -73,19 +73,19 @@ def _failed_after_start(svc: Services, starter: StreamStarter, exc: StepwiseErro
 
 
 def _plan(
-    svc: Services, build: dict[str, Any], plan_id: str, clipper: FieldClipper, starter: StreamStarter
+    svc: Services, build: BuildRecord, plan_id: str, clipper: FieldClipper, starter: StreamStarter
 ) -> dict[str, Any]:
-    build_id = str(build["buildId"])
+    build_id = build.buildId
     provider = svc.provider
     limit = svc.settings.max_plan_tasks
     context = PlanContext(
-        build_id=build_id, framework=build.get("framework"), files=_input_files(svc, build), max_tasks=limit
+        build_id=build_id, framework=build.framework, files=_input_files(svc, build), max_tasks=limit
     )
     items: list[dict[str, Any] | MalformedTask] = []
     shown = 0
     logger.info(
         "plan.start",
-        extra={"prompt": fingerprint(build["prompt"]), "files": len(context.files), "provider": provider.name},
+        extra={"prompt": fingerprint(build.prompt), "files": len(context.files), "provider": provider.name},
     )
     stream: PlanStream | None = None
     # Each planning event commits only while the build still plans, so a cancel ends the log cleanly.
@@ -95,7 +95,7 @@ def _plan(
         .tx_check(svc.builds.table, {"buildId": build_id})
     )
     try:
-        stream = provider.plan_stream(build["prompt"], context)
+        stream = provider.plan_stream(build.prompt, context)
         tasks_in = iter(stream)
         for raw in tasks_in:
             if len(items) >= limit:  # one task too many: stop reading (and paying for) the stream
@@ -136,7 +136,7 @@ def _plan(
         items,
         _healer(svc, build_id, heal_usage),
         allow_linear=svc.settings.allow_linear_fallback,
-        approval_required=bool(build.get("requireApproval")),
+        approval_required=build.requireApproval,
         clipper=clipper,
         fixed=starter.gate.fixed() if starter.committed else None,  # started tasks keep their dependencies
     )
@@ -224,7 +224,7 @@ def _plan(
     except StateConflict:
         return _ended(build_id, "cancelled")
     # The build as that commit left it (it held only while the build planned): no read back.
-    return _result(svc, {**build, "taskCount": len(plan.tasks), "blocked": plan.blocked})
+    return _result(svc, build.model_copy(update={"taskCount": len(plan.tasks), "blocked": plan.blocked}))
 
 
 def _ended(build_id: str, status: str) -> dict[str, Any]:
@@ -234,14 +234,14 @@ def _ended(build_id: str, status: str) -> dict[str, Any]:
     return {"requireApproval": False, "taskCount": 0, "remainingSeconds": 1}
 
 
-def _result(svc: Services, build: dict[str, Any]) -> dict[str, Any]:
-    elapsed = (svc.clock.now_ms() - run_started_at(build)) / 1000
+def _result(svc: Services, build: BuildRecord) -> dict[str, Any]:
+    elapsed = (svc.clock.now_ms() - build.run_started_at) / 1000
     remaining = max(1, int(svc.settings.build_timeout_seconds - elapsed))
-    first_run = build["status"] == BuildStatus.planning
-    wants = bool(build.get("requireApproval")) or bool(build.get("blocked"))
+    first_run = build.status == BuildStatus.planning
+    wants = build.requireApproval or build.blocked
     return {
         "requireApproval": first_run and wants,
-        "taskCount": int(build.get("taskCount", 0)),
+        "taskCount": build.taskCount,
         "remainingSeconds": remaining,
     }
 
@@ -257,8 +257,8 @@ def _keep_plan_cost(svc: Services, build_id: str, usage: Usage) -> None:
         )
 
 
-def _input_files(svc: Services, build: dict[str, Any]) -> dict[str, str]:
-    return {p: svc.files.get_text(build["buildId"], p, kind="input") for p in build.get("inputFiles", [])}
+def _input_files(svc: Services, build: BuildRecord) -> dict[str, str]:
+    return {p: svc.files.get_text(build.buildId, p, kind="input") for p in build.inputFiles}
 
 
 def _healer(svc: Services, build_id: str, usage: list[Usage]) -> Healer:

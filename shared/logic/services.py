@@ -48,8 +48,8 @@ class Services:
         with self._lock:
             if build_id in self._webhook_urls:
                 return self._webhook_urls[build_id]
-        own = (self.builds.get(build_id, attributes=["webhookUrl"]) or {}).get("webhookUrl")
-        url = own or self.settings.webhook_url
+        build = self.builds.get(build_id, attributes=["webhookUrl"])
+        url = (build.webhookUrl if build else None) or self.settings.webhook_url
         with self._lock:
             if len(self._webhook_urls) > 10_000:
                 self._webhook_urls.clear()

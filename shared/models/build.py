@@ -11,6 +11,7 @@ from shared.models.events import UsageData
 from shared.models.plan import MAX_PATH_LENGTH, Recovery, Task, TaskInput, TaskStatus, safe_relative_path
 
 MAX_INPUT_FILES = 200
+DEFAULT_MAX_CONCURRENCY = 5  # tasks of one build running at once, unless the request says
 MAX_INPUT_BYTES = 1024 * 1024
 MAX_BUDGET_USD = 1_000_000.0
 MIN_BUDGET_USD = 0.000001  # DynamoDB numbers have 38 digits: far smaller or larger ones cannot be stored
@@ -91,7 +92,7 @@ class CreateBuildRequest(BaseModel):
     budgetUsd: float | None = Field(
         default=None, ge=MIN_BUDGET_USD, le=MAX_BUDGET_USD, allow_inf_nan=False
     )  # 1e999 parses as inf
-    maxConcurrency: int = Field(default=5, ge=1, le=20)
+    maxConcurrency: int = Field(default=DEFAULT_MAX_CONCURRENCY, ge=1, le=20)
 
     @field_validator("files")
     @classmethod

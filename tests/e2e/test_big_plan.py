@@ -139,7 +139,8 @@ def _ended(rt: LocalRuntime, build_id: str, timeout: float) -> dict[str, Any]:
     from shared.logic.services import services
 
     def probe() -> bool:
-        status = (services().builds.get(build_id, attributes=["status"]) or {}).get("status")
+        build = services().builds.get(build_id, attributes=["status"])
+        status = build.status if build else None
         return status not in ("planning", "awaiting_approval", "executing")
 
     wait_for(probe, timeout=timeout, interval=0.5, what=f"the end of {build_id}")

@@ -126,10 +126,10 @@ class Engine:
 
         events = services().events.read(build_id, after=0, limit=1000)[0]
         seen = [(e.seq, e.type.value, e.data.get("taskId"), e.data.get("attempt")) for e in events]
-        build = services().builds.get(build_id) or {}
+        build = services().builds.get(build_id)
         try:
             steps = []
-            for run in range(1, int(build.get("runs") or 1) + 1):
+            for run in range(1, (build.runs if build else 1) + 1):
                 name = build_id if run == 1 else f"{build_id}-run{run}"
                 arn = services().workflow.execution_arn(name)
                 history = client("stepfunctions").get_execution_history(executionArn=arn, maxResults=200)["events"]

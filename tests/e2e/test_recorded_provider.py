@@ -219,7 +219,7 @@ def test_every_billed_call_is_counted_failed_attempts_and_the_plan_included(buil
     assert slow["data"]["usage"]["costUsd"] == pytest.approx(abandoned + CALL_COST)
     from shared.logic.services import services
 
-    assert services().tasks.get(build_id, "slow")["usage"]["estimated"] is True  # and marked as such
+    assert services().tasks.get(build_id, "slow").usage.estimated is True  # and marked as such
 
     calls = len(handler.requests)  # the plan and its heal, one call per task, 2 + 1 more attempts
     assert calls == 2 + len(PLAN) + 1 + 3

@@ -56,6 +56,7 @@ from shared.logic.attempts.runner import run_task
 from shared.logic.services import Services, services, use_clock
 from shared.models.build import TERMINAL_BUILD_STATUSES
 from shared.models.messages import TaskMessage
+from shared.models.records import BuildRecord, TaskRecord
 from shared.settings import get_settings
 from tests.helpers import drain_queue, sqs_event, sqs_record
 from tests.integration.quiet import QuietRuntime, lambda_context
@@ -487,7 +488,7 @@ class Driver:
         invocations.current.set(invocations.Invocation(f"api-{call.action}"))
         _nested.set(True)
         build_id = run.build_id
-        owner = services().builds.require(build_id)["ownerId"]
+        owner = services().builds.require(build_id).ownerId
         task_id: str | None = None
         if call.action == "cancel":
             method, path, body = "POST", f"/builds/{build_id}/cancel", None
@@ -497,7 +498,7 @@ class Driver:
         else:  # retry | skip: a task it can act on, if one is there
             allowed = ("failed", "timeout") if call.action == "skip" else ("failed", "timeout", "skipped", "cancelled")
             items = services().tasks.list(build_id)
-            able = [t["taskId"] for t in items if t["status"] in allowed] or [t["taskId"] for t in items]
+            able = [t.taskId for t in items if t.status in allowed] or [t.taskId for t in items]
             task_id = call.task or (able[self.rnd.randrange(len(able))] if able else "none")
             method, path, body = "POST", f"/builds/{build_id}/tasks/{task_id}/{call.action}", None
         try:
@@ -605,11 +606,11 @@ class Driver:
         """A user cancels the build through the API (which may crash part way too)."""
         from local.apigw import proxy_event
 
-        owner = services().builds.require(build_id)["ownerId"]
+        owner = services().builds.require(build_id).ownerId
         result, error = self._invoke("api", proxy_event("POST", f"/builds/{build_id}/cancel", user=owner), None)
         run.cancelled = run.cancelled or (error is None and int((result or {}).get("statusCode", 0)) == 202)
         if not run.cancelled:  # crashed or failed part way: did its commit land?
-            run.cancelled = services().builds.require(build_id)["status"] == "cancelled"
+            run.cancelled = services().builds.require(build_id).status == "cancelled"
 
     def approve(self, build_id: str, run: Run, edits: dict[str, list[dict[str, Any]]]) -> bool:
         """AwaitApproval, then two users approving with different edits at once: the second request
@@ -645,7 +646,7 @@ class Driver:
     def _api_now(self, action: str, run: Run) -> None:
         from local.apigw import proxy_event
 
-        owner = services().builds.require(run.build_id)["ownerId"]
+        owner = services().builds.require(run.build_id).ownerId
         body = json.dumps({"approved": True, "tasks": self.edits[action]})
         result = load_handler("api")(
             proxy_event("POST", f"/builds/{run.build_id}/approval", user=owner, body=body), lambda_context("api")
@@ -787,15 +788,15 @@ def fake_clock() -> Iterator[None]:
 
 
 # --- what must hold --------------------------------------------------------------------------------
-def check_invariants(run: Run) -> dict[str, Any]:
+def check_invariants(run: Run) -> BuildRecord:
     """Assert what holds however the faults fell; returns the build for further checks."""
     svc = services()
     build = svc.builds.require(run.build_id)
     events = svc.events.read(run.build_id, after=0, limit=10_000)[0]
-    items = {t["taskId"]: t for t in svc.tasks.list(run.build_id)}
+    items = {t.taskId: t for t in svc.tasks.list(run.build_id)}
     where = f"build {run.build_id}: {[(e.seq, e.type.value, e.data.get('taskId'), e.data.get('attempt')) for e in events]}"
 
-    assert build["status"] in TERMINAL_BUILD_STATUSES, where
+    assert build.status in TERMINAL_BUILD_STATUSES, where
     assert [e.seq for e in events] == list(range(1, len(events) + 1)), f"seqs not gap-free: {where}"
     # A retry or skip after the end re-opens the build (build_resumed): each run ends once.
     runs: list[list[Any]] = [[]]
@@ -827,7 +828,16 @@ def check_invariants(run: Run) -> dict[str, Any]:
         if e.type.value == "task_completed":
             assert e.data["taskId"] not in for_good, f"{e.data['taskId']} failed for good, then completed: {where}"
     for task_id, item in items.items():
-        assert item["status"] != "in_progress", f"{task_id} is in_progress after its build ended: {where}"
-        if item["status"] == "completed":
+        assert item.status != "in_progress", f"{task_id} is in_progress after its build ended: {where}"
+        if item.status == "completed":
             assert task_id not in for_good, where
+    # The record models hold every attribute the engine stored, however the faults fell: a read
+    # parses the item once and drops nothing a step wrote.
+    ddb = client("dynamodb")
+    stored = ddb.get_item(TableName=svc.builds.table, Key={"buildId": {"S": run.build_id}}, ConsistentRead=True)
+    assert set(stored["Item"]) <= set(BuildRecord.model_fields), set(stored["Item"]) - set(BuildRecord.model_fields)
+    for raw in ddb.query(
+        TableName=svc.tasks.table, KeyConditionExpression="buildId = :b", ExpressionAttributeValues={":b": {"S": run.build_id}}
+    )["Items"]:
+        assert set(raw) <= set(TaskRecord.model_fields), set(raw) - set(TaskRecord.model_fields)
     return build

@@ -96,7 +96,7 @@ def _events(build_id: str) -> list[Any]:
 
 
 def _status(build_id: str) -> dict[str, str]:
-    return {t["taskId"]: t["status"] for t in services().tasks.list(build_id)}
+    return {t.taskId: t.status for t in services().tasks.list(build_id)}
 
 
 def _count(run: Run, faults: Faults, scheduled: int) -> None:
@@ -204,22 +204,22 @@ def test_any_dag_under_any_faults_ends_as_its_faults_imply(
     build = check_invariants(run)
     status = _status(build_id)
     if run.execute_error and not run.cancelled:  # Execute or AwaitApproval failed past its retries
-        assert build["status"] == "failed"
+        assert build.status == "failed"
         return
     if approvals:  # exactly one decision won; its plan, and only it, is stored
         decided = sorted(s for a, _, s in run.answers if a.startswith("approve"))
         assert decided == [200, 409], run.answers
         assert run.approved is not None and sorted(status) == sorted(run.approved)
-        assert int(build["taskCount"]) == len(run.approved)
+        assert int(build.taskCount) == len(run.approved)
         assert [e.type.value for e in _events(build_id)].count("plan_approved") == 1
     else:
         assert sorted(status) == sorted(t["id"] for t in plan)
     if run.cancelled:
-        assert build["status"] == "cancelled"
+        assert build.status == "cancelled"
         return
-    if build.get("failureReason") == "budget_exceeded":  # halted by its budget, and said so promptly
+    if build.failureReason == "budget_exceeded":  # halted by its budget, and said so promptly
         assert budget is not None and not run.timed_out
-        spent = json.loads(build["dispatch"])["cost"]  # every attempt billed, failed ones too
+        spent = json.loads(build.dispatch)["cost"]  # every attempt billed, failed ones too
         assert spent >= budget, (spent, budget, status)
         return
     assert not run.timed_out or run.lost, f"the build hung: {status}"
@@ -227,18 +227,18 @@ def test_any_dag_under_any_faults_ends_as_its_faults_imply(
         return
     # Every task that did not complete is explained by its faults: scripted to fail (d*), dead-lettered
     # (a message kept killing its consumer), or skipped behind one of those (or by a user's skip).
-    items = {t["taskId"]: t for t in services().tasks.list(build_id)}
+    items = {t.taskId: t for t in services().tasks.list(build_id)}
     for task_id, state in status.items():
         item = items[task_id]
         if state == "failed":
-            assert task_id.startswith("d") or item.get("error") == "dead-lettered", (task_id, item)
+            assert task_id.startswith("d") or item.error == "dead-lettered", (task_id, item)
         elif state == "skipped":
-            deps = item["task"]["input"].get("dependencies") or []
-            assert item.get("skippedBecause") == "user" or any(status[d] in ("failed", "skipped") for d in deps), item
+            deps = item.task.dependencies
+            assert item.skippedBecause == "user" or any(status[d] in ("failed", "skipped") for d in deps), item
         else:
             assert state == "completed", (task_id, state)
     expected = "completed" if set(status.values()) == {"completed"} else "completed_with_errors"
-    assert build["status"] == expected, (build["status"], status)
+    assert build.status == expected, (build.status, status)
 
 
 # --- the fixed cases -----------------------------------------------------------------------------------
@@ -268,7 +268,7 @@ def test_a_dead_attempt_in_a_budget_halted_build_is_settled_and_the_build_ends_b
         run = Driver(quiet, faults, random.Random(1)).run_build(build_id, order=["b", "x"])
     build = check_invariants(run)
     assert not run.timed_out  # the Execute token was answered
-    assert (build["status"], build["failureReason"]) == ("failed", "budget_exceeded")
+    assert (build.status, build.failureReason) == ("failed", "budget_exceeded")
     failed = [(e.data["taskId"], e.data["willRetry"]) for e in _events(build_id) if e.type.value == "task_failed"]
     assert failed == [("b", False)]  # the dead attempt is reported; nothing starts after the halt
 
@@ -284,7 +284,7 @@ def test_handed_dependents_of_a_dead_consumer_are_settled_when_the_build_is_halt
         run = Driver(quiet, faults, random.Random(2)).run_build(build_id, order=["a", "x"])
     build = check_invariants(run)
     assert not run.timed_out
-    assert (build["status"], build["failureReason"]) == ("failed", "budget_exceeded")
+    assert (build.status, build.failureReason) == ("failed", "budget_exceeded")
     status = _status(build_id)
     assert status["a"] == status["x"] == "completed" and status["b"] == "failed"
     assert status["c"] in ("completed", "failed")  # run beside b: it may have finished before the crash
@@ -318,7 +318,7 @@ def test_a_handed_dependent_whose_consumer_died_runs_again_without_losing_an_att
     assert not [e for e in _events(build_id) if e.type.value == "task_failed"]
     # and it ran again once its attempt was surely dead, not after the queue's visibility timeout
     claimed = next(e.timestamp for e in _events(build_id) if e.type.value == "task_started" and e.data["taskId"] == "b")
-    rerun = int(services().tasks.get(build_id, "b")["startedAt"])
+    rerun = int(services().tasks.get(build_id, "b").startedAt)
     assert 0 < (rerun - claimed) / 1000 <= driver.recovery_bound_s + 1
 
 
@@ -331,7 +331,7 @@ def test_a_failed_send_inside_the_execute_step_is_retried_by_the_state_machine(
         run = Driver(quiet, faults, random.Random(4)).run_build(build_id)
         assert [f.kind for f in active.fired] == ["error"]
     build = check_invariants(run)
-    assert run.execute_error is None and build["status"] == "completed"
+    assert run.execute_error is None and build.status == "completed"
     assert _status(build_id) == {"a": "completed", "b": "completed"}
 
 
@@ -397,7 +397,7 @@ def test_one_builds_failing_record_fails_only_its_own_group(
     batch = [finished(x, 1), finished(y, 1), finished(x, 2)]
     result = load_handler("dispatch")(sqs_event(batch), lambda_context("dispatch"))
     assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == [f"{x}-1", f"{x}-2"]
-    state = scheduler.DispatchState.from_json(services().builds.get(y)["dispatch"], ["a"])
+    state = scheduler.DispatchState.from_json(services().builds.get(y).dispatch, ["a"])
     assert state.done == {"a"}  # y's step was taken
 
 
@@ -412,7 +412,7 @@ def test_e_a_retry_racing_finalize_reopens_the_build_and_the_task_runs_again(har
         assert active.raced == [race]
     build = check_invariants(run)
     assert run.answers == [("retry", "d0", 202)]
-    assert run.runs == 2 and build["status"] == "completed"
+    assert run.runs == 2 and build.status == "completed"
     ends = [(e.type.value, e.data.get("status")) for e in _events(build_id) if e.type.value.startswith("build_")]
     assert ends == [("build_completed", "completed_with_errors"), ("build_resumed", None), ("build_completed", "completed")]
     assert _status(build_id) == {"d0": "completed", "t1": "completed"}
@@ -432,7 +432,7 @@ def test_f_two_approvals_with_different_edits_store_exactly_one_plan(harness: tu
     ids = [t["id"] for t in edits[winner]]
     assert run.approved == ids
     assert _status(build_id) == dict.fromkeys(ids, "completed")
-    assert (build["status"], int(build["taskCount"])) == ("completed", len(ids))
+    assert (build.status, int(build.taskCount)) == ("completed", len(ids))
     types = [e.type.value for e in _events(build_id)]
     assert types.count("plan_approved") == 1 and types.count("plan_generated") == 1
 
@@ -450,7 +450,7 @@ def test_g_a_timed_out_build_completes_when_a_task_its_halt_cancelled_is_retried
     ends = [(e.type.value, e.data.get("status") or e.data.get("reason")) for e in _events(build_id) if e.type.value.startswith("build_")]
     assert ends == [("build_failed", "timed_out"), ("build_resumed", None), ("build_completed", "completed")]
     assert run.answers == [("retry", "t1", 202)]
-    assert build["status"] == "completed" and set(_status(build_id).values()) == {"completed"}
+    assert build.status == "completed" and set(_status(build_id).values()) == {"completed"}
     [resumed] = [e.data for e in _events(build_id) if e.type.value == "build_resumed"]
     assert sorted(resumed["taskIds"]) == ["t1", "t3", "t4"]  # the retry re-opened all the halt cancelled
 
@@ -464,7 +464,7 @@ def test_cancel_racing_a_handoff_commit_ends_the_build_cancelled_with_nothing_le
     with faults.active([], [race]):
         run = Driver(quiet, faults, random.Random(8)).run_build(build_id)
     build = check_invariants(run)
-    assert run.answers == [("cancel", None, 202)] and build["status"] == "cancelled"
+    assert run.answers == [("cancel", None, 202)] and build.status == "cancelled"
     assert set(_status(build_id).values()) <= {"completed", "cancelled", "failed"}
 
 
@@ -481,7 +481,7 @@ def test_transaction_conflicts_on_the_build_item_and_the_event_log_are_retried(h
         run = Driver(quiet, faults, random.Random(9)).run_build(build_id)
         assert len(active.fired) == 3 and active.served_errors >= 3
     build = check_invariants(run)
-    assert build["status"] == "completed" and set(_status(build_id).values()) == {"completed"}
+    assert build.status == "completed" and set(_status(build_id).values()) == {"completed"}
 
 
 def test_throttles_past_the_sdks_retries_on_the_build_item_and_event_writes_end_in_redelivery(
@@ -500,7 +500,7 @@ def test_throttles_past_the_sdks_retries_on_the_build_item_and_event_writes_end_
         assert len(active.fired) == 4 and active.backoff_s > 0  # the SDK backed off (on the fake clock)
     build = check_invariants(run)
     assert run.execute_error is None
-    assert build["status"] == "completed" and set(_status(build_id).values()) == {"completed"}
+    assert build.status == "completed" and set(_status(build_id).values()) == {"completed"}
 
 
 def test_a_dead_lettered_attempt_reports_what_its_runs_earlier_attempts_cost(harness: tuple[QuietRuntime, Faults]) -> None:
@@ -514,11 +514,11 @@ def test_a_dead_lettered_attempt_reports_what_its_runs_earlier_attempts_cost(har
     assert retry["spent"]["costUsd"] == 0.25
     dispatching.on_dead_task(retry, services())  # attempt 2's message kept killing its consumers
     build = services().builds.require(build_id)
-    assert json.loads(build["dispatch"])["cost"] == 0.25  # what the budget counts
-    assert services().tasks.get(build_id, "flaky")["usage"]["costUsd"] == 0.25  # what the task shows
+    assert json.loads(build.dispatch)["cost"] == 0.25  # what the budget counts
+    assert services().tasks.get(build_id, "flaky").usage.costUsd == 0.25  # what the task shows
     final = load_handler("dispatch")({"action": "finalize", "state": {"buildId": build_id}}, lambda_context("dispatch"))
     assert final["status"] == "completed_with_errors"
-    assert services().builds.require(build_id)["metrics"]["costUsd"] == 0.25  # what the build reports
+    assert services().builds.require(build_id).metrics.costUsd == 0.25  # what the build reports
 
 
 @pytest.mark.xfail(strict=True, reason="known: re-opening commits build_resumed, then starts the run's execution "
@@ -528,17 +528,17 @@ def test_a_reopen_whose_api_call_dies_before_starting_its_run_still_ends(harness
     build_id = new_build([task("d0")])
     with faults.active([]):
         run = Driver(quiet, faults, random.Random(11)).run_build(build_id)
-    assert services().builds.require(build_id)["status"] == "completed_with_errors"
+    assert services().builds.require(build_id).status == "completed_with_errors"
     from local.apigw import proxy_event
 
-    owner = services().builds.require(build_id)["ownerId"]
+    owner = services().builds.require(build_id).ownerId
     retry = proxy_event("POST", f"/builds/{build_id}/tasks/d0/retry", user=owner)
     with faults.active([Fault("sfn", "StartExecution", 1, "crash_before")]) as active:
         driver = Driver(quiet, faults, random.Random(12))
         driver._run = run
         _, error = driver._invoke("api", retry, None)
         assert isinstance(error, invocations.InvocationKilled) and active.fired
-    assert services().builds.require(build_id)["status"] in ("completed_with_errors", "completed", "failed")
+    assert services().builds.require(build_id).status in ("completed_with_errors", "completed", "failed")
 
 
 def test_a_task_failing_after_a_cancel_whose_halt_never_came_cancels_its_dependents(
@@ -548,7 +548,7 @@ def test_a_task_failing_after_a_cancel_whose_halt_never_came_cancels_its_depende
     build_id = new_build([task("a"), task("b", "a")])
     execute(quiet, build_id)
     drain_queue(client("sqs"), quiet.resources.queues["tasks"])
-    owner = services().builds.require(build_id)["ownerId"]
+    owner = services().builds.require(build_id).ownerId
     import shared.dal.queues
 
     def dies(*args: Any, **kwargs: Any) -> None:

@@ -558,7 +558,7 @@ class TestWorkers:
             ("app", ["hero", "styles"]),
         ]
         stored = services().tasks.list(build_id)
-        assert [(t["taskId"], t["status"]) for t in stored] == [(t["id"], "pending") for t in PLAN]
+        assert [(t.taskId, t.status) for t in stored] == [(t["id"], "pending") for t in PLAN]
 
         # Step Functions retries the invocation: the same answer, nothing recorded twice
         again = _handler("plan")({"action": "plan", "buildId": build_id}, lambda_context("plan"))
@@ -584,7 +584,7 @@ class TestWorkers:
             with pytest.raises(PlanTooLarge) as caught:
                 _handler("plan")({"action": "plan", "buildId": build_id}, lambda_context("plan"))
             assert _types(build_id) == ["plan_partial"] * 3  # the 4th task was never shown
-            assert services().tasks.list(build_id) == [] and "planId" not in services().builds.get(build_id)
+            assert services().tasks.list(build_id) == [] and services().builds.require(build_id).planId is None
             cause = json.dumps({"errorType": "PlanTooLarge", "errorMessage": str(caught.value)})
             assert finalize({"buildId": build_id, "error": {"Error": "PlanTooLarge", "Cause": cause}})["status"] == "failed"
         finally:
@@ -595,7 +595,7 @@ class TestWorkers:
         end = _events(build_id)[-1]
         assert end.type.value == "build_failed" and end.data["reason"] == "plan_too_large"
         assert "more than 3 tasks" in end.data["message"] and "MAX_PLAN_TASKS=3" in end.data["message"]
-        assert services().builds.get(build_id)["failureReason"] == "plan_too_large"
+        assert services().builds.get(build_id).failureReason == "plan_too_large"
 
     # --- dispatch --------------------------------------------------------------------------------
     def _finished_record(
@@ -654,7 +654,7 @@ class TestWorkers:
         self._dispatch([record])
         first = self._queued(quiet)
         assert first == [("hero", 1), ("styles", 1)]
-        version = services().builds.get(build_id)["dispatchVersion"]
+        version = services().builds.get(build_id).dispatchVersion
 
         redelivered = {
             **record,
@@ -663,7 +663,7 @@ class TestWorkers:
         }
         self._dispatch([redelivered])
         self._dispatch([redelivered, {**redelivered, "messageId": str(uuid.uuid4())}])
-        assert services().builds.get(build_id)["dispatchVersion"] == version
+        assert services().builds.get(build_id).dispatchVersion == version
         resent = self._queued(quiet)
         assert set(resent) <= set(first)  # at most a repeat of what was already decided
         # the task consumer runs every message it is given: each task still starts once
@@ -690,7 +690,7 @@ class TestWorkers:
         skipped = [e.data for e in _events(build_id) if e.type.value == "task_skipped"]
         assert sorted(d["taskId"] for d in skipped) == ["app", "hero", "styles"]
         assert {d["dependency"] for d in skipped} == {"setup"}
-        statuses = {t["taskId"]: t["status"] for t in services().tasks.list(build_id)}
+        statuses = {t.taskId: t.status for t in services().tasks.list(build_id)}
         assert statuses == {"setup": "pending", "hero": "skipped", "styles": "skipped", "app": "skipped"}
 
     def test_stale_failure_after_a_retry_does_not_undo_the_retry(self, quiet):
@@ -753,7 +753,7 @@ class TestWorkers:
         assert done["usage"]["promptTokens"] == 120 and done["usage"]["completionTokens"] == 80
         assert services().files.get_text(build_id, "src/components/Hero.tsx") == HERO
         item = services().tasks.get(build_id, "hero")
-        assert item["status"] == "completed" and item["attempt"] == 1
+        assert item is not None and item.status == "completed" and item.attempt == 1
         [finished] = self._finished_messages(quiet)
         assert finished["group"] == build_id
         assert finished["body"] | {"costUsd": 0} == {
@@ -768,7 +768,7 @@ class TestWorkers:
         # the same message again (at-least-once): the task does not run a second time
         self._run_task(quiet, build_id, "hero", receive_count=2)
         assert _types(build_id) == ["task_started", "task_completed"]
-        assert services().tasks.get(build_id, "hero")["completedAt"] == item["completedAt"]
+        assert services().tasks.get(build_id, "hero").completedAt == item.completedAt
         for again in self._finished_messages(quiet):  # at most the same report again
             assert again["body"] == finished["body"]
 
@@ -794,7 +794,7 @@ class TestWorkers:
         self._run_task(quiet, build_id, "broken", attempt=2)  # TASK_MAX_ATTEMPTS=2
         failed = [e.data for e in _events(build_id) if e.type.value == "task_failed"]
         assert [(f["attempt"], f["willRetry"]) for f in failed] == [(1, True), (2, False)]
-        assert services().tasks.get(build_id, "broken")["status"] == "failed"
+        assert services().tasks.get(build_id, "broken").status == "failed"
         assert self._queued(quiet) == [("broken", 2)]  # only the retry was queued, no third attempt
         [finished] = self._finished_messages(quiet)
         assert finished["body"]["outcome"] == "failed"
@@ -810,7 +810,7 @@ class TestWorkers:
             task("solo", target="d.txt"),
         ]
         build_id = executing(quiet, plan)
-        owner = services().builds.get(build_id)["ownerId"]
+        owner = services().builds.get(build_id).ownerId
         self._finished_messages(quiet)
         assert self._queued(quiet) == [("broken", 1), ("fails-twice", 1), ("solo", 1)]
         for task_id in ("fails-twice", "broken"):
@@ -843,8 +843,8 @@ class TestWorkers:
 
         build_id, _ = self._retry_scenario(quiet)
         assert self._queued(quiet) == []  # "joined" cannot run: "broken" is still failed
-        order = [t["taskId"] for t in services().tasks.list(build_id)]
-        state = scheduler.DispatchState.from_json(services().builds.get(build_id)["dispatch"], order)
+        order = [t.taskId for t in services().tasks.list(build_id)]
+        state = scheduler.DispatchState.from_json(services().builds.get(build_id).dispatch, order)
         assert not state.running and not state.ready
         assert state.done == {"fails-twice", "solo"} and state.failed == {"broken"}
         assert state.skipped == {"joined"}  # nothing left open: the Execute step can finish
@@ -867,7 +867,7 @@ class TestWorkers:
 
         plan = [task("fails-twice", target="a.txt"), task("after", "fails-twice", target="b.txt")]
         build_id = executing(quiet, plan)
-        owner = services().builds.get(build_id)["ownerId"]
+        owner = services().builds.get(build_id).ownerId
         self._finished_messages(quiet)
         self._queued(quiet)
         self._run_task(quiet, build_id, "fails-twice", 1)
@@ -875,7 +875,7 @@ class TestWorkers:
         self._finished_messages(quiet)
         self._queued(quiet)
         self._dispatch([self._finished_record(quiet, build_id, "fails-twice", "failed", 2)])
-        assert services().builds.get(build_id)["status"] == "executing"  # Finalize has not run yet
+        assert services().builds.get(build_id).status == "executing"  # Finalize has not run yet
 
         answer: dict[str, Any] = {}
 
@@ -912,7 +912,7 @@ class TestWorkers:
             what="the re-opened run to end",
         )
         assert [e.data["status"] for e in ends] == ["completed_with_errors", "completed"]
-        assert {t["taskId"]: t["status"] for t in services().tasks.list(build_id)} == {
+        assert {t.taskId: t.status for t in services().tasks.list(build_id)} == {
             "fails-twice": "completed",
             "after": "completed",
         }
@@ -939,4 +939,4 @@ class TestWorkers:
         self._finished_messages(quiet)
         self._run_task(quiet, build_id, "hero")
         assert _types(build_id) == []
-        assert services().tasks.get(build_id, "hero")["status"] == "cancelled"
+        assert services().tasks.get(build_id, "hero").status == "cancelled"

@@ -74,7 +74,7 @@ def _events(build_id: str) -> list[Any]:
 
 
 def _status(build_id: str) -> dict[str, str]:
-    return {t["taskId"]: t["status"] for t in services().tasks.list(build_id)}
+    return {t.taskId: t.status for t in services().tasks.list(build_id)}
 
 
 def test_a_dependent_starts_in_the_commit_that_completes_its_last_parent(quiet: QuietRuntime) -> None:
@@ -95,7 +95,7 @@ def test_a_dependent_starts_in_the_commit_that_completes_its_last_parent(quiet: 
     assert _queued(quiet) == []  # no queue hop
     # only the build's last task goes through the dispatcher, which ends the execution
     assert [m["taskId"] for m in _finished(quiet)] == ["c"]
-    state = json.loads(services().builds.get(build_id)["dispatch"])
+    state = json.loads(services().builds.get(build_id).dispatch)
     assert state["done"] == [0, 1] and state["running"] == [[2, 1]]  # tasks by their index in the plan
 
 
@@ -138,7 +138,7 @@ def test_a_step_starts_from_the_state_this_process_committed(quiet: QuietRuntime
     # another writer steps in first: the state this process holds is stale for a's completion
     held = dispatching.committed(build_id)
     assert held is not None
-    stale = {**held, "dispatchVersion": int(held["dispatchVersion"]) - 1}
+    stale = held.model_copy(update={"dispatchVersion": held.dispatchVersion - 1})
     dispatching._committed[build_id] = stale
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(botocore.client.BaseClient, "_make_api_call", counted)

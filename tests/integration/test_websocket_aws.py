@@ -109,7 +109,14 @@ def frames(connection_id: str) -> list[dict[str, Any]]:
 
 def _build(build_id: str, owner: str) -> None:
     client("dynamodb").put_item(
-        TableName="t-builds", Item={"buildId": {"S": build_id}, "ownerId": {"S": owner}, "status": {"S": "executing"}}
+        TableName="t-builds",
+        Item={
+            "buildId": {"S": build_id},
+            "ownerId": {"S": owner},
+            "status": {"S": "executing"},
+            "prompt": {"S": "a landing page"},
+            "createdAt": {"N": "1700000000000"},
+        },
     )
 
 

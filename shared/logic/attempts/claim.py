@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from shared import limits
 from shared.dal.table import Update, transact
@@ -17,6 +16,7 @@ from shared.logic.services import Services
 from shared.models.events import EventType
 from shared.models.messages import TaskMessage
 from shared.models.plan import FAILED_TASK_STATUSES, UNSTARTED_TASK_STATUSES, Task, TaskStatus, Usage
+from shared.models.records import BuildRecord, TaskRecord
 from shared.observability import count, logger
 
 
@@ -25,7 +25,7 @@ class Claimed:
     """An attempt this consumer holds: its claim committed with `task_started`."""
 
     msg: TaskMessage
-    build: dict[str, Any]  # what build_facts keeps of it
+    build: BuildRecord  # as build_facts keeps it: only what never changes is read from it
     task: Task
     started: int
     # What this invocation already holds of the build's files: what each task it completed wrote
@@ -48,7 +48,7 @@ def claim(svc: Services, msg: TaskMessage) -> list[Claimed]:
         if fresh is None or item is None:
             logger.warning("task message for a missing build or task dropped", extra=msg.model_dump(exclude={"task"}))
             return []
-        task = Task.model_validate(item["task"])
+        task = item.task
         if stopped(fresh):
             return replay(svc, msg, task, current=item, halted=True)
         build = remember_build(fresh)
@@ -89,7 +89,7 @@ def replay(
     msg: TaskMessage,
     task: Task,
     *,
-    current: dict[str, Any] | None = None,
+    current: TaskRecord | None = None,
     handed: bool = False,
     halted: bool = False,
 ) -> list[Claimed]:
@@ -106,13 +106,15 @@ def replay(
     again under the same attempt (its `task_started` stands, and a crash of its consumer costs it
     no attempt), or, in a halted build, failed for good.
     """
-    current = current or svc.tasks.get(msg.buildId, msg.taskId) or {}
-    status, attempt = current.get("status"), int(current.get("attempt", 0))
+    current = current or svc.tasks.get(msg.buildId, msg.taskId)
+    if current is None:
+        return []  # gone (its build expired): nothing to do
+    status, attempt = current.status, current.attempt
     if attempt > msg.attempt:
         return []  # a later attempt exists: this message is stale
-    recorded = Usage.model_validate(current.get("usage") or {})  # this run's attempts so far
+    recorded = current.usage or Usage()  # this run's attempts so far
     if status == TaskStatus.completed:
-        if "released" in current:  # its completion took the dispatcher's step itself
+        if current.released is not None:  # its completion took the dispatcher's step itself
             return _replay_handoff(svc, msg, current, halted=halted)
         tell_dispatcher(svc, msg, "completed", recorded.costUsd or 0.0)
     elif status in FAILED_TASK_STATUSES:
@@ -127,7 +129,7 @@ def replay(
     elif status == TaskStatus.queued and attempt == msg.attempt:
         retry_or_report(svc, msg.model_copy(update={"spent": recorded}), True)  # the retry may not have been sent
     elif status == TaskStatus.in_progress and attempt == msg.attempt:
-        started = int(current.get("startedAt", 0))
+        started = current.startedAt or 0
         stale_in = limits.stale_after_s(svc.settings.task_timeout_seconds) - (svc.clock.now_ms() - started) / 1000
         if stale_in > 0:
             raise TaskStillRunning(f"{msg.taskId} attempt {msg.attempt} may still be running; checking later", stale_in)
@@ -165,35 +167,38 @@ def _adopt(svc: Services, msg: TaskMessage, task: Task, started: int) -> Claimed
         return None
     build = kept_build(msg.buildId)
     if build is None:
-        build = remember_build(svc.builds.get(msg.buildId, attributes=BUILD_FIELDS) or {"buildId": msg.buildId})
+        fresh = svc.builds.get(msg.buildId, attributes=BUILD_FIELDS)
+        if fresh is None:  # expired meanwhile: nothing to run it for
+            return None
+        build = remember_build(fresh)
     count("task.adopted")
     logger.info("a dead attempt is run again by the message that watches it", extra=msg.model_dump(exclude={"task"}))
     return Claimed(msg, build, task, now)
 
 
-def _replay_handoff(svc: Services, msg: TaskMessage, current: dict[str, Any], *, halted: bool) -> list[Claimed]:
+def _replay_handoff(svc: Services, msg: TaskMessage, current: TaskRecord, *, halted: bool) -> list[Claimed]:
     """Redo what a completion that took the dispatcher's step may not have finished: send the
     released tasks nobody claimed (cancel them if the build stopped), and look after the dependents
     it handed to its own consumer. Returns those this message runs again itself."""
-    handed = {(t, int(a)) for t, a in current.get("handedTo") or []}
+    handed = set(current.handedTo or ())
     stale_s = limits.stale_after_s(svc.settings.task_timeout_seconds)
     resend: list[tuple[str, int]] = []
-    watched: list[tuple[TaskMessage, dict[str, Any]]] = []
+    watched: list[tuple[TaskMessage, TaskRecord]] = []
     running_for = 0.0  # the longest any handed attempt may still run
-    for task_id, attempt in current.get("released") or []:
+    for task_id, attempt in current.released or ():
         child = svc.tasks.get(msg.buildId, task_id)
         if child is None:
             continue
-        child_msg = TaskMessage(buildId=msg.buildId, taskId=task_id, attempt=int(attempt))
-        if (task_id, int(attempt)) in handed:
+        child_msg = TaskMessage(buildId=msg.buildId, taskId=task_id, attempt=attempt)
+        if (task_id, attempt) in handed:
             watched.append((child_msg, child))
-            if child.get("status") == TaskStatus.in_progress and int(child.get("attempt") or 0) == int(attempt):
-                running_for = max(running_for, stale_s - (svc.clock.now_ms() - int(child.get("startedAt") or 0)) / 1000)
-        elif int(child.get("attempt") or 0) < int(attempt) and child.get("status") in UNSTARTED_TASK_STATUSES:
+            if child.status == TaskStatus.in_progress and child.attempt == attempt:
+                running_for = max(running_for, stale_s - (svc.clock.now_ms() - (child.startedAt or 0)) / 1000)
+        elif child.attempt < attempt and child.status in UNSTARTED_TASK_STATUSES:
             if halted:
                 cancel_unstarted(svc, child_msg)
             else:
-                resend.append((task_id, int(attempt)))
+                resend.append((task_id, attempt))
     dispatching.send_tasks(svc, msg.buildId, resend)
     if running_for > 0:  # all handed at once, so all die at once: look after them together
         raise TaskStillRunning(f"dependents handed by {msg.taskId} may still be running; checking later", running_for)
@@ -201,7 +206,7 @@ def _replay_handoff(svc: Services, msg: TaskMessage, current: dict[str, Any], *,
     for child_msg, child in watched:
         try:
             adopted += replay(
-                svc, child_msg, Task.model_validate(child["task"]), current=child, handed=True, halted=halted
+                svc, child_msg, child.task, current=child, handed=True, halted=halted
             )
         except ComeBackLater as exc:  # raced by another consumer: those adopted here wait for the next look
             raise ComeBackLater(str(exc), max(exc.after_s, stale_s if adopted else 0.0)) from None

@@ -14,12 +14,13 @@ from shared.logic.attempts import result_cache
 from shared.logic.attempts.build_facts import uploaded
 from shared.logic.services import Services
 from shared.models.plan import Task
+from shared.models.records import BuildRecord, TaskRecord
 from shared.observability import fingerprint, logger
 from shared.providers.base import Spend, TaskContext, TransformResult
 
 
 def task_context(
-    svc: Services, build: dict[str, Any], task: Task, attempt: int, budget_s: float, spend: Spend,
+    svc: Services, build: BuildRecord, task: Task, attempt: int, budget_s: float, spend: Spend,
     known: dict[str, dict[str, str]] | None = None,
 ) -> tuple[TaskContext, str | None, TransformResult | None]:
     """What the task sees: every file uploaded with the build, what its dependencies wrote (the
@@ -30,7 +31,7 @@ def task_context(
     Reads: the dependencies this invocation did not run and the target's file-index item in one
     BatchGetItem, which also looks the cache up when the key is known before that read (every
     dependency's files at hand): the target then only changes the key if it exists."""
-    build_id = build["buildId"]
+    build_id = build.buildId
     files = dict(uploaded(svc, build))
     from_deps: set[str] = set()
     # Its dependencies this invocation ran: what they wrote is at hand (a snapshot: the
@@ -56,8 +57,8 @@ def task_context(
             task_type=task.type.value,
             task_name=task.name,
             attempt=attempt,
-            build_prompt=build["prompt"],
-            framework=build.get("framework"),
+            build_prompt=build.prompt,
+            framework=build.framework,
             target_path=target,
             files=files,
             deadline_s=budget_s,
@@ -68,22 +69,26 @@ def task_context(
     early_key = result_cache.key_of(svc, task, context()) if not keys and not shared_paths else None
     wanted = [*keys, *([target_key] if target_key else [])]
     cached: dict[str, Any] | None = None
-    got: dict[tuple[str, str], dict[str, Any]] = {}
+    got: dict[tuple[str, str], TaskRecord] = {}
+    found: set[tuple[str, str]] = set()  # the dependencies' items and the target's file-index item
     if early_key and wanted:
         try:
-            got, cached = svc.tasks.get_many_with(wanted, svc.settings.cache_table, {"cacheKey": {"S": early_key}})
+            got, found, cached = svc.tasks.get_many_with(
+                wanted, svc.settings.cache_table, {"cacheKey": {"S": early_key}}
+            )
         except Exception as exc:  # the cache is an optimisation: read the context alone, never fail on it
             logger.warning("context read with the cache look-up failed", extra={"code": error_code(exc)})
             early_key = None
-    if not got and wanted and early_key is None:
-        got = svc.tasks.get_many(wanted)
+    if not found and wanted and early_key is None:
+        got, found = svc.tasks.get_many(wanted)
     for path in shared_paths:
         files[path] = svc.files.get_text(build_id, path)
     for dep_key in keys:
-        for f in (got.get(dep_key) or {}).get("files") or []:
-            files[f["path"]] = svc.files.get_text(build_id, f["path"])
-            from_deps.add(f["path"])
-    target_read = bool(target and target_key and target not in from_deps and target_key in got)
+        dep = got.get(dep_key)
+        for f in dep.files if dep else ():
+            files[f.path] = svc.files.get_text(build_id, f.path)
+            from_deps.add(f.path)
+    target_read = bool(target and target_key and target not in from_deps and target_key in found)
     if target_read:
         with contextlib.suppress(NotFound):  # else the upload (if any) is its current content
             files[str(target)] = svc.files.get_text(build_id, str(target))

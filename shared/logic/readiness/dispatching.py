@@ -31,13 +31,14 @@ from shared.models.plan import (
     Task,
     TaskStatus,
 )
+from shared.models.records import BuildRecord, PlanError, TaskRecord
 from shared.observability import count, logger
 
 _plans: dict[tuple[str, str], tuple[scheduler.DagSpec, dict[str, Task]]] = {}
-# Per process: each build as this process's last dispatch step committed it (buildId -> item). The
+# Per process: each build as this process's last dispatch step committed it (buildId -> record). The
 # next step here starts from it instead of reading the build again; its version condition still
 # decides, and a step that loses re-reads.
-_committed: dict[str, dict[str, Any]] = {}
+_committed: dict[str, BuildRecord] = {}
 _committed_lock = threading.Lock()
 
 Op = Callable[[scheduler.DagSpec, scheduler.DispatchState, int], scheduler.Decision]
@@ -45,20 +46,20 @@ Op = Callable[[scheduler.DagSpec, scheduler.DispatchState, int], scheduler.Decis
 
 @dataclass
 class Loaded:
-    build: dict[str, Any]
+    build: BuildRecord
     spec: scheduler.DagSpec
     state: scheduler.DispatchState
     version: int
     now_ms: int  # when it was read (services' clock): the step's deadline check and updatedAt
 
 
-def plan(svc: Services, build: dict[str, Any]) -> tuple[scheduler.DagSpec, dict[str, Task]]:
+def plan(svc: Services, build: BuildRecord) -> tuple[scheduler.DagSpec, dict[str, Task]]:
     """The build's current plan: its shape for the scheduler and each task's definition, read once
     per process and plan version (an approval edit makes a new version)."""
-    key = (build["buildId"], f"{build.get('planId')}:{build.get('planVersion', 0)}:{streamed_count(build)}")
+    key = (build.buildId, f"{build.planId}:{build.planVersion}:{streamed_count(build)}")
     cached = _plans.get(key)
     if cached is None:
-        tasks = [Task.model_validate(i["task"]) for i in dispatched_items(build, svc.tasks.list(build["buildId"]))]
+        tasks = [i.task for i in dispatched_items(build, svc.tasks.list(build.buildId))]
         cached = (scheduler.DagSpec.from_tasks(tasks), {t.id: t for t in tasks})
         if len(_plans) > 256:
             _plans.clear()
@@ -66,23 +67,25 @@ def plan(svc: Services, build: dict[str, Any]) -> tuple[scheduler.DagSpec, dict[
     return cached
 
 
-def committed(build_id: str) -> dict[str, Any] | None:
-    """The build as this process last committed a dispatch step of it (a copy), if it did."""
+def committed(build_id: str) -> BuildRecord | None:
+    """The build as this process last committed a dispatch step of it, if it did."""
     with _committed_lock:
-        found = _committed.get(build_id)
-    return dict(found) if found is not None else None
+        return _committed.get(build_id)
 
 
 def remember_commit(cur: Loaded) -> None:
     """`cur`'s build as the step that wrote `state_update(cur)` left it (once that committed)."""
-    build = {**cur.build, "dispatch": cur.state.to_json(cur.spec.order), "dispatchVersion": cur.version + 1}
-    build.pop("haltedBy", None)
-    if cur.state.halted is not None:
-        build["haltedBy"] = cur.state.halted
+    build = cur.build.model_copy(
+        update={
+            "dispatch": cur.state.to_json(cur.spec.order),
+            "dispatchVersion": cur.version + 1,
+            "haltedBy": cur.state.halted,
+        }
+    )
     with _committed_lock:
         if len(_committed) > 256:
             _committed.clear()
-        _committed[str(build["buildId"])] = build
+        _committed[build.buildId] = build
 
 
 def forget_commit(build_id: str) -> None:
@@ -90,36 +93,34 @@ def forget_commit(build_id: str) -> None:
         _committed.pop(build_id, None)
 
 
-def streamed_count(build: dict[str, Any]) -> int | None:
+def streamed_count(build: BuildRecord) -> int | None:
     """While the plan streams and its plan step has started tasks: how many tasks it has handed to
     the dispatch state (the plan so far, as far as dispatching goes). None once the plan is stored."""
-    if build.get("planId") or build.get("streamedTasks") is None:
-        return None
-    return int(build["streamedTasks"])
+    return None if build.planId else build.streamedTasks
 
 
-def dispatched_items(build: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def dispatched_items(build: BuildRecord, items: list[TaskRecord]) -> list[TaskRecord]:
     """Of the build's task items (in plan order), those its dispatch state is written over, in its
     order: all of them, or while the plan streams, the tasks handed so far in the order handed."""
     streamed = streamed_count(build)
     if streamed is None:
         return items
-    return sorted((i for i in items if int(i.get("streamOrder", streamed)) < streamed),
-                  key=lambda i: int(i["streamOrder"]))
+    handed = [i for i in items if i.streamOrder is not None and i.streamOrder < streamed]
+    return sorted(handed, key=lambda i: i.streamOrder or 0)
 
 
-def dag_spec(svc: Services, build: dict[str, Any]) -> scheduler.DagSpec:
+def dag_spec(svc: Services, build: BuildRecord) -> scheduler.DagSpec:
     return plan(svc, build)[0]
 
 
-def dispatch_state_of(svc: Services, build: dict[str, Any]) -> Loaded:
+def dispatch_state_of(svc: Services, build: BuildRecord) -> Loaded:
     """The dispatch state of a build item already read."""
     spec = dag_spec(svc, build)
     return Loaded(
         build,
         spec,
-        scheduler.DispatchState.from_json(build.get("dispatch"), spec.order),
-        int(build.get("dispatchVersion", 0)),
+        scheduler.DispatchState.from_json(build.dispatch, spec.order),
+        build.dispatchVersion,
         svc.clock.now_ms(),
     )
 
@@ -131,16 +132,16 @@ def _read_dispatch_state(svc: Services, build_id: str) -> Loaded:
 def decide(cur: Loaded, op: Op) -> scheduler.Decision:
     """`op` on the loaded state, after what every step also checks: a cancel, the build's time
     limit and budget. Mutates `cur.state`; nothing is written."""
-    max_conc = int(cur.build.get("maxConcurrency", 5))
-    if cur.build.get("status") == BuildStatus.cancelled and cur.state.halted is None:
+    max_conc = cur.build.maxConcurrency
+    if cur.build.status == BuildStatus.cancelled and cur.state.halted is None:
         # The cancel committed; its halt message may come later (or never, if the API died first):
         # what has not started is cancelled now, not skipped after the build's end.
         scheduler.halt(cur.spec, cur.state, "cancelled")
     if _past_deadline(cur.build, cur.now_ms) and cur.state.halted is None:
         scheduler.halt(cur.spec, cur.state, "timed_out")
     decision = op(cur.spec, cur.state, max_conc)
-    budget = cur.build.get("budgetUsd")
-    if budget is not None and spent_usd(cur) >= float(budget) and cur.state.halted is None:
+    budget = cur.build.budgetUsd
+    if budget is not None and spent_usd(cur) >= budget and cur.state.halted is None:
         for t, _ in decision.sends:  # decided but not sent: take them back
             cur.state.running.pop(t, None)
             cur.state.attempts[t] = max(0, cur.state.attempts.get(t, 1) - 1)
@@ -152,7 +153,8 @@ def decide(cur: Loaded, op: Op) -> scheduler.Decision:
 
 def spent_usd(cur: Loaded) -> float:
     """What the build has cost so far: its plan (with heal calls) and every task attempt reported."""
-    return cur.state.cost_usd + float((cur.build.get("planUsage") or {}).get("costUsd") or 0.0)
+    plan_usage = cur.build.planUsage
+    return cur.state.cost_usd + ((plan_usage.costUsd if plan_usage else None) or 0.0)
 
 
 def state_update(cur: Loaded) -> Update:
@@ -187,7 +189,7 @@ def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, 
             forget_commit(build_id)
             continue
         remember_commit(cur)
-        if cur.state.halted == "budget_exceeded" and not cur.build.get("haltedBy"):
+        if cur.state.halted == "budget_exceeded" and not cur.build.haltedBy:
             count("build.budget_exceeded")  # once, by the step that committed the halt
         break
     else:  # pragma: no cover - 50 lost races in a row
@@ -197,8 +199,8 @@ def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, 
         # before confirming them, they may never have reached the queue: re-send what is in flight
         # but unclaimed (a copy of a message that did arrive is dropped by the task's claim).
         # Otherwise nothing is sent: each task is enqueued once per attempt.
-        step = int(cur.build.get("stepVersion") or 0)
-        if int(cur.build.get("sentVersion") or 0) < step:
+        step = cur.build.stepVersion
+        if cur.build.sentVersion < step:
             send_tasks(svc, build_id, unclaimed(svc, build_id, cur.state), plan(svc, cur.build)[1])
             _confirm_sent(svc, build_id, step)
     elif decision.sends:
@@ -213,20 +215,14 @@ def unclaimed(svc: Services, build_id: str, state: scheduler.DispatchState) -> l
     """The (task, attempt) pairs the state has in flight that no worker has claimed yet."""
     out = []
     for task_id, attempt in sorted(state.running.items()):
-        item = svc.tasks.get(build_id, task_id) or {}
-        if int(item.get("attempt") or 0) < attempt and (item.get("status") is None or item["status"] in UNSTARTED_TASK_STATUSES):
+        item = svc.tasks.get(build_id, task_id)
+        if item is None or (item.attempt < attempt and item.status in UNSTARTED_TASK_STATUSES):
             out.append((task_id, attempt))
     return out
 
 
-def run_started_at(build: dict[str, Any]) -> int:
-    """When the build's current run began: its creation, or the last retry-task that re-opened it."""
-    return int(build.get("runStartedAt") or build["createdAt"])
-
-
-def _past_deadline(build: dict[str, Any], now_ms: int) -> bool:
-    deadline = build.get("deadlineAt")
-    return deadline is not None and now_ms > int(deadline)
+def _past_deadline(build: BuildRecord, now_ms: int) -> bool:
+    return build.deadlineAt is not None and now_ms > build.deadlineAt
 
 
 def _record_skips(svc: Services, build_id: str, decision: scheduler.Decision) -> None:
@@ -289,7 +285,8 @@ def finish_execution(svc: Services, cur: Loaded) -> None:
     # The token is read after the step that settled the last task committed, not from the item that
     # step loaded: an Execute that stored its token in between (a re-opened run starting while its
     # task finishes) then either sees every task settled itself or has its token answered here.
-    token = (svc.builds.get(cur.build["buildId"], attributes=["executeToken"]) or {}).get("executeToken")
+    now = svc.builds.get(cur.build.buildId, attributes=["executeToken"])
+    token = now.executeToken if now else None
     if not token:
         return
     if cur.state.halted == "budget_exceeded":
@@ -297,13 +294,13 @@ def finish_execution(svc: Services, cur: Loaded) -> None:
             token,
             "BudgetExceeded",
             f"Recorded cost ${spent_usd(cur):.4f} reached the budget of "
-            f"${float(cur.build['budgetUsd']):.4f}; no new task was started.",
+            f"${cur.build.budgetUsd or 0.0:.4f}; no new task was started.",
         )
     elif cur.state.halted == "timed_out":  # the dispatcher saw the deadline pass before Step Functions did
         svc.workflow.fail(token, "BuildTimedOut", "The build ran past its time limit.")
     elif cur.state.halted == "planning_failed":  # the tasks started while it streamed have settled
-        error = cur.build.get("planError") or {}
-        svc.workflow.fail(token, str(error.get("Error") or "PlanningFailed"), str(error.get("Cause") or ""))
+        error = cur.build.planError or PlanError()
+        svc.workflow.fail(token, error.Error, error.Cause)
     elif cur.state.halted is None:
         svc.workflow.succeed(token, {"halted": None})
 
@@ -318,10 +315,10 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
             build_id,
             EventType.plan_approval_required,
             {
-                "planId": build.get("planId"),
+                "planId": build.planId,
                 "expiresAt": expires,
-                "taskCount": int(build.get("taskCount") or 0),
-                "estimatedDuration": float(build.get("estimatedDuration") or 0.0),
+                "taskCount": build.taskCount,
+                "estimatedDuration": build.estimatedDuration or 0.0,
                 "approvalUrl": f"/builds/{build_id}/approval",
             },
             also=[
@@ -356,18 +353,18 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
 def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str, Any]:
     svc = svc or services()
     build = svc.builds.require(build_id)
-    if build["status"] in TERMINAL_BUILD_STATUSES:
-        svc.workflow.fail(token, "BuildCancelled", f"build is {build['status']}")
+    if build.status in TERMINAL_BUILD_STATUSES:
+        svc.workflow.fail(token, "BuildCancelled", f"build is {build.status}")
         return {"started": False}
-    if build.get("executeStartedAt") is None:
-        run_started = run_started_at(build)  # a retried run has its own time limit
+    if build.executeStartedAt is None:
+        run_started = build.run_started_at  # a retried run has its own time limit
         remaining = svc.settings.build_timeout_seconds - (svc.clock.now_ms() - run_started) / 1000
-        approved = int(build.get("approvedAt") or 0)
+        approved = build.approvedAt or 0
         if approved >= run_started:  # time spent waiting for a human does not count
-            remaining += (approved - int(build.get("approvalRequestedAt") or approved)) / 1000
+            remaining += (approved - (build.approvalRequestedAt or approved)) / 1000
         deadline = svc.clock.now_ms() + int(max(1.0, remaining) * 1000)
     else:
-        deadline = int(build.get("deadlineAt") or svc.clock.now_ms())
+        deadline = build.deadlineAt or svc.clock.now_ms()
     try:
         svc.builds.update(
             build_id,
@@ -376,7 +373,7 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
                 status=BuildStatus.executing.value,
                 executeToken=token,
                 deadlineAt=deadline,
-                executeStartedAt=build.get("executeStartedAt") or svc.clock.now_ms(),
+                executeStartedAt=build.executeStartedAt or svc.clock.now_ms(),
                 updatedAt=svc.clock.now_ms(),
             )
             .when_not_in("status", TERMINAL_BUILD_STATUSES),
@@ -396,11 +393,11 @@ def settle_plan_failure(build_id: str, token: str, error: dict[str, Any], svc: S
     build has ended."""
     svc = svc or services()
     build = svc.builds.require(build_id)
-    if build["status"] in TERMINAL_BUILD_STATUSES or build.get("dispatch") is None:
+    if build.status in TERMINAL_BUILD_STATUSES or build.dispatch is None:
         svc.workflow.succeed(token, {"waited": False})
         return {"waited": False}
     update = Update().set(executeToken=token, updatedAt=svc.clock.now_ms())
-    if not build.get("planError"):
+    if not build.planError:
         update.set(planError={"Error": str(error.get("Error") or "PlanningFailed"), "Cause": str(error.get("Cause") or "")[:2000]})
     try:
         svc.builds.update(build_id, update.when_not_in("status", TERMINAL_BUILD_STATUSES))
@@ -412,8 +409,8 @@ def settle_plan_failure(build_id: str, token: str, error: dict[str, Any], svc: S
     logger.warning("the plan step failed after tasks started; they finish first", extra={"error": parse_cause(error)[:500]})
     cur, decision = apply(svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, "planning_failed"), label="plan failed")
     # The plan step may have died between committing a start and sending it: send what is unclaimed.
-    step = int(cur.build.get("stepVersion") or 0)
-    if not decision.all_terminal and int(cur.build.get("sentVersion") or 0) < step:
+    step = cur.build.stepVersion
+    if not decision.all_terminal and cur.build.sentVersion < step:
         send_tasks(svc, build_id, unclaimed(svc, build_id, cur.state), plan(svc, cur.build)[1])
         _confirm_sent(svc, build_id, step)
     return {"waited": True}
@@ -476,18 +473,18 @@ def _unsettled(st: scheduler.DispatchState, task_id: str, in_run: bool) -> None:
         raise NotSettled(task_id)
 
 
-def reopenable(svc: Services, build: dict[str, Any], task_id: str) -> list[str]:
+def reopenable(svc: Services, build: BuildRecord, task_id: str) -> list[str]:
     """What a retry of `task_id` would re-open: the task and those of its skipped dependents that can
     run again (one that also waits on another failed task stays skipped), and the tasks a halt
     cancelled. Empty: nothing can run."""
     spec = dag_spec(svc, build)
-    state = scheduler.DispatchState.from_json(build.get("dispatch"), spec.order)
-    return scheduler.retry(spec, state, task_id, int(build.get("maxConcurrency", 5)))
+    state = scheduler.DispatchState.from_json(build.dispatch, spec.order)
+    return scheduler.retry(spec, state, task_id, build.maxConcurrency)
 
 
-def _ending(svc: Services, build: dict[str, Any]) -> bool:
+def _ending(svc: Services, build: BuildRecord) -> bool:
     spec = dag_spec(svc, build)
-    return scheduler.all_terminal(spec, scheduler.DispatchState.from_json(build.get("dispatch"), spec.order))
+    return scheduler.all_terminal(spec, scheduler.DispatchState.from_json(build.dispatch, spec.order))
 
 
 def _reopen_items(svc: Services, build_id: str, task_ids: list[str]) -> None:
@@ -512,7 +509,7 @@ def reopen_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = Fa
     if in_run and _ending(svc, build):
         raise RunEnding(build_id)
     spec = dag_spec(svc, build)
-    _unsettled(scheduler.DispatchState.from_json(build.get("dispatch"), spec.order), task_id, in_run)
+    _unsettled(scheduler.DispatchState.from_json(build.dispatch, spec.order), task_id, in_run)
     reopened = reopenable(svc, build, task_id)
     _reopen_items(svc, build_id, reopened)
 
@@ -534,9 +531,9 @@ def skip_failed_task(build_id: str, task_id: str, svc: Services, *, in_run: bool
     if in_run and _ending(svc, build):
         raise RunEnding(build_id)
     spec = dag_spec(svc, build)
-    state = scheduler.DispatchState.from_json(build.get("dispatch"), spec.order)
+    state = scheduler.DispatchState.from_json(build.dispatch, spec.order)
     _unsettled(state, task_id, in_run)
-    reopened = scheduler.skip(spec, state, task_id, int(build.get("maxConcurrency", 5))) or []
+    reopened = scheduler.skip(spec, state, task_id, build.maxConcurrency) or []
     with contextlib.suppress(StateConflict):  # skipped already by an earlier try of this request
         svc.events.record(
             build_id,
@@ -590,15 +587,15 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
     item = svc.tasks.get(build_id, task_id)
     if item is None:
         return
-    attempt = int(message.get("attempt") or item.get("attempt") or 1)
-    handed = item.get("handedTo")
-    if item.get("status") == TaskStatus.completed and handed and int(item.get("attempt") or 0) == attempt:
+    attempt = int(message.get("attempt") or item.attempt or 1)
+    handed = item.handedTo
+    if item.status == TaskStatus.completed and handed and item.attempt == attempt:
         # The message outlived the dependents its completion handed to the same worker (handoff):
         # what kept it coming back is among them; those that did settle keep their outcome.
         for child, child_attempt in handed:
-            on_dead_task({"buildId": build_id, "taskId": child, "attempt": int(child_attempt)}, svc)
+            on_dead_task({"buildId": build_id, "taskId": child, "attempt": child_attempt}, svc)
         return
-    name = (item.get("task") or {}).get("name", task_id)
+    name = item.task.name
     # What the run's earlier attempts cost (each billed on the item when it settled) travels with the
     # message: the run's total is what the task reports and the build's budget counts, as for any
     # failure. The dead attempt itself left no usage behind.
@@ -630,16 +627,17 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
     except StateConflict:
         # Not this attempt's to fail. If the attempt did settle, tell the dispatcher again (its own
         # report may be what was lost); a later attempt reports for itself.
-        current = svc.tasks.get(build_id, task_id) or {}
+        current = svc.tasks.get(build_id, task_id)
         settled: dict[str, Outcome] = {
             TaskStatus.completed: "completed",
             TaskStatus.failed: "failed",
             TaskStatus.timeout: "failed",
             TaskStatus.cancelled: "cancelled",
         }
-        same = int(current.get("attempt") or 0) == attempt
-        outcome = settled.get(str(current.get("status"))) if same else None
-        cost = float((current.get("usage") or {}).get("costUsd") or 0.0)  # the run's total, as it reported
+        same = current is not None and current.attempt == attempt
+        outcome = settled.get(current.status) if current is not None and same else None
+        # the run's total, as it reported
+        cost = (current.usage.costUsd if current is not None and current.usage else None) or 0.0
     if outcome is None:
         return
     on_finished(TaskFinished(buildId=build_id, taskId=task_id, attempt=attempt, outcome=outcome, costUsd=cost), svc)

@@ -38,6 +38,7 @@ from shared.logic.services import Services
 from shared.models.build import BuildStatus
 from shared.models.events import EventType
 from shared.models.plan import TERMINAL_TASK_STATUSES, Task, TaskStatus
+from shared.models.records import BuildRecord
 from shared.observability import count
 
 _TRIES = 3  # lost races on the dispatch state before leaving the step to the dispatcher
@@ -68,12 +69,11 @@ def claim_update(attempt: int, started: int) -> Update:
     )
 
 
-def _running(build: dict[str, Any]) -> bool:
+def _running(build: BuildRecord) -> bool:
     """The build executes, or still plans with tasks started as its plan streamed (the same test
     as `tx_still_running`), and nothing halted it."""
-    status = build.get("status")
-    streaming = status == BuildStatus.planning and build.get("streamedTasks") is not None
-    return (status == BuildStatus.executing or streaming) and not build.get("haltedBy")
+    streaming = build.status == BuildStatus.planning and build.streamedTasks is not None
+    return (build.status == BuildStatus.executing or streaming) and not build.haltedBy
 
 
 def started_data(task: Task, attempt: int) -> dict[str, Any]:

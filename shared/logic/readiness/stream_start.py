@@ -42,6 +42,7 @@ from shared.logic.readiness.plan_validation import FieldClipper, renamed_id, wit
 from shared.logic.services import Services
 from shared.models.build import BuildStatus
 from shared.models.plan import Task
+from shared.models.records import BuildRecord
 from shared.observability import count, logger
 from shared.providers.base import MalformedTask
 
@@ -160,16 +161,16 @@ def migrate(raw: str | None, streamed_order: tuple[str, ...], spec: scheduler.Da
 class StreamStarter:
     """The plan step's side of it: hands tasks as they stream, commits, sends what may start."""
 
-    def __init__(self, svc: Services, build: dict[str, Any], plan_id: str, clipper: FieldClipper) -> None:
+    def __init__(self, svc: Services, build: BuildRecord, plan_id: str, clipper: FieldClipper) -> None:
         self.svc = svc
-        self.build_id = str(build["buildId"])
+        self.build_id = build.buildId
         self.plan_id = plan_id
-        self.max_concurrency = int(build.get("maxConcurrency", 5))
-        enabled = svc.settings.stream_execution and not build.get("requireApproval")
+        self.max_concurrency = build.maxConcurrency
+        enabled = svc.settings.stream_execution and not build.requireApproval
         self.gate = StreamGate(clipper, enabled=enabled)
         self.committed = 0  # tasks handed in the dispatch state (the build's streamedTasks)
         self.unsent = False  # a hand's sends were refused by the queue
-        self._known: dict[str, Any] | None = None  # the build item as this step last committed it
+        self._known: BuildRecord | None = None  # the build as this step last committed it
 
     def offer(self, item: dict[str, Any] | MalformedTask, record: Record | None = None) -> None:
         """Offer the next streamed item. `record(entries)` records the item's own event (its
@@ -199,25 +200,25 @@ class StreamStarter:
         for attempt in range(50):
             # What this step last committed is most likely still current (its version decides).
             build = self._known if attempt == 0 and self._known is not None else svc.builds.require(build_id)
-            if build["status"] != BuildStatus.planning:  # cancelled: nothing more is handed
+            if build.status != BuildStatus.planning:  # cancelled: nothing more is handed
                 self.gate.closed = "the build is no longer planning"
                 if record is not None:
-                    raise StateConflict(f"build {build_id} is {build['status']}")
+                    raise StateConflict(f"build {build_id} is {build.status}")
                 return
             cur = dispatching.Loaded(
                 build,
                 spec,
-                scheduler.DispatchState.from_json(build.get("dispatch"), spec.order[: self.committed]),
-                int(build.get("dispatchVersion", 0)),
+                scheduler.DispatchState.from_json(build.dispatch, spec.order[: self.committed]),
+                build.dispatchVersion,
                 svc.clock.now_ms(),
             )
             decision = dispatching.decide(cur, op)
             update = dispatching.state_update(cur).set(streamedTasks=len(handed)).when(
                 "{status} = :planning", planning=BuildStatus.planning.value
             )
-            deadline = build.get("deadlineAt")
+            deadline = build.deadlineAt
             if deadline is None:  # the build's time limit holds from its first task
-                deadline = dispatching.run_started_at(build) + svc.settings.build_timeout_seconds * 1000
+                deadline = build.run_started_at + svc.settings.build_timeout_seconds * 1000
                 update.set(deadlineAt=deadline)
             if decision.sends:
                 update.set(stepVersion=cur.version + 1)
@@ -230,14 +231,15 @@ class StreamStarter:
             except StateConflict:
                 self._known = None
                 continue
-            self._known = {
-                **build,
-                "dispatch": cur.state.to_json(spec.order),
-                "dispatchVersion": cur.version + 1,
-                "haltedBy": cur.state.halted,
-                "streamedTasks": len(handed),
-                "deadlineAt": deadline,
-            }
+            self._known = build.model_copy(
+                update={
+                    "dispatch": cur.state.to_json(spec.order),
+                    "dispatchVersion": cur.version + 1,
+                    "haltedBy": cur.state.halted,
+                    "streamedTasks": len(handed),
+                    "deadlineAt": deadline,
+                }
+            )
             break
         else:  # pragma: no cover - 50 lost races in a row
             raise RuntimeError(f"handing streamed tasks of {build_id} kept losing races")
@@ -260,8 +262,8 @@ class StreamStarter:
         if not self.unsent:
             return
         build = self.svc.builds.require(self.build_id)
-        step = int(build.get("stepVersion") or 0)
-        if int(build.get("sentVersion") or 0) < step:
+        step = build.stepVersion
+        if build.sentVersion < step:
             state = dispatching.dispatch_state_of(self.svc, build).state
             unclaimed = dispatching.unclaimed(self.svc, self.build_id, state)
             dispatching.send_tasks(self.svc, self.build_id, unclaimed, dispatching.plan(self.svc, build)[1])
@@ -275,10 +277,10 @@ class StreamStarter:
         order = tuple(t.id for t in self.gate.handed[: self.committed])
         for _ in range(50):
             build = self.svc.builds.require(self.build_id)
-            if build["status"] != BuildStatus.planning:
+            if build.status != BuildStatus.planning:
                 return False
-            version = int(build.get("dispatchVersion", 0))
-            state = migrate(build.get("dispatch"), order, spec)
+            version = build.dispatchVersion
+            state = migrate(build.dispatch, order, spec)
             final = (
                 update()
                 .set(dispatch=state.to_json(spec.order), dispatchVersion=version + 1, haltedBy=state.halted)
