@@ -155,6 +155,17 @@ class LocalRuntime:
 
             self._saved_switch = sys.getswitchinterval()
             sys.setswitchinterval(self.switch_interval_s)
+        reset_settings()
+        use_clock(self.clock)
+        try:  # fail fast, naming a bad variable, before anything starts
+            settings = get_settings()
+            missing = missing_credentials(settings)
+            if missing:
+                raise ConfigurationError(missing)
+            _apply_log_level()
+        except ConfigurationError:
+            self.stop()
+            raise
         if self.backends == "process":
             from local.aws_process import BackendsProcess
 
@@ -179,17 +190,6 @@ class LocalRuntime:
             moto_fixes.install()
         invocations.install()
         reset_clients()
-        reset_settings()
-        use_clock(self.clock)
-        settings = get_settings()  # fail fast, naming a bad variable, before anything runs
-        try:
-            missing = missing_credentials(settings)
-            if missing:
-                raise ConfigurationError(missing)
-            _apply_log_level()
-        except ConfigurationError:
-            self.stop()
-            raise
         self._create_resources(settings.webhook_secret, settings.task_timeout_seconds)
         reset_settings()
         reset_services()
