@@ -337,6 +337,9 @@ def _child_main() -> None:
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=config["aws_port"], verbose=False)
         server.start()
         aws_port = server.get_host_and_port()[1]
+    from local import gc_policy
+
+    gc_policy.install()  # moto's data lives here: full collections walk only what is new
     ready.write(json.dumps({"address": listener.address, "aws_port": aws_port}) + "\n")
     ready.close()
     sys.stdin.read()  # until the runtime closes it (or ends)
