@@ -4,7 +4,7 @@ Issue 7, figures 1, 3, 5, 7, 8 and 9, each beside a baseline measured in the sam
 
 1. plan_partial overhead: from the mock provider handing task 1 over (the parser closed its object;
    instrumented by wrapping `MockPlanStream.__iter__`) to its `plan_partial` being recorded
-   (`EventLog.record` returned), median over a few plans. Baseline: the stream's own chunk interval,
+   (`EventLog.record_many` returned), median over a few plans. Baseline: the stream's own chunk interval,
    measured in the same plans.
 3. dependency latency: from the instant the DynamoDB call that committed a task's last parent's
    `task_completed` returned (hooked at `BaseClient._make_api_call`) to the instant the dependent's
@@ -302,14 +302,16 @@ def plan_partial_rows(b: Bench) -> list[dict[str, Any]]:
         return chunks
 
     def wrap_record(original: Any) -> Any:
-        def record(self: Any, build_id: str, event_type: Any, data: Any, **kw: Any) -> Any:
-            event = original(self, build_id, event_type, data, **kw)
-            if str(event_type) == "plan_partial":
-                for t in event.data.get("latestTasks", []):
-                    recorded[str(t["id"])] = now_ms()
-            return event
+        def record_many(self: Any, build_id: str, entries: Any, **kw: Any) -> Any:
+            events = original(self, build_id, entries, **kw)
+            at = now_ms()
+            for event in events:
+                if str(event.type) == "plan_partial":
+                    for t in event.data.get("latestTasks", []):
+                        recorded[str(t["id"])] = at
+            return events
 
-        return record
+        return record_many
 
     first_recorded: list[float] = []
     first_stamped: list[float] = []
@@ -317,7 +319,7 @@ def plan_partial_rows(b: Bench) -> list[dict[str, Any]]:
     intervals: list[float] = []
     runs = 3 if QUICK else PLAN_RUNS
     with patched(MockPlanStream, "__iter__", wrap_iter), patched(MockPlanStream, "chunks", wrap_chunks), \
-            patched(EventLog, "record", wrap_record):
+            patched(EventLog, "record_many", wrap_record):
         for run in range(runs):
             chunk_times.clear()
             handed.clear()
@@ -710,6 +712,27 @@ class RequestCounter:
 
 
 @contextlib.contextmanager
+def streaming_off(b: Bench) -> Iterator[None]:
+    """STREAM_EXECUTION=false while inside (the settings and services are read again on each side)."""
+    from shared.logic.services import reset_services
+    from shared.settings import reset_settings
+
+    saved = os.environ.get("STREAM_EXECUTION")
+    os.environ["STREAM_EXECUTION"] = "false"
+    reset_settings()
+    reset_services()
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("STREAM_EXECUTION", None)
+        else:
+            os.environ["STREAM_EXECUTION"] = saved
+        reset_settings()
+        reset_services()
+
+
+@contextlib.contextmanager
 def counting(counter: RequestCounter) -> Iterator[None]:
     import botocore.client
 
@@ -844,6 +867,16 @@ def requests_rows(b: Bench) -> list[dict[str, Any]]:
     hit_rate = 100.0 * int(m2.get("cachedTasks") or 0) / max(1, int(m2.get("totalTasks") or 0))
     first_hit = 100.0 * int(metrics.get("cachedTasks") or 0) / max(1, int(metrics.get("totalTasks") or 0))
 
+    # The same build with streaming execution off (the plan stored before any task starts): its own
+    # prompt and task prompts, so nothing comes from the cache.
+    off = RequestCounter()
+    with streaming_off(b), counting(off):
+        off.active = True
+        b.build([{**t, "input": {**t["input"], "prompt": "off " + t["input"]["prompt"]}} for t in tasks],
+                max_concurrency=5, prompt="ten-task build, streaming off")
+        quiesce(b)
+        off.active = False
+
     total = first.requests()
     per_task = total / n
     floor = bare_worker_requests(n) / n
@@ -860,10 +893,11 @@ def requests_rows(b: Bench) -> list[dict[str, Any]]:
         f"invocations ({', '.join(f'{k} {v}' for k, v in sorted(first.lambda_calls.items()))}). Idle long polls "
         f"and empty stream reads during the build, not counted: {first.idle_polls}.\n"
     )
-    _details.append("  | source | service | operation | requests | per task |")
-    _details.append("  |---|---|---|---:|---:|")
-    for (source, service, op), count in by_op:
-        _details.append(f"  | {source} | {service} | {op} | {count} | {count / n:.1f} |")
+    _details.append(f"  | source | service | operation | requests | per task | streaming off ({off.requests()}) |")
+    _details.append("  |---|---|---|---:|---:|---:|")
+    for (source, service, op) in sorted({*first.calls, *off.calls}, key=lambda k: (-first.calls[k], k)):
+        count, off_count = first.calls[(source, service, op)], off.calls[(source, service, op)]
+        _details.append(f"  | {source} | {service} | {op} | {count} | {count / n:.1f} | {off_count} |")
     _details.append(
         "\n  Stepwise's own calls by call site (top 12): "
         + "; ".join(f"{site} x{c}" for site, c in first.sites.most_common(12)) + "."
@@ -895,14 +929,15 @@ def requests_rows(b: Bench) -> list[dict[str, Any]]:
         _row(f"AWS requests per task ({n}-task build, {total} requests); baseline bare SQS worker + one put",
              per_task, floor, f"<= {TARGET_REQUESTS_PER_TASK:.0f}", "req/task", met=req_met,
              note=None if req_met else (
-                 f"top: {top}. Per task what is left is its plan_partial transaction, its context read (with the "
-                 "cache look-up in it), its file put, its cache write, its completing transaction (which also "
-                 "claims its dependents) and ~1 stream read of the Pipe: ~6/task, plus ~40 requests a build makes "
-                 "whatever its size (create, plan, seeding, the last task's report, finalize), 4/task at 10 tasks. "
-                 "What would close the rest: the cache write committed with the completion (-1/task, but a "
-                 "transactional write costs twice the write units), plan_partial events of one streamed chunk in "
-                 "one write (-1/task with this bench's 4 KB chunks, ~0 with an LLM's few-token chunks)")),
+                 f"top: {top}. Per task what is left is its context read (with its cache look-up; one read for "
+                 "the dependents a completion hands over together), its file put, its completing transaction (with "
+                 "its result's cache item and its dependents' claims) and ~1 stream read of the Pipe: ~4/task, plus "
+                 "~30 requests a build makes whatever its size (create, plan, seeding, the last task's report, "
+                 "finalize), 3/task at 10 tasks")),
         _row(f"AWS requests per {n}-task build", total, floor * n, None, "requests", digits=0),
+        _row(f"AWS requests per task, the same {n}-task build with STREAM_EXECUTION=false; baseline streaming on",
+             off.requests() / n, per_task, f"<= {TARGET_REQUESTS_PER_TASK:.0f}", "req/task",
+             met=off.requests() / n <= TARGET_REQUESTS_PER_TASK),
         _row(f"infra $ per {n}-task build (requests, transitions, invocations; no Lambda duration); baseline LLM $ "
              f"of its tokens at {REFERENCE_LLM} prices", infra, llm_ref, f"<= {TARGET_INFRA_USD}", "USD",
              met=infra <= TARGET_INFRA_USD, digits=7,
@@ -961,7 +996,8 @@ class CpuProfile:
         "  of all: inside moto DynamoDB": lambda k: any(x.startswith("moto/dynamodb/") for x in k),
         "  of all: botocore client outside moto (serialize, sign, parse)":
             lambda k: any(x.startswith("botocore/") for x in k) and not any(x.startswith("moto/") for x in k),
-        "  of all: EventLog.record (seq, put/transaction)": lambda k: "shared/dal/events.py:EventLog.record" in k,
+        "  of all: EventLog.record_many (seq, put/transaction)":
+            lambda k: "shared/dal/events.py:EventLog.record_many" in k,
     }
 
     def __init__(self, interval_s: float = 0.1) -> None:

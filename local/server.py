@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 from local.apigw import proxy_event
 from local.auth import user_for
-from local.runtime import function_context, load_handler
+from local.runtime import call_api
 from local.static import static_answer
 from shared import cors
 from shared.settings import get_settings
@@ -54,7 +54,7 @@ def handle_request(
         query=dict(parse_qsl(query, keep_blank_values=True)) or None,
         headers={k.title(): v for k, v in headers.items()},
     )
-    result = load_handler("api")(event, function_context("api"))
+    result = call_api(event)
     out_headers = {k: str(v) for k, v in (result.get("headers") or {}).items()}
     for k, values in (result.get("multiValueHeaders") or {}).items():
         out_headers[k] = ",".join(map(str, values))

@@ -48,7 +48,13 @@ VISIBILITY_FACTOR = 6
 # AWS suggests at least 5 for an SQS event source: a receive is also spent when a batch is
 # throttled or a worker dies mid-task, not only when a task's code fails.
 TASKS_DLQ_MAX_RECEIVES = 5
-TASK_FINISHED_DLQ_MAX_RECEIVES = 5
+# A dispatcher record that fails comes back soon, then later: the dispatcher makes it invisible for
+# DISPATCH_RETRY_BASE_S * 2**(receives-1) (half to all of it, at most the queue's own visibility)
+# instead of the queue's whole visibility (360 s), and the queue allows it more receives: its first
+# retry is 5-10 s after the failure, and it reaches its dead-letter queue only after 15-30 minutes of
+# failures, as with 5 receives of 360 s each.
+TASK_FINISHED_DLQ_MAX_RECEIVES = 10
+DISPATCH_RETRY_BASE_S = 10
 
 
 # The local runtime stops a handler at its function's time limit itself, so a message there needs to

@@ -18,10 +18,14 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared import limits, resources
+from shared.backoff import exponential_backoff_s
+from shared.dal.queues import set_visibility
 from shared.errors import NotFound
 from shared.logic.finalizing import finalize
 from shared.logic.readiness import dispatching
-from shared.observability import correlate, lambda_handler
+from shared.observability import correlate, lambda_handler, logger
+from shared.settings import get_settings
 
 
 def _record(record: SQSRecord) -> None:
@@ -36,14 +40,16 @@ def _record(record: SQSRecord) -> None:
 @lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
     if "Records" in event:
-        return process_partial_response(
+        result = process_partial_response(
             event=event, record_handler=_record, processor=SqsFifoPartialProcessor(skip_group_on_error=True), context=context
         )
+        _come_back_soon(event["Records"], {str(f["itemIdentifier"]) for f in result.get("batchItemFailures") or []})
+        return result
     action = event.get("action")
     if action == "finalize":
         state = event["state"]
         correlate(state.get("buildId"))
-        return finalize(state)
+        return finalize(state, run_id=event.get("runId"))
     correlate(event.get("buildId"))
     steps = {
         "execute": dispatching.execute,
@@ -58,6 +64,24 @@ def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
         raise
     except Exception as exc:
         raise StepInterrupted(f"{action} of {event['buildId']} was interrupted: {exc}") from exc
+
+
+def _come_back_soon(records: list[dict[str, Any]], failed: set[str]) -> None:
+    """A failed record of the task-finished queue (and those of its group held back with it) is
+    received again after a backoff on its receive count, not after the queue's whole visibility."""
+    if not failed:
+        return
+    settings = get_settings()
+    cap = resources.queue_visibility_s("task-finished", settings.task_timeout_seconds)
+    for record in records:
+        if record.get("messageId") not in failed or not str(record.get("eventSourceARN", "")).endswith(".fifo"):
+            continue
+        receives = int((record.get("attributes") or {}).get("ApproximateReceiveCount") or 1)
+        wait = exponential_backoff_s(receives, base=limits.DISPATCH_RETRY_BASE_S, cap=cap, jitter=(0.5, 1.0))
+        try:
+            set_visibility(settings.task_finished_queue_url, record["receiptHandle"], wait)
+        except Exception as exc:  # it comes back after the queue's visibility all the same
+            logger.warning("could not shorten a failed record's visibility", extra={"error": str(exc)[:300]})
 
 
 class StepInterrupted(Exception):

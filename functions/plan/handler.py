@@ -13,4 +13,4 @@ from shared.observability import correlate, lambda_handler
 @lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     correlate(event["buildId"])
-    return run_plan(event["buildId"])
+    return run_plan(event["buildId"], execution=event.get("execution"))

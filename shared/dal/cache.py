@@ -29,8 +29,14 @@ class ResultCache:
 
     def put(self, key: str, files: list[dict[str, Any]], expires_at: int) -> None:
         try:
-            client("dynamodb").put_item(
-                TableName=self.table, Item=to_item({"cacheKey": key, "files": files, TTL_ATTRIBUTE: expires_at})
-            )
+            client("dynamodb").put_item(TableName=self.table, Item=self._item(key, files, expires_at))
         except Exception as exc:
             logger.warning("cache write failed", extra={"code": error_code(exc)})
+
+    def tx_put(self, key: str, files: list[dict[str, Any]], expires_at: int) -> dict[str, Any]:
+        """A transaction entry writing the item (no condition: it commits with the result it holds)."""
+        return {"Put": {"TableName": self.table, "Item": self._item(key, files, expires_at)}}
+
+    @staticmethod
+    def _item(key: str, files: list[dict[str, Any]], expires_at: int) -> dict[str, Any]:
+        return to_item({"cacheKey": key, "files": files, TTL_ATTRIBUTE: expires_at})

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from shared.backoff import exponential_backoff_s
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.constants import TTL_ATTRIBUTE
 from shared.dal.aws import client, from_item, query_items, to_item
@@ -33,6 +34,11 @@ from shared.ids import new_event_id
 from shared.models.events import MAX_EVENT_BYTES, Event, EventType, event_data, json_size
 
 _MAX_TRIES = 100
+# A transaction DynamoDB cancelled for a conflict or a throttle (never retried by the SDK) is sent
+# again after the one backoff (exponential, full jitter), at most this many times in all; then the
+# error goes to the caller, whose message or request is retried in its own time.
+CANCELLED_TRIES = 8
+CANCELLED_BACKOFF_S = (0.01, 1.0)  # base, cap: waits of up to 10, 20, 40 ms ... 1 s; ~2.3 s at most in all
 POLL_INTERVAL_S = 0.25  # how often `wait_for` looks at the log when nothing tells it of a write
 
 # How `EventLog.wait_for` learns that a build's log grew: (buildId, after, timeout_s) -> grew.
@@ -118,7 +124,7 @@ class EventLog:
         count = len(payloads)
         with self.serial(build_id):  # writers in one process take turns instead of racing for seq
             seq = self._next_seq(build_id, refresh=False)
-            probes = 0
+            probes = cancelled = 0
             for _ in range(_MAX_TRIES):
                 now = self.clock.now_ms()
                 events = [
@@ -158,8 +164,12 @@ class EventLog:
                         raise StateConflict(
                             f"{payloads[0][0]} not recorded: state changed", details={"failed": failed}
                         ) from None
-                    if error_code(exc) == TRANSACTION_CANCELED:
-                        time.sleep(random.uniform(0.002, 0.02))  # TransactionConflict: back off
+                    if error_code(exc) == TRANSACTION_CANCELED:  # TransactionConflict, ThrottlingError
+                        cancelled += 1
+                        if cancelled >= CANCELLED_TRIES:
+                            raise
+                        base, cap = CANCELLED_BACKOFF_S
+                        self.clock.sleep(exponential_backoff_s(cancelled, base=base, cap=cap, rng=random.random))
                         seq = self._next_seq(build_id, refresh=True)
                         continue
                     raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.constants import TTL_ATTRIBUTE
@@ -21,11 +21,15 @@ class TaskStore:
         self.table = table
         self.ttl_seconds = ttl_seconds  # a plan's tasks expire this long after they were planned
 
-    def put_plan(self, build_id: str, plan_id: str, tasks: list[Task], handed: Collection[str] = ()) -> None:
+    def put_plan(
+        self, build_id: str, plan_id: str, tasks: list[Task], handed: Mapping[str, tuple[int, Task]] | None = None
+    ) -> None:
         """Write the plan's task items. `handed`: tasks whose items the plan step wrote while the
-        plan streamed (they may be running or done): only their place and definition are updated."""
+        plan streamed (they may be running or done), each with the place and definition written
+        then: only a place or definition the stored plan changed is updated."""
+        handed = handed or {}
         for i, t in enumerate(tasks):
-            if t.id in handed:
+            if t.id in handed and handed[t.id] != (i, t):
                 self.update(build_id, t.id, Update().set(order=i, task=t.model_dump(mode="json")))
         self._put_items(build_id, plan_id, [(i, t, None) for i, t in enumerate(tasks) if t.id not in handed])
 
@@ -78,21 +82,22 @@ class TaskStore:
         return records, found
 
     def get_many_with(
-        self, keys: list[Key], table: str, key: dict[str, Any]
-    ) -> tuple[dict[Key, TaskRecord], set[Key], dict[str, Any] | None]:
-        """`get_many`, and the item of another table at `key` (DynamoDB JSON; an eventually
-        consistent read) in the same request: (records, keys found, that item or None)."""
-        return self._batch_get(keys, (table, key))
+        self, keys: list[Key], table: str, others: list[dict[str, Any]]
+    ) -> tuple[dict[Key, TaskRecord], set[Key], list[dict[str, Any]]]:
+        """`get_many`, and the items of another table at `others` (keys in DynamoDB JSON; eventually
+        consistent reads) in the same requests: (records, keys found, those other items found)."""
+        return self._batch_get(keys, (table, others))
 
     def _batch_get(
-        self, keys: list[Key], other: tuple[str, dict[str, Any]] | None
-    ) -> tuple[dict[Key, TaskRecord], set[Key], dict[str, Any] | None]:
+        self, keys: list[Key], other: tuple[str, list[dict[str, Any]]] | None
+    ) -> tuple[dict[Key, TaskRecord], set[Key], list[dict[str, Any]]]:
         ddb = client("dynamodb")
         out: dict[Key, TaskRecord] = {}
         present: set[Key] = set()
-        found: dict[str, Any] | None = None
+        found: list[dict[str, Any]] = []
         unique = list(dict.fromkeys(keys))
-        size = 100 - (other is not None)  # the other item rides in the first request
+        others = other[1] if other is not None else []
+        size = 100 - len(others)  # the other items ride in the first request
         for start in range(0, max(1, len(unique)), size):
             pending: dict[str, Any] = {}
             if unique:
@@ -100,8 +105,8 @@ class TaskStore:
                     "Keys": [{"buildId": {"S": b}, "taskId": {"S": t}} for b, t in unique[start : start + size]],
                     "ConsistentRead": True,
                 }
-            if other is not None and start == 0:
-                pending[other[0]] = {"Keys": [other[1]]}
+            if other is not None and others and start == 0:
+                pending[other[0]] = {"Keys": others}
             while pending:
                 resp = ddb.batch_get_item(RequestItems=pending)
                 responses = resp.get("Responses") or {}
@@ -111,8 +116,8 @@ class TaskStore:
                     present.add(key)
                     if "task" in item:  # a task's item, not a file-index entry
                         out[key] = TaskRecord.model_validate(item)
-                if other is not None and responses.get(other[0]):
-                    found = from_item(responses[other[0]][0])
+                if other is not None:
+                    found += [from_item(raw) for raw in responses.get(other[0]) or []]
                 pending = resp.get("UnprocessedKeys") or {}
                 if pending:
                     time.sleep(0.05)  # throttled: back off before asking for the rest

@@ -3,12 +3,16 @@ answers NotFound, exactly like a missing one."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
+
+from pydantic import BaseModel
 
 from shared.constants import TTL_ATTRIBUTE
 from shared.dal.table import Update
 from shared.errors import Conflict, InvalidInput, NotFound, StateConflict
 from shared.ids import new_build_id
+from shared.logic import runs
 from shared.logic.finalizing import metrics_of
 from shared.logic.readiness import scheduler
 from shared.logic.services import Services, services
@@ -76,40 +80,23 @@ def create_build(owner: str, req: CreateBuildRequest, svc: Services | None = Non
         "createdAt": now,
         "updatedAt": now,
         "inputFiles": [f.path for f in req.files] or None,
+        "runId": runs.first_run(build_id),
         TTL_ATTRIBUTE: now // 1000 + svc.settings.record_ttl_seconds,  # with its tasks, events and files
     }
-    put = svc.builds.tx_create(item)
+    # The execution starts first and the build item commits after it (runs.py): an API call that
+    # dies between the two leaves an execution that ends at its Plan step, never a build that waits
+    # for an execution nobody started.
+    try:
+        svc.workflow.start(runs.first_run(build_id), _run_input(svc, build_id))
+    except Exception as exc:
+        raise RuntimeError(f"could not start the build's execution: {exc}") from exc
     svc.events.record(
         build_id,
         EventType.build_started,
         {"prompt": req.prompt[:200], "framework": req.framework},
-        also=[put],
+        also=[svc.builds.tx_create(item)],
         notify=bool(req.webhookUrl or svc.settings.webhook_url),  # the build item is written in this same call
     )
-    try:
-        svc.workflow.start(
-            build_id,
-            {
-                "buildId": build_id,
-                "timeouts": {
-                    "buildSeconds": svc.settings.build_timeout_seconds,
-                    "approvalSeconds": svc.settings.plan_approval_timeout_seconds,
-                },
-            },
-        )
-    except Exception as exc:
-        svc.events.record(
-            build_id,
-            EventType.build_failed,
-            {"reason": "planning_failed", "message": "the build could not be started"},
-            also=[
-                svc.builds.tx_update(
-                    build_id,
-                    Update().set(status=BuildStatus.failed.value, failureReason="planning_failed", updatedAt=svc.clock.now_ms()),
-                )
-            ],
-        )
-        raise RuntimeError(f"could not start the build's execution: {exc}") from exc
     count("build.started")
     return BuildCreated.model_validate(
         {"buildId": build_id, "links": {"self": f"/builds/{build_id}", "events": f"/builds/{build_id}/events"}}
@@ -278,13 +265,17 @@ def get_file(owner: str, build_id: str, path: str, svc: Services | None = None) 
 
 def approve(owner: str, build_id: str, req: ApprovalRequest, svc: Services | None = None) -> ApprovalResult:
     """Approve, reject, or approve an edited plan. The decision is taken once: its event commits with
-    the removal of the approval token, so of two concurrent decisions exactly one wins and the other
-    answers 409; an edited plan is stored only by the winner."""
+    the decision on the build, so of two concurrent decisions exactly one wins and the other answers
+    409; an edited plan is stored only by the winner. The decision is then carried out (the edit
+    stored, the approval step's token answered); a call that dies part way leaves the decision on the
+    build, and the next approval request carries it out (`_carry_out`)."""
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
     token = build.approvalToken
     if build.status != BuildStatus.awaiting_approval or not token:
         raise Conflict(f"build is {build.status}, not awaiting approval")
+    if build.approvalDecision:
+        return _carry_out(svc, build, token, req)
     plan_id = str(build.planId)
     version = build.planVersion or 1
     edited: list[Task] | None = None
@@ -295,21 +286,26 @@ def approve(owner: str, build_id: str, req: ApprovalRequest, svc: Services | Non
             "tasks: this plan has circular dependencies; approve it with an edited task list",
             details=[{"field": "tasks", "message": "an acyclic task list is required"}],
         )
+    now = svc.clock.now_ms()
     decided = (
         Update()
-        .set(approvalToken=None, updatedAt=svc.clock.now_ms())
-        .when("{status} = :a AND {approvalToken} = :tok", a=BuildStatus.awaiting_approval.value, tok=token)
+        .set(approvalDecision="approved" if req.approved else "rejected", decidedAt=now, updatedAt=now)
+        .when(
+            "{status} = :a AND {approvalToken} = :tok AND attribute_not_exists({approvalDecision})",
+            a=BuildStatus.awaiting_approval.value,
+            tok=token,
+        )
     )
     if not req.approved:
         reason = req.reason or "The plan was rejected."
-        _decide(svc, build_id, EventType.plan_rejected, {"planId": plan_id, "reason": reason}, decided)
+        _decide(svc, build_id, EventType.plan_rejected, {"planId": plan_id, "reason": reason}, decided.set(approvalReason=reason))
         svc.workflow.fail(token, "ApprovalRejected", reason)
         count("plan.rejected")
         return ApprovalResult(buildId=build_id, approved=False)
     if edited is not None:
         version += 1
-        decided.set(planVersion=version)
-    decided.set(approvedAt=svc.clock.now_ms())
+        decided.set(planVersion=version, approvalEdit=True)
+    decided.set(approvedAt=now)
     _decide(
         svc,
         build_id,
@@ -321,6 +317,28 @@ def approve(owner: str, build_id: str, req: ApprovalRequest, svc: Services | Non
         _replace_plan(svc, build, edited, version)
     svc.workflow.succeed(token, {"approved": True})
     return ApprovalResult(buildId=build_id, approved=True, planVersion=version)
+
+
+def _carry_out(svc: Services, build: BuildRecord, token: str, req: ApprovalRequest) -> ApprovalResult:
+    """The plan was approved or rejected, and the approval step still waits: the call that decided
+    may still be carrying it out, or may have died part way. Its token is answered again (answering
+    twice is harmless). An approved edit whose plan is not stored yet is stored first, from this
+    request's tasks, once the deciding call is surely over (past the API's time limit); until then,
+    or without tasks, this answers 409 and changes nothing."""
+    build_id = build.buildId
+    version = build.planVersion or 1
+    if build.approvalDecision == "rejected":
+        svc.workflow.fail(token, "ApprovalRejected", build.approvalReason or "The plan was rejected.")
+        raise Conflict("the plan was already rejected")
+    if build.approvalEdit and (build.planStoredVersion or 1) < version:
+        over = svc.clock.now_ms() - (build.decidedAt or 0) > runs.commit_wait_s() * 1000
+        if not (over and req.approved and req.tasks is not None):
+            raise Conflict("the plan was approved with an edit that is still being stored; send the approval again in a minute")
+        _replace_plan(svc, build, _validated_edit(req.tasks), version)
+        svc.workflow.succeed(token, {"approved": True})
+        return ApprovalResult(buildId=build_id, approved=True, planVersion=version)
+    svc.workflow.succeed(token, {"approved": True})
+    raise Conflict("the plan was already approved")
 
 
 def _decide(svc: Services, build_id: str, event: EventType, data: dict[str, Any], update: Update) -> None:
@@ -367,6 +385,7 @@ def _replace_plan(svc: Services, build: BuildRecord, tasks: list[Task], version:
             svc.builds.tx_update(
                 build_id,
                 Update().set(
+                    planStoredVersion=version,  # the edit is stored: the approval can be answered
                     taskCount=len(tasks),
                     estimatedDuration=estimated,
                     blocked=False,
@@ -406,12 +425,11 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
     except StateConflict:
         raise Conflict("build already ended") from None
     # The cancel is recorded: a run that is not stopped here still ends on its own, since each of its
-    # steps checks the build's status first.
-    for run in range(1, build.runs + 1):  # a re-opened build runs as <id>-run<N>
-        try:
-            svc.workflow.stop(run_id(build_id, run), why)
-        except Exception as exc:
-            logger.warning("could not stop the build's execution", extra={"run": run, "error": str(exc)[:300]})
+    # steps checks the build's status first. Runs before the current one have ended.
+    try:
+        svc.workflow.stop(runs.current_run(build), why)
+    except Exception as exc:
+        logger.warning("could not stop the build's execution", extra={"error": str(exc)[:300]})
     # A build with a dispatch state (its plan stored, or tasks started while it streamed, which is
     # read after the cancel committed: no task is handed after it) halts it: nothing more starts.
     if build.planId or _streamed(svc, build_id):
@@ -428,9 +446,16 @@ def cancel(owner: str, build_id: str, reason: str | None = None, svc: Services |
 _RUN_END_WAIT_S = 10.0
 
 
-def run_id(build_id: str, run: int) -> str:
-    """The name of a build's Step Functions execution: its id for the first run, then <id>-run<N>."""
-    return build_id if run <= 1 else f"{build_id}-run{run}"
+def _run_input(svc: Services, build_id: str) -> dict[str, Any]:
+    """A run's execution input; `requestedAt` bounds how long its Plan step waits for its commit."""
+    return {
+        "buildId": build_id,
+        "requestedAt": svc.clock.now_ms(),
+        "timeouts": {
+            "buildSeconds": svc.settings.build_timeout_seconds,
+            "approvalSeconds": svc.settings.plan_approval_timeout_seconds,
+        },
+    }
 
 
 def retry_task(owner: str, build_id: str, task_id: str, svc: Services | None = None) -> TaskActionResult:
@@ -485,62 +510,77 @@ def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Serv
 
 
 def _resume(svc: Services, build: BuildRecord, task_id: str, action: str) -> TaskActionResult:
-    """Re-open a build that had ended: `build_resumed` commits with its return to `executing`, the
-    task (and what it re-opens) is handed to the dispatcher, and a new run starts with its own time
-    limit, ending with its own terminal event."""
+    """Re-open a build that had ended. The new run's execution starts first, under a name never used
+    before; then one transaction commits `build_resumed` with that name as the build's run, its
+    return to `executing`, and the dispatch state with the task re-opened (for a skip, with its
+    `task_skipped`), on condition that the build is as it was read. Only then are the re-opened
+    tasks' items made pending and the ready ones sent; the run's Execute step does both again if
+    this call dies first. An execution whose commit never lands ends at its Plan step (runs.py)."""
     from shared.logic.readiness import dispatching
 
     build_id = build.buildId
-    if action == "retry":
-        task_ids = dispatching.reopenable(svc, build, task_id)
-        if not task_ids:
-            raise Conflict(f"task {task_id} cannot run again while a task it depends on stays failed; retry that one")
-    else:
-        spec = dispatching.dag_spec(svc, build)
-        state = scheduler.DispatchState.from_json(build.dispatch, spec.order)
-        would = scheduler.skip(spec, state, task_id, build.maxConcurrency)
-        task_ids = [task_id, *(would or [])]
     run = build.runs + 1
-    execution = run_id(build_id, run)
-    try:
-        svc.events.record(
-            build_id,
-            EventType.build_resumed,
-            {"runId": execution, "taskIds": task_ids},
-            also=[
-                svc.builds.tx_update(
-                    build_id,
-                    Update()
-                    .set(
-                        status=BuildStatus.executing.value,
-                        runStartedAt=svc.clock.now_ms(),  # the re-opened run gets its own BUILD_TIMEOUT_SECONDS
-                        executeStartedAt=None,
-                        executeToken=None,
-                        deadlineAt=None,
-                        finishedAt=None,
-                        failureReason=None,
-                        message=None,
-                        runs=run,
-                        updatedAt=svc.clock.now_ms(),
-                    )
-                    .when("{status} = :s", s=build.status.value),
-                )
-            ],
+    now = svc.clock.now_ms()
+    # the re-opened run gets its own BUILD_TIMEOUT_SECONDS
+    resumed = build.model_copy(update={"status": BuildStatus.executing, "deadlineAt": None, "runStartedAt": now})
+    cur = dispatching.dispatch_state_of(svc, resumed)
+    if action == "retry":
+        reopened = scheduler.retry(cur.spec, cur.state, task_id, build.maxConcurrency)
+        if not reopened:
+            raise Conflict(f"task {task_id} cannot run again while a task it depends on stays failed; retry that one")
+        task_ids = reopened
+    else:
+        skipped = scheduler.skip(cur.spec, cur.state, task_id, build.maxConcurrency)
+        if skipped is None:
+            raise Conflict(f"task {task_id} is not failed; only failed or timed-out tasks can be skipped")
+        reopened, task_ids = skipped, [task_id, *skipped]
+    decision = dispatching.decide(cur, lambda spec, st, m: scheduler.fill(spec, st, m))
+    if cur.state.halted is not None:  # its budget is spent: the run would end before it began
+        raise Conflict(f"build {build_id} has spent its budget; a task can no longer run in it")
+    execution = runs.new_run(build_id, run)
+    svc.workflow.start(execution, _run_input(svc, build_id))
+    update = (
+        dispatching.state_update(cur)
+        .set(
+            status=BuildStatus.executing.value,
+            runStartedAt=now,
+            executeStartedAt=None,
+            executeToken=None,
+            deadlineAt=None,
+            finishedAt=None,
+            failureReason=None,
+            message=None,
+            runs=run,
+            runId=execution,
         )
-    except StateConflict:
-        raise Conflict("build changed while re-opening it; try again") from None
-    act = dispatching.reopen_task if action == "retry" else dispatching.skip_failed_task
-    reopened = act(build_id, task_id, svc)
-    svc.workflow.start(
-        execution,
-        {
-            "buildId": build_id,
-            "timeouts": {
-                "buildSeconds": svc.settings.build_timeout_seconds,
-                "approvalSeconds": svc.settings.plan_approval_timeout_seconds,
-            },
-        },
+        .when("{status} = :s", s=build.status.value)
     )
+    if decision.sends:
+        update.set(stepVersion=cur.version + 1)  # confirmed by sentVersion once they are sent
+    entries: list[tuple[EventType, BaseModel | dict[str, Any]]] = [(EventType.build_resumed, {"runId": execution, "taskIds": task_ids})]
+    also = [svc.builds.tx_update(build_id, update)]
+    if action == "skip":
+        entries.append((EventType.task_skipped, {"taskId": task_id, "reason": "user"}))
+        also.append(
+            svc.tasks.tx_update(
+                build_id,
+                task_id,
+                Update()
+                .set(status=TaskStatus.skipped.value, skippedBecause="user", updatedAt=now)
+                .when_in("status", SKIPPABLE_TASK_STATUSES),
+            )
+        )
+    dispatching.forget_commit(build_id)
+    try:
+        svc.events.record_many(build_id, entries, also=also)
+    except StateConflict:
+        with contextlib.suppress(Exception):  # it ends at its Plan step all the same
+            svc.workflow.stop(execution, "superseded: the build changed while it was re-opened")
+        raise Conflict("build changed while re-opening it; try again") from None
+    dispatching.reopen_items(svc, build_id)
+    if decision.sends:
+        dispatching.send_tasks(svc, build_id, decision.sends, dispatching.plan(svc, cur.build)[1])
+        dispatching._confirm_sent(svc, build_id, cur.version + 1)
     count("build.resumed")
     return _acted(build_id, task_id, action, reopened, resumed=True)
 

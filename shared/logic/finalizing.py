@@ -8,6 +8,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.dal.table import Update
 from shared.errors import StateConflict
+from shared.logic import runs
 from shared.logic.readiness.dispatching import parse_cause
 from shared.logic.services import Services, services
 from shared.models.build import (
@@ -74,10 +75,14 @@ def file_paths(tasks: list[TaskRecord]) -> list[str]:
     return sorted(paths)
 
 
-def finalize(state: dict[str, Any], svc: Services | None = None) -> dict[str, Any]:
+def finalize(state: dict[str, Any], svc: Services | None = None, *, run_id: str | None = None) -> dict[str, Any]:
+    """`run_id`: the execution's name; the end is recorded only for the build's current run."""
     svc = svc or services()
     build_id = state["buildId"]
     build = svc.builds.require(build_id)
+    if run_id is not None and runs.current_run(build) != run_id:
+        # a replay of a run whose end was recorded, after a retry or skip re-opened the build
+        return {"succeeded": True, "status": "superseded"}
     if build.status in TERMINAL_BUILD_STATUSES:  # replayed, or cancelled meanwhile
         return _outcome(build.status)
     tasks = svc.tasks.list(build_id)

@@ -9,12 +9,13 @@ import contextlib
 import json
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from shared.dal.table import Update
 from shared.errors import CircularDependencies, PlanningFailed, PlanTooLarge, StateConflict, StepwiseError
 from shared.ids import new_plan_id
-from shared.logic.readiness import dag
+from shared.logic import runs
+from shared.logic.readiness import dag, dispatching
 from shared.logic.readiness.plan_validation import (
     BLOCKED_MESSAGE,
     HARD_ERROR_MESSAGE,
@@ -40,10 +41,25 @@ from shared.providers.base import (
     TransformKind,
 )
 
+_PARTIALS_PER_COMMIT = 25  # plan_partial events in one commit, beside the handed tasks' items (a transaction holds 100)
 
-def run_plan(build_id: str, svc: Services | None = None) -> dict[str, Any]:
+
+def run_plan(build_id: str, svc: Services | None = None, *, execution: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`execution`: Step Functions' `$$.Execution` (its Name and Input). A run whose commit never
+    lands (the API call that started it died, or another re-open won) answers `superseded` and
+    changes nothing (runs.py)."""
     svc = svc or services()
+    if execution and execution.get("Name"):
+        started = execution.get("Input") or {}
+        if isinstance(started, str):
+            started = json.loads(started or "{}")
+        own = runs.wait_for_own_run(svc, build_id, str(execution["Name"]), started.get("requestedAt"))
+        if own is None:
+            logger.info("run superseded: its commit never landed", extra={"run": execution["Name"]})
+            count("run.superseded")
+            return {**_ended(build_id, "superseded"), "superseded": True}
     build = svc.builds.require(build_id)
+    svc.webhook_url(build_id, build=build)  # where its events go, known from this read
     if build.planId:  # a retried invocation: the plan is already stored
         return _result(svc, build)
     if build.status in TERMINAL_BUILD_STATUSES:  # cancelled before its plan began
@@ -94,11 +110,30 @@ def _plan(
         .when("{status} = :planning", planning=BuildStatus.planning.value)
         .tx_check(svc.builds.table, {"buildId": build_id})
     )
+    # Items read and not offered yet: those that closed in one piece of the stream are offered
+    # together, their plan_partial events (one per valid task) recorded in one commit.
+    pending: list[dict[str, Any] | MalformedTask] = []
+    partials: list[dict[str, Any]] = []
+
+    def record_partials(also: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+        entries: list[tuple[EventType, BaseModel | dict[str, Any]]] = [(EventType.plan_partial, p) for p in events]
+        svc.events.record_many(build_id, entries, also=also or [still_planning])
+
+    def offer_pending() -> None:
+        # With their plan_partial events, the tasks are handed to the dispatch state (and started,
+        # if their dependencies completed) in the same commit. What follows an invalid or malformed
+        # item waits for the whole plan.
+        events = list(partials)
+        starter.offer(pending, (lambda also: record_partials(also, events)) if events else None)
+        pending.clear()
+        partials.clear()
+
     try:
         stream = provider.plan_stream(build.prompt, context)
         tasks_in = iter(stream)
         for raw in tasks_in:
             if len(items) >= limit:  # one task too many: stop reading (and paying for) the stream
+                offer_pending()  # those read before it are shown all the same
                 close = getattr(tasks_in, "close", None)
                 if close is not None:
                     close()
@@ -107,23 +142,15 @@ def _plan(
                 raise PlanTooLarge(plan_too_large_message(limit))
             item = clipper.clip(raw)
             items.append(item)
+            pending.append(item)
             if isinstance(item, dict):
-                try:
+                with contextlib.suppress(ValidationError):
                     task = Task.model_validate(item)
-                except ValidationError:
-                    starter.offer(item)  # what follows an invalid task waits for the whole plan
-                    continue
-                shown += 1
-                partial = {"planId": plan_id, "totalTasksSoFar": shown, "latestTasks": [task.planned()]}
-
-                def record_partial(also: list[dict[str, Any]], partial: dict[str, Any] = partial) -> None:
-                    svc.events.record(build_id, EventType.plan_partial, partial, also=also or [still_planning])
-
-                # With its plan_partial, the task is handed to the dispatch state (and started, if its
-                # dependencies completed) in the same commit.
-                starter.offer(item, record_partial)
-            else:
-                starter.offer(item)  # malformed: what follows it waits for the whole plan
+                    shown += 1
+                    partials.append({"planId": plan_id, "totalTasksSoFar": shown, "latestTasks": [task.planned()]})
+            if not stream.more_ready or len(partials) >= _PARTIALS_PER_COMMIT:
+                offer_pending()
+        offer_pending()
         usage = stream.usage
     except ProviderError as exc:
         _keep_plan_cost(svc, build_id, stream.usage if stream is not None else Usage())  # billed all the same
@@ -166,7 +193,8 @@ def _plan(
     logger.info("plan.complete", extra={"tasks": len(plan.tasks), "tokens": {"prompt": usage.promptTokens,
                 "completion": usage.completionTokens}, "costUsd": usage.costUsd, "estimated": usage.estimated})
 
-    handed = {t.id for t in starter.gate.handed[: starter.committed]}
+    # Each handed task's item holds its place in the order handed and its definition as handed.
+    handed = {t.id: (i, t) for i, t in enumerate(starter.gate.handed[: starter.committed])}
     svc.tasks.put_plan(build_id, plan_id, plan.tasks, handed=handed)
     deps = {t.id: t.dependencies for t in plan.tasks}
     estimated = 0.0 if plan.blocked else dag.critical_path_length(deps, {t.id: t.estimatedDuration for t in plan.tasks})
@@ -224,6 +252,8 @@ def _plan(
     except StateConflict:
         return _ended(build_id, "cancelled")
     # The build as that commit left it (it held only while the build planned): no read back.
+    if not plan.blocked:  # what the dispatch steps of this process would read back
+        dispatching.know_plan(build.model_copy(update={"planId": plan_id, "planVersion": 1}), plan.tasks)
     return _result(svc, build.model_copy(update={"taskCount": len(plan.tasks), "blocked": plan.blocked}))
 
 
@@ -231,7 +261,7 @@ def _ended(build_id: str, status: str) -> dict[str, Any]:
     """The build ended (cancelled) while it planned: its execution is stopped, so what is returned
     here goes nowhere; nothing more is recorded and nothing is wrong."""
     logger.info("build ended while planning; the plan is dropped", extra={"buildId": build_id, "status": status})
-    return {"requireApproval": False, "taskCount": 0, "remainingSeconds": 1}
+    return {"requireApproval": False, "taskCount": 0, "remainingSeconds": 1, "superseded": False}
 
 
 def _result(svc: Services, build: BuildRecord) -> dict[str, Any]:
@@ -243,6 +273,7 @@ def _result(svc: Services, build: BuildRecord) -> dict[str, Any]:
         "requireApproval": first_run and wants,
         "taskCount": build.taskCount,
         "remainingSeconds": remaining,
+        "superseded": False,
     }
 
 

@@ -14,6 +14,7 @@ from shared.dal.file_index import FileIndex
 from shared.dal.files import FileStore
 from shared.dal.tasks import TaskStore
 from shared.dal.workflow import Workflow
+from shared.models.records import BuildRecord
 from shared.providers.base import AIProvider
 from shared.settings import Settings, get_settings
 
@@ -42,13 +43,15 @@ class Services:
             clock=self.clock,
         )
 
-    def webhook_url(self, build_id: str) -> str | None:
+    def webhook_url(self, build_id: str, *, build: BuildRecord | None = None) -> str | None:
         """Where the build's events are delivered: its own URL, else the deployment default, else
-        nowhere. A build's URL never changes, so the answer is kept for the life of the process."""
+        nowhere. A build's URL never changes, so the answer is kept for the life of the process.
+        `build`: the build as the caller has just read it whole (then nothing is read)."""
         with self._lock:
             if build_id in self._webhook_urls:
                 return self._webhook_urls[build_id]
-        build = self.builds.get(build_id, attributes=["webhookUrl"])
+        if build is None:
+            build = self.builds.get(build_id, attributes=["webhookUrl"])
         url = (build.webhookUrl if build else None) or self.settings.webhook_url
         with self._lock:
             if len(self._webhook_urls) > 10_000:

@@ -68,11 +68,17 @@ class BuildRecord(_Record):
     approvalRequestedAt: int | None = None
     approvalExpiresAt: int | None = None
     approvedAt: int | None = None
+    approvalDecision: str | None = None  # "approved" | "rejected", once taken (the token stays till answered)
+    approvalReason: str | None = None  # a rejection's
+    approvalEdit: bool = False  # approved with an edited plan ...
+    planStoredVersion: int | None = None  # ... stored once this equals planVersion
+    decidedAt: int | None = None
     # execution
     executeToken: str | None = None
     executeStartedAt: int | None = None
     deadlineAt: int | None = None  # epoch ms: the build times out after it
-    runs: int = 1  # a re-opened build runs again as <id>-run<N>
+    runs: int = 1  # a re-opened build runs again, as runId
+    runId: str | None = None  # the current run's execution (none stored: <id>, or <id>-run<N> from before)
     runStartedAt: int | None = None  # the last re-open; else the build's creation
     dispatch: str | None = None  # scheduler.DispatchState, as JSON
     dispatchVersion: int = 0

@@ -156,15 +156,27 @@ class TransformResult:
 
 
 class PlanStream(ABC):
-    """Iterate for tasks as they close; read `usage` afterwards."""
+    """Iterate for tasks as they close; read `usage` afterwards.
+
+    `more_ready`: true while the item just yielded is followed by others already parsed (they
+    closed in the same piece of the stream), so taking the next one waits for nothing; a consumer
+    may then handle them together."""
 
     usage: Usage
 
     def __init__(self) -> None:
         self.usage = Usage()
+        self.more_ready = False
 
     @abstractmethod
     def __iter__(self) -> Iterator[dict[str, Any] | MalformedTask]: ...
+
+    def _each(self, items: list[dict[str, Any] | MalformedTask]) -> Iterator[dict[str, Any] | MalformedTask]:
+        """Yield what one piece of the stream closed, saying whether more of it follows."""
+        for i, item in enumerate(items):
+            self.more_ready = i + 1 < len(items)
+            yield item
+        self.more_ready = False
 
 
 class AIProvider(ABC):

@@ -381,8 +381,8 @@ class MockPlanStream(PlanStream):
             if self.chunks_consumed and self._chunk_delay_s > 0:
                 time.sleep(self._chunk_delay_s)
             self.chunks_consumed += 1
-            yield from parser.feed(chunk)
-        yield from parser.close()
+            yield from self._each(parser.feed(chunk))
+        yield from self._each(parser.close())
         completion = estimate_tokens(self.text)
         self.usage = Usage(promptTokens=self._prompt_tokens, completionTokens=completion,
                            costUsd=_cost_usd(self._model, self._prompt_tokens, completion))

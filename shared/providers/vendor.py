@@ -225,7 +225,7 @@ class VendorPlanStream(PlanStream):
                 try:
                     texts = provider._attempt(call)
                     for text in texts:
-                        for item in parser.feed(text):
+                        for item in self._each(parser.feed(text)):
                             yielded = True
                             yield item
                 except AttemptFailed as failure:
@@ -239,7 +239,7 @@ class VendorPlanStream(PlanStream):
                         close()
                 # The stream ended: a cut-off final object (stop_reason max_tokens, a dropped
                 # connection) comes out as a MalformedTask so the caller can heal it.
-                yield from parser.close()
+                yield from self._each(parser.close())
                 if not parser.found_tasks:
                     logger.warning("the plan reply contained no tasks array",
                                    extra={"provider": provider.name})

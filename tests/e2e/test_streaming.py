@@ -78,6 +78,8 @@ class TestStreamingExecution:
         assert sorted(started_order(events)) == sorted(t["id"] for t in plan)  # each exactly once
         assert {"d", "root"} <= started_before_plan(events)
         assert end_of(events)["data"]["status"] == "completed"
+        # handed in another order than the plan's, the tasks are listed in the plan's once it is stored
+        assert [t["id"] for t in engine.view(bid)["plan"]["tasks"]] == [t["id"] for t in plan]
 
     def test_a_cycle_among_unstarted_tasks_goes_down_the_ladder_and_the_started_stay_as_they_ran(
         self, engine: Engine

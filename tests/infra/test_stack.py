@@ -131,7 +131,7 @@ def test_queue_redrive_policies(synth: Synthesized) -> None:
     q = synth.stack.queues
     expected = {
         q.tasks: (q.tasks_dlq, 5),  # AWS suggests >= 5 for an SQS event source
-        q.task_finished: (q.task_finished_dlq, 5),
+        q.task_finished: (q.task_finished_dlq, 10),  # a failing record backs off (5-10 s first)
         q.webhooks: (q.webhooks_dlq, 8),  # WEBHOOK_MAX_ATTEMPTS default
     }
     for queue, (dlq, max_receives) in expected.items():

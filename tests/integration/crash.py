@@ -111,6 +111,7 @@ class Call:
     operation: str = "TransactWriteItems"
     nth: int = 1
     task: str | None = None  # the task a retry or skip names (else one it can act on, at random)
+    fault: Fault | None = None  # a fault inside the API call itself, at its own nth call of that operation
 
 
 @dataclass
@@ -123,6 +124,7 @@ class Delivery:
 
 _delivery: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar("harness_delivery", default=None)
 _nested: contextvars.ContextVar[bool] = contextvars.ContextVar("harness_nested", default=False)
+_call_fault: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("harness_call_fault", default=None)
 _replaying = threading.local()
 _wire = threading.local()  # the service error the next sends of this thread get, instead of moto's answer
 _DDB_ERROR_TYPE = "com.amazonaws.dynamodb.v20120810#"
@@ -265,9 +267,59 @@ class Faults:
         # The driver plays Step Functions: it runs what starts (unless a fault stops the call below).
         plays = service == "sfn" and op in ("StartExecution", "StopExecution")
         invocation = invocations.current.get()
-        if invocation is None or _nested.get():
+        own = _call_fault.get()  # an API call racing the engine, with a fault of its own
+        if invocation is None or (_nested.get() and own is None):
             return self._execution(op, params) if plays else None
         tables = _tables(params) if service == "dynamodb" else []
+        if own is not None:  # its own fault first; a top-level request still starts the Calls that race it
+            fault = self._own_fault(own, service, op, tables)
+            if not _nested.get():
+                fault = self._scheduled(invocation, service, op, tables) or fault
+        else:
+            fault = self._scheduled(invocation, service, op, tables)
+        if plays and (fault is None or fault.kind in ("lost_response", "expiry", "crash_after")):
+            if fault is not None and fault.kind == "crash_after":
+                context["harness_fault"] = fault.kind  # started, then the invocation dies (after-call)
+            return self._execution(op, params)
+        if fault is None:
+            return None
+        if fault.kind in SERVICE_ERRORS:
+            _wire.pending = [fault.times, _wire_error(fault.kind, op, tables, fault.table), op]
+            return None
+        context["harness_fault"] = fault.kind
+        if fault.kind == "time_limit":  # stuck here until Lambda stopped it
+            function = next((f for f in ("task", "api", "plan") if invocation.name.startswith(f)), "dispatch")
+            _Clock.offset_s += limits.function_timeout_s(function, get_settings().task_timeout_seconds)
+            invocation.kill()
+            raise TimeLimit(f"{invocation.name} ran past its time limit at {op}")
+        if fault.kind == "crash_before":
+            invocation.kill()
+            raise invocations.InvocationKilled(f"crashed before {op}")
+        if fault.kind == "error":
+            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "injected"}}, op)
+        if fault.kind == "expiry" and self.on_expiry is not None:
+            delivery = _delivery.get()
+            if delivery is not None and delivery.queue == "tasks":
+                self.on_expiry(delivery)
+        return None
+
+    def _own_fault(self, own: dict[str, Any], service: str, op: str, tables: list[str]) -> Fault | None:
+        """The fault an API call carries (`Call.fault`), at its own nth call of the operation."""
+        fault: Fault = own["fault"]
+        if own["fired"] or (fault.service, fault.operation) != (service, op):
+            return None
+        if fault.table is not None and fault.table not in tables:
+            return None
+        own["n"] += 1
+        if own["n"] != fault.nth:
+            return None
+        own["fired"] = True
+        with self._lock:
+            self.fired.append(fault)
+        return fault
+
+    def _scheduled(self, invocation: invocations.Invocation, service: str, op: str, tables: list[str]) -> Fault | None:
+        """The schedule's fault for this call (and an API call racing it, started here), if any."""
         with self._lock:
             n = self.calls[(service, op, None)] = self.calls.get((service, op, None), 0) + 1
             counts: dict[str | None, int] = {None: n}
@@ -296,31 +348,7 @@ class Faults:
                 self.fired.append(fault)
         if race is not None and self.on_call is not None:
             self.on_call(race)
-        if plays and (fault is None or fault.kind in ("lost_response", "expiry", "crash_after")):
-            if fault is not None and fault.kind == "crash_after":
-                context["harness_fault"] = fault.kind  # started, then the invocation dies (after-call)
-            return self._execution(op, params)
-        if fault is None:
-            return None
-        if fault.kind in SERVICE_ERRORS:
-            _wire.pending = [fault.times, _wire_error(fault.kind, op, tables, fault.table), op]
-            return None
-        context["harness_fault"] = fault.kind
-        if fault.kind == "time_limit":  # stuck here until Lambda stopped it
-            function = "task" if invocation.name.startswith("task") else "dispatch"
-            _Clock.offset_s += limits.function_timeout_s(function, get_settings().task_timeout_seconds)
-            invocation.kill()
-            raise TimeLimit(f"{invocation.name} ran past its time limit at {op}")
-        if fault.kind == "crash_before":
-            invocation.kill()
-            raise invocations.InvocationKilled(f"crashed before {op}")
-        if fault.kind == "error":
-            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "injected"}}, op)
-        if fault.kind == "expiry" and self.on_expiry is not None:
-            delivery = _delivery.get()
-            if delivery is not None and delivery.queue == "tasks":
-                self.on_expiry(delivery)
-        return None
+        return fault
 
     def _execution(self, op: str, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """StartExecution / StopExecution, answered for the driver (which then runs what started)."""
@@ -404,6 +432,8 @@ class Run:
     runs: int = 1  # Execute + Finalize played: a retry or skip after the end starts another
     answers: list[tuple[str, str | None, int]] = field(default_factory=list)  # (action, task, HTTP status) of API calls
     approved: list[str] | None = None  # the task ids of the plan an approval stored
+    plans: int = 0  # Plan steps played (one per execution an API call started)
+    superseded: list[str] = field(default_factory=list)  # executions whose run was never committed
 
 
 class Driver:
@@ -424,6 +454,7 @@ class Driver:
         faults.on_call = self._race
         self._run: Run | None = None
         self._racing: list[threading.Thread] = []
+        self._race_invocations: list[invocations.Invocation] = []
         self.edits: dict[str, list[dict[str, Any]]] = {}  # approve:<name> -> the task list it sends
 
     # --- queues ------------------------------------------------------------------------------------
@@ -485,7 +516,9 @@ class Driver:
 
         run = self._run
         assert run is not None
-        invocations.current.set(invocations.Invocation(f"api-{call.action}"))
+        invocation = invocations.Invocation(f"api-{call.action}")
+        self._race_invocations.append(invocation)
+        invocations.current.set(invocation)
         _nested.set(True)
         build_id = run.build_id
         owner = services().builds.require(build_id).ownerId
@@ -501,14 +534,20 @@ class Driver:
             able = [t.taskId for t in items if t.status in allowed] or [t.taskId for t in items]
             task_id = call.task or (able[self.rnd.randrange(len(able))] if able else "none")
             method, path, body = "POST", f"/builds/{build_id}/tasks/{task_id}/{call.action}", None
+        own = _call_fault.set({"fault": call.fault, "n": 0, "fired": False} if call.fault else None)
         try:
             result = load_handler("api")(proxy_event(method, path, user=owner, body=body), lambda_context("api"))
             status = int(result.get("statusCode", 0))
         except BaseException:
             status = 0
+        finally:
+            _call_fault.reset(own)
+            invocations.current.set(None)  # what follows is the harness's own reading
         run.answers.append((call.action, task_id, status))
         if call.action == "cancel" and status == 202:
             run.cancelled = True
+        elif call.action == "cancel" and status == 0:  # died part way: did its commit land?
+            run.cancelled = run.cancelled or services().builds.require(build_id).status == "cancelled"
 
     def deliver(self, m: Message, run: Run) -> None:
         m.receives += 1
@@ -591,13 +630,45 @@ class Driver:
                 return op, params
         return None
 
-    def _finalize(self, build_id: str, error: dict[str, Any] | None, run: Run) -> None:
+    def _plan(self, run: Run, name: str, payload: dict[str, Any]) -> bool:
+        """The Plan step of execution `name`, which an API call started: True when it goes on (its
+        run is the build's), False when it ends superseded. Its commit comes from that call; once the
+        call is over (answered, or died) without it, Plan waits out the API's time limit."""
+        from shared.logic import runs
+
+        def committed() -> bool:
+            build = services().builds.get(run.build_id)
+            return build is not None and runs.current_run(build) == name
+
+        for _ in range(600):
+            if committed() or not self._racing:
+                break
+            self._join_races(0.05)
+        if not committed():
+            self.advance(runs.commit_wait_s())
+            for invocation in self._race_invocations:  # past the API's time limit: a call still going is stopped
+                invocation.kill()
+        run.plans += 1
+        self.faults.hold = True  # the harness puts no faults into planning
+        try:
+            event = {"action": "plan", "buildId": run.build_id, "execution": {"Name": name, "Input": payload}}
+            result, error = self._invoke("plan", event, None, label="plan")
+        finally:
+            self.faults.hold = False
+        assert error is None, error
+        if result["superseded"]:
+            run.superseded.append(name)
+            return False
+        return True
+
+    def _finalize(self, build_id: str, error: dict[str, Any] | None, run: Run, name: str | None = None) -> None:
         _, max_attempts = _retried("Finalize")
         state: dict[str, Any] = {"buildId": build_id}
         if error:
             state["error"] = error
         for _ in range(max_attempts + 1):
-            result, failure = self._invoke("dispatch", {"action": "finalize", "state": state}, None, label="finalize")
+            event = {"action": "finalize", "state": state, "runId": name}
+            result, failure = self._invoke("dispatch", event, None, label="finalize")
             if failure is None:
                 run.final = result
                 return
@@ -612,9 +683,13 @@ class Driver:
         if not run.cancelled:  # crashed or failed part way: did its commit land?
             run.cancelled = services().builds.require(build_id).status == "cancelled"
 
-    def approve(self, build_id: str, run: Run, edits: dict[str, list[dict[str, Any]]]) -> bool:
+    def approve(
+        self, build_id: str, run: Run, edits: dict[str, list[dict[str, Any]]], fault: Fault | None = None
+    ) -> bool:
         """AwaitApproval, then two users approving with different edits at once: the second request
-        races the first's commit. True when the token was answered with a success."""
+        races the first's commit. The first request may die part way (`fault`); if the approval step
+        still waits then, its user sends it again later. True when the token was answered with a
+        success; `run.approved` is the plan stored, and it must be one of the two edits."""
         self.edits = {f"approve:{name}": tasks for name, tasks in edits.items()}
         first, second = list(self.edits)
         token, _ = self._execute(build_id, run, 1, action="await_approval", state="AwaitApproval")
@@ -623,30 +698,44 @@ class Driver:
         self.faults.races.append(Call(second, "approve", "dynamodb", "TransactWriteItems", 1))
         self.faults.hold = True  # the approvals race; the schedule's faults wait for the run
         try:
-            self._api_as(first, run)
+            self._api_as(first, run, fault)
+            if self._answer({token}) is None:  # it died part way: its user tries again, later
+                self.advance(self._commit_wait_s())
+                self._api_as(first, run)
         finally:
             self.faults.hold = False
-        winners = [a for a, _, status in run.answers if a.startswith("approve") and status == 200]
-        if winners:
-            run.approved = [t["id"] for t in self.edits[winners[0]]]
         answered = self._answer({token})
+        if answered is not None and answered[0] == "SendTaskSuccess":
+            run.approved = [t.taskId for t in services().tasks.list(build_id)]
         return answered is not None and answered[0] == "SendTaskSuccess"
 
-    def _api_as(self, action: str, run: Run) -> None:
-        """One API request as its own invocation (labelled for the Calls that race it)."""
+    @staticmethod
+    def _commit_wait_s() -> float:
+        from shared.logic import runs
+
+        return runs.commit_wait_s()
+
+    def _api_as(self, action: str, run: Run, fault: Fault | None = None) -> None:
+        """One API request as its own invocation (labelled for the Calls that race it), which may
+        carry a fault of its own."""
         invocation = invocations.Invocation(action.split(":")[0])
 
         def go() -> None:
             invocations.current.set(invocation)
-            self._api_now(action, run)
+            try:
+                self._api_now(action, run, fault)
+            except BaseException:
+                run.answers.append((action, None, 0))
 
         contextvars.Context().run(go)
         self._join_races()
 
-    def _api_now(self, action: str, run: Run) -> None:
+    def _api_now(self, action: str, run: Run, fault: Fault | None = None) -> None:
         from local.apigw import proxy_event
 
         owner = services().builds.require(run.build_id).ownerId
+        if fault is not None:
+            _call_fault.set({"fault": fault, "n": 0, "fired": False})
         body = json.dumps({"approved": True, "tasks": self.edits[action]})
         result = load_handler("api")(
             proxy_event("POST", f"/builds/{run.build_id}/approval", user=owner, body=body), lambda_context("api")
@@ -661,6 +750,7 @@ class Driver:
         cancel_at: int | None = None,
         timeout_at: int | None = None,
         approvals: dict[str, list[dict[str, Any]]] | None = None,
+        approval_fault: Fault | None = None,
         max_steps: int = 600,
     ) -> Run:
         """Run the build to its end, and every run an API call re-opens after it. `order`: task ids
@@ -673,11 +763,12 @@ class Driver:
         self.inbox = []
         drain_queue(client("sqs"), self.quiet.resources.queues["tasks"])
         drain_queue(client("sqs"), self.quiet.resources.queues["task-finished.fifo"])
-        if approvals is not None and not self.approve(build_id, run, approvals):
+        if approvals is not None and not self.approve(build_id, run, approvals, approval_fault):
             error = run.execute_error or "ApprovalTimeout"
             self._finalize(build_id, {"Error": error, "Cause": "The plan was not approved."}, run)
             return run
         token_no = 1
+        name = build_id  # the run's execution: the first is named by the build
         while True:
             token, token_no = self._execute(build_id, run, token_no)
             tokens = {token} if token else set()
@@ -687,15 +778,15 @@ class Driver:
                 break
             answered = self._answer(tokens)
             if run.execute_error:
-                self._finalize(build_id, {"Error": run.execute_error, "Cause": "injected"}, run)
+                self._finalize(build_id, {"Error": run.execute_error, "Cause": "injected"}, run, name)
             elif answered is None:  # nothing answered: the state's timeout fires
                 run.timed_out = True
-                self._finalize(build_id, {"Error": "BuildTimedOut", "Cause": "The build ran past its time limit."}, run)
+                self._finalize(build_id, {"Error": "BuildTimedOut", "Cause": "The build ran past its time limit."}, run, name)
             elif answered[0] == "SendTaskSuccess":
-                self._finalize(build_id, None, run)
+                self._finalize(build_id, None, run, name)
             else:
                 params = answered[1]
-                self._finalize(build_id, {"Error": params.get("error"), "Cause": params.get("cause")}, run)
+                self._finalize(build_id, {"Error": params.get("error"), "Cause": params.get("cause")}, run, name)
             # What is still in flight goes on being consumed after the run's end; then users act.
             self._pump(run, [], None, None, max_steps)
             for call in [r for r in self.faults.races if r.during == "end"]:
@@ -704,9 +795,17 @@ class Driver:
                 self._race(call)  # it may wait for the next run's end, which the driver plays
             if not self.faults.started:
                 self._join_races()
-            if run.cancelled or not self.faults.started or run.runs >= 4:
+            if run.cancelled or run.runs >= 4:
                 break
-            self.faults.started.pop(0)  # a retry or skip after the end started another run
+            # A retry or skip after the end started another execution: its Plan step runs it if its
+            # commit landed, and ends it (superseded) if the call that started it died first.
+            name = ""
+            while self.faults.started and not name:
+                started, payload = self.faults.started.pop(0)
+                if self._plan(run, started, payload):
+                    name = started
+            if not name:
+                break
             run.runs += 1
             run.execute_error, run.timed_out = None, False
         run.expiries = self._expiries
@@ -817,8 +916,9 @@ def check_invariants(run: Run) -> BuildRecord:
         assert any(t == e.data["taskId"] for t, _ in before), f"{e.data['taskId']} settled after the end, never started: {where}"
     started = [(e.data["taskId"], e.data["attempt"]) for e in events if e.type.value == "task_started"]
     assert len(started) == len(set(started)), f"an attempt started twice: {where}"
-    # A task a user retried (accepted) may run again and complete; no other.
-    retried = {task for action, task, status in run.answers if action == "retry" and status == 202}
+    # A task a user retried (accepted, or by a call that died: it may have committed) may run again
+    # and complete; no other.
+    retried = {task for action, task, status in run.answers if action == "retry" and status in (0, 202)}
     for_good: set[str] = set()
     for e in events:
         if e.data.get("taskId") in retried:

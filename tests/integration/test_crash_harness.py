@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 
 from local import invocations
 from local.runtime import load_handler
+from shared import limits
+from shared.clock import Clock
 from shared.dal.aws import client
 from shared.dal.table import Update
 from shared.logic.attempts import attempt
@@ -59,6 +61,7 @@ STATS = {
     "expiries": 0,
     "dead_lettered": 0,
     "runs": 0,
+    "superseded": 0,
 }
 
 
@@ -106,6 +109,7 @@ def _count(run: Run, faults: Faults, scheduled: int) -> None:
     STATS["service_errors_sent"] += faults.served_errors
     STATS["races"] += len(faults.raced)
     STATS["runs"] += run.runs
+    STATS["superseded"] += len(run.superseded)
     STATS["deliveries"] += run.deliveries
     STATS["expiries"] += run.expiries
     STATS["dead_lettered"] += len(run.dead_lettered)
@@ -151,7 +155,27 @@ _RACES = [
     Call("skip", "dispatch", "dynamodb", "UpdateItem", 1),
     Call("retry", "end"),
 ]
-_races = st.sampled_from(_RACES)
+# A racing API call may itself die or fail part way: at its own reads, its commits, its sends, the
+# run it starts or stops, its answer to a task token.
+_API_BOUNDARIES = (
+    ("dynamodb", "GetItem"),
+    ("dynamodb", "TransactWriteItems"),
+    ("dynamodb", "UpdateItem"),
+    ("sqs", "SendMessageBatch"),
+    ("sfn", "StartExecution"),
+    ("sfn", "StopExecution"),
+)
+_api_faults = st.builds(
+    lambda boundary, nth, kind: Fault(boundary[0], boundary[1], nth, kind),
+    st.sampled_from(_API_BOUNDARIES),
+    st.integers(1, 2),
+    st.sampled_from(("crash_before", "crash_after", "lost_response", "error", "time_limit")),
+)
+_races = st.builds(
+    lambda call, fault: Call(call.action, call.during, call.service, call.operation, call.nth, call.task, fault),
+    st.sampled_from(_RACES),
+    st.none() | st.none() | _api_faults,
+)
 
 
 # Seeded (derandomize) and bounded to fit the suite; a failing example is reported as found (no
@@ -172,8 +196,9 @@ _EXPLORE = int(os.environ.get("STEPWISE_HARNESS_EXAMPLES") or 0)
     plan=_dags(),
     window=st.integers(1, 4),
     schedule=st.lists(_faults, min_size=1, max_size=5),
-    races=st.lists(_races, max_size=2, unique=True),
+    races=st.lists(_races, max_size=2, unique_by=lambda c: (c.action, c.during, c.operation, c.nth)),
     approvals=st.sampled_from([False, False, False, True]),
+    approval_fault=st.none() | st.none() | _api_faults,
     budget=st.none() | st.sampled_from([0.5, 1.0]),  # each task costs $0.25
     cancel_at=st.none() | st.integers(1, 12),
     seed=st.integers(0, 2**16),
@@ -185,6 +210,7 @@ def test_any_dag_under_any_faults_ends_as_its_faults_imply(
     schedule: list[Fault],
     races: list[Call],
     approvals: bool,
+    approval_fault: Fault | None,
     budget: float | None,
     cancel_at: int | None,
     seed: int,
@@ -196,10 +222,12 @@ def test_any_dag_under_any_faults_ends_as_its_faults_imply(
     # Two approvers: one sends the plan as it is, the other drops its last task (nothing depends on it).
     edits = {"as-is": plan, "shorter": plan[:-1]} if approvals else None
     with faults.active(schedule, races):
-        run = Driver(quiet, faults, random.Random(seed)).run_build(build_id, cancel_at=cancel_at, approvals=edits)
+        run = Driver(quiet, faults, random.Random(seed)).run_build(
+            build_id, cancel_at=cancel_at, approvals=edits, approval_fault=approval_fault
+        )
     _count(run, faults, len(schedule) + len(races))
     note(f"plan={[(t['id'], t['input'].get('dependencies')) for t in plan]} window={window} schedule={schedule} "
-         f"races={races} approvals={approvals} budget={budget} cancel_at={cancel_at} seed={seed}")
+         f"races={races} approvals={approvals} approval_fault={approval_fault} budget={budget} cancel_at={cancel_at} seed={seed}")
     note(f"events={[(e.seq, e.type.value, e.data.get('taskId'), e.data.get('attempt')) for e in _events(build_id)]}")
     build = check_invariants(run)
     status = _status(build_id)
@@ -208,9 +236,11 @@ def test_any_dag_under_any_faults_ends_as_its_faults_imply(
         return
     if approvals:  # exactly one decision won; its plan, and only it, is stored
         decided = sorted(s for a, _, s in run.answers if a.startswith("approve"))
-        assert decided == [200, 409], run.answers
+        if approval_fault is None:
+            assert decided == [200, 409], run.answers
         assert run.approved is not None and sorted(status) == sorted(run.approved)
-        assert int(build.taskCount) == len(run.approved)
+        assert sorted(run.approved) in [sorted(t["id"] for t in edit) for edit in (edits or {}).values()]
+        assert build.taskCount == len(run.approved)
         assert [e.type.value for e in _events(build_id)].count("plan_approved") == 1
     else:
         assert sorted(status) == sorted(t["id"] for t in plan)
@@ -375,7 +405,7 @@ def test_a_task_failed_for_good_is_never_claimed(harness: tuple[QuietRuntime, Fa
 def test_one_builds_failing_record_fails_only_its_own_group(
     harness: tuple[QuietRuntime, Faults], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    quiet, _ = harness
+    quiet, faults = harness
     x, y = new_build([task("a")]), new_build([task("a")])
     execute(quiet, x)
     execute(quiet, y)
@@ -395,9 +425,15 @@ def test_one_builds_failing_record_fails_only_its_own_group(
         return sqs_record(body, arn, group_id=build_id, message_id=f"{build_id}-{n}")
 
     batch = [finished(x, 1), finished(y, 1), finished(x, 2)]
-    result = load_handler("dispatch")(sqs_event(batch), lambda_context("dispatch"))
+    with faults.active([]) as active:
+        result = load_handler("dispatch")(sqs_event(batch), lambda_context("dispatch"))
     assert sorted(f["itemIdentifier"] for f in result["batchItemFailures"]) == [f"{x}-1", f"{x}-2"]
-    state = scheduler.DispatchState.from_json(services().builds.get(y).dispatch, ["a"])
+    # x's records come back after a backoff on their receive count (5-10 s at the first), not after
+    # the queue's whole visibility (360 s deployed)
+    asked = {handle: seconds for handle, seconds in active.visibility.items()}
+    assert sorted(asked) == sorted(r["receiptHandle"] for r in batch if r["messageId"].startswith(x))
+    assert all(limits.DISPATCH_RETRY_BASE_S / 2 <= s <= limits.DISPATCH_RETRY_BASE_S for s in asked.values())
+    state = scheduler.DispatchState.from_json(services().builds.require(y).dispatch, ["a"])
     assert state.done == {"a"}  # y's step was taken
 
 
@@ -521,24 +557,63 @@ def test_a_dead_lettered_attempt_reports_what_its_runs_earlier_attempts_cost(har
     assert services().builds.require(build_id).metrics.costUsd == 0.25  # what the build reports
 
 
-@pytest.mark.xfail(strict=True, reason="known: re-opening commits build_resumed, then starts the run's execution "
-                   "(two writes); an API call dying between them leaves the build executing with no execution")
-def test_a_reopen_whose_api_call_dies_before_starting_its_run_still_ends(harness: tuple[QuietRuntime, Faults]) -> None:
+# --- a run's two writes: its execution, then the commit that makes it the build's ------------------------
+_REOPEN_DEATHS = [  # (where the call dies, whether its commit landed, executions that end superseded)
+    (Fault("sfn", "StartExecution", 1, "crash_after"), False, 1),  # an execution started; its commit never comes
+    (Fault("dynamodb", "TransactWriteItems", 1, "crash_before"), False, 1),  # the same, from the commit's side
+    (Fault("dynamodb", "TransactWriteItems", 1, "crash_after"), True, 0),  # committed; items and sends not done
+    (Fault("dynamodb", "TransactWriteItems", 1, "lost_response"), True, 0),  # committed, and sent again by the SDK
+    (Fault("dynamodb", "UpdateItem", 1, "crash_before"), True, 0),  # committed; died re-opening the task's item
+]
+
+
+@pytest.mark.parametrize(("death", "committed", "superseded"), _REOPEN_DEATHS, ids=lambda v: f"{v.operation}-{v.kind}" if isinstance(v, Fault) else "")
+def test_a_reopen_whose_api_call_dies_between_its_writes_still_ends(
+    harness: tuple[QuietRuntime, Faults], death: Fault, committed: bool, superseded: int
+) -> None:
     quiet, faults = harness
-    build_id = new_build([task("d0")])
-    with faults.active([]):
+    build_id = new_build([task("d0"), task("t1", "d0")])
+    # d0 fails for good; the user's retry dies part way; if its run was never committed, the user
+    # retries again
+    calls = [Call("retry", "end", task="d0", fault=death)]
+    if not committed:
+        calls.append(Call("retry", "end", task="d0"))
+    with faults.active([], calls) as active:
         run = Driver(quiet, faults, random.Random(11)).run_build(build_id)
-    assert services().builds.require(build_id).status == "completed_with_errors"
+        assert death in active.fired
+    build = check_invariants(run)
+    statuses = [status for _, _, status in run.answers]
+    assert statuses == ([202] if death.kind == "lost_response" else [0]) + ([] if committed else [202]), run.answers
+    assert run.runs == 2 and len(run.superseded) == superseded
+    assert build.status == "completed" and _status(build_id) == {"d0": "completed", "t1": "completed"}
+    ends = [(e.type.value, e.data.get("status")) for e in _events(build_id) if e.type.value.startswith("build_")]
+    assert ends == [("build_completed", "completed_with_errors"), ("build_resumed", None), ("build_completed", "completed")]
+
+
+@pytest.mark.parametrize("death", [Fault("sfn", "StartExecution", 1, "crash_after"), Fault("dynamodb", "TransactWriteItems", 1, "crash_before")],
+                         ids=lambda f: f"{f.operation}-{f.kind}")
+def test_a_create_whose_api_call_dies_between_its_writes_leaves_no_build_and_its_execution_ends(
+    harness: tuple[QuietRuntime, Faults], death: Fault
+) -> None:
+    quiet, faults = harness
     from local.apigw import proxy_event
 
-    owner = services().builds.require(build_id).ownerId
-    retry = proxy_event("POST", f"/builds/{build_id}/tasks/d0/retry", user=owner)
-    with faults.active([Fault("sfn", "StartExecution", 1, "crash_before")]) as active:
-        driver = Driver(quiet, faults, random.Random(12))
-        driver._run = run
-        _, error = driver._invoke("api", retry, None)
-        assert isinstance(error, invocations.InvocationKilled) and active.fired
-    assert services().builds.require(build_id).status in ("completed_with_errors", "completed", "failed")
+    create = proxy_event("POST", "/builds", user="user-1", body=json.dumps({"prompt": "A page"}))
+    with faults.active([death]) as active:
+        driver = Driver(quiet, faults, random.Random(13))
+        _, error = driver._invoke("api", create, None)
+        assert isinstance(error, invocations.InvocationKilled) and active.fired == [death]
+        [(name, payload)] = active.started
+        run = Run(name)
+        assert not driver._plan(run, name, payload)  # its Plan step waited out the API's limit, then ended it
+    assert run.superseded == [name] and services().builds.get(name) is None and not _events(name)
+    # a create that does not die: its Plan step finds its build and goes on
+    with faults.active([]) as active:
+        result, error = driver._invoke("api", create, None)
+        assert error is None and result["statusCode"] == 202, result
+        [(name, payload)] = active.started
+        run = Run(name)
+        assert driver._plan(run, name, payload) and not run.superseded
 
 
 def test_a_task_failing_after_a_cancel_whose_halt_never_came_cancels_its_dependents(
@@ -565,3 +640,92 @@ def test_a_task_failing_after_a_cancel_whose_halt_never_came_cancels_its_depende
     assert _status(build_id)["b"] == "cancelled"
     assert [e.type.value for e in _events(build_id)] == ["build_cancelled"]  # nothing recorded after the end
 
+
+
+@pytest.mark.parametrize("action", ["retry", "skip"])
+def test_a_retry_or_skip_arriving_before_the_dispatcher_took_the_tasks_failure_is_not_lost(
+    harness: tuple[QuietRuntime, Faults], action: str
+) -> None:
+    """The task's last attempt failed (its item says so) and its report waits in the task-finished
+    queue: a retry or skip now waits for the dispatcher's step, then acts on it."""
+    quiet, _ = harness
+    from shared.logic import builds
+    from shared.logic.services import Services
+    from shared.settings import get_settings
+
+    build_id = new_build([task("d0"), task("t1", "d0"), task("x")], max_concurrency=3)
+    execute(quiet, build_id)
+    sqs, queues = client("sqs"), quiet.resources.queues
+    arn = quiet.resources.queue_arns["tasks"]
+    run_task = load_handler("task")
+    messages = drain_queue(sqs, queues["tasks"])
+    x = next(m for m in messages if m["taskId"] == "x")  # x stays queued: the run cannot end meanwhile
+    for n in (1, 2):  # d0 fails both attempts of the run: for good
+        [d0] = [m for m in messages if m["taskId"] == "d0"] if n == 1 else drain_queue(sqs, queues["tasks"])
+        run_task(sqs_event([sqs_record(d0, arn)]), lambda_context("task"))
+        reports = drain_queue(sqs, queues["task-finished.fifo"])
+        for report in reports if n == 1 else []:
+            dispatching.on_finished(report)
+    assert _status(build_id)["d0"] == "failed" and [r["outcome"] for r in reports] == ["failed"]
+
+    class StepsWhileItWaits(Clock):
+        """The dispatcher takes the step the moment the request first waits."""
+
+        waited = 0
+
+        def sleep(self, seconds: float) -> None:
+            self.waited += 1
+            if self.waited == 1:
+                dispatching.on_finished(reports[0])
+
+    clock = StepsWhileItWaits()
+    owner = services().builds.require(build_id).ownerId
+    act = builds.retry_task if action == "retry" else builds.skip_task
+    answer = act(owner, build_id, "d0", Services(get_settings(), clock=clock))
+    assert clock.waited >= 1  # it did arrive before the dispatcher's step
+    assert (answer.buildResumed, answer.reopened) == (False, ["d0", "t1"] if action == "retry" else ["t1"])
+    pending = [*drain_queue(sqs, queues["tasks"]), x]
+    while pending:
+        run_task(sqs_event([sqs_record(pending.pop(0), arn)]), lambda_context("task"))
+        for report in drain_queue(sqs, queues["task-finished.fifo"]):
+            dispatching.on_finished(report)
+        pending += drain_queue(sqs, queues["tasks"])
+    expected = "completed" if action == "retry" else "skipped"
+    assert _status(build_id) == {"d0": expected, "t1": "completed", "x": "completed"}
+
+
+_APPROVAL_DEATHS = [  # (where the approval call dies, what its user's second request answers)
+    (Fault("sfn", "SendTaskSuccess", 1, "crash_before"), 409),  # decided and stored; the step never told
+    (Fault("dynamodb", "BatchWriteItem", 1, "crash_after"), 200),  # decided; its edit half stored
+    (Fault("dynamodb", "TransactWriteItems", 2, "crash_before"), 200),  # decided; its edit's plan_generated not committed
+]
+
+
+@pytest.mark.parametrize(("death", "again"), _APPROVAL_DEATHS, ids=lambda v: f"{v.operation}-{v.kind}" if isinstance(v, Fault) else str(v))
+def test_an_approval_whose_call_dies_after_its_decision_is_carried_out_by_the_next_request(
+    harness: tuple[QuietRuntime, Faults], death: Fault, again: int
+) -> None:
+    quiet, faults = harness
+    from shared.logic import runs
+
+    build_id = new_build([task("t0"), task("t1", "t0")], status="planning")
+    edit = [task("x0"), task("x1", "x0"), task("x2")]
+    with faults.active([]) as active:
+        driver = Driver(quiet, faults, random.Random(14))
+        run = Run(build_id)
+        driver._run = run
+        driver.edits = {"approve:mine": edit}
+        token, _ = driver._execute(build_id, run, 1, action="await_approval", state="AwaitApproval")
+        assert token is not None
+        driver._api_as("approve:mine", run, death)
+        assert active.fired == [death] and driver._answer({token}) is None  # the approval step still waits
+        driver.advance(runs.commit_wait_s())  # a while later, its user sends it again
+        driver._api_as("approve:mine", run)
+        assert driver._answer({token}) is not None and driver._answer({token})[0] == "SendTaskSuccess"
+        assert run.answers == [("approve:mine", None, 0), ("approve:mine", None, again)]
+        run = driver.run_build(build_id)
+    build = check_invariants(run)
+    assert build.status == "completed" and _status(build_id) == dict.fromkeys(["x0", "x1", "x2"], "completed")
+    assert build.taskCount == 3
+    types = [e.type.value for e in _events(build_id)]
+    assert types.count("plan_approved") == 1 and types.count("plan_generated") == 1

@@ -3,12 +3,15 @@ duplicates, however many writers there are (docs/api.md#events)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from botocore.exceptions import ClientError
 
+from shared.clock import Clock
 from shared.dal.aws import client
 from shared.dal.events import EventLog
 from shared.dal.table import Update
@@ -294,3 +297,93 @@ def test_an_event_over_the_size_bound_is_refused_and_nothing_is_written(events_t
     assert event.seq == 1 and event.data["truncated"] is True
     assert event.data["tasksOmitted"] == 1000 - len(event.data["tasks"])
     assert log.read("bld_huge")[0] == [event]
+
+
+class _Sleeps(Clock):
+    """A clock whose waits are recorded instead of slept."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def _cancel_transactions(monkeypatch, times: int) -> list[int]:
+    """The next `times` TransactWriteItems sends are answered, in moto's place, as DynamoDB answers a
+    throttled transaction (moto never does); returns a one-item list counting them."""
+    from botocore.awsrequest import AWSResponse
+    from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse
+
+    answered = [0]
+    body = json.dumps({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons [ThrottlingError, None]",
+        "CancellationReasons": [{"Code": "ThrottlingError", "Message": "throttled"}, {"Code": "None"}],
+    }).encode()
+    moto_answers = BotocoreStubber.__call__
+
+    def send(stubber, event_name: str, request, **kwargs):
+        if not event_name.endswith(".TransactWriteItems") or answered[0] >= times:
+            return moto_answers(stubber, event_name, request, **kwargs)
+        answered[0] += 1
+        headers = {"x-amzn-RequestId": "r", "Content-Type": "application/x-amz-json-1.0", "Content-Length": str(len(body))}
+        return AWSResponse(request.url, 400, headers, MockRawResponse(body))
+
+    monkeypatch.setattr(BotocoreStubber, "__call__", send)
+    return answered
+
+
+def test_a_throttled_event_transaction_backs_off_exponentially_and_gives_up_after_a_bounded_number_of_tries(
+    events_table, state_table, monkeypatch
+):
+    import random
+
+    from shared.dal import events as events_module
+
+    monkeypatch.setattr(random, "random", lambda: 1.0)  # the jitter's top: each wait is its cap
+    clock = _Sleeps()
+    log = EventLog(events_table, clock=clock)
+    _put_state("bld_throttled", "planning")
+    answered = _cancel_transactions(monkeypatch, times=3)
+    log.record("bld_throttled", EventType.build_cancelled, {"reason": "user"}, also=[_transition("bld_throttled", "planning", "cancelled")])
+    base, cap = events_module.CANCELLED_BACKOFF_S
+    assert clock.waits == [base, 2 * base, 4 * base] and answered[0] == 3  # one wait per cancelled send
+    assert [e.type for e in _all(log, "bld_throttled")] == [EventType.build_cancelled]  # written once
+
+    clock.waits.clear()
+    answered = _cancel_transactions(monkeypatch, times=10_000)  # it never lets up: the caller gets the error
+    with pytest.raises(ClientError) as raised:
+        log.record("bld_throttled", EventType.build_failed, {"reason": "timed_out", "message": "x"},
+                   also=[_transition("bld_throttled", "cancelled", "failed")])
+    assert raised.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert answered[0] == events_module.CANCELLED_TRIES and len(clock.waits) == events_module.CANCELLED_TRIES - 1
+    assert clock.waits == [min(cap, base * 2**i) for i in range(events_module.CANCELLED_TRIES - 1)]
+    assert len(_all(log, "bld_throttled")) == 1 and _status("bld_throttled") == "cancelled"
+
+
+def test_a_single_event_whose_response_was_lost_and_sent_again_is_written_once(events_table):
+    """The put commits, its response is lost, and the SDK sends the same request again: the second
+    send finds the seq taken by the very event it carries, and nothing is written twice."""
+    ddb = client("dynamodb")
+    sent: dict = {}
+
+    def stash(params, **_):
+        sent.setdefault("params", dict(params))
+
+    def lost(**_):
+        if not sent.get("again"):
+            sent["again"] = True
+            ddb.put_item(**sent["params"])  # its answer (the condition failed) is what the caller sees
+
+    ddb.meta.events.register("before-parameter-build.dynamodb.PutItem", stash)
+    ddb.meta.events.register("after-call.dynamodb.PutItem", lost)
+    try:
+        log = EventLog(events_table)
+        event = log.record("bld_resent", EventType.task_started, _started(1))
+    finally:
+        ddb.meta.events.unregister("before-parameter-build.dynamodb.PutItem", stash)
+        ddb.meta.events.unregister("after-call.dynamodb.PutItem", lost)
+    assert sent["again"] and event.seq == 1
+    assert [(e.seq, e.id) for e in _all(log, "bld_resent")] == [(1, event.id)]
+    assert log.record("bld_resent", EventType.task_started, _started(2)).seq == 2

@@ -51,15 +51,19 @@ CONTRACT_ROUTES = {
 
 @contextlib.contextmanager
 def _aws_calls() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """The AWS requests this thread makes meanwhile (the runtime's own threads are not counted)."""
+    """The AWS requests this thread and the API calls it makes (each its own invocation) make
+    meanwhile (the runtime's own threads are not counted)."""
     import botocore.client
+
+    from local import invocations
 
     calls: list[tuple[str, dict[str, Any]]] = []
     me = threading.get_ident()
     original = botocore.client.BaseClient._make_api_call
 
     def counted(client_: Any, operation: str, params: dict[str, Any]) -> Any:
-        if threading.get_ident() == me:
+        invocation = invocations.current.get()
+        if threading.get_ident() == me or (invocation is not None and invocation.name.endswith("-api")):
             calls.append((operation, params))
         return original(client_, operation, params)
 
@@ -564,6 +568,35 @@ class TestWorkers:
         again = _handler("plan")({"action": "plan", "buildId": build_id}, lambda_context("plan"))
         assert again["taskCount"] == 4
         assert len(_events(build_id)) == 5
+
+    def test_tasks_closing_in_one_piece_of_the_stream_are_shown_and_handed_in_one_commit(self, quiet, monkeypatch):
+        import botocore.client
+
+        from shared.providers.mock import MockPlanStream
+
+        monkeypatch.setattr(MockPlanStream, "chunks", lambda stream: iter([stream.text]))  # the whole plan at once
+        calls: list[tuple[str, dict]] = []
+        original = botocore.client.BaseClient._make_api_call
+
+        def counted(client_, operation, params):
+            calls.append((operation, params))
+            return original(client_, operation, params)
+
+        build_id = new_build(status="planning")
+        monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", counted)
+        assert _handler("plan")({"action": "plan", "buildId": build_id}, lambda_context("plan"))["taskCount"] == 4
+        monkeypatch.undo()
+        events = _events(build_id)
+        assert [e.type.value for e in events] == ["plan_partial"] * 4 + ["plan_generated"]  # one per task, as ever
+        assert [e.data["totalTasksSoFar"] for e in events[:4]] == [1, 2, 3, 4]
+        commits = [p["TransactItems"] for op, p in calls if op == "TransactWriteItems"]
+        kinds = [[(e.get("Put") or {}).get("Item", {}).get("type", {}).get("S") for e in c] for c in commits]
+        assert [k.count("plan_partial") for k in kinds] == [4, 0]  # the four shown with their hand, then the plan
+        # each task's item was written once, as it was handed: storing the plan rewrote none of them
+        tasks_table = services().settings.tasks_table
+        assert not [p for op, p in calls if op in ("UpdateItem", "PutItem", "BatchWriteItem") and tasks_table in str(p)]
+        stored = services().tasks.list(build_id)
+        assert [(t.taskId, t.order, t.task.id) for t in stored] == [(t["id"], i, t["id"]) for i, t in enumerate(PLAN)]
 
     def test_a_plan_over_max_plan_tasks_stops_reading_and_ends_plan_too_large(self, quiet, monkeypatch):
         import json

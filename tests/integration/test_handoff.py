@@ -118,6 +118,40 @@ def test_a_fan_out_starts_in_the_completing_commit_and_runs_side_by_side(quiet: 
     assert _queued(quiet) == []
 
 
+def test_a_fan_out_reads_its_dependents_contexts_and_cache_items_in_one_request(quiet: QuietRuntime) -> None:
+    """The dependents handed together have their contexts read together: one BatchGetItem for the
+    three of them (each still sees its parent's file and is looked up in the cache)."""
+    import botocore.client
+
+    build_id = executing(quiet, [task("a", target="src/a.ts"), task("b", "a", target="src/b.ts"),
+                                  task("c", "a", target="src/c.ts"), task("d", "a", target="src/d.ts")])
+    [root] = _queued(quiet)
+    reads: list[dict[str, Any]] = []
+    seen: dict[str, list[str]] = {}
+    original = botocore.client.BaseClient._make_api_call
+    transform = type(services().provider).transform
+
+    def counted(client_: Any, operation: str, params: dict[str, Any]) -> Any:
+        if operation in ("BatchGetItem", "GetItem"):
+            reads.append(params)
+        return original(client_, operation, params)
+
+    def watched(provider: Any, kind: Any, payload: dict[str, Any], context: Any) -> Any:
+        seen[context.task_id] = sorted(context.files)
+        return transform(provider, kind, payload, context)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(botocore.client.BaseClient, "_make_api_call", counted)
+        mp.setattr(type(services().provider), "transform", watched)
+        assert _run(quiet, root) == {"batchItemFailures": []}
+    assert _status(build_id) == dict.fromkeys("abcd", "completed")
+    assert all("src/a.ts" in seen[t] for t in "bcd")
+    cache_table = services().settings.cache_table
+    batches = [p["RequestItems"] for p in reads if "RequestItems" in p]
+    assert [len(b[cache_table]["Keys"]) for b in batches] == [1, 3]  # a's own read, then one for b, c and d
+    assert not [p for p in reads if p.get("TableName") == cache_table]  # no look-up of its own
+
+
 def test_a_step_starts_from_the_state_this_process_committed(quiet: QuietRuntime) -> None:
     """A chain run by one consumer reads the build's dispatch state for none of its steps (each
     starts from what the previous step committed), and a step another writer came before is
@@ -181,7 +215,43 @@ def test_an_invocation_reads_back_no_file_its_own_tasks_wrote(quiet: QuietRuntim
     assert [p["Key"] for op, p in calls if op == "GetObject"] == []
     cache_table = services().settings.cache_table
     assert not [p for op, p in calls if op == "GetItem" and p["TableName"] == cache_table]
-    assert len([p for op, p in calls if op == "BatchGetItem" and cache_table in p["RequestItems"]]) == 4
+    # a's read, one for b and c (handed together), d's
+    assert len([p for op, p in calls if op == "BatchGetItem" and cache_table in p["RequestItems"]]) == 3
+
+
+def test_a_result_is_cached_in_the_commit_that_completes_its_task(quiet: QuietRuntime) -> None:
+    """No write of its own for the cache: each completing transaction carries the result's cache
+    item, and a later identical build is served from it."""
+    import botocore.client
+
+    plan = [task("a", target="src/a.ts"), task("b", "a", target="src/b.ts")]
+    prompt = "cached in the completing commit"
+    build_id = executing(quiet, plan, prompt=prompt)
+    [root] = _queued(quiet)
+    calls: list[tuple[str, dict[str, Any]]] = []
+    original = botocore.client.BaseClient._make_api_call
+
+    def counted(client_: Any, operation: str, params: dict[str, Any]) -> Any:
+        calls.append((operation, params))
+        return original(client_, operation, params)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(botocore.client.BaseClient, "_make_api_call", counted)
+        assert _run(quiet, root) == {"batchItemFailures": []}
+    assert _status(build_id) == dict.fromkeys("ab", "completed")
+    cache_table = services().settings.cache_table
+    assert not [p for op, p in calls if op in ("PutItem", "BatchWriteItem", "UpdateItem") and cache_table in str(p)]
+    completing = [
+        p["TransactItems"] for op, p in calls if op == "TransactWriteItems"
+        and any((e.get("Put") or {}).get("Item", {}).get("type") == {"S": "task_completed"} for e in p["TransactItems"])
+    ]
+    assert len(completing) == 2
+    assert all(any((e.get("Put") or {}).get("TableName") == cache_table for e in items) for items in completing)
+
+    again = executing(quiet, plan, prompt=prompt)
+    [root] = _queued(quiet)
+    assert _run(quiet, root) == {"batchItemFailures": []}
+    assert [e.data["cached"] for e in _events(again) if e.type.value == "task_completed"] == [True, True]
 
 
 def test_past_the_handoff_limit_released_tasks_are_queued_with_their_definitions(

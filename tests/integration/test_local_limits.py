@@ -101,3 +101,29 @@ def test_the_crash_recovery_bound_follows_the_task_timeout() -> None:
     assert limits.crash_recovery_bound_s(60) == 92
     assert resources.queue_visibility_s("tasks", 60) == 720
     assert limits.concurrent_tasks(limits.FUNCTION_MEMORY_MB["task"]) == 8
+
+
+def test_an_api_call_past_its_time_limit_answers_504_and_its_late_writes_never_land(
+    quiet: QuietRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on AWS, an API call is stopped at its function's limit: a call that started a build's
+    execution and has yet to commit can never commit after the wait the execution gives it."""
+    from local.apigw import proxy_event
+    from local.runtime import call_api
+    from shared.logic import builds
+
+    url, _ = _queue("limits-api", visibility_s=30)
+    release = __import__("threading").Event()
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        release.wait(30)  # still running when its time limit passes
+        client("sqs").send_message(QueueUrl=url, MessageBody="late")  # must never arrive
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(builds, "list_builds", slow)
+    try:
+        result = call_api(proxy_event("GET", "/builds", user="user-1"), timeout_s=0.5)
+        assert result["statusCode"] == 504
+    finally:
+        release.set()
+    assert client("sqs").receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages") is None

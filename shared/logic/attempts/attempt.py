@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shared.dal.table import Update
+from shared.dal.vendor_errors import error_code
 from shared.errors import NotFound, StateConflict
 from shared.logic.attempts import result_cache
 from shared.logic.attempts.claim import Claimed
-from shared.logic.attempts.concurrency import Slots, call_within, pool
-from shared.logic.attempts.context import task_context
+from shared.logic.attempts.concurrency import Slots, call_within
+from shared.logic.attempts.context import ReadAhead, sight_of, task_context
 from shared.logic.attempts.settle import billed, log_start, observe, settle_failure, tell_dispatcher
 from shared.logic.readiness import handoff
 from shared.logic.services import Services
@@ -47,7 +48,10 @@ def run_attempt(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]
     spend = Spend()
     log_start(msg.buildId, task, msg.attempt)
     try:
-        context, cache_key, result = task_context(svc, build, task, msg.attempt, budget_s, spend, claimed.known)
+        context, cache_key, result = task_context(
+            svc, build, task, msg.attempt, budget_s, spend, claimed.known, claimed.ahead
+        )
+        claimed.ahead = None
         cached = result is not None
         if result is None:
             result = call_provider(svc, task, context, budget_s)
@@ -96,7 +100,9 @@ def run_attempt(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]
     may_run_next = remaining_ms() / 1000 - _SAFETY_MARGIN_S >= settings.task_timeout_seconds
     extra = slots.take(handoff.HANDOFF_LIMIT - 1) if may_run_next else 0
     indexed_at = svc.clock.now_ms()
-    index = svc.file_index.tx_puts(msg.buildId, infos, indexed_at)  # the paths, readable once completed
+    # What commits with the completion: the paths (readable once completed) and the result's cache item.
+    with_result = svc.file_index.tx_puts(msg.buildId, infos, indexed_at)
+    with_result += result_cache.entry(svc, cache_key, result) if cache_key and not cached else []
     # What it wrote, for the dependents this invocation runs: held before the commit, so a sibling
     # whose completion releases one of them (in this invocation) finds it.
     held = claimed.known
@@ -105,7 +111,7 @@ def run_attempt(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]
     try:
         handed = handoff.complete(
             svc, msg.buildId, task.id, msg.attempt, cost, completed, completion, run_here=1 + extra if may_run_next else 0,
-            with_commit=index,
+            with_commit=with_result,
         )
         slots.give(extra - max(0, len(handed or []) - 1))
         if handed is None:  # the dispatcher's step to take: the completion alone, then tell it
@@ -113,7 +119,7 @@ def run_attempt(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]
                 msg.buildId,
                 EventType.task_completed,
                 completed,
-                also=[svc.tasks.tx_update(msg.buildId, task.id, completion()), *index],
+                also=[svc.tasks.tx_update(msg.buildId, task.id, completion()), *with_result],
             )
     except StateConflict:
         held.pop(task.id, None)  # settled elsewhere: not what it wrote
@@ -122,20 +128,37 @@ def run_attempt(svc: Services, claimed: Claimed, remaining_ms: Callable[[], int]
                     extra={"taskId": msg.taskId, "attempt": msg.attempt})
         return []
     svc.file_index.put_rest(msg.buildId, infos, indexed_at)
-    if not cached and cache_key:
-        if handed:  # the dependents first: the cache can wait, their provider calls should not
-            pool.submit(result_cache.store, svc, cache_key, result)
-        else:
-            result_cache.store(svc, cache_key, result)
     observe(svc, msg.buildId, task, msg.attempt, "task.cached" if cached else "task.completed", duration, attempt_usage, usage)
     if handed is None:
         tell_dispatcher(svc, msg, "completed", cost)
         return []
-    return [
+    claims = [
         Claimed(TaskMessage(buildId=msg.buildId, taskId=h.task.id, attempt=h.attempt), build, h.task, h.started,
                 held)
         for h in handed
     ]
+    read_ahead(svc, claims)
+    return claims
+
+
+def read_ahead(svc: Services, claims: list[Claimed]) -> None:
+    """The dependents a completion handed to this invocation, whose cache keys are known before any
+    read: their contexts' items and cache look-ups in one read (the first would otherwise wait for
+    none, the last for every other's), which each uses if it still covers what it reads."""
+    sights = [sight_of(svc, c.build, c.task, c.known) for c in claims]
+    cache_keys = list(dict.fromkeys(s.early_key for s in sights if s.early_key))
+    if len(cache_keys) < 2:
+        return  # one read each anyway
+    keys = list(dict.fromkeys(k for s in sights if s.early_key for k in s.wanted))
+    others = [{"cacheKey": {"S": k}} for k in cache_keys]
+    try:
+        records, found, cache_items = svc.tasks.get_many_with(keys, svc.settings.cache_table, others)
+    except Exception as exc:  # each reads its own then
+        logger.warning("read-ahead of the handed tasks' contexts failed", extra={"code": error_code(exc)})
+        return
+    ahead = ReadAhead(set(keys), records, found, set(cache_keys), {str(i["cacheKey"]): i for i in cache_items})
+    for claimed in claims:
+        claimed.ahead = ahead
 
 
 _HELD_BYTES = 32 * 1024 * 1024  # what one invocation keeps of the files its tasks wrote

@@ -10,6 +10,7 @@ from shared import limits
 from shared.dal.table import Update, transact
 from shared.errors import StateConflict
 from shared.logic.attempts.build_facts import BUILD_FIELDS, kept_build, remember_build, stopped
+from shared.logic.attempts.context import ReadAhead
 from shared.logic.attempts.settle import cancel_unstarted, retry_or_report, settle_failure, tell_dispatcher
 from shared.logic.readiness import dispatching, handoff
 from shared.logic.services import Services
@@ -31,6 +32,7 @@ class Claimed:
     # What this invocation already holds of the build's files: what each task it completed wrote
     # (task id -> path -> content), shared by every attempt it runs, so none reads them back.
     known: dict[str, dict[str, str]] = field(default_factory=dict)
+    ahead: ReadAhead | None = None  # what one read for the dependents handed with it fetched
 
 
 def claim(svc: Services, msg: TaskMessage) -> list[Claimed]:
@@ -44,11 +46,13 @@ def claim(svc: Services, msg: TaskMessage) -> list[Claimed]:
     task = Task.model_validate(msg.task) if msg.task else None
     if build is None or task is None:
         fresh = svc.builds.get(msg.buildId, attributes=BUILD_FIELDS)
-        item = svc.tasks.get(msg.buildId, msg.taskId)
-        if fresh is None or item is None:
+        # A message carrying its definition needs no read of the task: the claim's conditions decide.
+        item = svc.tasks.get(msg.buildId, msg.taskId) if task is None else None
+        if task is None and item is not None:
+            task = item.task
+        if fresh is None or task is None:
             logger.warning("task message for a missing build or task dropped", extra=msg.model_dump(exclude={"task"}))
             return []
-        task = item.task
         if stopped(fresh):
             return replay(svc, msg, task, current=item, halted=True)
         build = remember_build(fresh)

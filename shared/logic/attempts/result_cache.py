@@ -51,9 +51,11 @@ def result_of(svc: Services, data: dict[str, Any] | None) -> TransformResult | N
     return TransformResult(files=[GeneratedFile(**f) for f in data["files"]], usage=Usage())
 
 
-def store(svc: Services, key: str, result: TransformResult) -> None:
+def entry(svc: Services, key: str, result: TransformResult) -> list[dict[str, Any]]:
+    """The transaction entry writing the result's cache item, which commits with the completion
+    (none for a result too big to cache)."""
     body = [{"path": f.path, "content": f.content} for f in result.files]
     if len(json.dumps(body)) > 96 * 1024:
-        return  # kept well under DynamoDB's item limit: a bigger result is simply not cached
+        return []  # kept well under DynamoDB's item limit: a bigger result is simply not cached
     ttl = min(svc.settings.task_cache_ttl_seconds, svc.settings.record_ttl_seconds)
-    svc.cache.put(key, body, int(svc.clock.time()) + ttl)
+    return [svc.cache.tx_put(key, body, int(svc.clock.time()) + ttl)]

@@ -56,15 +56,24 @@ class Loaded:
 def plan(svc: Services, build: BuildRecord) -> tuple[scheduler.DagSpec, dict[str, Task]]:
     """The build's current plan: its shape for the scheduler and each task's definition, read once
     per process and plan version (an approval edit makes a new version)."""
-    key = (build.buildId, f"{build.planId}:{build.planVersion}:{streamed_count(build)}")
-    cached = _plans.get(key)
+    cached = _plans.get(_plan_key(build))
     if cached is None:
-        tasks = [i.task for i in dispatched_items(build, svc.tasks.list(build.buildId))]
-        cached = (scheduler.DagSpec.from_tasks(tasks), {t.id: t for t in tasks})
-        if len(_plans) > 256:
-            _plans.clear()
-        _plans[key] = cached
+        cached = know_plan(build, [i.task for i in dispatched_items(build, svc.tasks.list(build.buildId))])
     return cached
+
+
+def know_plan(build: BuildRecord, tasks: list[Task]) -> tuple[scheduler.DagSpec, dict[str, Task]]:
+    """The plan `build` dispatches over is `tasks`, in its order: what `plan` would read, from the step
+    that just wrote those task items (no read in this process)."""
+    known = (scheduler.DagSpec.from_tasks(tasks), {t.id: t for t in tasks})
+    if len(_plans) > 256:
+        _plans.clear()
+    _plans[_plan_key(build)] = known
+    return known
+
+
+def _plan_key(build: BuildRecord) -> tuple[str, str]:
+    return build.buildId, f"{build.planId}:{build.planVersion}:{streamed_count(build)}"
 
 
 def committed(build_id: str) -> BuildRecord | None:
@@ -82,10 +91,23 @@ def remember_commit(cur: Loaded) -> None:
             "haltedBy": cur.state.halted,
         }
     )
+    remember_build(build)
+
+
+def remember_build(build: BuildRecord) -> None:
+    """The build as a dispatch step of this process just committed it."""
     with _committed_lock:
         if len(_committed) > 256:
             _committed.clear()
         _committed[build.buildId] = build
+
+
+def newest(build_id: str, known: BuildRecord | None) -> BuildRecord | None:
+    """Of `known` (the build as a step holds it) and what this process last committed, the later."""
+    held = committed(build_id)
+    if held is None or (known is not None and known.dispatchVersion >= held.dispatchVersion):
+        return known
+    return held
 
 
 def forget_commit(build_id: str) -> None:
@@ -123,10 +145,6 @@ def dispatch_state_of(svc: Services, build: BuildRecord) -> Loaded:
         build.dispatchVersion,
         svc.clock.now_ms(),
     )
-
-
-def _read_dispatch_state(svc: Services, build_id: str) -> Loaded:
-    return dispatch_state_of(svc, svc.builds.require(build_id))
 
 
 def decide(cur: Loaded, op: Op) -> scheduler.Decision:
@@ -171,29 +189,39 @@ def state_update(cur: Loaded) -> Update:
     )
 
 
-def apply(svc: Services, build_id: str, op: Op, *, label: str) -> tuple[Loaded, scheduler.Decision]:
-    """Run `op` against the build's dispatch state until its commit wins; then act on the decision."""
-    for _ in range(50):
-        cur = _read_dispatch_state(svc, build_id)
-        decision = decide(cur, op)
-        if decision.duplicate:
+def apply(
+    svc: Services, build_id: str, op: Op, *, label: str, known: BuildRecord | None = None
+) -> tuple[Loaded, scheduler.Decision]:
+    """Run `op` against the build's dispatch state until its commit wins; then act on the decision.
+
+    `known`: the build as the caller just read and wrote it, tried first instead of a read (its
+    version condition decides); a decision that would act without that commit (nothing to do, skips,
+    cancels) is taken on a fresh read instead."""
+    with svc.events.serial(build_id):  # this process's dispatch steps of the build take turns: no lost races
+        for _ in range(51):
+            build, from_known, known = known or svc.builds.require(build_id), known is not None, None
+            cur = dispatch_state_of(svc, build)
+            decision = decide(cur, op)
+            if from_known and (decision.duplicate or decision.skipped or cur.state.halted is not None):
+                continue
+            if decision.duplicate:
+                break
+            _record_skips(svc, build_id, decision)
+            _cancel_unstarted(svc, build_id, cur)
+            update = state_update(cur)
+            if decision.sends:
+                update.set(stepVersion=cur.version + 1)  # confirmed by sentVersion once they are sent
+            try:
+                svc.builds.update(build_id, update)
+            except StateConflict:
+                forget_commit(build_id)
+                continue
+            remember_commit(cur)
+            if cur.state.halted == "budget_exceeded" and not cur.build.haltedBy:
+                count("build.budget_exceeded")  # once, by the step that committed the halt
             break
-        _record_skips(svc, build_id, decision)
-        _cancel_unstarted(svc, build_id, cur)
-        update = state_update(cur)
-        if decision.sends:
-            update.set(stepVersion=cur.version + 1)  # confirmed by sentVersion once they are sent
-        try:
-            svc.builds.update(build_id, update)
-        except StateConflict:
-            forget_commit(build_id)
-            continue
-        remember_commit(cur)
-        if cur.state.halted == "budget_exceeded" and not cur.build.haltedBy:
-            count("build.budget_exceeded")  # once, by the step that committed the halt
-        break
-    else:  # pragma: no cover - 50 lost races in a row
-        raise RuntimeError(f"dispatch of {build_id} ({label}) kept losing races")
+        else:  # pragma: no cover - 50 lost races in a row
+            raise RuntimeError(f"dispatch of {build_id} ({label}) kept losing races")
     if decision.duplicate:
         # A replayed step, or a report already applied. If the last step that decided sends died
         # before confirming them, they may never have reached the queue: re-send what is in flight
@@ -347,7 +375,20 @@ def await_approval(build_id: str, token: str, svc: Services | None = None) -> di
                 .when("{status} = :waiting", waiting=BuildStatus.awaiting_approval.value),
             )
         logger.info("approval already requested or build moved on", extra={"buildId": build_id})
+        _answer_decided(svc, build_id, token)
     return {"awaiting": True}
+
+
+def _answer_decided(svc: Services, build_id: str, token: str) -> None:
+    """A decision taken while an earlier try of this step waited was answered to that try's token:
+    answer this one (an approved edit once its plan is stored; the approval call does it then)."""
+    build = svc.builds.get(build_id)
+    if build is None or build.approvalToken != token or not build.approvalDecision:
+        return
+    if build.approvalDecision == "rejected":
+        svc.workflow.fail(token, "ApprovalRejected", build.approvalReason or "The plan was rejected.")
+    elif not build.approvalEdit or (build.planStoredVersion or 1) >= (build.planVersion or 1):
+        svc.workflow.succeed(token, {"approved": True})
 
 
 def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str, Any]:
@@ -365,23 +406,24 @@ def execute(build_id: str, token: str, svc: Services | None = None) -> dict[str,
         deadline = svc.clock.now_ms() + int(max(1.0, remaining) * 1000)
     else:
         deadline = build.deadlineAt or svc.clock.now_ms()
+    now = svc.clock.now_ms()
+    executing: dict[str, Any] = {
+        "status": BuildStatus.executing.value,
+        "executeToken": token,
+        "deadlineAt": deadline,
+        "executeStartedAt": build.executeStartedAt or now,
+        "updatedAt": now,
+    }
     try:
-        svc.builds.update(
-            build_id,
-            Update()
-            .set(
-                status=BuildStatus.executing.value,
-                executeToken=token,
-                deadlineAt=deadline,
-                executeStartedAt=build.executeStartedAt or svc.clock.now_ms(),
-                updatedAt=svc.clock.now_ms(),
-            )
-            .when_not_in("status", TERMINAL_BUILD_STATUSES),
-        )
+        svc.builds.update(build_id, Update().set_many(executing).when_not_in("status", TERMINAL_BUILD_STATUSES))
     except StateConflict:
         svc.workflow.fail(token, "BuildCancelled", "build ended before execution")
         return {"started": False}
-    apply(svc, build_id, lambda spec, st, m: scheduler.start(spec, st, m), label="start")
+    if build.runs > 1:  # a re-opened run: its API call may have died after its commit
+        reopen_items(svc, build_id, build)
+    # The first try starts from the build as read and just written: no read back.
+    apply(svc, build_id, lambda spec, st, m: scheduler.start(spec, st, m), label="start",
+          known=build.model_copy(update={**executing, "status": BuildStatus.executing}))
     return {"started": True}
 
 
@@ -497,6 +539,35 @@ def _reopen_items(svc: Services, build_id: str, task_ids: list[str]) -> None:
                 .set(status=TaskStatus.pending.value, error=None, skippedBecause=None, updatedAt=svc.clock.now_ms())
                 .when_in("status", RETRYABLE_TASK_STATUSES),
             )
+
+
+def reopen_items(svc: Services, build_id: str, build: BuildRecord | None = None) -> list[str]:
+    """Make pending the items of the tasks the dispatch state re-opened while their items still show
+    how an earlier run ended them (failed, timed out, skipped, cancelled): a task the state no longer
+    holds closed, not yet sent in this run or sent with a later attempt than its item's. Each write is
+    conditioned on the item as read, so a task that ran meanwhile keeps its outcome. Returns the ids."""
+    build = build or svc.builds.require(build_id)
+    spec = dag_spec(svc, build)
+    state = scheduler.DispatchState.from_json(build.dispatch, spec.order)
+    held = state.failed | state.skipped | state.cancelled | state.done
+    out = []
+    for item in svc.tasks.list(build_id, attributes=["attempt"]):
+        task_id, attempt = item.taskId, item.attempt
+        if task_id in held or task_id not in spec.deps or item.status not in RETRYABLE_TASK_STATUSES:
+            continue
+        if task_id in state.running and attempt >= state.running[task_id]:
+            continue  # this run's attempt ended: the dispatcher hears of it
+        with contextlib.suppress(StateConflict):
+            svc.tasks.update(
+                build_id,
+                task_id,
+                Update()
+                .set(status=TaskStatus.pending.value, error=None, skippedBecause=None, updatedAt=svc.clock.now_ms())
+                .when("{status} = :s", s=item.status.value)
+                .when("attribute_not_exists({attempt}) OR {attempt} = :a", a=attempt),
+            )
+            out.append(task_id)
+    return out
 
 
 def reopen_task(build_id: str, task_id: str, svc: Services, *, in_run: bool = False) -> list[str]:

@@ -59,11 +59,12 @@ class Handed:
 
 
 def claim_update(attempt: int, started: int) -> Update:
-    """A task item's claim for `attempt`: only a newer attempt of a task that is not settled (a task
-    failed for good stays failed until a retry-task re-opens it as `pending`)."""
+    """A task item's claim for `attempt`: only a newer attempt of a planned task that is not settled
+    (a task failed for good stays failed until a retry-task re-opens it as `pending`)."""
     return (
         Update()
         .set(status=TaskStatus.in_progress.value, attempt=attempt, startedAt=started, updatedAt=started)
+        .when("attribute_exists({status})")
         .when("attribute_not_exists({attempt}) OR {attempt} < :a", a=attempt)
         .when_not_in("status", TERMINAL_TASK_STATUSES)
     )

@@ -170,13 +170,15 @@ class StreamStarter:
         self.gate = StreamGate(clipper, enabled=enabled)
         self.committed = 0  # tasks handed in the dispatch state (the build's streamedTasks)
         self.unsent = False  # a hand's sends were refused by the queue
-        self._known: BuildRecord | None = None  # the build as this step last committed it
+        # The build as this step last read or committed it: its next write starts from it (its
+        # version condition decides; a lost race reads again).
+        self._known: BuildRecord | None = build
 
-    def offer(self, item: dict[str, Any] | MalformedTask, record: Record | None = None) -> None:
-        """Offer the next streamed item. `record(entries)` records the item's own event (its
-        `plan_partial`) with these transaction entries (an empty list: with its own check): the
-        hand commits in that same transaction, so a task starts one write after its JSON closed."""
-        new = self.gate.offer(item)
+    def offer(self, items: list[dict[str, Any] | MalformedTask], record: Record | None = None) -> None:
+        """Offer the next streamed items, in order. `record(entries)` records the items' own events
+        (their `plan_partial`) with these transaction entries (an empty list: with their own check):
+        the hand commits in that same transaction, so a task starts one write after its JSON closed."""
+        new = [task for item in items for task in self.gate.offer(item)]
         if not new:
             if record is not None:
                 record([])
@@ -197,14 +199,47 @@ class StreamStarter:
         spec = scheduler.DagSpec.from_tasks(handed)
         new_ids = [t.id for t in new]
         op = handed_op(new_ids)
-        for attempt in range(50):
-            # What this step last committed is most likely still current (its version decides).
-            build = self._known if attempt == 0 and self._known is not None else svc.builds.require(build_id)
+        with svc.events.serial(build_id):  # this process's dispatch steps of the build take turns
+            committed = self._commit_hand(spec, op, len(handed), items, record)
+        if committed is None:
+            return
+        cur, decision = committed
+        if self._known is not None:  # the next step here starts from it, with the plan so far
+            dispatching.remember_build(self._known)
+            dispatching.know_plan(self._known, handed)
+        self.committed = len(handed)
+        dispatching._cancel_unstarted(svc, build_id, cur)
+        if decision.sends:
+            try:
+                dispatching.send_tasks(svc, build_id, decision.sends, {t.id: t for t in handed})
+            except Exception as exc:  # the queue refused: sent again with the next hand, or at the end
+                self.unsent = True
+                logger.warning("streamed tasks not sent yet", extra={"error": str(exc)[:300]})
+            else:
+                dispatching._confirm_sent(svc, build_id, cur.version + 1)
+                count("plan.stream_started", len(decision.sends))
+        logger.info("streamed tasks handed", extra={"handed": new_ids, "started": [t for t, _ in decision.sends]})
+
+    def _commit_hand(
+        self,
+        spec: scheduler.DagSpec,
+        op: dispatching.Op,
+        handed: int,
+        items: list[dict[str, Any]],
+        record: Record | None,
+    ) -> tuple[dispatching.Loaded, scheduler.Decision] | None:
+        """The hand's conditional write (with `record`'s event when given): the dispatch state over
+        the first `handed` streamed tasks. None: the build stopped planning."""
+        svc, build_id = self.svc, self.build_id
+        for _ in range(51):
+            # What this step (or a step of this process) last read or committed is most likely still
+            # current (its version decides).
+            build, self._known = dispatching.newest(build_id, self._known) or svc.builds.require(build_id), None
             if build.status != BuildStatus.planning:  # cancelled: nothing more is handed
                 self.gate.closed = "the build is no longer planning"
                 if record is not None:
                     raise StateConflict(f"build {build_id} is {build.status}")
-                return
+                return None
             cur = dispatching.Loaded(
                 build,
                 spec,
@@ -213,7 +248,7 @@ class StreamStarter:
                 svc.clock.now_ms(),
             )
             decision = dispatching.decide(cur, op)
-            update = dispatching.state_update(cur).set(streamedTasks=len(handed)).when(
+            update = dispatching.state_update(cur).set(streamedTasks=handed).when(
                 "{status} = :planning", planning=BuildStatus.planning.value
             )
             deadline = build.deadlineAt
@@ -229,32 +264,19 @@ class StreamStarter:
                 else:
                     transact(entries)
             except StateConflict:
-                self._known = None
                 continue
             self._known = build.model_copy(
                 update={
                     "dispatch": cur.state.to_json(spec.order),
                     "dispatchVersion": cur.version + 1,
                     "haltedBy": cur.state.halted,
-                    "streamedTasks": len(handed),
+                    "streamedTasks": handed,
                     "deadlineAt": deadline,
+                    **({"stepVersion": cur.version + 1} if decision.sends else {}),
                 }
             )
-            break
-        else:  # pragma: no cover - 50 lost races in a row
-            raise RuntimeError(f"handing streamed tasks of {build_id} kept losing races")
-        self.committed = len(handed)
-        dispatching._cancel_unstarted(svc, build_id, cur)
-        if decision.sends:
-            try:
-                dispatching.send_tasks(svc, build_id, decision.sends, {t.id: t for t in handed})
-            except Exception as exc:  # the queue refused: sent again with the next hand, or at the end
-                self.unsent = True
-                logger.warning("streamed tasks not sent yet", extra={"error": str(exc)[:300]})
-            else:
-                dispatching._confirm_sent(svc, build_id, cur.version + 1)
-                count("plan.stream_started", len(decision.sends))
-        logger.info("streamed tasks handed", extra={"handed": new_ids, "started": [t for t, _ in decision.sends]})
+            return cur, decision
+        raise RuntimeError(f"handing streamed tasks of {build_id} kept losing races")  # pragma: no cover
 
     def resend(self) -> None:
         """Send what a hand decided but the queue refused (a copy of a message that did arrive is
@@ -275,24 +297,32 @@ class StreamStarter:
         dispatch state rewritten over the whole plan. False: the build stopped planning (cancelled)."""
         spec = scheduler.DagSpec.from_tasks(tasks)
         order = tuple(t.id for t in self.gate.handed[: self.committed])
-        for _ in range(50):
-            build = self.svc.builds.require(self.build_id)
-            if build.status != BuildStatus.planning:
-                return False
-            version = build.dispatchVersion
-            state = migrate(build.dispatch, order, spec)
-            final = (
-                update()
-                .set(dispatch=state.to_json(spec.order), dispatchVersion=version + 1, haltedBy=state.halted)
-                .when("{dispatchVersion} = :ver", ver=version)
-            )
-            try:
-                record(final)
-            except StateConflict:
-                continue  # a task settled meanwhile (or the build was cancelled): read again
-            self.resend()
-            return True
-        raise RuntimeError(f"storing the plan of {self.build_id} kept losing races")  # pragma: no cover
+        with self.svc.events.serial(self.build_id):  # this process's dispatch steps of the build take turns
+            for _ in range(51):
+                # The build as the last hand (or a step of this process) committed it, first: its
+                # version decides.
+                build = dispatching.newest(self.build_id, self._known) or self.svc.builds.require(self.build_id)
+                self._known = None
+                if build.status != BuildStatus.planning:
+                    return False
+                version = build.dispatchVersion
+                state = migrate(build.dispatch, order, spec)
+                final = (
+                    update()
+                    .set(dispatch=state.to_json(spec.order), dispatchVersion=version + 1, haltedBy=state.halted)
+                    .when("{dispatchVersion} = :ver", ver=version)
+                )
+                try:
+                    record(final)
+                except StateConflict:
+                    dispatching.forget_commit(self.build_id)
+                    continue  # a task settled meanwhile (or the build was cancelled): read again
+                dispatching.forget_commit(self.build_id)  # the plan is stored: the next step reads the build
+                break
+            else:  # pragma: no cover - 50 lost races in a row
+                raise RuntimeError(f"storing the plan of {self.build_id} kept losing races")
+        self.resend()
+        return True
 
     def fail(self, exc: StepwiseError) -> bool:
         """Planning failed for good after tasks started: start nothing more and keep the reason; the
