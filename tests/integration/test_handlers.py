@@ -773,6 +773,22 @@ class TestWorkers:
                 out.append({"body": json.loads(m["Body"]), "group": m["Attributes"].get("MessageGroupId")})
                 client("sqs").delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
+    def test_a_record_that_is_not_a_task_message_fails_alone(self, quiet):
+        """A poisoned record is reported failed by its message id (the queue retries it, then its
+        DLQ takes it); the batch's other records run."""
+        build_id = new_build([task("hero", target="src/components/Hero.tsx", type="create_component")])
+        arn = quiet.resources.queue_arns["tasks"]
+        records = [
+            sqs_record("not json", arn, message_id="m-text"),
+            self._task_record(quiet, build_id, "hero"),
+            sqs_record({"buildId": build_id, "attempt": 1}, arn, message_id="m-no-task-id"),
+        ]
+        result = _handler("task")(sqs_event(records), lambda_context("task"))
+        assert result == {"batchItemFailures": [{"itemIdentifier": "m-text"}, {"itemIdentifier": "m-no-task-id"}]}
+        item = services().tasks.get(build_id, "hero")
+        assert item is not None and item.status == "completed"
+        self._finished_messages(quiet)
+
     def test_task_handler_runs_the_task_stores_its_files_and_reports(self, quiet):
         build_id = new_build([task("hero", target="src/components/Hero.tsx", type="create_component")])
         self._finished_messages(quiet)
