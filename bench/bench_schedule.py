@@ -180,7 +180,7 @@ class Strategy:
 
 
 class Ours(Strategy):
-    """The real dispatcher core, called exactly as shared.logic.readiness.dispatching calls it."""
+    """The real dispatcher core, called exactly as shared.logic.readiness.dispatch_state calls it."""
 
     def __init__(self, dag: Dag, window: int) -> None:
         tasks = [

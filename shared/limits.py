@@ -87,7 +87,7 @@ def crash_recovery_bound_s(task_timeout_s: float) -> float:
 
 
 # A message sent away to come back later is made invisible in whole seconds, rounded up, plus one
-# for the clocks of two hosts (`task_runner.ComeBackLater`).
+# for the clocks of two hosts (`attempts.claim.ComeBackLater`).
 COME_BACK_SLACK_S = 2
 
 

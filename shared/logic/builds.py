@@ -157,7 +157,7 @@ def build_view(owner: str, build_id: str, svc: Services | None = None) -> BuildV
     svc = svc or services()
     build = svc.builds.get_owned(build_id, owner)
     tasks = svc.tasks.list(build_id, attributes=VIEW_ATTRIBUTES)
-    from shared.logic.readiness.dispatching import dispatched_items
+    from shared.logic.readiness.dispatch_state import dispatched_items
 
     # while the plan streams, the dispatch state is written over the tasks handed so far
     order = [t.taskId for t in dispatched_items(build, tasks)]
@@ -471,7 +471,7 @@ def skip_task(owner: str, build_id: str, task_id: str, svc: Services | None = No
 
 
 def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Services) -> TaskActionResult:
-    from shared.logic.readiness import dispatching
+    from shared.logic.readiness import reopen
 
     build = svc.builds.get_owned(build_id, owner)
     item = svc.tasks.get(build_id, task_id)
@@ -487,7 +487,7 @@ def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Serv
         raise Conflict(f"task {task_id} was cancelled; it can be retried once the build has ended")
     if not build.planId:  # its plan failed after tasks started while it streamed: no plan to run
         raise Conflict(f"build {build_id} has no plan; a task can be {action}ped only in a planned build")
-    act = dispatching.reopen_task if action == "retry" else dispatching.skip_failed_task
+    act = reopen.reopen_task if action == "retry" else reopen.skip_failed_task
     deadline = svc.clock.monotonic() + _RUN_END_WAIT_S
     while True:
         status = build.status
@@ -497,7 +497,7 @@ def _task_action(owner: str, build_id: str, task_id: str, action: str, svc: Serv
             try:
                 reopened = act(build_id, task_id, svc, in_run=True)
                 return _acted(build_id, task_id, action, reopened, resumed=False)
-            except (dispatching.RunEnding, dispatching.NotSettled):
+            except (reopen.RunEnding, reopen.NotSettled):
                 # The run settled its last task and Finalize is recording its end: wait for that
                 # end, then re-open the build (the request is never lost in between). Or the task's
                 # attempt ended and the dispatcher is taking that step: wait for it.
@@ -516,14 +516,14 @@ def _resume(svc: Services, build: BuildRecord, task_id: str, action: str) -> Tas
     `task_skipped`), on condition that the build is as it was read. Only then are the re-opened
     tasks' items made pending and the ready ones sent; the run's Execute step does both again if
     this call dies first. An execution whose commit never lands ends at its Plan step (runs.py)."""
-    from shared.logic.readiness import dispatching
+    from shared.logic.readiness import dispatch_state, reopen
 
     build_id = build.buildId
     run = build.runs + 1
     now = svc.clock.now_ms()
     # the re-opened run gets its own BUILD_TIMEOUT_SECONDS
     resumed = build.model_copy(update={"status": BuildStatus.executing, "deadlineAt": None, "runStartedAt": now})
-    cur = dispatching.dispatch_state_of(svc, resumed)
+    cur = dispatch_state.dispatch_state_of(svc, resumed)
     if action == "retry":
         reopened = scheduler.retry(cur.spec, cur.state, task_id, build.maxConcurrency)
         if not reopened:
@@ -534,13 +534,13 @@ def _resume(svc: Services, build: BuildRecord, task_id: str, action: str) -> Tas
         if skipped is None:
             raise Conflict(f"task {task_id} is not failed; only failed or timed-out tasks can be skipped")
         reopened, task_ids = skipped, [task_id, *skipped]
-    decision = dispatching.decide(cur, lambda spec, st, m: scheduler.fill(spec, st, m))
+    decision = dispatch_state.decide(cur, lambda spec, st, m: scheduler.fill(spec, st, m))
     if cur.state.halted is not None:  # its budget is spent: the run would end before it began
         raise Conflict(f"build {build_id} has spent its budget; a task can no longer run in it")
     execution = runs.new_run(build_id, run)
     svc.workflow.start(execution, _run_input(svc, build_id))
     update = (
-        dispatching.state_update(cur)
+        dispatch_state.state_update(cur)
         .set(
             status=BuildStatus.executing.value,
             runStartedAt=now,
@@ -570,17 +570,17 @@ def _resume(svc: Services, build: BuildRecord, task_id: str, action: str) -> Tas
                 .when_in("status", SKIPPABLE_TASK_STATUSES),
             )
         )
-    dispatching.forget_commit(build_id)
+    dispatch_state.forget_commit(build_id)
     try:
         svc.events.record_many(build_id, entries, also=also)
     except StateConflict:
         with contextlib.suppress(Exception):  # it ends at its Plan step all the same
             svc.workflow.stop(execution, "superseded: the build changed while it was re-opened")
         raise Conflict("build changed while re-opening it; try again") from None
-    dispatching.reopen_items(svc, build_id)
+    reopen.reopen_items(svc, build_id)
     if decision.sends:
-        dispatching.send_tasks(svc, build_id, decision.sends, dispatching.plan(svc, cur.build)[1])
-        dispatching._confirm_sent(svc, build_id, cur.version + 1)
+        dispatch_state.send_tasks(svc, build_id, decision.sends, dispatch_state.plan(svc, cur.build)[1])
+        dispatch_state.confirm_sent(svc, build_id, cur.version + 1)
     count("build.resumed")
     return _acted(build_id, task_id, action, reopened, resumed=True)
 

@@ -138,7 +138,7 @@ def finalize(state: dict[str, Any], svc: Services | None = None, *, run_id: str 
 
 def _halt_dispatch(svc: Services, build_id: str, reason: str) -> None:
     from shared.logic.readiness import scheduler
-    from shared.logic.readiness.dispatching import apply
+    from shared.logic.readiness.dispatch_state import apply
 
     build = svc.builds.get(build_id, attributes=["dispatch"])
     if build is not None and build.dispatch is not None:

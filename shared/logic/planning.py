@@ -15,7 +15,7 @@ from shared.dal.table import Update
 from shared.errors import CircularDependencies, PlanningFailed, PlanTooLarge, StateConflict, StepwiseError
 from shared.ids import new_plan_id
 from shared.logic import runs
-from shared.logic.readiness import dag, dispatching
+from shared.logic.readiness import dag, dispatch_state
 from shared.logic.readiness.plan_validation import (
     BLOCKED_MESSAGE,
     HARD_ERROR_MESSAGE,
@@ -253,7 +253,7 @@ def _plan(
         return _ended(build_id, "cancelled")
     # The build as that commit left it (it held only while the build planned): no read back.
     if not plan.blocked:  # what the dispatch steps of this process would read back
-        dispatching.know_plan(build.model_copy(update={"planId": plan_id, "planVersion": 1}), plan.tasks)
+        dispatch_state.know_plan(build.model_copy(update={"planId": plan_id, "planVersion": 1}), plan.tasks)
     return _result(svc, build.model_copy(update={"taskCount": len(plan.tasks), "blocked": plan.blocked}))
 
 

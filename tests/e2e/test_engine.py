@@ -256,9 +256,9 @@ class TestEngine:
     def test_a_failed_send_in_the_execute_step_is_retried_by_the_state_machine(
         self, engine: Engine, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from shared.logic.readiness import dispatching
+        from shared.logic.readiness import dispatch_state
 
-        original, failed = dispatching.send_batch, []
+        original, failed = dispatch_state.send_batch, []
 
         def fails_once(url: str, entries: list[dict[str, Any]]) -> None:
             if not failed and any(json.loads(e["MessageBody"])["taskId"] == "exec-retry" for e in entries):
@@ -266,7 +266,7 @@ class TestEngine:
                 raise RuntimeError("SQS refused the send")
             original(url, entries)
 
-        monkeypatch.setattr(dispatching, "send_batch", fails_once)
+        monkeypatch.setattr(dispatch_state, "send_batch", fails_once)
         plan = [task("exec-retry", target="a.txt"), task("after", "exec-retry", target="b.txt")]
         # The first send must be the Execute step's: nothing starts while the plan streams (a failed
         # send there: tests/e2e/test_streaming.py).

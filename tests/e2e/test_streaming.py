@@ -204,9 +204,9 @@ class TestStreamingExecution:
     def test_a_send_the_queue_refuses_while_the_plan_streams_is_sent_again(
         self, engine: Engine, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        from shared.logic.readiness import dispatching
+        from shared.logic.readiness import dispatch_state
 
-        original, failed = dispatching.send_batch, []
+        original, failed = dispatch_state.send_batch, []
 
         def fails_once(url: str, entries: list[dict[str, Any]]) -> None:
             if not failed and any(json.loads(e["MessageBody"])["taskId"] == "refused" for e in entries):
@@ -214,7 +214,7 @@ class TestStreamingExecution:
                 raise RuntimeError("SQS refused the send")
             original(url, entries)
 
-        monkeypatch.setattr(dispatching, "send_batch", fails_once)
+        monkeypatch.setattr(dispatch_state, "send_batch", fails_once)
         plan = [task("refused", target="a.txt"), task("after", "refused", target="b.txt"), task("x", target="x.txt")]
         bid = engine.build("streaming: send refused", slow(plan))
         events = engine.wait_end(bid)

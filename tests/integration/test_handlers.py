@@ -732,9 +732,9 @@ class TestWorkers:
         self._queued(quiet)
         stale = self._finished_record(quiet, build_id, "a", outcome="failed", attempt=2)
         self._dispatch([stale])
-        from shared.logic.readiness import dispatching
+        from shared.logic.readiness import reopen
 
-        dispatching.reopen_task(build_id, "a", services())
+        reopen.reopen_task(build_id, "a", services())
         assert self._queued(quiet) == [("a", 3)]
         self._dispatch([stale])  # the old message comes back (e.g. its delete was lost)
         self._dispatch([self._finished_record(quiet, build_id, "a", outcome="completed", attempt=3)])

@@ -21,7 +21,7 @@ from shared.dal.aws import client
 from shared.dal.table import Update
 from shared.ids import now_ms
 from shared.logic.attempts import attempt
-from shared.logic.readiness import dispatching, handoff
+from shared.logic.readiness import dispatch_state, dispatching, handoff
 from shared.logic.services import services
 from shared.models.plan import Task
 from tests.helpers import drain_queue, sqs_event, sqs_record, task
@@ -170,10 +170,10 @@ def test_a_step_starts_from_the_state_this_process_committed(quiet: QuietRuntime
         return original(client_, operation, params)
 
     # another writer steps in first: the state this process holds is stale for a's completion
-    held = dispatching.committed(build_id)
+    held = dispatch_state.committed(build_id)
     assert held is not None
     stale = held.model_copy(update={"dispatchVersion": held.dispatchVersion - 1})
-    dispatching._committed[build_id] = stale
+    dispatch_state._committed[build_id] = stale
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(botocore.client.BaseClient, "_make_api_call", counted)
         assert _run(quiet, root) == {"batchItemFailures": []}
@@ -350,7 +350,7 @@ def test_a_replayed_dispatcher_step_resends_what_it_decided_but_never_sent(
     quiet: QuietRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"n": 0}
-    original = dispatching.send_batch
+    original = dispatch_state.send_batch
 
     def lost_once(url: str, entries: list[dict[str, Any]]) -> None:
         calls["n"] += 1
@@ -358,7 +358,7 @@ def test_a_replayed_dispatcher_step_resends_what_it_decided_but_never_sent(
             raise RuntimeError("the dispatcher died before sending")
         original(url, entries)
 
-    monkeypatch.setattr(dispatching, "send_batch", lost_once)
+    monkeypatch.setattr(dispatch_state, "send_batch", lost_once)
     build_id = new_build([task("a"), task("b")])
     with pytest.raises(StepInterrupted):  # the error name the state machine retries
         execute(quiet, build_id)

@@ -67,9 +67,17 @@ def reaching(path: Path, prefixes: tuple[str, ...]) -> list[str]:
 
 def test_readiness_decides_in_pure_modules() -> None:
     """The plan's graph, its validation and the scheduler decide without reading or writing a store:
-    the steps that apply them (dispatching, handoff, stream start) do that."""
+    the steps that apply them (dispatch state, dispatching, re-opening, handoff, stream start) do that."""
     readiness = ROOT / "shared" / "logic" / "readiness"
-    stores = ("boto3", "botocore", "shared.dal", "shared.logic.services", "shared.logic.readiness.dispatching")
+    stores = (
+        "boto3",
+        "botocore",
+        "shared.dal",
+        "shared.logic.services",
+        "shared.logic.readiness.dispatch_state",
+        "shared.logic.readiness.dispatching",
+        "shared.logic.readiness.reopen",
+    )
     for name in ("dag.py", "scheduler.py", "plan_validation.py"):
         assert reaching(readiness / name, stores) == [], name
 

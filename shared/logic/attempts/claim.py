@@ -12,7 +12,7 @@ from shared.errors import StateConflict
 from shared.logic.attempts.build_facts import BUILD_FIELDS, kept_build, remember_build, stopped
 from shared.logic.attempts.context import ReadAhead
 from shared.logic.attempts.settle import cancel_unstarted, retry_or_report, settle_failure, tell_dispatcher
-from shared.logic.readiness import dispatching, handoff
+from shared.logic.readiness import dispatch_state, handoff
 from shared.logic.services import Services
 from shared.models.events import EventType
 from shared.models.messages import TaskMessage
@@ -203,7 +203,7 @@ def _replay_handoff(svc: Services, msg: TaskMessage, current: TaskRecord, *, hal
                 cancel_unstarted(svc, child_msg)
             else:
                 resend.append((task_id, attempt))
-    dispatching.send_tasks(svc, msg.buildId, resend)
+    dispatch_state.send_tasks(svc, msg.buildId, resend)
     if running_for > 0:  # all handed at once, so all die at once: look after them together
         raise TaskStillRunning(f"dependents handed by {msg.taskId} may still be running; checking later", running_for)
     adopted: list[Claimed] = []

@@ -2,7 +2,7 @@
 
 When a task attempt succeeds, its consumer takes the dispatcher's step itself. It takes the build's
 dispatch state (as this process's last step of the build committed it, when there was one, else
-read), decides with the same pure scheduler (`dispatching.decide`), and commits in ONE transaction:
+read), decides with the same pure scheduler (`dispatch_state.decide`), and commits in ONE transaction:
 
 - the task's completion: `task_completed` and the task item (`completed`, only if this attempt
   still holds it), with `released` — what this step decided to start — recorded on the item;
@@ -22,7 +22,7 @@ Nothing is lost if the consumer dies: the finished task's queue message stays in
 lease) until the invocation returns, and its redelivery, within one lease of a crash, finds the task
 completed with `released` recorded, re-sends what nobody claimed, and once the dependents it was
 running are surely dead runs those same attempts again itself, or settles them if the build was
-halted (`task_runner._replay`). Temporal's eager activity dispatch is the same idea.
+halted (`attempts.claim.replay`). Temporal's eager activity dispatch is the same idea.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 
 from shared.dal.table import Update
 from shared.errors import StateConflict
-from shared.logic.readiness import dispatching
+from shared.logic.readiness import dispatch_state
 from shared.logic.services import Services
 from shared.models.build import BuildStatus
 from shared.models.events import EventType
@@ -45,7 +45,7 @@ _TRIES = 3  # lost races on the dispatch state before leaving the step to the di
 # At most this many released tasks start in one completing commit and run in its invocation, side
 # by side (an LLM call waits on the network, so one invocation runs several); more go to the queue.
 # The invocation's memory bounds them too: all it runs at once stay within `limits.concurrent_tasks`
-# of the function's memory (8 for the task function's 1024 MB), counted by `task_runner.Slots`.
+# of the function's memory (8 for the task function's 1024 MB), counted by `attempts.concurrency.Slots`.
 HANDOFF_LIMIT = 8
 
 
@@ -101,30 +101,30 @@ def complete(
     transaction entries, without conditions, that commit with it. Raises
     StateConflict when that condition fails: the attempt was settled elsewhere.
     """
-    op = dispatching.finished_op(task_id, "completed", attempt, cost)
+    op = dispatch_state.finished_op(task_id, "completed", attempt, cost)
     with svc.events.serial(build_id):  # this process's writers of the build take turns: no lost races
         # The build as this process's last step of it left it, when there was one: no read. If
         # another step came between, the version condition fails and it is read and decided again.
-        held = dispatching.committed(build_id)
+        held = dispatch_state.committed(build_id)
         for _ in range(_TRIES + (held is not None)):
             build, from_held, held = held or svc.builds.get(build_id), held is not None, None
             if not build or not _running(build):
                 return None
-            cur = dispatching.dispatch_state_of(svc, build)
-            decision = dispatching.decide(cur, op)
+            cur = dispatch_state.dispatch_state_of(svc, build)
+            decision = dispatch_state.decide(cur, op)
             if decision.duplicate or decision.all_terminal or decision.skipped or cur.state.halted:
                 if from_held:
                     continue  # decide that on the stored state, not on what this process last saw
                 return None  # the dispatcher's to handle: nothing new, the end, or a halt
             sends = decision.sends
-            tasks = dispatching.plan(svc, build)[1]
+            tasks = dispatch_state.plan(svc, build)[1]
             nxt = [(t, a) for t, a in sends if t in tasks][: max(0, min(run_here, HANDOFF_LIMIT))]
             started = svc.clock.now_ms()
             done = completion().set(released=[[t, a] for t, a in sends], handedTo=[[t, a] for t, a in nxt] or None)
             entries: list[tuple[EventType, Any]] = [(EventType.task_completed, completed)]
             also = [
                 svc.tasks.tx_update(build_id, task_id, done),
-                svc.builds.tx_still_running(build_id, dispatching.state_update(cur)),
+                svc.builds.tx_still_running(build_id, dispatch_state.state_update(cur)),
             ]
             for t, a in nxt:
                 entries.append((EventType.task_started, started_data(tasks[t], a)))
@@ -133,15 +133,15 @@ def complete(
             try:
                 svc.events.record_many(build_id, entries, also=also)
             except StateConflict as exc:
-                dispatching.forget_commit(build_id)
+                dispatch_state.forget_commit(build_id)
                 if 0 in ((exc.details or {}).get("failed") or []):
                     raise  # the finished task's own condition: its attempt was settled elsewhere
                 continue  # the dispatch state moved on: read it again
-            dispatching.remember_commit(cur)
+            dispatch_state.remember_commit(cur)
             break
         else:
             count("task.handoff_contended")
             return None
-    dispatching.send_tasks(svc, build_id, [s for s in sends if s not in nxt], tasks)
+    dispatch_state.send_tasks(svc, build_id, [s for s in sends if s not in nxt], tasks)
     count("task.handoff")
     return [Handed(tasks[t], a, started) for t, a in nxt]

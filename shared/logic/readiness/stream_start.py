@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from shared.dal.table import Update, transact
 from shared.errors import StateConflict, StepwiseError
-from shared.logic.readiness import dispatching, scheduler
+from shared.logic.readiness import dispatch_state, scheduler
 from shared.logic.readiness.plan_validation import FieldClipper, renamed_id, with_dependencies
 from shared.logic.services import Services
 from shared.models.build import BuildStatus
@@ -134,7 +134,7 @@ class StreamGate:
         return {t.id: list(t.dependencies) for t in self.handed}
 
 
-def handed_op(new_ids: list[str]) -> dispatching.Op:
+def handed_op(new_ids: list[str]) -> dispatch_state.Op:
     """The dispatch step that hands `new_ids` over: those whose dependencies have all completed are
     ready, and the window is filled (nothing starts once the build is halted)."""
 
@@ -205,50 +205,50 @@ class StreamStarter:
             return
         cur, decision = committed
         if self._known is not None:  # the next step here starts from it, with the plan so far
-            dispatching.remember_build(self._known)
-            dispatching.know_plan(self._known, handed)
+            dispatch_state.remember_build(self._known)
+            dispatch_state.know_plan(self._known, handed)
         self.committed = len(handed)
-        dispatching._cancel_unstarted(svc, build_id, cur)
+        dispatch_state.cancel_items(svc, build_id, cur)
         if decision.sends:
             try:
-                dispatching.send_tasks(svc, build_id, decision.sends, {t.id: t for t in handed})
+                dispatch_state.send_tasks(svc, build_id, decision.sends, {t.id: t for t in handed})
             except Exception as exc:  # the queue refused: sent again with the next hand, or at the end
                 self.unsent = True
                 logger.warning("streamed tasks not sent yet", extra={"error": str(exc)[:300]})
             else:
-                dispatching._confirm_sent(svc, build_id, cur.version + 1)
+                dispatch_state.confirm_sent(svc, build_id, cur.version + 1)
                 count("plan.stream_started", len(decision.sends))
         logger.info("streamed tasks handed", extra={"handed": new_ids, "started": [t for t, _ in decision.sends]})
 
     def _commit_hand(
         self,
         spec: scheduler.DagSpec,
-        op: dispatching.Op,
+        op: dispatch_state.Op,
         handed: int,
         items: list[dict[str, Any]],
         record: Record | None,
-    ) -> tuple[dispatching.Loaded, scheduler.Decision] | None:
+    ) -> tuple[dispatch_state.Loaded, scheduler.Decision] | None:
         """The hand's conditional write (with `record`'s event when given): the dispatch state over
         the first `handed` streamed tasks. None: the build stopped planning."""
         svc, build_id = self.svc, self.build_id
         for _ in range(51):
             # What this step (or a step of this process) last read or committed is most likely still
             # current (its version decides).
-            build, self._known = dispatching.newest(build_id, self._known) or svc.builds.require(build_id), None
+            build, self._known = dispatch_state.newest(build_id, self._known) or svc.builds.require(build_id), None
             if build.status != BuildStatus.planning:  # cancelled: nothing more is handed
                 self.gate.closed = "the build is no longer planning"
                 if record is not None:
                     raise StateConflict(f"build {build_id} is {build.status}")
                 return None
-            cur = dispatching.Loaded(
+            cur = dispatch_state.Loaded(
                 build,
                 spec,
                 scheduler.DispatchState.from_json(build.dispatch, spec.order[: self.committed]),
                 build.dispatchVersion,
                 svc.clock.now_ms(),
             )
-            decision = dispatching.decide(cur, op)
-            update = dispatching.state_update(cur).set(streamedTasks=handed).when(
+            decision = dispatch_state.decide(cur, op)
+            update = dispatch_state.state_update(cur).set(streamedTasks=handed).when(
                 "{status} = :planning", planning=BuildStatus.planning.value
             )
             deadline = build.deadlineAt
@@ -286,10 +286,10 @@ class StreamStarter:
         build = self.svc.builds.require(self.build_id)
         step = build.stepVersion
         if build.sentVersion < step:
-            state = dispatching.dispatch_state_of(self.svc, build).state
-            unclaimed = dispatching.unclaimed(self.svc, self.build_id, state)
-            dispatching.send_tasks(self.svc, self.build_id, unclaimed, dispatching.plan(self.svc, build)[1])
-            dispatching._confirm_sent(self.svc, self.build_id, step)
+            state = dispatch_state.dispatch_state_of(self.svc, build).state
+            unclaimed = dispatch_state.unclaimed(self.svc, self.build_id, state)
+            dispatch_state.send_tasks(self.svc, self.build_id, unclaimed, dispatch_state.plan(self.svc, build)[1])
+            dispatch_state.confirm_sent(self.svc, self.build_id, step)
         self.unsent = False
 
     def store(self, tasks: list[Task], update: Callable[[], Update], record: Callable[[Update], None]) -> bool:
@@ -301,7 +301,7 @@ class StreamStarter:
             for _ in range(51):
                 # The build as the last hand (or a step of this process) committed it, first: its
                 # version decides.
-                build = dispatching.newest(self.build_id, self._known) or self.svc.builds.require(self.build_id)
+                build = dispatch_state.newest(self.build_id, self._known) or self.svc.builds.require(self.build_id)
                 self._known = None
                 if build.status != BuildStatus.planning:
                     return False
@@ -315,9 +315,9 @@ class StreamStarter:
                 try:
                     record(final)
                 except StateConflict:
-                    dispatching.forget_commit(self.build_id)
+                    dispatch_state.forget_commit(self.build_id)
                     continue  # a task settled meanwhile (or the build was cancelled): read again
-                dispatching.forget_commit(self.build_id)  # the plan is stored: the next step reads the build
+                dispatch_state.forget_commit(self.build_id)  # the plan is stored: the next step reads the build
                 break
             else:  # pragma: no cover - 50 lost races in a row
                 raise RuntimeError(f"storing the plan of {self.build_id} kept losing races")
@@ -339,7 +339,7 @@ class StreamStarter:
         except StateConflict:
             return False
         self.resend()  # a task decided to start is sent all the same: every started task is reported
-        dispatching.apply(
+        dispatch_state.apply(
             svc, build_id, lambda spec, st, m: scheduler.halt(spec, st, "planning_failed"), label="planning failed"
         )
         count("plan.failed_after_start")
