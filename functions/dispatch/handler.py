@@ -22,7 +22,8 @@ from shared.dal.queues import set_visibility
 from shared.errors import NotFound
 from shared.logic.finalizing import finalize
 from shared.logic.readiness import dispatching
-from shared.models.messages import QueuedDispatch, TaskMessage, UnknownKind, Unreadable
+from shared.models.messages import TaskMessage
+from shared.models.queued import QueuedDispatch, UnknownKind, Unreadable
 from shared.observability import correlate, lambda_handler, logger
 from shared.settings import get_settings
 

@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.constants import WEBHOOK_DLQ_URL, WEBHOOK_QUEUE_URL
 from shared.logic.webhooks import Received, handle
-from shared.models.messages import QueuedDelivery
+from shared.models.queued import QueuedDelivery
 from shared.observability import lambda_handler
 
 
@@ -20,7 +20,7 @@ def _record(record: QueuedDelivery) -> None:
         Received(
             body=record.body,
             receipt_handle=record.receiptHandle,
-            receive_count=record.attributes.ApproximateReceiveCount,
+            receive_count=record.receive_count,
             queue_url=os.environ.get(WEBHOOK_QUEUE_URL, ""),
         ),
         dlq_url=os.environ.get(WEBHOOK_DLQ_URL),
