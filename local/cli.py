@@ -25,6 +25,19 @@ app.add_typer(dlq_app, name="dlq")
 TERMINAL = {"build_completed", "build_failed", "build_cancelled"}
 
 
+# Where `build` and `serve` run moto (the local AWS services): "process", a process of its own (a
+# second core for the runtime), or "inline", in the runtime's process (docs/cli.md).
+_Backends = Annotated[
+    str,
+    typer.Option(
+        "--backends",
+        envvar="STEPWISE_LOCAL_BACKENDS",
+        help="Where moto (the local AWS services) runs: process (its own, a second core) | inline.",
+    ),
+]
+DEFAULT_BACKENDS = "process"
+
+
 def _fail_usage(err: Console, message: str) -> None:
     err.print(f"[red]error:[/] {message}")
     raise typer.Exit(2)
@@ -57,6 +70,7 @@ def build(
     drain_timeout: Annotated[float, typer.Option(help="With --webhook: seconds to wait for delivery.")] = 60.0,
     max_concurrency: Annotated[int, typer.Option(help="Tasks run at once (1-20).")] = 5,
     budget_usd: Annotated[float | None, typer.Option("--budget-usd", help="Stop starting tasks at this cost.")] = None,
+    backends: _Backends = DEFAULT_BACKENDS,
 ) -> None:
     """Run one build end to end on the local runtime and write its files to --out."""
     err = Console(stderr=True)
@@ -85,7 +99,7 @@ def build(
 
     started = time.monotonic()
     try:
-        runtime = LocalRuntime(env=env)
+        runtime = LocalRuntime(env=env, backends=backends)
         with err.status("Starting the local runtime (moto: DynamoDB, SQS, S3, Step Functions)…"):
             runtime.start()
     except ConfigurationError as exc:
@@ -229,6 +243,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     aws_port: Annotated[int, typer.Option(help="Port of the local AWS endpoint (moto), for `stepwise dlq`.")] = 0,
+    backends: _Backends = DEFAULT_BACKENDS,
 ) -> None:
     """Serve the HTTP API (with its workers) on the local runtime."""
     import uvicorn
@@ -240,7 +255,7 @@ def serve(
 
     err = Console(stderr=True)
     try:
-        runtime = LocalRuntime(aws_port=aws_port or _free_port())
+        runtime = LocalRuntime(aws_port=aws_port or _free_port(), backends=backends)
         runtime.start()
     except ConfigurationError as exc:
         _fail_usage(err, str(exc))

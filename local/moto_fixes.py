@@ -53,6 +53,11 @@ def install() -> None:
     _install_single_pass_projection()
     _install_query_size_memo()
     _install_stop_just_started()
+    _install_parsed_conditions()
+    _install_plain_dynamodb_requests()
+    _install_method_names_memo()
+    _install_backend_urls_memo()
+    _install_random_strings_at_once()
     _installed = True
 
 
@@ -208,6 +213,130 @@ def _install_item_size_check_once() -> None:
         dict.__init__(self.attrs, built)
 
     Item.__init__ = __init__  # type: ignore[method-assign]
+
+
+def _install_plain_dynamodb_requests() -> None:
+    """moto reads every DynamoDB request body by walking the operation's input shape, member by
+    member (a tenth of the local runtime's CPU: a plan's tasks, the events' data). The body is JSON
+    in the wire format already; walking the shape changes only binary attribute values (`B`, `BS`:
+    base64 text to bytes). A body without them is read with `json.loads`; anything else takes moto's
+    parser. `test_moto_fixes` checks both give the same parameters."""
+    import json
+
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.parse_parameters
+
+    def parse_parameters(self: Any, request: Any) -> None:
+        body = request.data
+        if body and b'"B"' not in body and b'"BS"' not in body:
+            try:
+                params = json.loads(body)
+            except ValueError:
+                params = None
+            if isinstance(params, dict):
+                self.params = params
+                return
+        original(self, request)
+
+    DynamoHandler.parse_parameters = parse_parameters  # type: ignore[method-assign]
+    DynamoHandler._moto_parse_parameters = original  # type: ignore[attr-defined]  # for the equivalence test
+
+
+def _install_method_names_memo() -> None:
+    """moto lists a response class's methods (`inspect.getmembers`, every attribute of the class)
+    on every request, to check the action is one of them; a class's methods are the same each time."""
+    from moto.core import responses, utils
+
+    original = utils.method_names_from_class
+    found: dict[Any, list[str]] = {}
+
+    def method_names_from_class(clazz: Any) -> list[str]:
+        names = found.get(clazz)
+        if names is None:
+            names = found[clazz] = original(clazz)
+        return names
+
+    responses.method_names_from_class = method_names_from_class  # type: ignore[assignment]
+
+
+def _install_backend_urls_memo() -> None:
+    """moto rebuilds a service's URL table (every path pattern formatted with every base URL and
+    DNS suffix) for every request it routes; the table depends only on the service's url module."""
+    from moto.core.base_backend import BaseBackend
+
+    original = BaseBackend.urls
+    built: dict[Any, Any] = {}
+
+    def urls(self: Any) -> Any:
+        key = (type(self), tuple(self.url_bases))
+        found = built.get(key)
+        if found is None:
+            found = built[key] = original.fget(self)  # type: ignore[attr-defined]
+        return found
+
+    BaseBackend.urls = property(urls)  # type: ignore[assignment, method-assign]
+
+
+def _install_random_strings_at_once() -> None:
+    """moto draws every response's 52-character request id one `random.choice` per character (a
+    fourteenth of its CPU serving Stepwise's small requests); `choices` draws them in one call, from
+    the same characters, with the same generator (so a seeded moto stays repeatable)."""
+    import string
+
+    from moto.moto_api._internal.moto_random import MotoRandom
+
+    def get_random_string(self: Any, length: int = 20, include_digits: bool = True, lower_case: bool = False) -> str:
+        pool = string.ascii_letters + (string.digits if include_digits else "")
+        drawn = "".join(self.choices(pool, k=length))
+        return drawn.lower() if lower_case else drawn
+
+    MotoRandom.get_random_string = get_random_string  # type: ignore[method-assign]
+
+
+_CONDITIONS_KEPT = 4096
+
+
+def _install_parsed_conditions() -> None:
+    """moto lexes and parses a condition expression character by character on every conditional
+    write (a fifth of moto's CPU in a build: each event's `attribute_not_exists(seq)`, each state
+    change's `#status = :s`). Keep the parsed condition per (expression, names, values): the same
+    three parse to the same tree, and moto only reads the tree to evaluate it. A parse that fails is
+    not kept (it fails again, with moto's message)."""
+    import json
+    from collections import OrderedDict
+
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    original = ConditionExpressionParser.parse
+    kept: OrderedDict[tuple[Any, ...], tuple[Any, list[str], list[str]]] = OrderedDict()
+    lock = threading.Lock()
+
+    def parse(self: Any) -> Any:
+        names, values = self.expression_attribute_names, self.expression_attribute_values
+        key = (
+            self.condition_expression,
+            tuple(sorted(names.items())) if names else (),
+            json.dumps(values, sort_keys=True, default=repr) if values else "",
+        )
+        with lock:
+            found = kept.get(key)
+            if found is not None:
+                kept.move_to_end(key)
+        if found is None:
+            op = original(self)
+            found = (op, list(self.expr_attr_names_found), list(self.expr_attr_values_found))
+            with lock:
+                kept[key] = found
+                while len(kept) > _CONDITIONS_KEPT:
+                    kept.popitem(last=False)
+            return op
+        self.expr_attr_names_found.extend(found[1])  # what moto checks for unused names and values
+        self.expr_attr_values_found.extend(found[2])
+        return found[0]
+
+    ConditionExpressionParser.parse = parse  # type: ignore[method-assign]
+    ConditionExpressionParser._moto_parse = original  # type: ignore[attr-defined]  # for the equivalence test
 
 
 def _install_parsed_update_expressions() -> None:

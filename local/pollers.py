@@ -165,11 +165,34 @@ class SqsPoller:
                 self.inflight -= 1
 
 
+class StreamSignal:
+    """Says "a DynamoDB stream was written": moto's (`moto_fixes.stream_written`) in this process, or the
+    backends process's when moto runs there (`wait` and `wake` then ask it)."""
+
+    def __init__(
+        self, wait: Callable[[float], bool] | None = None, wake: Callable[[], None] | None = None
+    ) -> None:
+        self._wait, self._wake = wait, wake
+
+    def wait(self, timeout_s: float) -> bool:
+        if self._wait is not None:
+            return self._wait(timeout_s)
+        written = stream_written.wait(timeout_s)
+        stream_written.clear()
+        return written
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake()
+        else:
+            stream_written.set()
+
+
 class StreamRelay:
     """Plays the EventBridge Pipe: events-table stream INSERTs → webhook queue.
 
-    It sleeps until the stream is written (`moto_fixes.stream_written`), then waits `batch_s` so one
-    read takes a burst of records (the Pipe batches too), and reads until the stream is drained."""
+    It sleeps until the stream is written (`signal`), then waits `batch_s` so one read takes a burst
+    of records (the Pipe batches too), and reads until the stream is drained."""
 
     def __init__(
         self,
@@ -178,11 +201,13 @@ class StreamRelay:
         *,
         batch_s: float = 0.02,
         on_records: Callable[[list[dict[str, Any]]], None] | None = None,
+        signal: StreamSignal | None = None,
     ) -> None:
         self.stream_arn = stream_arn
         self.queue_url = queue_url
         self.batch_s = batch_s
         self.on_records = on_records
+        self.signal = signal or StreamSignal()
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="stream-relay", daemon=True)
         self.relayed = 0
@@ -192,7 +217,10 @@ class StreamRelay:
 
     def stop(self) -> None:
         self.stop_event.set()
-        stream_written.set()
+        try:
+            self.signal.wake()
+        except Exception:  # the backends process is gone: the relay's wait ends on its own
+            logger.debug("local stream relay: no wake-up sent")
 
     def join(self, timeout: float = 5.0) -> None:
         self.thread.join(timeout)
@@ -237,8 +265,7 @@ class StreamRelay:
                     self.relayed += len(inserts)
                 if read:
                     continue  # there may be more: read again before sleeping
-                stream_written.wait(1.0)
-                stream_written.clear()
+                self.signal.wait(1.0)
                 self.stop_event.wait(self.batch_s)
             except Exception:
                 if self.stop_event.is_set():

@@ -4,6 +4,9 @@ moto plays DynamoDB (with the events stream), SQS (visibility timeouts, DLQ redr
 Manager and Step Functions, which executes the same ASL file CDK deploys; its Lambda tasks are
 routed to the real handler functions. Threads play the Lambda service's event sources. The handlers
 cannot tell this from AWS: they get the same events and a context with a real remaining time.
+
+moto runs in this process (`backends="inline"`) or in a process of its own (`backends="process"`,
+`local.aws_process`), which gives the runtime a second core.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from local import gc_policy, invocations
 from local.context import LocalContext
-from local.pollers import MAX_MESSAGE_BYTES, Handler, SqsPoller, StreamRelay
+from local.pollers import MAX_MESSAGE_BYTES, Handler, SqsPoller, StreamRelay, StreamSignal
 from shared import constants as c
 from shared import limits, resources
 from shared.clock import SYSTEM_CLOCK, Clock
@@ -31,6 +34,8 @@ ASL_PATH = Path(__file__).resolve().parent.parent / "infra" / "statemachine.asl.
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 PREFIX = "stepwise-local"
+BACKENDS = ("inline", "process")  # where moto runs: in this process, or in one of its own
+BACKENDS_ENV = "STEPWISE_LOCAL_BACKENDS"  # the choice when the caller makes none (default inline)
 
 def function_context(name: str, timeout_s: float | None = None) -> LocalContext:
     """The context a function gets: its deployed time limit (unless given) and memory (one of the
@@ -118,7 +123,13 @@ class LocalRuntime:
         aws_port: int | None = None,
         clock: Clock | None = None,
         switch_interval_s: float | None = 0.001,
+        backends: str | None = None,
     ) -> None:
+        backends = backends or os.environ.get(BACKENDS_ENV) or "inline"
+        if backends not in BACKENDS:
+            raise ConfigurationError(f"backends: expected one of {', '.join(BACKENDS)} (got {backends!r})")
+        self.backends = backends
+        self._process: Any = None  # the BackendsProcess, with backends="process"
         self.task_workers = task_workers
         self.webhook_workers = webhook_workers
         # The one local factor: the queues' visibility timeouts are the deployed ones times this.
@@ -160,21 +171,10 @@ class LocalRuntime:
 
             self._saved_switch = sys.getswitchinterval()
             sys.setswitchinterval(self.switch_interval_s)
-        from moto import mock_aws
-
-        self._mock = mock_aws(
-            config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-        )
-        self._mock.start()
-        from local import moto_fixes
-
-        moto_fixes.install()
-        invocations.install()
-        reset_clients()
         reset_settings()
         use_clock(self.clock)
-        settings = get_settings()  # fail fast, naming a bad variable, before anything runs
-        try:
+        try:  # fail fast, naming a bad variable, before anything starts
+            settings = get_settings()
             missing = missing_credentials(settings)
             if missing:
                 raise ConfigurationError(missing)
@@ -182,6 +182,30 @@ class LocalRuntime:
         except ConfigurationError:
             self.stop()
             raise
+        if self.backends == "process":
+            from local.aws_process import BackendsProcess
+
+            self._process = BackendsProcess(self._invoke_function, aws_port=self.aws_port)
+            try:
+                self._process.spawn()
+                for name in c.FUNCTION_HANDLERS:  # imported while the child imports moto
+                    load_handler(name)
+                self._process.connect()
+            except BaseException:
+                self.stop()
+                raise
+        else:
+            from moto import mock_aws
+
+            self._mock = mock_aws(
+                config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+            )
+            self._mock.start()
+            from local import moto_fixes
+
+            moto_fixes.install()
+        invocations.install()
+        reset_clients()
         self._create_resources(settings.webhook_secret, settings.task_timeout_seconds)
         reset_settings()
         reset_services()
@@ -192,13 +216,20 @@ class LocalRuntime:
 
         events.set_waiter(event_waiter.wait)  # long-polls wake on the stream's record, not by polling
         self._start_workers()
-        if self.aws_port is not None:
+        if self.aws_port is not None and self._process is None:  # the backends process serves its own
             self._serve_aws()
         gc_policy.install()  # full collections walk only what is new: no half-second pauses
 
     @property
     def aws_endpoint(self) -> str | None:
+        if self._process is not None:
+            return self._process.aws_endpoint  # type: ignore[no-any-return]
         return f"http://127.0.0.1:{self.aws_port}" if self._server is not None else None
+
+    @property
+    def backends_pid(self) -> int | None:
+        """The process moto runs in, when it is not this one."""
+        return self._process.pid if self._process is not None else None
 
     def _serve_aws(self) -> None:
         """Expose the same moto backends over HTTP on 127.0.0.1, for tools in other processes
@@ -229,6 +260,9 @@ class LocalRuntime:
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
         reset_clients()
         if self._saved_switch is not None:
             import sys
@@ -385,10 +419,31 @@ class LocalRuntime:
         ]["QueueArn"]
 
     # --- Lambda invocations from Step Functions --------------------------------------------------
+    def _invoke_function(self, short_name: str, body: bytes) -> tuple[bytes, str | None]:
+        """One Lambda invocation of the function named `short_name` (as deployed: PREFIX-name), as
+        the Lambda service answers it: the JSON payload, and "Unhandled" when the function failed."""
+        name = self._function_names[short_name]
+        event = json.loads(body) if body else {}
+        timeout_s = self.functions[name].timeout_s
+        outcome = invocations.invoke(load_handler(name), event, function_context(name, timeout_s), timeout_s)
+        if outcome.timed_out:
+            error = {"errorType": "Sandbox.Timedout", "errorMessage": f"Task timed out after {timeout_s} seconds"}
+            return json.dumps(error).encode(), "Unhandled"
+        if outcome.error is not None:
+            exc = outcome.error
+            return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode(), "Unhandled"
+        return json.dumps(outcome.result).encode(), None
+
+    @property
+    def _function_names(self) -> dict[str, str]:
+        return {arn.rsplit(":", 1)[-1]: name for name, arn in self.resources.functions.items()}
+
     def _route_lambda_invocations(self) -> None:
+        if self._process is not None:  # the backends process sends them here (`_invoke_function`)
+            return
         from moto.awslambda_simple.models import LambdaSimpleBackend
 
-        by_name = {arn.rsplit(":", 1)[-1]: name for name, arn in self.resources.functions.items()}
+        ours = self._function_names
         original = LambdaSimpleBackend.invoke
         self._original_invoke = original
 
@@ -396,21 +451,12 @@ class LocalRuntime:
             backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any
         ) -> bytes:
             short = function_name.split(":")[6] if function_name.startswith("arn:") else function_name
-            name = by_name.get(short)
-            if name is None:
+            if short not in ours:
                 return original(backend, function_name, qualifier, body, headers, response_headers)  # type: ignore[return-value]
-            event = json.loads(body) if body else {}
-            timeout_s = self.functions[name].timeout_s
-            outcome = invocations.invoke(load_handler(name), event, function_context(name, timeout_s), timeout_s)
-            if outcome.timed_out:
-                response_headers["x-amz-function-error"] = "Unhandled"
-                error = {"errorType": "Sandbox.Timedout", "errorMessage": f"Task timed out after {timeout_s} seconds"}
-                return json.dumps(error).encode()
-            if outcome.error is not None:
-                exc = outcome.error
-                response_headers["x-amz-function-error"] = "Unhandled"
-                return json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
-            return json.dumps(outcome.result).encode()
+            payload, function_error = self._invoke_function(short, body.encode() if isinstance(body, str) else body)
+            if function_error:
+                response_headers["x-amz-function-error"] = function_error
+            return payload
 
         LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign, assignment]
 
@@ -458,7 +504,10 @@ class LocalRuntime:
             p.start()
         from local.live import feed
 
-        self.relay = StreamRelay(self.resources.events_stream_arn, q["webhooks"], on_records=feed.publish_records)
+        signal = StreamSignal() if self._process is None else StreamSignal(self._process.wait_stream, self._process.wake_stream)
+        self.relay = StreamRelay(
+            self.resources.events_stream_arn, q["webhooks"], on_records=feed.publish_records, signal=signal
+        )
         self.relay.start()
 
     # --- the API, as API Gateway would call it --------------------------------------------------

@@ -64,7 +64,9 @@ def test_human_output_shows_plan_progress_and_summary(tmp_path: Path, script_fil
     assert "completed" in text and "files" in text and "tokens" in text and "cost" in text
 
 
-def test_scripted_files_are_written_verbatim(tmp_path: Path, script_file) -> None:
+@pytest.mark.parametrize("backends", [None, "inline"], ids=["moto-default-own-process", "moto-inline"])
+def test_scripted_files_are_written_verbatim(tmp_path: Path, script_file, backends: str | None) -> None:
+    """The same build with moto in its own process (the default) and in the runtime's process."""
     script = script_file(
         {
             "plan": {
@@ -88,7 +90,8 @@ def test_scripted_files_are_written_verbatim(tmp_path: Path, script_file) -> Non
         }
     )
     out = tmp_path / "o"
-    result = run_stepwise(["build", "two files", "--out", str(out), "--mock-script", str(script), "--json"])
+    where = ["--backends", backends] if backends else []
+    result = run_stepwise(["build", "two files", "--out", str(out), "--mock-script", str(script), "--json", *where])
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "README.md").read_text() == "# Hello\n"
     assert (out / "web/index.html").read_text() == "<h1>hi</h1>\n"
@@ -134,6 +137,9 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
     result = run_stepwise(["build", LANDING, "--provider", "nope"])
     assert result.returncode == 2
     assert "--provider" in result.stderr
+    result = run_stepwise(["build", LANDING, "--backends", "nowhere", "--out", str(tmp_path)])
+    assert result.returncode == 2
+    assert "backends" in result.stderr and "inline" in result.stderr
 
 
 def test_invalid_configuration_names_the_variable(tmp_path: Path) -> None:

@@ -248,3 +248,74 @@ def test_an_item_over_the_size_limit_is_still_refused(table) -> None:  # type: i
         table.put_item(TableName="t", Item={"k": {"S": "big"}, "a": {"S": near}, "m": {"M": {"b": {"S": near + near}}}})
     assert "size" in str(refused.value).lower()
     assert "Item" not in table.get_item(TableName="t", Key={"k": {"S": "big"}}, ConsistentRead=True)
+
+
+def test_a_kept_condition_is_evaluated_with_each_call_s_values(table) -> None:  # type: ignore[no-untyped-def]
+    from botocore.exceptions import ClientError
+
+    table.put_item(TableName="t", Item={"k": {"S": "a"}, "n": {"N": "1"}})
+    for _ in range(2):  # the second round takes every parse from what the first kept
+        for expected, holds in (("1", True), ("2", False), ("1", True)):
+            kwargs = {"TableName": "t", "Item": {"k": {"S": "a"}, "n": {"N": "1"}},
+                      "ConditionExpression": "#n = :n", "ExpressionAttributeNames": {"#n": "n"},
+                      "ExpressionAttributeValues": {":n": {"N": expected}}}
+            if holds:
+                table.put_item(**kwargs)
+            else:
+                with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+                    table.put_item(**kwargs)
+        with pytest.raises(ClientError, match="unused") as refused:  # moto still names what went unused
+            table.put_item(TableName="t", Item={"k": {"S": "a"}}, ConditionExpression="#n = :n",
+                           ExpressionAttributeNames={"#n": "n", "#x": "x"},
+                           ExpressionAttributeValues={":n": {"N": "1"}})
+        assert "#x" in str(refused.value) and "#n" not in str(refused.value)
+
+
+def test_plain_dynamodb_requests_are_read_as_moto_reads_them(table) -> None:  # type: ignore[no-untyped-def]
+    from moto.dynamodb.responses import DynamoHandler
+
+    fast = DynamoHandler.parse_parameters
+    compared: list[str] = []
+
+    def both(self, request) -> None:  # type: ignore[no-untyped-def]
+        DynamoHandler._moto_parse_parameters(self, request)  # type: ignore[attr-defined]
+        theirs = self.params
+        fast(self, request)
+        assert self.params == theirs, request.data
+        compared.append(self._get_action())
+
+    item = {"k": {"S": "a"}, "n": {"N": "-1.50"}, "t": {"BOOL": True}, "z": {"NULL": True},
+            "m": {"M": {"l": {"L": [{"S": "é\"q"}, {"N": "2"}, {"SS": ["x", "y"]}]}}}, "ns": {"NS": ["1", "2"]}}
+    DynamoHandler.parse_parameters = both  # type: ignore[method-assign]
+    try:
+        table.put_item(TableName="t", Item=item)
+        table.put_item(TableName="t", Item={"k": {"S": "b"}, "bin": {"B": b"\x00\x01"}, "bs": {"BS": [b"x"]}})
+        table.update_item(TableName="t", Key={"k": {"S": "a"}}, UpdateExpression="SET #n = :n",
+                          ExpressionAttributeNames={"#n": "n"}, ExpressionAttributeValues={":n": {"N": "3"}},
+                          ReturnValues="ALL_NEW")
+        table.query(TableName="t", KeyConditionExpression="k = :k", ExpressionAttributeValues={":k": {"S": "a"}},
+                    Limit=5, ScanIndexForward=False, ConsistentRead=True)
+        table.batch_get_item(RequestItems={"t": {"Keys": [{"k": {"S": "a"}}, {"k": {"S": "b"}}]}})
+        table.transact_write_items(TransactItems=[
+            {"Put": {"TableName": "t", "Item": {"k": {"S": "c"}}, "ConditionExpression": "attribute_not_exists(k)"}},
+            {"Update": {"TableName": "t", "Key": {"k": {"S": "a"}}, "UpdateExpression": "ADD #n :one",
+                        "ExpressionAttributeNames": {"#n": "n"}, "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+        ])
+        got = table.get_item(TableName="t", Key={"k": {"S": "b"}})["Item"]
+    finally:
+        DynamoHandler.parse_parameters = fast  # type: ignore[method-assign]
+    assert compared == ["PutItem", "PutItem", "UpdateItem", "Query", "BatchGetItem", "TransactWriteItems", "GetItem"]
+    assert got["bin"] == {"B": b"\x00\x01"} and got["bs"] == {"BS": [b"x"]}  # binary values took moto's way
+
+
+def test_random_strings_keep_moto_s_alphabet_and_length() -> None:
+    from moto.moto_api._internal import mock_random
+
+    moto_fixes.install()
+    import string
+
+    for digits, lower in ((True, False), (False, False), (True, True)):
+        drawn = mock_random.get_random_string(length=52, include_digits=digits, lower_case=lower)
+        alphabet = (string.ascii_lowercase if lower else string.ascii_letters) + (string.digits if digits else "")
+        assert len(drawn) == 52 and set(drawn) <= set(alphabet)
+    assert len({mock_random.get_random_string(length=52) for _ in range(100)}) == 100
