@@ -32,7 +32,7 @@ from shared.dal.table import Update
 from shared.logic.attempts import attempt
 from shared.logic.readiness import dispatching, scheduler
 from shared.logic.services import services
-from shared.models.messages import parse_task_message
+from shared.models.messages import TaskFinished, parse_task_message
 from shared.models.plan import Task
 from tests.helpers import drain_queue, sqs_event, sqs_record, task
 from tests.integration.crash import (
@@ -413,8 +413,8 @@ def test_one_builds_failing_record_fails_only_its_own_group(
     drain_queue(client("sqs"), quiet.resources.queues["task-finished.fifo"])
     original = dispatching.on_finished
 
-    def x_fails(message: dict[str, Any], svc: Any = None) -> None:
-        if message["buildId"] == x:
+    def x_fails(message: TaskFinished, svc: Any = None) -> None:
+        if message.buildId == x:
             raise RuntimeError("build x's step failed")
         original(message, svc)
 
