@@ -549,10 +549,15 @@ def latency_rows(b: Bench) -> list[dict[str, Any]]:
         f"`task_started` timestamp; the handoff writes both in one transaction with one timestamp, so it read "
         f"p50 {pct(stamped, 50):.0f} ms / max {max(stamped):.0f} ms by construction.)"
     )
-    why50 = ("the dependent's provider call waits for the rest of the completing invocation (the cache write, "
-             "metrics, starting the handed tasks' threads) and for the GIL held by the other workers")
-    why99 = (f"the tail is the fan-outs (p50 {pct(kinds['fan-out'], 50):.0f} ms): dependents the completing "
-             "consumer did not take wait for a worker to receive and claim them, one after another on one GIL")
+    why50 = ("the dependent's provider call waits for the rest of the completing invocation (metrics, starting "
+             "the handed tasks' threads) and for the GIL held by the other workers")
+    worst = max(lat, key=lambda k: lat[k])
+    queued = len(values) - in_commit
+    why99 = (f"the worst edge ({worst}) is a {'fan-out' if worst[0] == 'f' else 'chain or fan-in'}; fan-out p50 "
+             f"{pct(kinds['fan-out'], 50):.0f} ms: the dependents one completion hands over start side by side in "
+             "its invocation, each with ~2 ms of CPU (its context, its thread) before its provider call under one "
+             f"GIL, on a machine at load {os.getloadavg()[0]:.1f} for 2 cores (a process not scheduled stalls every "
+             f"edge in flight); {queued} of {len(values)} dependents went through the queue")
     return [
         _row("dependency latency p50, handoff path: parent's completing commit returned → dependent's provider call "
              "began (100-task DAG); baseline SQS send+receive p50", p50, r50, f"<= {TARGET_DEP_P50_MS:.0f}", "ms",

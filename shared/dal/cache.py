@@ -1,7 +1,8 @@
 """The task result cache table: one item per cache key (the files an identical task wrote).
 
-The cache is an optimisation: a read or write that fails is logged and treated as a miss, never
-as a task's failure.
+The cache is an optimisation: a read or a `put` that fails is logged and treated as a miss, never
+as a task's failure. A task's completion writes its result's item in its own transaction
+(`tx_put`), so that write commits, or is retried, with the completion.
 """
 
 from __future__ import annotations
