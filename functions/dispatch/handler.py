@@ -10,12 +10,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared import limits, resources
@@ -24,25 +22,33 @@ from shared.dal.queues import set_visibility
 from shared.errors import NotFound
 from shared.logic.finalizing import finalize
 from shared.logic.readiness import dispatching
+from shared.models.messages import TaskMessage
+from shared.models.queued import QueuedDispatch, UnknownKind, Unreadable
 from shared.observability import correlate, lambda_handler, logger
 from shared.settings import get_settings
 
 
-def _record(record: SQSRecord) -> None:
-    body = json.loads(record.body)
-    correlate(body.get("buildId"))
-    if record.event_source_arn and not record.event_source_arn.endswith(".fifo"):
-        dispatching.on_dead_task(body)  # from the tasks DLQ
+def _record(record: QueuedDispatch) -> None:
+    msg = record.body
+    if isinstance(msg, Unreadable):
+        if record.from_tasks_dlq:  # already dead-lettered: it names no task to fail
+            logger.error("unreadable message in the tasks DLQ dropped", extra={"body": msg.body, "error": msg.error})
+            return
+        raise UnreadableMessage(msg.error)  # retried, then the task-finished DLQ takes it
+    correlate(msg.buildId)
+    if isinstance(msg, UnknownKind):
+        logger.warning("unknown dispatch message dropped", extra={"kind": msg.kind})
+    elif isinstance(msg, TaskMessage):
+        dispatching.on_dead_task(msg)  # from the tasks DLQ
     else:
-        dispatching.on_finished(body)
+        dispatching.on_finished(msg)
 
 
 @lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
     if "Records" in event:
-        result = process_partial_response(
-            event=event, record_handler=_record, processor=SqsFifoPartialProcessor(skip_group_on_error=True), context=context
-        )
+        processor = SqsFifoPartialProcessor(model=QueuedDispatch, skip_group_on_error=True)  # type: ignore[arg-type]
+        result = process_partial_response(event=event, record_handler=_record, processor=processor, context=context)
         _come_back_soon(event["Records"], {str(f["itemIdentifier"]) for f in result.get("batchItemFailures") or []})
         return result
     action = event.get("action")
@@ -82,6 +88,11 @@ def _come_back_soon(records: list[dict[str, Any]], failed: set[str]) -> None:
             set_visibility(settings.task_finished_queue_url, record["receiptHandle"], wait)
         except Exception as exc:  # it comes back after the queue's visibility all the same
             logger.warning("could not shorten a failed record's visibility", extra={"error": str(exc)[:300]})
+
+
+class UnreadableMessage(Exception):
+    """A task-finished-queue body that is not a dispatch message (not JSON, or a known kind lacking a
+    field): its record fails, and with it the rest of its build's group in the batch."""
 
 
 class StepInterrupted(Exception):

@@ -17,7 +17,7 @@ from shared.dal.queues import Lease
 from shared.logic.attempts.claim import ComeBackLater
 from shared.logic.attempts.runner import run_task
 from shared.logic.services import services
-from shared.models.messages import QueuedTask
+from shared.models.queued import QueuedTask
 from shared.observability import correlate, lambda_handler
 
 

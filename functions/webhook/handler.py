@@ -7,20 +7,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.constants import WEBHOOK_DLQ_URL, WEBHOOK_QUEUE_URL
 from shared.logic.webhooks import Received, handle
+from shared.models.queued import QueuedDelivery
 from shared.observability import lambda_handler
 
 
-def _record(record: SQSRecord) -> None:
+def _record(record: QueuedDelivery) -> None:
     handle(
         Received(
             body=record.body,
-            receipt_handle=record.receipt_handle,
-            receive_count=int(record.attributes.approximate_receive_count or 1),
+            receipt_handle=record.receiptHandle,
+            receive_count=record.receive_count,
             queue_url=os.environ.get(WEBHOOK_QUEUE_URL, ""),
         ),
         dlq_url=os.environ.get(WEBHOOK_DLQ_URL),
@@ -29,6 +29,5 @@ def _record(record: SQSRecord) -> None:
 
 @lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> Mapping[str, Any]:
-    return process_partial_response(
-        event=event, record_handler=_record, processor=BatchProcessor(event_type=EventType.SQS), context=context
-    )
+    processor = BatchProcessor(event_type=EventType.SQS, model=QueuedDelivery)  # type: ignore[arg-type]
+    return process_partial_response(event=event, record_handler=_record, processor=processor, context=context)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Discriminator, Json, Tag, TypeAdapter
+from pydantic import BaseModel, Discriminator, Tag, TypeAdapter
 
 from shared.models.plan import Usage
 
@@ -29,16 +29,6 @@ class TaskMessage(BaseModel):
     attempt: int
     task: dict[str, Any] | None = None  # the task's definition, when the sender had it at hand
     spent: Usage | None = None  # what the earlier attempts of this run of the task cost
-
-
-class QueuedTask(BaseModel):
-    """One record of the tasks queue as the task consumer's batch processor parses it (Powertools'
-    `BatchProcessor(model=...)`): the fields of the SQS record it reads, its body a `TaskMessage`.
-    A record whose body is not one fails alone, as a record the consumer could not process."""
-
-    messageId: str
-    receiptHandle: str
-    body: Json[TaskMessage]
 
 
 Outcome = Literal["completed", "failed", "cancelled"]

@@ -32,6 +32,7 @@ from shared.dal.table import Update
 from shared.logic.attempts import attempt
 from shared.logic.readiness import dispatching, scheduler
 from shared.logic.services import services
+from shared.models.messages import TaskFinished, parse_task_message
 from shared.models.plan import Task
 from tests.helpers import drain_queue, sqs_event, sqs_record, task
 from tests.integration.crash import (
@@ -394,7 +395,7 @@ def test_a_task_failed_for_good_is_never_claimed(harness: tuple[QuietRuntime, Fa
     execute(quiet, build_id)
     sqs = client("sqs")
     [first] = drain_queue(sqs, quiet.resources.queues["tasks"])
-    dispatching.on_dead_task(first, services())  # its message kept killing its consumers
+    dispatching.on_dead_task(parse_task_message(first), services())  # its message kept killing its consumers
     arn = quiet.resources.queue_arns["tasks"]
     late = {**first, "attempt": 2}  # any later copy of it
     load_handler("task")(sqs_event([sqs_record(late, arn)]), lambda_context("task"))
@@ -412,8 +413,8 @@ def test_one_builds_failing_record_fails_only_its_own_group(
     drain_queue(client("sqs"), quiet.resources.queues["task-finished.fifo"])
     original = dispatching.on_finished
 
-    def x_fails(message: dict[str, Any], svc: Any = None) -> None:
-        if message["buildId"] == x:
+    def x_fails(message: TaskFinished, svc: Any = None) -> None:
+        if message.buildId == x:
             raise RuntimeError("build x's step failed")
         original(message, svc)
 
@@ -548,7 +549,7 @@ def test_a_dead_lettered_attempt_reports_what_its_runs_earlier_attempts_cost(har
     load_handler("task")(sqs_event([sqs_record(first, arn)]), lambda_context("task"))  # fails, billed $0.25
     [retry] = drain_queue(sqs, quiet.resources.queues["tasks"])
     assert retry["spent"]["costUsd"] == 0.25
-    dispatching.on_dead_task(retry, services())  # attempt 2's message kept killing its consumers
+    dispatching.on_dead_task(parse_task_message(retry), services())  # attempt 2's message kept killing its consumers
     build = services().builds.require(build_id)
     assert json.loads(build.dispatch)["cost"] == 0.25  # what the budget counts
     assert services().tasks.get(build_id, "flaky").usage.costUsd == 0.25  # what the task shows

@@ -740,6 +740,55 @@ class TestWorkers:
         self._dispatch([self._finished_record(quiet, build_id, "a", outcome="completed", attempt=3)])
         assert self._queued(quiet) == [("b", 1)]
 
+    def test_poisoned_dispatch_records_fail_only_their_own_build(self, quiet):
+        """In one batch: build A's unreadable records fail with the rest of A's group (retried, then
+        dead-lettered); build B's message of an unknown kind is dropped and its good record runs;
+        an unreadable tasks-DLQ record is dropped (it names no task to fail)."""
+        build_a = executing(quiet, PLAN)
+        build_b = executing(quiet, PLAN)
+        self._queued(quiet)
+        good_a = self._finished_record(quiet, build_a, "setup")
+        good_b = self._finished_record(quiet, build_b, "setup")
+        fifo, dlq = quiet.resources.queue_arns["task-finished.fifo"], quiet.resources.queue_arns["tasks-dlq"]
+        records = [
+            sqs_record("not json", fifo, group_id=build_a, message_id="a-text"),
+            good_a,
+            # a second poisoned record in a group already held back (the processor parses it anew)
+            sqs_record({"kind": "finished", "buildId": build_a}, fifo, group_id=build_a, message_id="a-no-task"),
+            sqs_record({"kind": "pause", "buildId": build_b}, fifo, group_id=build_b, message_id="b-unknown"),
+            good_b,
+            sqs_record("{", dlq, message_id="dead-text"),
+            sqs_record({"buildId": build_b, "attempt": 1}, dlq, message_id="dead-no-task"),
+        ]
+        result = _handler("dispatch")(sqs_event(records), lambda_context("dispatch"))
+        failed = [f["itemIdentifier"] for f in result["batchItemFailures"]]
+        assert failed == ["a-text", good_a["messageId"], "a-no-task"]
+        queued = sorted((m["buildId"], m["taskId"]) for m in drain_queue(client("sqs"), quiet.resources.queues["tasks"]))
+        assert queued == [(build_b, "hero"), (build_b, "styles")]  # only B's build moved on
+
+    # --- webhook ---------------------------------------------------------------------------------
+    def test_a_record_that_is_not_a_stream_record_fails_alone(self, quiet):
+        """A poisoned webhook-queue record is reported failed by its message id (retried, then the
+        webhook DLQ takes it); the batch's good record is handled: its build has no endpoint."""
+        from shared.models.events import EventType
+
+        build_id = new_build([task("a")])
+        svc = services()
+        svc.events.record(build_id, EventType.build_cancelled, {"reason": "test"})
+        items = client("dynamodb").query(
+            TableName=svc.events.table,
+            KeyConditionExpression="buildId = :b",
+            ExpressionAttributeValues={":b": {"S": build_id}},
+        )["Items"]
+        arn = quiet.resources.queue_arns["webhooks"]
+        records = [
+            sqs_record("not json", arn, message_id="w-text"),
+            sqs_record({"eventName": "INSERT", "dynamodb": {"NewImage": items[-1]}}, arn, message_id="w-good"),
+        ]
+        result = _handler("webhook")(sqs_event(records), lambda_context("webhook"))
+        assert result == {"batchItemFailures": [{"itemIdentifier": "w-text"}]}
+        assert svc.events.delivery_counts(build_id).get("no_endpoint") == 1
+
     # --- task ------------------------------------------------------------------------------------
     def _task_record(self, quiet, build_id: str, task_id: str, attempt: int = 1, receive_count: int = 1) -> dict:
         body = {"buildId": build_id, "taskId": task_id, "attempt": attempt}

@@ -23,6 +23,7 @@ from shared.ids import now_ms
 from shared.logic.attempts import attempt
 from shared.logic.readiness import dispatch_state, dispatching, handoff
 from shared.logic.services import services
+from shared.models.messages import parse_task_message
 from shared.models.plan import Task
 from tests.helpers import drain_queue, sqs_event, sqs_record, task
 from tests.integration.quiet import QuietRuntime, execute, executing, lambda_context, new_build
@@ -322,7 +323,7 @@ def test_a_dead_lettered_parent_message_fails_the_dependent_it_was_watching(
     _comes_back(quiet, root)
     monkeypatch.undo()
     assert _status(build_id)["b"] == "in_progress"
-    dispatching.on_dead_task(root, services())  # a's message ran out of receives while b never ended
+    dispatching.on_dead_task(parse_task_message(root), services())  # a's message ran out of receives while b never ended
     assert _status(build_id) == {"a": "completed", "b": "failed", "c": "skipped", "x": "pending"}
     skipped = [e.data for e in _events(build_id) if e.type.value == "task_skipped"]
     assert [(s["taskId"], s["dependency"]) for s in skipped] == [("c", "b")]

@@ -26,7 +26,14 @@ from shared.logic.readiness.reopen import reopen_items, reopen_task
 from shared.logic.services import Services, services
 from shared.models.build import TERMINAL_BUILD_STATUSES, BuildStatus
 from shared.models.events import EventType
-from shared.models.messages import DispatchMessage, HaltBuild, Outcome, TaskFinished, parse_dispatch_message
+from shared.models.messages import (
+    DispatchMessage,
+    HaltBuild,
+    Outcome,
+    TaskFinished,
+    TaskMessage,
+    parse_dispatch_message,
+)
 from shared.models.plan import (
     UNSTARTED_TASK_STATUSES,
     TaskStatus,
@@ -190,32 +197,29 @@ def parse_cause(error: dict[str, Any]) -> str:
     return str(cause) or str(error.get("Error") or "unknown error")
 
 
-def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
+def on_dead_task(message: TaskMessage, svc: Services | None = None) -> None:
     """A task message that kept killing its function reached the tasks DLQ: fail that attempt for
     good so the build does not hang, and let the dispatcher skip its dependents. Only the attempt the
     message names: a later attempt owns the task (a retry already on its way), and a task that
     settled meanwhile keeps its outcome."""
     svc = svc or services()
-    build_id, task_id = message.get("buildId"), message.get("taskId")
-    if not build_id or not task_id:
-        logger.error("unreadable message in the tasks DLQ dropped", extra={"body": str(message)[:500]})
-        return
+    build_id, task_id = message.buildId, message.taskId
     item = svc.tasks.get(build_id, task_id)
     if item is None:
         return
-    attempt = int(message.get("attempt") or item.attempt or 1)
+    attempt = message.attempt
     handed = item.handedTo
     if item.status == TaskStatus.completed and handed and item.attempt == attempt:
         # The message outlived the dependents its completion handed to the same worker (handoff):
         # what kept it coming back is among them; those that did settle keep their outcome.
         for child, child_attempt in handed:
-            on_dead_task({"buildId": build_id, "taskId": child, "attempt": child_attempt}, svc)
+            on_dead_task(TaskMessage(buildId=build_id, taskId=child, attempt=child_attempt), svc)
         return
     name = item.task.name
     # What the run's earlier attempts cost (each billed on the item when it settled) travels with the
     # message: the run's total is what the task reports and the build's budget counts, as for any
     # failure. The dead attempt itself left no usage behind.
-    spent: dict[str, Any] = message.get("spent") or {}
+    spent = message.spent
     dead = Update().set(status=TaskStatus.failed.value, error="dead-lettered", updatedAt=svc.clock.now_ms())
     unstarted = dead.among("status", UNSTARTED_TASK_STATUSES)
     dead.when(
@@ -224,7 +228,7 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
         ip=TaskStatus.in_progress.value,
     )
     if spent:
-        dead.set(usage=spent)
+        dead.set(usage=spent.model_dump())
     try:
         svc.events.record(
             build_id,
@@ -239,7 +243,7 @@ def on_dead_task(message: dict[str, Any], svc: Services | None = None) -> None:
             also=[svc.tasks.tx_update(build_id, task_id, dead)],
         )
         outcome: Outcome | None = "failed"
-        cost = float(spent.get("costUsd") or 0.0)
+        cost = (spent.costUsd if spent else None) or 0.0
     except StateConflict:
         # Not this attempt's to fail. If the attempt did settle, tell the dispatcher again (its own
         # report may be what was lost); a later attempt reports for itself.
