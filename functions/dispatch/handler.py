@@ -32,7 +32,11 @@ def _record(record: QueuedDispatch) -> None:
     msg = record.body
     if isinstance(msg, Unreadable):
         if record.from_tasks_dlq:  # already dead-lettered: it names no task to fail
-            logger.error("unreadable message in the tasks DLQ dropped", extra={"body": msg.body, "error": msg.error})
+            # Its id and size, not its body: a task message carries the user's prompt and plan.
+            logger.error(
+                "unreadable message in the tasks DLQ dropped",
+                extra={"messageId": record.messageId, "bodyChars": len(msg.body), "error": msg.error.splitlines()[0][:200]},
+            )
             return
         raise UnreadableMessage(msg.error)  # retried, then the task-finished DLQ takes it
     correlate(msg.buildId)

@@ -740,7 +740,7 @@ class TestWorkers:
         self._dispatch([self._finished_record(quiet, build_id, "a", outcome="completed", attempt=3)])
         assert self._queued(quiet) == [("b", 1)]
 
-    def test_poisoned_dispatch_records_fail_only_their_own_build(self, quiet):
+    def test_poisoned_dispatch_records_fail_only_their_own_build(self, quiet, monkeypatch):
         """In one batch: build A's unreadable records fail with the rest of A's group (retried, then
         dead-lettered); build B's message of an unknown kind is dropped and its good record runs;
         an unreadable tasks-DLQ record is dropped (it names no task to fail)."""
@@ -759,8 +759,15 @@ class TestWorkers:
             good_b,
             sqs_record("{", dlq, message_id="dead-text"),
             sqs_record({"buildId": build_b, "attempt": 1}, dlq, message_id="dead-no-task"),
+            sqs_record('{"task": {"prompt": "my private prompt"', dlq, message_id="dead-cut"),
         ]
+        from shared.observability import logger
+
+        errors: list[str] = []
+        monkeypatch.setattr(logger, "error", lambda msg, *a, **kw: errors.append(f"{msg} {a} {kw}"))
         result = _handler("dispatch")(sqs_event(records), lambda_context("dispatch"))
+        assert any("dead-cut" in line for line in errors)  # the dropped record is logged by its id...
+        assert not any("my private prompt" in line for line in errors)  # ...not by its body
         failed = [f["itemIdentifier"] for f in result["batchItemFailures"]]
         assert failed == ["a-text", good_a["messageId"], "a-no-task"]
         queued = sorted((m["buildId"], m["taskId"]) for m in drain_queue(client("sqs"), quiet.resources.queues["tasks"]))
