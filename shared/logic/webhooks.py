@@ -18,9 +18,16 @@ from shared.logic.services import Services, services
 from shared.models.events import Event
 from shared.observability import count, logger
 from shared.signing import parse_secret_list
-from shared.webhooks.delivery import DeliveryOutcome, EndpointRateLimiter, deliver, delivery_delay_s
+from shared.webhooks.delivery import (
+    DEFAULT_BURST,
+    DEFAULT_RATE_PER_SECOND,
+    DeliveryOutcome,
+    EndpointRateLimiter,
+    deliver,
+    delivery_delay_s,
+)
 
-_limiter = EndpointRateLimiter(rate_per_s=20)
+_limiter = EndpointRateLimiter(rate_per_s=DEFAULT_RATE_PER_SECOND, burst=DEFAULT_BURST)
 
 
 class RetryLater(Exception):

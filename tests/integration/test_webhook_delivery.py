@@ -25,6 +25,8 @@ from werkzeug import Request, Response
 
 from shared.signing import generate_secret
 from shared.webhooks.delivery import (
+    DEFAULT_BURST,
+    DEFAULT_RATE_PER_SECOND,
     MAX_RETRY_AFTER_S,
     DeliveryOutcome,
     EndpointRateLimiter,
@@ -375,6 +377,27 @@ def test_rate_limit_without_waiting_counts_tokens() -> None:
     limiter = EndpointRateLimiter(rate_per_s=20, burst=20, clock=lambda: 0.0, sleep=lambda _: None)
     granted = sum(limiter.acquire("https://a:443", timeout=0) for _ in range(100))
     assert granted == 20
+
+
+def test_one_builds_burst_goes_out_at_once_and_a_flood_still_gets_20_a_second() -> None:
+    from shared.logic import webhooks
+
+    assert (webhooks._limiter.rate, webhooks._limiter.capacity) == (DEFAULT_RATE_PER_SECOND, DEFAULT_BURST)
+    clock = [0.0]
+    waited: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        clock[0] += seconds
+
+    limiter = EndpointRateLimiter(DEFAULT_RATE_PER_SECOND, DEFAULT_BURST, clock=lambda: clock[0], sleep=sleep)
+    for _ in range(93):  # a 30-task build's events, recorded at ~50 a second: none waits
+        assert limiter.acquire("http://127.0.0.1:8080", timeout=1.0)
+        clock[0] += 0.02
+    assert waited == []
+    clock[0] += 60  # idle again; then a flood of 400 at once is held to 20 a second after the burst
+    assert all(limiter.acquire("http://127.0.0.1:8080", timeout=60) for _ in range(400))
+    assert sum(waited) >= (400 - DEFAULT_BURST) / DEFAULT_RATE_PER_SECOND - 1e-6
 
 
 def test_rate_limit_real_time_bound() -> None:
