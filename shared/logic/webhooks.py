@@ -25,6 +25,7 @@ from shared.webhooks.delivery import (
     EndpointRateLimiter,
     deliver,
     delivery_delay_s,
+    tls_context,
 )
 
 _limiter = EndpointRateLimiter(rate_per_s=DEFAULT_RATE_PER_SECOND, burst=DEFAULT_BURST)
@@ -61,6 +62,14 @@ def webhook_secrets(svc: Services) -> list[str]:
     if not raw:
         raise ValueError("no webhook signing secret: set WEBHOOK_SECRET (or WEBHOOK_SECRET_ARN)")
     return parse_secret_list(str(raw))
+
+
+def warm(svc: Services | None = None) -> None:
+    """Do a consumer's first-delivery work now (the signing secret read, the HTTP client and TLS
+    context loaded), so the first events of a build do not queue behind it."""
+    svc = svc or services()
+    webhook_secrets(svc)
+    tls_context()
 
 
 def _mark(svc: Services, event: Event, state: str, reason: str | None = None) -> None:

@@ -259,7 +259,7 @@ def deliver(
 
 
 @functools.lru_cache(maxsize=1)
-def _tls() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     """The TLS context httpx would build (certifi's CA bundle, trust_env off like the client), made
     once per process: loading the CA bundle on every delivery costs more CPU than the delivery."""
     import httpx
@@ -281,7 +281,7 @@ def _post(
     if target.scheme == "https" and target.host != target.ip:
         extensions["sni_hostname"] = target.host
 
-    http = client or httpx.Client(trust_env=False, follow_redirects=False, timeout=timeout_s, verify=_tls())
+    http = client or httpx.Client(trust_env=False, follow_redirects=False, timeout=timeout_s, verify=tls_context())
     started = time.monotonic()
     try:
         request = http.build_request(
