@@ -205,6 +205,9 @@ class LocalRuntime:
             from local import moto_fixes
 
             moto_fixes.install()
+            for name in c.FUNCTION_HANDLERS:  # imported here, not by threads racing on the first build
+                load_handler(name)
+        importlib.import_module("httpx")  # the webhook warm-up thread's one lazy import, done first
         invocations.install()
         reset_clients()
         self._create_resources(settings.webhook_secret, settings.task_timeout_seconds)
@@ -553,8 +556,7 @@ def _warm_webhooks() -> None:
     """The webhook consumer's first-delivery work, done while the runtime is idle: a build's first
     events would otherwise queue behind it (~0.7 s while the build runs), and a fast build's later
     events behind those."""
-    try:
-        load_handler("webhook")
+    try:  # the handlers were imported by start(): two threads importing one package can fail
         from shared.logic.webhooks import warm
 
         warm()
