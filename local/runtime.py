@@ -100,6 +100,15 @@ def load_handler(name: str) -> Handler:
     return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
 
 
+def _import_handlers() -> None:
+    """Import every handler, and httpx (the webhook warm-up thread's one lazy import), at start in
+    one thread: two threads importing one package at once can fail with a partially initialized
+    module, and the pollers and the warm-up thread would otherwise import them side by side."""
+    for name in c.FUNCTION_HANDLERS:
+        load_handler(name)
+    importlib.import_module("httpx")
+
+
 @dataclass
 class Resources:
     queues: dict[str, str] = field(default_factory=dict)  # name -> url
@@ -189,8 +198,7 @@ class LocalRuntime:
             self._process = BackendsProcess(self._invoke_function, aws_port=self.aws_port)
             try:
                 self._process.spawn()
-                for name in c.FUNCTION_HANDLERS:  # imported while the child imports moto
-                    load_handler(name)
+                _import_handlers()  # while the child imports moto
                 self._process.connect()
             except BaseException:
                 self.stop()
@@ -205,9 +213,7 @@ class LocalRuntime:
             from local import moto_fixes
 
             moto_fixes.install()
-            for name in c.FUNCTION_HANDLERS:  # imported here, not by threads racing on the first build
-                load_handler(name)
-        importlib.import_module("httpx")  # the webhook warm-up thread's one lazy import, done first
+            _import_handlers()
         invocations.install()
         reset_clients()
         self._create_resources(settings.webhook_secret, settings.task_timeout_seconds)
