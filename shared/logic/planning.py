@@ -49,6 +49,7 @@ def run_plan(build_id: str, svc: Services | None = None, *, execution: dict[str,
     lands (the API call that started it died, or another re-open won) answers `superseded` and
     changes nothing (runs.py)."""
     svc = svc or services()
+    own: BuildRecord | None = None
     if execution and execution.get("Name"):
         started = execution.get("Input") or {}
         if isinstance(started, str):
@@ -58,7 +59,7 @@ def run_plan(build_id: str, svc: Services | None = None, *, execution: dict[str,
             logger.info("run superseded: its commit never landed", extra={"run": execution["Name"]})
             count("run.superseded")
             return {**_ended(build_id, "superseded"), "superseded": True}
-    build = svc.builds.require(build_id)
+    build = own or svc.builds.require(build_id)  # the run's wait already read it
     svc.webhook_url(build_id, build=build)  # where its events go, known from this read
     if build.planId:  # a retried invocation: the plan is already stored
         return _result(svc, build)
